@@ -1,0 +1,28 @@
+// `compress inspect`: what a model is made of, as JSON (for scripts) or text (for people).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "compress/ir/graph.h"
+
+namespace compress {
+
+// Elements of every initializer (sparse ones: stored values), every Constant-node tensor and every
+// tensor-valued attribute, in all graphs including subgraphs.
+int64_t CountParameters(const Model& model);
+
+// Builds the inspection document. `path` is used for the file size and the ONNX checker.
+// Schema (version 1):
+//   {"schema": "compress.inspect/1", "file", "file_bytes", "ir_version", "producer": {"name","version"},
+//    "domain", "model_version", "opsets": [{"domain","version"}], "metadata": {k: v},
+//    "inputs"/"outputs": [{"name","dtype","shape": [int|string|null]}], "nodes", "op_types": {op: count},
+//    "parameters", "bytes_by_dtype": {dtype: bytes}, "elements_by_dtype": {dtype: count},
+//    "largest_tensors": [{"name","kind","dtype","shape","bytes"}] (ten at most, largest first),
+//    "checker": {"ok": bool, "message": string}}
+nlohmann::json InspectModel(const Model& model, const std::string& path);
+
+// Human-readable rendering of InspectModel's document.
+std::string FormatInspection(const nlohmann::json& doc);
+
+}  // namespace compress

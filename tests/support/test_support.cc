@@ -1,0 +1,121 @@
+#include "support/test_support.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include <gtest/gtest.h>
+
+namespace compress::testing {
+
+TempDir::TempDir() {
+  std::string base = ::testing::TempDir();
+  if (base.empty() || base.back() != '/') base += "/";
+  std::string templ = base + "compress-test-XXXXXX";
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  // Restore permissions changed by tests (unwritable folders) so removal works.
+  for (auto it = std::filesystem::recursive_directory_iterator(path_, ec);
+       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory(ec)) std::filesystem::permissions(it->path(), std::filesystem::perms::owner_all,
+                                                           std::filesystem::perm_options::add, ec);
+  }
+  std::filesystem::permissions(path_, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
+  std::filesystem::remove_all(path_, ec);
+}
+
+namespace {
+std::string ReadAllFd(int fd) {
+  std::string s;
+  std::array<char, 4096> buf{};
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n <= 0) break;
+    s.append(buf.data(), static_cast<size_t>(n));
+  }
+  return s;
+}
+}  // namespace
+
+CommandResult RunCompress(const std::vector<std::string>& args) {
+  TempDir tmp;
+  const std::string out_path = tmp / "stdout", err_path = tmp / "stderr";
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    const int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int null_fd = ::open("/dev/null", O_RDONLY);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    ::dup2(null_fd, 0);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(COMPRESS_BINARY));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(COMPRESS_BINARY, argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = ReadBytes(out_path);
+  r.err = ReadBytes(err_path);
+  return r;
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Model TinyModel() {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", 17}};
+  m.producer_name = "compress-tests";
+  Graph& g = m.graph;
+  g.name = "tiny";
+  g.inputs.push_back({"x", TypeInfo::Tensor(DType::kFloat, {Dim::Symbolic("N"), Dim::Fixed(4)}), ""});
+  g.outputs.push_back({"y", TypeInfo::Tensor(DType::kFloat, {Dim::Symbolic("N"), Dim::Fixed(3)}), ""});
+  std::vector<float> w(12), b(3);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.1f * static_cast<float>(i) - 0.5f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = 0.25f * static_cast<float>(i);
+  g.initializers.push_back(Tensor::FromVector<float>({4, 3}, w, "W"));
+  g.initializers.push_back(Tensor::FromVector<float>({3}, b, "b"));
+  g.nodes.push_back(Node{"relu", "Relu", "", {"x"}, {"h"}, {}, ""});
+  g.nodes.push_back(Node{"matmul", "MatMul", "", {"h", "W"}, {"hw"}, {}, ""});
+  g.nodes.push_back(Node{"add", "Add", "", {"hw", "b"}, {"y"}, {}, ""});
+  return m;
+}
+
+std::string SourcePath(const std::string& relative) { return std::string(COMPRESS_SOURCE_DIR) + "/" + relative; }
+
+}  // namespace compress::testing

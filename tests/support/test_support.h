@@ -1,0 +1,42 @@
+// Helpers shared by the test suites.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "compress/ir/graph.h"
+
+namespace compress::testing {
+
+// A fresh empty folder under the test temp dir, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+// Runs the real compress binary with `args` (no shell involved) and captures its output.
+CommandResult RunCompress(const std::vector<std::string>& args);
+
+void WriteBytes(const std::string& path, const std::string& bytes);
+std::string ReadBytes(const std::string& path);
+std::vector<std::string> ListDir(const std::string& dir);  // sorted names, without . and ..
+
+// A small valid model: input x float32[N,4] -> Relu -> MatMul(W [4,3]) -> Add(b [3]) -> y.
+Model TinyModel();
+
+std::string SourcePath(const std::string& relative);  // path inside the source tree
+
+}  // namespace compress::testing
