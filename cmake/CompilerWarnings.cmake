@@ -2,7 +2,7 @@
 function(compress_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
                                            -Wold-style-cast -Wcast-align -Woverloaded-virtual
-                                           -Wnull-dereference -Wformat=2 -Wimplicit-fallthrough)
+                                           -Wformat=2 -Wimplicit-fallthrough)
   if(WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

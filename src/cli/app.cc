@@ -91,7 +91,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_flag("-v,--verbose", global.verbose, "More detail on stderr (debug messages)");
 
   MainOptions main_opt;
-  app.add_option("model", main_opt.model, "Input ONNX model")->check(CLI::ExistingFile);
+  app.add_option("model", main_opt.model, "Input ONNX model");
   app.add_option("-o,--output", main_opt.output,
                  "Output model (default: <stem>.<recipe>.onnx next to the input)");
   app.add_flag("--external-data", main_opt.external_data,
@@ -107,7 +107,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   InspectOptions inspect_opt;
   CLI::App* inspect = app.add_subcommand("inspect", "Describe a model: opsets, inputs, ops, parameters, sizes");
   inspect->fallthrough();
-  inspect->add_option("model", inspect_opt.model, "ONNX model")->required()->check(CLI::ExistingFile);
+  inspect->add_option("model", inspect_opt.model, "ONNX model")->required();
   inspect->add_flag("--json", inspect_opt.json, "Print JSON (schema compress.inspect/1) instead of text");
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());

@@ -382,6 +382,8 @@ Attribute AttributeFromProto(const onnx::AttributeProto& a, const ReadContext& c
     ThrowInvalid(what + ": unknown attribute type " + std::to_string(raw_type));
   }
   out.type = raw_type == 0 ? InferAttrType(a) : static_cast<AttrType>(raw_type);
+  // protobuf turns an out-of-range enum into an unknown field, so a bad type arrives here as "no type".
+  if (out.type == AttrType::kUndefined) ThrowInvalid(what + ": unknown or missing attribute type");
   // All fields are carried over, not only the one `type` names, so nothing is lost on a round trip.
   out.f = a.f();
   out.i = a.i();

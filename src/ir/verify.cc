@@ -181,8 +181,15 @@ void VerifyGraph(const Graph& graph, const std::vector<std::string>& outer_scope
 }
 
 void VerifyModel(const Model& model) {
+  if (model.opset_imports.empty()) ThrowInvalid("model imports no opset");
   if (model.OpsetVersion("") <= 0) {
-    ThrowInvalid("model imports no opset for the default ONNX domain");
+    ForEachGraph(model.graph, [](const Graph& g) {
+      for (const auto& n : g.nodes) {
+        if (n.IsDefaultDomain()) {
+          ThrowInvalid("node " + n.Describe() + " is in the default ONNX domain, which the model does not import");
+        }
+      }
+    });
   }
   VerifyGraph(model.graph);
 }

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -37,18 +36,6 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-namespace {
-std::string ReadAllFd(int fd) {
-  std::string s;
-  std::array<char, 4096> buf{};
-  for (;;) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n <= 0) break;
-    s.append(buf.data(), static_cast<size_t>(n));
-  }
-  return s;
-}
-}  // namespace
 
 CommandResult RunCompress(const std::vector<std::string>& args) {
   TempDir tmp;

@@ -11,7 +11,7 @@
 // samples (the full rank, leading dimension = number of samples). Files are taken in sorted byte order of
 // their names, so the order never depends on the file system.
 // Labels come from DIR/labels.npy (int64 or int32, shape [N] or [N,1]), DIR/labels.txt (one integer per
-// line) or an explicit file; their count must equal the number of samples.
+// line; not both) or an explicit file; their count must equal the number of samples.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +27,7 @@ struct InputSpec {
   std::string name;
   DType dtype = DType::kUndefined;
   std::vector<Dim> shape;  // as declared; dim 0 is the batch dimension
+  bool has_shape = true;   // false when the model declares no shape (not even the rank)
   std::string ToString() const;  // "input 'x' float32[batch,1,28,28]"
 };
 
@@ -53,7 +54,8 @@ class Dataset {
 
   // Samples [first, first+count), one tensor per model input (in input order) with a leading dimension of
   // `count`. Reads only the files (and rows) needed. Samples whose free dims differ cannot share a batch:
-  // Error(kInvalidInput) says which.
+  // Error(kInvalidInput) says which. A rank-0 input has no batch dimension: its samples are read one at a
+  // time (count 1) and returned as scalars.
   std::vector<Tensor> ReadSamples(int64_t first, int64_t count) const;
   // A whole record as stored (rank of the model input).
   std::vector<Tensor> ReadRecord(size_t i) const;
@@ -81,6 +83,9 @@ class Dataset {
     int64_t rows = 0;
     int64_t first_sample = 0;
   };
+  // Rows [first, first+count) of one source, shaped [count, sample dims...] (a scalar for rank-0 inputs).
+  Tensor ReadSourceRows(const Source& s, size_t input, int64_t first, int64_t count) const;
+
   std::string dir_;
   std::string layout_;
   std::vector<InputSpec> inputs_;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "compress/ir/dtype.h"
@@ -29,8 +30,14 @@ class Tensor {
                           std::string name = {});
   template <typename T>
   static Tensor FromVector(std::vector<int64_t> dims, const std::vector<T>& values, std::string name = {}) {
-    return FromBytes(DTypeOf<T>::value, std::move(dims), values.data(), values.size() * sizeof(T),
-                     std::move(name));
+    if constexpr (std::is_same_v<T, bool>) {
+      // std::vector<bool> is bit-packed; ONNX bool is one byte per element.
+      const std::vector<uint8_t> bytes(values.begin(), values.end());
+      return FromBytes(DType::kBool, std::move(dims), bytes.data(), bytes.size(), std::move(name));
+    } else {
+      return FromBytes(DTypeOf<T>::value, std::move(dims), values.data(), values.size() * sizeof(T),
+                       std::move(name));
+    }
   }
   static Tensor FromStrings(std::vector<int64_t> dims, std::vector<std::string> values, std::string name = {});
 

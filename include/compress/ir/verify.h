@@ -9,7 +9,7 @@
 namespace compress {
 
 // Throws Error(kInvalidInput) naming the culprit when the model is not well formed:
-//  - no opset import for the default domain;
+//  - no opset import at all, or nodes of the default domain without an import for it;
 //  - a value name produced twice (graph inputs, initializers and node outputs share one namespace;
 //    an initializer may also be listed as a graph input);
 //  - a node input that no node, initializer, graph input or enclosing scope produces;
