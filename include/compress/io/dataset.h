@@ -26,8 +26,8 @@ namespace compress {
 struct InputSpec {
   std::string name;
   DType dtype = DType::kUndefined;
-  std::vector<Dim> shape;  // as declared; dim 0 is the batch dimension
-  bool has_shape = true;   // false when the model declares no shape (not even the rank)
+  std::vector<Dim> shape;        // as declared; dim 0 is the batch dimension
+  bool has_shape = true;         // false when the model declares no shape (not even the rank)
   std::string ToString() const;  // "input 'x' float32[batch,1,28,28]"
 };
 
