@@ -155,6 +155,210 @@ TEST(RoundTrip, EveryConformanceModelSurvivesLoadAndSave) {
   EXPECT_GT(accepted_before, 1000);
 }
 
+onnx::TensorProto FloatTensor(const std::string& name, std::vector<float> values, bool typed) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  t.add_dims(static_cast<int64_t>(values.size()));
+  if (typed) {
+    for (float v : values) t.add_float_data(v);
+  } else {
+    t.set_raw_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  }
+  return t;
+}
+
+onnx::GraphProto Body(const std::string& name, const std::string& captured) {
+  onnx::GraphProto g;
+  g.set_name(name);
+  auto* n = g.add_node();
+  n->set_op_type("Identity");
+  n->add_input(captured);
+  n->add_output(name + "_out");
+  auto* o = g.add_output();
+  o->set_name(name + "_out");
+  o->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  return g;
+}
+
+// A model exercising every part of the format the IR must carry.
+onnx::ModelProto EveryFeatureModel() {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.set_producer_name("hand");
+  m.set_producer_version("1.2");
+  m.set_domain("org.example");
+  m.set_model_version(7);
+  m.set_doc_string("model doc");
+  auto* op = m.add_opset_import();
+  op->set_version(15);
+  op = m.add_opset_import();
+  op->set_domain("com.example");
+  op->set_version(3);
+  auto* kv = m.add_metadata_props();
+  kv->set_key("author");
+  kv->set_value("someone");
+  auto* f = m.add_functions();
+  f->set_name("MyFn");
+  f->set_domain("com.example");
+  f->add_input("a");
+  f->add_output("b");
+  auto* fn = f->add_node();
+  fn->set_op_type("Identity");
+  fn->add_input("a");
+  fn->add_output("b");
+  f->add_opset_import()->set_version(15);
+
+  onnx::GraphProto* g = m.mutable_graph();
+  g->set_name("main");
+  g->set_doc_string("graph doc");
+  auto* in = g->add_input();
+  in->set_name("x");
+  in->set_doc_string("input doc");
+  auto* tt = in->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* d = tt->mutable_shape()->add_dim();
+  d->set_dim_param("batch");
+  d->set_denotation("DATA_BATCH");
+  tt->mutable_shape()->add_dim()->set_dim_value(3);
+  tt->mutable_shape()->add_dim();  // unknown dim
+  auto* cond = g->add_input();
+  cond->set_name("cond");
+  cond->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::BOOL);
+  *g->add_initializer() = FloatTensor("w", {1, 2, 3}, false);
+  *g->add_initializer() = FloatTensor("w_typed", {4, 5}, true);
+  auto* sp = g->add_sparse_initializer();
+  *sp->mutable_values() = FloatTensor("sp", {9, 8}, false);
+  sp->mutable_indices()->set_data_type(onnx::TensorProto::INT64);
+  sp->mutable_indices()->add_dims(2);
+  sp->mutable_indices()->add_int64_data(1);
+  sp->mutable_indices()->add_int64_data(5);
+  sp->add_dims(2);
+  sp->add_dims(3);
+
+  // Weights in Constant nodes, typed and raw.
+  auto* c = g->add_node();
+  c->set_op_type("Constant");
+  c->set_name("const_w");
+  c->add_output("cw");
+  auto* ca = c->add_attribute();
+  ca->set_name("value");
+  ca->set_type(onnx::AttributeProto::TENSOR);
+  *ca->mutable_t() = FloatTensor("", {0.5f, -0.5f}, true);
+  auto* c2 = g->add_node();
+  c2->set_op_type("Constant");
+  c2->add_output("ci");
+  auto* ca2 = c2->add_attribute();
+  ca2->set_name("value_ints");
+  ca2->set_type(onnx::AttributeProto::INTS);
+  ca2->add_ints(1);
+  ca2->add_ints(-2);
+
+  // An op of an unknown domain with one attribute of every kind.
+  auto* u = g->add_node();
+  u->set_op_type("Mystery");
+  u->set_domain("com.example");
+  u->set_name("mystery");
+  u->set_doc_string("node doc");
+  u->add_input("x");
+  u->add_input("");  // omitted optional input
+  u->add_input("cw");
+  u->add_output("u0");
+  u->add_output("");
+  auto attr = [&](const std::string& name, onnx::AttributeProto::AttributeType type) {
+    auto* a = u->add_attribute();
+    a->set_name(name);
+    a->set_type(type);
+    return a;
+  };
+  attr("f", onnx::AttributeProto::FLOAT)->set_f(1.5f);
+  auto* ai = attr("i", onnx::AttributeProto::INT);
+  ai->set_i(-7);
+  ai->set_doc_string("attribute doc");
+  attr("s", onnx::AttributeProto::STRING)->set_s(std::string("bytes\0with nul", 14));
+  *attr("t", onnx::AttributeProto::TENSOR)->mutable_t() = FloatTensor("tt", {1}, false);
+  *attr("g", onnx::AttributeProto::GRAPH)->mutable_g() = Body("gbody", "x");
+  auto* afs = attr("floats", onnx::AttributeProto::FLOATS);
+  afs->add_floats(0.25f);
+  afs->add_floats(-1e30f);
+  auto* ais = attr("ints", onnx::AttributeProto::INTS);
+  ais->add_ints(INT64_MIN);
+  ais->add_ints(INT64_MAX);
+  auto* ass = attr("strings", onnx::AttributeProto::STRINGS);
+  ass->add_strings("a");
+  ass->add_strings("");
+  auto* ats = attr("tensors", onnx::AttributeProto::TENSORS);
+  *ats->add_tensors() = FloatTensor("t1", {1, 2}, true);
+  *ats->add_tensors() = FloatTensor("t2", {3}, false);
+  auto* ags = attr("graphs", onnx::AttributeProto::GRAPHS);
+  *ags->add_graphs() = Body("g1", "x");
+  *ags->add_graphs() = Body("g2", "cw");
+  auto* asp = attr("sparse", onnx::AttributeProto::SPARSE_TENSOR);
+  *asp->mutable_sparse_tensor() = *sp;
+  auto* asps = attr("sparses", onnx::AttributeProto::SPARSE_TENSORS);
+  *asps->add_sparse_tensors() = *sp;
+  auto* atp = attr("tp", onnx::AttributeProto::TYPE_PROTO);
+  atp->mutable_tp()->mutable_sequence_type()->mutable_elem_type()->mutable_tensor_type()->set_elem_type(
+      onnx::TensorProto::INT8);
+  auto* atps = attr("tps", onnx::AttributeProto::TYPE_PROTOS);
+  auto* map = atps->add_type_protos()->mutable_map_type();
+  map->set_key_type(onnx::TensorProto::INT64);
+  map->mutable_value_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  atps->add_type_protos()->mutable_optional_type()->mutable_elem_type()->mutable_tensor_type()->set_elem_type(
+      onnx::TensorProto::DOUBLE);
+
+  // Control flow reading values of the enclosing graph.
+  auto* iff = g->add_node();
+  iff->set_op_type("If");
+  iff->add_input("cond");
+  iff->add_output("if_out");
+  auto* then_a = iff->add_attribute();
+  then_a->set_name("then_branch");
+  then_a->set_type(onnx::AttributeProto::GRAPH);
+  *then_a->mutable_g() = Body("then", "u0");
+  auto* else_a = iff->add_attribute();
+  else_a->set_name("else_branch");
+  else_a->set_type(onnx::AttributeProto::GRAPH);
+  *else_a->mutable_g() = Body("else", "w");
+
+  auto* out = g->add_output();
+  out->set_name("if_out");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* vi = g->add_value_info();
+  vi->set_name("u0");
+  vi->mutable_type()->set_denotation("TENSOR");
+  vi->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* vs = g->add_value_info();
+  vs->set_name("cw");
+  vs->mutable_type()->mutable_sparse_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* ti = m.add_training_info();
+  ti->mutable_algorithm()->set_name("train");
+  return m;
+}
+
+TEST(RoundTrip, KeepsEveryFeatureOfTheFormat) {
+  TempDir tmp;
+  const onnx::ModelProto original = EveryFeatureModel();
+  testing::WriteBytes(tmp / "in.onnx", original.SerializeAsString());
+  const Model model = LoadModel(tmp / "in.onnx");
+  EXPECT_EQ(model.metadata_props.size(), 1u);
+  EXPECT_EQ(model.functions.size(), 1u);
+  EXPECT_EQ(model.graph.sparse_initializers.size(), 1u);
+  SaveModel(model, tmp / "out.onnx");
+  onnx::ModelProto a = original, b;
+  ASSERT_TRUE(b.ParseFromString(testing::ReadBytes(tmp / "out.onnx")));
+  NormaliseGraph(a.mutable_graph());
+  NormaliseGraph(b.mutable_graph());
+  google::protobuf::util::MessageDifferencer diff;
+  diff.set_message_field_comparison(google::protobuf::util::MessageDifferencer::EQUIVALENT);
+  std::string report;
+  diff.ReportDifferencesToString(&report);
+  EXPECT_TRUE(diff.Compare(a, b)) << report;
+  // Typed data became raw bytes with the same values.
+  EXPECT_TRUE(b.graph().initializer(1).has_raw_data());
+  EXPECT_EQ(b.graph().initializer(1).float_data_size(), 0);
+}
+
 // Saving a loaded model and loading it again gives the same IR, and saving twice gives the same bytes.
 TEST(RoundTrip, SaveIsDeterministicAndStable) {
   TempDir tmp;
