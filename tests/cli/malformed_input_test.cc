@@ -154,7 +154,9 @@ std::vector<Case> Cases() {
                      return ModelWith(d, [](onnx::ModelProto& p) {
                        auto* a = NodeNamed(p, "relu")->add_attribute();
                        a->set_name("weird");
-                       a->set_type(static_cast<onnx::AttributeProto::AttributeType>(99));
+                       // Through reflection, an out-of-range enum is stored as a file would carry it (set_type
+                       // asserts on it).
+                       a->GetReflection()->SetEnumValue(a, a->GetDescriptor()->FindFieldByName("type"), 99);
                      });
                    }, kExitInvalid, {"'relu'", "'weird'", "unknown or missing attribute type"}});
   cases.push_back({"sparse_index_out_of_range", [](const TempDir& d) {
