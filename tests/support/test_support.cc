@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "compress/exec/executor.h"
+
 namespace compress::testing {
 
 TempDir::TempDir() {
@@ -101,6 +103,45 @@ Model TinyModel() {
   g.nodes.push_back(Node{"matmul", "MatMul", "", {"h", "W"}, {"hw"}, {}, ""});
   g.nodes.push_back(Node{"add", "Add", "", {"hw", "b"}, {"y"}, {}, ""});
   return m;
+}
+
+std::vector<Tensor> RunNode(const Node& node, const std::vector<Tensor>& inputs, int64_t opset, bool reference,
+                            int threads, const std::vector<bool>& constant) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", opset}};
+  Node n = node;
+  size_t next = 0;
+  for (auto& in : n.inputs) {
+    if (in.empty()) continue;
+    if (next >= inputs.size()) throw std::runtime_error("RunNode: fewer tensors than node inputs");
+    in = "in" + std::to_string(next);
+    Tensor t = inputs[next];
+    t.set_name(in);
+    if (next < constant.size() && constant[next]) {
+      m.graph.initializers.push_back(t);
+    } else {
+      m.graph.inputs.push_back({in, TypeInfo{}, ""});
+      m.graph.inputs.back().type.kind = TypeInfo::Kind::kTensor;
+      m.graph.inputs.back().type.elem_type = t.dtype();
+    }
+    ++next;
+  }
+  for (size_t k = 0; k < n.outputs.size(); ++k) {
+    if (n.outputs[k].empty()) continue;
+    n.outputs[k] = "out" + std::to_string(k);
+    m.graph.outputs.push_back({n.outputs[k], TypeInfo{}, ""});
+  }
+  m.graph.nodes.push_back(n);
+  ExecutorOptions opt;
+  opt.reference_kernels = reference;
+  opt.threads = threads;
+  Executor exec(m, opt);
+  std::vector<Tensor> feed;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (i >= constant.size() || !constant[i]) feed.push_back(inputs[i]);
+  }
+  return exec.Run(feed);
 }
 
 std::string SourcePath(const std::string& relative) { return std::string(COMPRESS_SOURCE_DIR) + "/" + relative; }

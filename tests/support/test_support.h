@@ -39,4 +39,10 @@ Model TinyModel();
 
 std::string SourcePath(const std::string& relative);  // path inside the source tree
 
+// Runs one node in a model of its own (default domain, given opset) through the executor. Inputs are
+// bound to the node's inputs in order ("" entries of node.inputs are omitted optional inputs and take no
+// tensor); inputs flagged in `constant` become initializers, so kernels see them at build time.
+std::vector<Tensor> RunNode(const Node& node, const std::vector<Tensor>& inputs, int64_t opset,
+                            bool reference = false, int threads = 1, const std::vector<bool>& constant = {});
+
 }  // namespace compress::testing

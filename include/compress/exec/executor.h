@@ -1,0 +1,63 @@
+// Runs a model's main graph on the CPU.
+//
+// Built once per model: the graph is sorted, Constant nodes are evaluated, and one kernel is built per
+// node (the registry's fast variant unless reference kernels are requested). Shapes are computed at run
+// time, so a symbolic batch dimension takes any size. Each intermediate value is released right after its
+// last reader. Kernels parallelise over the pool in fixed-size chunks, so results do not depend on the
+// thread count.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/exec/kernel.h"
+#include "compress/exec/thread_pool.h"
+#include "compress/ir/graph.h"
+
+namespace compress {
+
+struct ExecutorOptions {
+  int threads = 0;                 // 0: one per core
+  bool reference_kernels = false;  // run the plain reference kernels only
+};
+
+// Called with every value a node produces, in execution order (calibration, debugging).
+using ValueObserver = std::function<void(const std::string& name, const Tensor& value)>;
+
+class Executor {
+ public:
+  // Throws Error(kInvalidInput) naming the first node whose operator has no kernel.
+  explicit Executor(const Model& model, const ExecutorOptions& options = {});
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // The model's real inputs (not initializers) and its outputs, in order.
+  const std::vector<ValueInfo>& inputs() const { return inputs_; }
+  const std::vector<ValueInfo>& outputs() const { return outputs_; }
+  int threads() const { return pool_.threads(); }
+
+  // Runs the graph; `inputs` in the order of inputs(). Inputs whose dtype, rank or fixed dims differ from
+  // the declaration are an Error(kInvalidInput) naming the input.
+  std::vector<Tensor> Run(const std::vector<Tensor>& inputs, const ValueObserver* observer = nullptr);
+
+  // "Op (opset N)" for each operator of the model without a kernel; empty when all are supported.
+  static std::vector<std::string> UnsupportedOps(const Model& model);
+
+ private:
+  struct Step;
+  void ValidateInput(size_t i, const Tensor& t) const;
+
+  ThreadPool pool_;
+  std::vector<ValueInfo> inputs_, outputs_;
+  std::vector<int> input_slots_, output_slots_;
+  std::vector<Tensor> constants_;       // per slot: the constant value (empty tensor if not constant)
+  std::vector<bool> is_constant_;
+  std::vector<std::string> slot_names_;
+  std::vector<std::unique_ptr<Step>> steps_;
+  size_t num_slots_ = 0;
+};
+
+}  // namespace compress

@@ -1,0 +1,101 @@
+// Kernels: one object per graph node, built once (attributes parsed, constant weights pre-packed) and run
+// many times. Kernels are found in a registry keyed by (domain, op type, opset range); every op has a plain
+// reference kernel, and some have a fast variant that tests compare against the reference.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/ir/graph.h"
+
+namespace compress {
+
+class ThreadPool;
+
+// What a kernel may look at when it is built.
+struct KernelInfo {
+  const Node* node = nullptr;
+  int64_t opset = 0;  // version of the node's domain imported by the model
+  // Per node input: the tensor when it is an initializer or a Constant output (known before any run).
+  std::vector<const Tensor*> constant_inputs;
+  const Tensor* constant_input(size_t i) const { return i < constant_inputs.size() ? constant_inputs[i] : nullptr; }
+};
+
+// What a kernel gets when it runs.
+class KernelContext {
+ public:
+  KernelContext(const Node& node, std::vector<const Tensor*> inputs, size_t num_outputs, ThreadPool& pool);
+
+  const Node& node() const { return node_; }
+  size_t num_inputs() const { return inputs_.size(); }
+  // nullptr when the input is omitted ("" in the node) or beyond the node's inputs.
+  const Tensor* input(size_t i) const { return i < inputs_.size() ? inputs_[i] : nullptr; }
+  // Throws Error(kInvalidInput) naming the node when the input is missing.
+  const Tensor& required_input(size_t i) const;
+  size_t num_outputs() const { return outputs_.size(); }
+
+  // Allocates output i. Contents are zero-initialised.
+  Tensor& Output(size_t i, DType dtype, std::vector<int64_t> dims);
+  // Sets output i to an existing tensor (e.g. sharing an input's buffer for Reshape / Identity).
+  void SetOutput(size_t i, Tensor t);
+  std::vector<Tensor>& outputs() { return outputs_; }
+
+  ThreadPool& pool() { return pool_; }
+
+  // Error(kInvalidInput) prefixed with the node's description.
+  [[noreturn]] void Fail(const std::string& message) const;
+
+ private:
+  const Node& node_;
+  std::vector<const Tensor*> inputs_;
+  std::vector<Tensor> outputs_;
+  ThreadPool& pool_;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual void Run(KernelContext& ctx) = 0;
+};
+
+// A kernel from a callable, for kernels whose only build-time work is parsing attributes.
+std::unique_ptr<Kernel> MakeKernel(std::function<void(KernelContext&)> run);
+
+using KernelFactory = std::function<std::unique_ptr<Kernel>(const KernelInfo&)>;
+
+enum class KernelVariant { kReference, kFast };
+
+struct KernelEntry {
+  std::string domain;  // "" for the default ONNX domain
+  std::string op_type;
+  int64_t since_version = 1;   // first opset version this kernel implements
+  int64_t until_version = 1000;  // last one (inclusive)
+  KernelVariant variant = KernelVariant::kReference;
+  KernelFactory factory;
+  // The executor converts float16 (and bfloat16) inputs to float32 before running the kernel and converts
+  // float32 outputs back when any input was float16. Off for kernels that handle float16 themselves (Cast,
+  // Shape, ...).
+  bool float16_via_float32 = true;
+};
+
+class KernelRegistry {
+ public:
+  void Add(KernelEntry entry);
+  // The fast variant when there is one (unless reference_only), else the reference; nullptr if unsupported.
+  const KernelEntry* Find(const std::string& domain, const std::string& op_type, int64_t opset,
+                          bool reference_only = false) const;
+  // Every (domain, op type) with at least one kernel, "domain::Op" for other domains; sorted.
+  std::vector<std::string> OpTypes() const;
+  const std::vector<KernelEntry>& entries() const { return entries_; }
+
+  // All built-in kernels.
+  static const KernelRegistry& Default();
+
+ private:
+  std::vector<KernelEntry> entries_;
+};
+
+}  // namespace compress

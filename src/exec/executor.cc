@@ -1,0 +1,287 @@
+#include "compress/exec/executor.h"
+
+#include <cstring>
+#include <set>
+#include <unordered_map>
+
+#include "compress/ir/verify.h"
+#include "compress/util/error.h"
+#include "compress/util/half.h"
+
+namespace compress {
+
+struct Executor::Step {
+  const Node* node = nullptr;
+  Node node_copy;
+  const KernelEntry* entry = nullptr;
+  std::unique_ptr<Kernel> kernel;
+  std::vector<int> inputs;   // slot per input, -1 when omitted
+  std::vector<int> outputs;  // slot per output, -1 when not wanted
+  std::vector<int> release;  // slots whose last reader is this step
+};
+
+namespace {
+
+bool IsHalfLike(DType t) { return t == DType::kFloat16 || t == DType::kBFloat16; }
+
+Tensor ToFloat32(const Tensor& t) {
+  Tensor out(DType::kFloat, t.dims(), t.name());
+  const uint16_t* src = static_cast<const uint16_t*>(t.raw());
+  float* dst = out.mutable_data<float>();
+  const bool bf = t.dtype() == DType::kBFloat16;
+  for (int64_t i = 0; i < t.numel(); ++i) dst[i] = bf ? BFloat16ToFloat(src[i]) : HalfToFloat(src[i]);
+  return out;
+}
+
+Tensor FromFloat32(const Tensor& t, DType target) {
+  Tensor out(target, t.dims(), t.name());
+  const float* src = t.data<float>();
+  uint16_t* dst = static_cast<uint16_t*>(out.mutable_raw());
+  const bool bf = target == DType::kBFloat16;
+  for (int64_t i = 0; i < t.numel(); ++i) dst[i] = bf ? FloatToBFloat16(src[i]) : FloatToHalf(src[i]);
+  return out;
+}
+
+// The value of a Constant node, from whichever attribute holds it.
+Tensor ConstantValue(const Node& n) {
+  for (const auto& a : n.attributes) {
+    if (a.name == "value" && !a.tensors.empty()) return a.tensors[0];
+    if (a.name == "value_float") return Tensor::FromVector<float>({}, {a.f});
+    if (a.name == "value_floats") return Tensor::FromVector<float>({static_cast<int64_t>(a.floats.size())}, a.floats);
+    if (a.name == "value_int") return Tensor::FromVector<int64_t>({}, {a.i});
+    if (a.name == "value_ints") return Tensor::FromVector<int64_t>({static_cast<int64_t>(a.ints.size())}, a.ints);
+    if (a.name == "value_string") return Tensor::FromStrings({}, {a.s});
+    if (a.name == "value_strings") {
+      return Tensor::FromStrings({static_cast<int64_t>(a.strings.size())}, a.strings);
+    }
+    if (a.name == "sparse_value" && !a.sparse_tensors.empty()) {
+      const SparseTensor& s = a.sparse_tensors[0];
+      Tensor dense(s.values.dtype(), s.dims);
+      const size_t elem = DTypeStorageBytes(s.values.dtype(), 1);
+      const int64_t nnz = s.values.numel();
+      const int64_t* idx = s.indices.data<int64_t>();
+      const bool coords = s.indices.rank() == 2;
+      const auto strides = [&] {
+        std::vector<int64_t> st(s.dims.size(), 1);
+        for (size_t i = s.dims.size(); i-- > 1;) st[i - 1] = st[i] * s.dims[i];
+        return st;
+      }();
+      for (int64_t k = 0; k < nnz; ++k) {
+        int64_t lin = 0;
+        if (coords) {
+          for (size_t d = 0; d < s.dims.size(); ++d) lin += idx[k * static_cast<int64_t>(s.dims.size()) + static_cast<int64_t>(d)] * strides[d];
+        } else {
+          lin = idx[k];
+        }
+        std::memcpy(static_cast<char*>(dense.mutable_raw()) + static_cast<size_t>(lin) * elem,
+                    static_cast<const char*>(s.values.raw()) + static_cast<size_t>(k) * elem, elem);
+      }
+      return dense;
+    }
+  }
+  ThrowInvalid("node " + n.Describe() + ": Constant has no value attribute");
+}
+
+bool IsConstantNode(const Node& n) { return n.op_type == "Constant" && n.IsDefaultDomain(); }
+
+}  // namespace
+
+std::vector<std::string> Executor::UnsupportedOps(const Model& model) {
+  std::set<std::string> missing;
+  const KernelRegistry& registry = KernelRegistry::Default();
+  for (const auto& n : model.graph.nodes) {
+    if (IsConstantNode(n)) continue;
+    const int64_t opset = model.OpsetVersion(n.domain);
+    if (registry.Find(n.domain, n.op_type, opset) == nullptr) {
+      missing.insert((n.IsDefaultDomain() ? n.op_type : n.domain + "::" + n.op_type) + " (opset " +
+                     std::to_string(opset) + ")");
+    }
+  }
+  return {missing.begin(), missing.end()};
+}
+
+Executor::Executor(const Model& model, const ExecutorOptions& options) : pool_(options.threads) {
+  const Graph& g = model.graph;
+  const KernelRegistry& registry = KernelRegistry::Default();
+  std::unordered_map<std::string, int> slot_of;
+  auto new_slot = [&](const std::string& name) {
+    const int s = static_cast<int>(slot_names_.size());
+    slot_names_.push_back(name);
+    constants_.emplace_back();
+    is_constant_.push_back(false);
+    slot_of[name] = s;
+    return s;
+  };
+  for (const auto& t : g.initializers) {
+    const int s = new_slot(t.name());
+    constants_[static_cast<size_t>(s)] = t;
+    is_constant_[static_cast<size_t>(s)] = true;
+  }
+  for (const auto& sp : g.sparse_initializers) {
+    Node fake;
+    fake.op_type = "Constant";
+    Attribute a;
+    a.name = "sparse_value";
+    a.type = AttrType::kSparseTensor;
+    a.sparse_tensors.push_back(sp);
+    fake.attributes.push_back(a);
+    const int s = new_slot(sp.values.name());
+    constants_[static_cast<size_t>(s)] = ConstantValue(fake);
+    is_constant_[static_cast<size_t>(s)] = true;
+  }
+  for (const auto* v : g.RealInputs()) {
+    inputs_.push_back(*v);
+    input_slots_.push_back(new_slot(v->name));
+  }
+  for (const size_t i : TopologicalOrder(g)) {
+    const Node& n = g.nodes[i];
+    if (IsConstantNode(n)) {
+      const int s = new_slot(n.outputs.at(0));
+      constants_[static_cast<size_t>(s)] = ConstantValue(n);
+      is_constant_[static_cast<size_t>(s)] = true;
+      continue;
+    }
+    auto step = std::make_unique<Step>();
+    step->node_copy = n;
+    step->node = &step->node_copy;
+    const int64_t opset = model.OpsetVersion(n.domain);
+    step->entry = registry.Find(n.domain, n.op_type, opset, options.reference_kernels);
+    if (step->entry == nullptr) {
+      ThrowInvalid("node " + n.Describe() + ": operator " + n.op_type + " of opset " + std::to_string(opset) +
+                   (n.IsDefaultDomain() ? "" : " (domain " + n.domain + ")") + " is not supported by the executor");
+    }
+    KernelInfo info;
+    info.node = step->node;
+    info.opset = opset;
+    for (const auto& in : n.inputs) {
+      if (in.empty()) {
+        step->inputs.push_back(-1);
+        info.constant_inputs.push_back(nullptr);
+        continue;
+      }
+      auto it = slot_of.find(in);
+      if (it == slot_of.end()) ThrowInvalid("node " + n.Describe() + " reads '" + in + "', which nothing produces");
+      step->inputs.push_back(it->second);
+      info.constant_inputs.push_back(is_constant_[static_cast<size_t>(it->second)]
+                                         ? &constants_[static_cast<size_t>(it->second)]
+                                         : nullptr);
+    }
+    step->kernel = step->entry->factory(info);
+    for (const auto& out : n.outputs) step->outputs.push_back(out.empty() ? -1 : new_slot(out));
+    steps_.push_back(std::move(step));
+  }
+  for (const auto& v : g.outputs) {
+    auto it = slot_of.find(v.name);
+    if (it == slot_of.end()) ThrowInvalid("graph output '" + v.name + "' is not produced");
+    outputs_.push_back(v);
+    output_slots_.push_back(it->second);
+  }
+  num_slots_ = slot_names_.size();
+
+  // Each non-constant value is released after its last reader, unless it is a graph output.
+  std::vector<int> last_reader(num_slots_, -1);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    for (int in : steps_[s]->inputs) {
+      if (in >= 0) last_reader[static_cast<size_t>(in)] = static_cast<int>(s);
+    }
+  }
+  std::vector<bool> keep(num_slots_, false);
+  for (int s : output_slots_) keep[static_cast<size_t>(s)] = true;
+  for (size_t slot = 0; slot < num_slots_; ++slot) {
+    if (last_reader[slot] >= 0 && !keep[slot] && !is_constant_[slot]) {
+      steps_[static_cast<size_t>(last_reader[slot])]->release.push_back(static_cast<int>(slot));
+    }
+  }
+}
+
+Executor::~Executor() = default;
+
+void Executor::ValidateInput(size_t i, const Tensor& t) const {
+  const ValueInfo& v = inputs_[i];
+  const TypeInfo& type = v.type;
+  if (type.kind != TypeInfo::Kind::kTensor) return;
+  const std::string expected = type.ToString();
+  if (type.elem_type != DType::kUndefined && t.dtype() != type.elem_type) {
+    ThrowInvalid("input '" + v.name + "' expects " + expected + ", got " + DTypeName(t.dtype()) +
+                 ShapeToString(t.dims()));
+  }
+  if (!type.has_shape) return;
+  bool ok = t.rank() == static_cast<int64_t>(type.shape.size());
+  for (size_t d = 0; ok && d < type.shape.size(); ++d) {
+    if (type.shape[d].value && *type.shape[d].value != t.dims()[d]) ok = false;
+  }
+  if (!ok) {
+    ThrowInvalid("input '" + v.name + "' expects " + expected + ", got " + DTypeName(t.dtype()) +
+                 ShapeToString(t.dims()));
+  }
+}
+
+std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const ValueObserver* observer) {
+  if (inputs.size() != inputs_.size()) {
+    ThrowInvalid("the model has " + std::to_string(inputs_.size()) + " inputs, " + std::to_string(inputs.size()) +
+                 " were given");
+  }
+  std::vector<Tensor> values(num_slots_);
+  std::vector<bool> present(num_slots_, false);
+  for (size_t s = 0; s < num_slots_; ++s) present[s] = is_constant_[s];
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    ValidateInput(i, inputs[i]);
+    values[static_cast<size_t>(input_slots_[i])] = inputs[i];
+    present[static_cast<size_t>(input_slots_[i])] = true;
+  }
+  auto value_of = [&](int slot) -> const Tensor* {
+    const size_t s = static_cast<size_t>(slot);
+    if (is_constant_[s]) return &constants_[s];
+    return present[s] ? &values[s] : nullptr;
+  };
+
+  for (const auto& step : steps_) {
+    std::vector<const Tensor*> in(step->inputs.size(), nullptr);
+    std::vector<Tensor> converted;  // float32 copies of float16 inputs, kept alive for the call
+    converted.reserve(step->inputs.size());
+    DType half_type = DType::kUndefined;
+    for (size_t k = 0; k < step->inputs.size(); ++k) {
+      if (step->inputs[k] < 0) continue;
+      const Tensor* t = value_of(step->inputs[k]);
+      if (t == nullptr) ThrowInternal("value '" + slot_names_[static_cast<size_t>(step->inputs[k])] + "' missing");
+      if (step->entry->float16_via_float32 && IsHalfLike(t->dtype())) {
+        half_type = t->dtype();
+        converted.push_back(ToFloat32(*t));
+        t = &converted.back();
+      }
+      in[k] = t;
+    }
+    KernelContext ctx(*step->node, std::move(in), step->outputs.size(), pool_);
+    step->kernel->Run(ctx);
+    auto& outs = ctx.outputs();
+    for (size_t k = 0; k < step->outputs.size(); ++k) {
+      const int slot = step->outputs[k];
+      if (slot < 0) continue;
+      Tensor& t = outs[k];
+      if (t.dtype() == DType::kUndefined) {
+        ThrowInternal("node " + step->node->Describe() + " did not produce its output " + std::to_string(k));
+      }
+      if (half_type != DType::kUndefined && t.dtype() == DType::kFloat) t = FromFloat32(t, half_type);
+      t.set_name(slot_names_[static_cast<size_t>(slot)]);
+      values[static_cast<size_t>(slot)] = std::move(t);
+      present[static_cast<size_t>(slot)] = true;
+      if (observer != nullptr) (*observer)(slot_names_[static_cast<size_t>(slot)], values[static_cast<size_t>(slot)]);
+    }
+    for (int slot : step->release) {
+      values[static_cast<size_t>(slot)] = Tensor();
+      present[static_cast<size_t>(slot)] = false;
+    }
+  }
+
+  std::vector<Tensor> result;
+  result.reserve(output_slots_.size());
+  for (size_t i = 0; i < output_slots_.size(); ++i) {
+    const Tensor* t = value_of(output_slots_[i]);
+    if (t == nullptr) ThrowInternal("graph output '" + outputs_[i].name + "' was not computed");
+    result.push_back(*t);
+    result.back().set_name(outputs_[i].name);
+  }
+  return result;
+}
+
+}  // namespace compress
