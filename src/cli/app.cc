@@ -4,14 +4,22 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <filesystem>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <new>
 
 #include "compress/cli/log.h"
+#include "compress/eval/evaluate.h"
+#include "compress/exec/executor.h"
+#include "compress/io/dataset.h"
+#include "compress/io/npy.h"
 #include "compress/io/onnx_io.h"
 #include "compress/report/inspect.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
+#include "compress/util/progress.h"
 #include "compress/version.h"
 
 namespace compress {
@@ -35,6 +43,27 @@ struct MainOptions {
 struct InspectOptions {
   std::string model;
   bool json = false;
+};
+
+struct EvalCliOptions {
+  std::string model;
+  std::string data;
+  std::string labels;
+  std::string predictions;
+  int64_t batch = 64;
+  int64_t limit = 0;
+  int threads = 0;
+  bool json = false;
+  bool reference = false;
+};
+
+struct RunCliOptions {
+  std::string model;
+  std::string data;
+  std::string out;
+  int64_t batch = 0;
+  int threads = 0;
+  bool reference = false;
 };
 
 std::string StemOf(const std::string& path) {
@@ -81,6 +110,128 @@ int RunInspect(const InspectOptions& opt, std::ostream& out) {
   return 0;
 }
 
+std::string Percent(double fraction) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2) << fraction * 100.0 << "%";
+  return os.str();
+}
+
+int RunEval(const EvalCliOptions& opt, std::ostream& out) {
+  const Model model = LoadModel(opt.model);
+  DatasetOptions data_opt;
+  data_opt.labels_file = opt.labels;
+  const Dataset data = Dataset::Open(opt.data, ModelInputSpecs(model), data_opt);
+  ExecutorOptions exec_opt;
+  exec_opt.threads = opt.threads;
+  exec_opt.reference_kernels = opt.reference;
+  Executor executor(model, exec_opt);
+  EvalOptions eval_opt;
+  eval_opt.batch = opt.batch;
+  eval_opt.limit = opt.limit;
+  const EvalResult r = Evaluate(executor, data, eval_opt);
+  if (!opt.predictions.empty()) {
+    WriteNpy(opt.predictions, Tensor::FromVector<int64_t>({static_cast<int64_t>(r.predictions.size())}, r.predictions));
+  }
+  nlohmann::json doc;
+  doc["schema"] = "compress.eval/1";
+  doc["model"] = opt.model;
+  doc["data"] = opt.data;
+  doc["samples"] = r.samples;
+  doc["batch"] = r.batch;
+  doc["threads"] = r.threads;
+  doc["top1"] = r.has_labels ? nlohmann::json(r.top1) : nlohmann::json(nullptr);
+  doc["correct"] = r.has_labels ? nlohmann::json(r.correct) : nlohmann::json(nullptr);
+  doc["seconds"] = r.seconds;
+  doc["samples_per_second"] = r.samples_per_second;
+  doc["outputs"] = nlohmann::json::array();
+  for (const auto& o : r.outputs) {
+    doc["outputs"].push_back({{"name", o.name}, {"sample_shape", o.sample_shape}, {"mean", o.mean},
+                              {"std", o.stddev}, {"min", o.min}, {"max", o.max}, {"non_finite", o.non_finite}});
+  }
+  if (opt.json) {
+    out << doc.dump(2) << "\n";
+    return 0;
+  }
+  out << "model       " << opt.model << "\n";
+  out << "data        " << opt.data << " (" << r.samples << " samples, " << data.layout() << ")\n";
+  if (r.has_labels) out << "top-1       " << Percent(r.top1) << " (" << r.correct << "/" << r.samples << ")\n";
+  for (const auto& o : r.outputs) {
+    out << "output      " << o.name << " " << ShapeToString(o.sample_shape) << ": mean " << o.mean << ", std "
+        << o.stddev << ", min " << o.min << ", max " << o.max;
+    if (o.non_finite) out << ", " << o.non_finite << " non-finite";
+    out << "\n";
+  }
+  out << "throughput  " << std::fixed << std::setprecision(0) << r.samples_per_second << " samples/s (batch "
+      << r.batch << ", " << r.threads << " threads)\n";
+  return 0;
+}
+
+// Output names may hold characters that are not safe in file names.
+std::string SafeFileName(const std::string& name) {
+  std::string s = name.empty() ? std::string("output") : name;
+  for (char& c : s) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+    if (!ok) c = '_';
+  }
+  if (s == "." || s == "..") s = "_";
+  return s;
+}
+
+std::string StripDataExtension(const std::string& name) {
+  for (const char* ext : {".npy", ".pb"}) {
+    const std::string e = ext;
+    if (name.size() > e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0) {
+      return name.substr(0, name.size() - e.size());
+    }
+  }
+  return name;
+}
+
+int RunRun(const RunCliOptions& opt, std::ostream& out) {
+  const Model model = LoadModel(opt.model);
+  const Dataset data = Dataset::Open(opt.data, ModelInputSpecs(model));
+  ExecutorOptions exec_opt;
+  exec_opt.threads = opt.threads;
+  exec_opt.reference_kernels = opt.reference;
+  Executor executor(model, exec_opt);
+  std::error_code ec;
+  std::filesystem::create_directories(opt.out, ec);
+  if (ec || !IsDirectory(opt.out)) ThrowIO("cannot create output folder '" + opt.out + "': " + ec.message());
+
+  // Either one run per record as stored, or fixed-size batches of samples.
+  std::vector<std::pair<std::string, std::vector<Tensor>>> jobs;
+  size_t files = 0;
+  const int64_t units = opt.batch > 0 ? (data.num_samples() + opt.batch - 1) / opt.batch
+                                      : static_cast<int64_t>(data.num_records());
+  ProgressBar bar("running", units);
+  for (int64_t u = 0; u < units; ++u) {
+    std::string name;
+    std::vector<Tensor> inputs;
+    if (opt.batch > 0) {
+      std::ostringstream os;
+      os << "batch_" << std::setw(5) << std::setfill('0') << u;
+      name = os.str();
+      inputs = data.ReadSamples(u * opt.batch, std::min(opt.batch, data.num_samples() - u * opt.batch));
+    } else {
+      name = SafeFileName(StripDataExtension(data.record_name(static_cast<size_t>(u))));
+      inputs = data.ReadRecord(static_cast<size_t>(u));
+    }
+    const std::vector<Tensor> outputs = executor.Run(inputs);
+    const std::string dir = opt.out + "/" + name;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) ThrowIO("cannot create output folder '" + dir + "': " + ec.message());
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      WriteNpy(dir + "/" + SafeFileName(executor.outputs()[k].name) + ".npy", outputs[k]);
+      ++files;
+    }
+    bar.Advance(1);
+  }
+  bar.Finish();
+  out << "wrote " << files << " files for " << units << (opt.batch > 0 ? " batches" : " records") << " to "
+      << opt.out << "\n";
+  return 0;
+}
+
 int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   CLI::App app{"compress: shrink ONNX models (quantization, pruning, low rank, distillation) and report the cost",
                "compress"};
@@ -110,6 +261,31 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   inspect->add_option("model", inspect_opt.model, "ONNX model")->required();
   inspect->add_flag("--json", inspect_opt.json, "Print JSON (schema compress.inspect/1) instead of text");
 
+  EvalCliOptions eval_opt;
+  CLI::App* eval = app.add_subcommand("eval", "Run a model over a data folder: top-1 accuracy (with labels) or "
+                                              "output statistics, and throughput");
+  eval->fallthrough();
+  eval->add_option("model", eval_opt.model, "ONNX model")->required();
+  eval->add_option("--data", eval_opt.data, "Data folder (.npy files, ONNX test data, or one folder per sample)")
+      ->required();
+  eval->add_option("--labels", eval_opt.labels, "Labels file (.npy or .txt) instead of DIR/labels.*");
+  eval->add_option("--batch", eval_opt.batch, "Samples per run")->capture_default_str()->check(CLI::PositiveNumber);
+  eval->add_option("--limit", eval_opt.limit, "Evaluate only the first N samples");
+  eval->add_option("--threads", eval_opt.threads, "Threads (0: one per core)")->capture_default_str();
+  eval->add_option("--predictions", eval_opt.predictions, "Write the top-1 class of every sample to this .npy");
+  eval->add_flag("--reference-kernels", eval_opt.reference, "Use the plain reference kernels (slow; for checks)");
+  eval->add_flag("--json", eval_opt.json, "Print JSON (schema compress.eval/1)");
+
+  RunCliOptions run_opt;
+  CLI::App* run = app.add_subcommand("run", "Run a model over a data folder and write every output as .npy");
+  run->fallthrough();
+  run->add_option("model", run_opt.model, "ONNX model")->required();
+  run->add_option("--data", run_opt.data, "Data folder")->required();
+  run->add_option("--out", run_opt.out, "Output folder: OUT/<record or batch>/<output>.npy")->required();
+  run->add_option("--batch", run_opt.batch, "Run fixed batches of N samples instead of one run per record");
+  run->add_option("--threads", run_opt.threads, "Threads (0: one per core)")->capture_default_str();
+  run->add_flag("--reference-kernels", run_opt.reference, "Use the plain reference kernels");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -128,8 +304,11 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
     return static_cast<int>(ErrorKind::kUsage);
   }
   InitLogging(global.quiet ? -1 : global.verbose);
+  if (global.quiet) ProgressBar::SetEnabled(false);
 
   if (inspect->parsed()) return RunInspect(inspect_opt, out);
+  if (eval->parsed()) return RunEval(eval_opt, out);
+  if (run->parsed()) return RunRun(run_opt, out);
   if (main_opt.model.empty()) {
     spdlog::error("no input model given (run 'compress --help' for usage)");
     return static_cast<int>(ErrorKind::kUsage);

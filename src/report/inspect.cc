@@ -17,18 +17,19 @@ struct TensorEntry {
   const Tensor* tensor;
 };
 
-// Every stored tensor of the model: initializers, sparse initializer values, attribute tensors.
+// The model's parameters: initializers, sparse initializer values and Constant-node tensors, in all graphs.
+// (Tensor attributes of other ops, such as ConstantOfShape's fill value, are not parameters.)
 std::vector<TensorEntry> CollectTensors(const Model& model) {
   std::vector<TensorEntry> out;
   ForEachGraph(model.graph, [&](const Graph& g) {
     for (const auto& t : g.initializers) out.push_back({t.name(), "initializer", &t});
     for (const auto& s : g.sparse_initializers) out.push_back({s.values.name(), "sparse initializer", &s.values});
     for (const auto& n : g.nodes) {
+      if (n.op_type != "Constant" || !n.IsDefaultDomain()) continue;
+      const std::string owner = n.name.empty() ? (n.outputs.empty() ? n.op_type : n.outputs[0]) : n.name;
       for (const auto& a : n.attributes) {
-        const std::string owner = n.name.empty() ? (n.outputs.empty() ? n.op_type : n.outputs[0]) : n.name;
-        const std::string kind = n.op_type == "Constant" && n.IsDefaultDomain() ? "constant" : "attribute";
-        for (const auto& t : a.tensors) out.push_back({owner, kind, &t});
-        for (const auto& s : a.sparse_tensors) out.push_back({owner, kind, &s.values});
+        for (const auto& t : a.tensors) out.push_back({owner, "constant", &t});
+        for (const auto& s : a.sparse_tensors) out.push_back({owner, "constant", &s.values});
       }
     }
   });

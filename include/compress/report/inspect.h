@@ -8,8 +8,8 @@
 
 namespace compress {
 
-// Elements of every initializer (sparse ones: stored values), every Constant-node tensor and every
-// tensor-valued attribute, in all graphs including subgraphs.
+// Elements of every initializer (sparse ones: stored values) and every Constant-node value, in all graphs
+// including subgraphs.
 int64_t CountParameters(const Model& model);
 
 // Builds the inspection document. `path` is used for the file size and the ONNX checker.
