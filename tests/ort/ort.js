@@ -3,6 +3,9 @@
 //
 //   node tests/ort/ort.js run   MODEL OUTDIR IN0.npy [IN1.npy ...] [--threads N]
 //       runs the model once; writes OUTDIR/output_K.npy for each output, in the model's order.
+//   node tests/ort/ort.js runlist JOBS.json [--threads N]
+//       JOBS.json is [{"model", "inputs": [npy...], "out": dir}, ...]; runs each like `run` in one process and
+//       prints one JSON line per job: {"index", "ok", "error"} (a model ONNX Runtime rejects is not fatal).
 //   node tests/ort/ort.js eval  MODEL IMAGES.npy [LABELS.npy] [--batch B] [--threads N] [--preds OUT.npy]
 //       top-1 over all rows of IMAGES (single-input models); prints JSON.
 //   node tests/ort/ort.js bench MODEL IMAGES.npy [--batch B] [--threads N] [--min-seconds S]
@@ -89,20 +92,34 @@ function rows(npy, first, count) {
   return new ort.Tensor(npy.type, data, [n, ...npy.shape.slice(1)]);
 }
 
+async function runOne(model, inputs, outDir, threads) {
+  const s = await session(model, threads);
+  const feeds = {};
+  s.inputNames.forEach((name, i) => { feeds[name] = toOrtTensor(readNpy(inputs[i])); });
+  const result = await s.run(feeds);
+  fs.mkdirSync(outDir, {recursive: true});
+  s.outputNames.forEach((name, k) => {
+    const t = result[name];
+    writeNpy(path.join(outDir, `output_${k}.npy`), t.type, t.dims, t.data);
+  });
+}
+
 async function main() {
   const [cmd, ...rest] = process.argv.slice(2);
   const {opts, pos} = parseArgs(rest);
   if (cmd === 'run') {
     const [model, outDir, ...inputs] = pos;
-    const s = await session(model, opts.threads);
-    const feeds = {};
-    s.inputNames.forEach((name, i) => { feeds[name] = toOrtTensor(readNpy(inputs[i])); });
-    const result = await s.run(feeds);
-    fs.mkdirSync(outDir, {recursive: true});
-    s.outputNames.forEach((name, k) => {
-      const t = result[name];
-      writeNpy(path.join(outDir, `output_${k}.npy`), t.type, t.dims, t.data);
-    });
+    await runOne(model, inputs, outDir, opts.threads);
+  } else if (cmd === 'runlist') {
+    const jobs = JSON.parse(fs.readFileSync(pos[0], 'utf8'));
+    for (let i = 0; i < jobs.length; ++i) {
+      try {
+        await runOne(jobs[i].model, jobs[i].inputs, jobs[i].out, opts.threads);
+        console.log(JSON.stringify({index: i, ok: true}));
+      } catch (e) {
+        console.log(JSON.stringify({index: i, ok: false, error: String(e.message || e).split('\n')[0]}));
+      }
+    }
   } else if (cmd === 'eval') {
     const [model, imagesFile, labelsFile] = pos;
     const s = await session(model, opts.threads);

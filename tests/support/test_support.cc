@@ -40,6 +40,18 @@ TempDir::~TempDir() {
 
 
 CommandResult RunCompress(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{COMPRESS_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv);
+}
+
+CommandResult RunOrt(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"node", SourcePath("tests/ort/ort.js")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv);
+}
+
+CommandResult RunCommand(const std::vector<std::string>& args) {
   TempDir tmp;
   const std::string out_path = tmp / "stdout", err_path = tmp / "stderr";
   const pid_t pid = ::fork();
@@ -52,10 +64,9 @@ CommandResult RunCompress(const std::vector<std::string>& args) {
     ::dup2(err_fd, 2);
     ::dup2(null_fd, 0);
     std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(COMPRESS_BINARY));
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    ::execv(COMPRESS_BINARY, argv.data());
+    ::execvp(argv[0], argv.data());
     ::_exit(127);
   }
   int status = 0;

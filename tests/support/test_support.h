@@ -27,8 +27,12 @@ struct CommandResult {
   std::string out;
   std::string err;
 };
-// Runs the real compress binary with `args` (no shell involved) and captures its output.
+// Runs argv[0] (looked up in PATH) with the rest as arguments, no shell involved; captures its output.
+CommandResult RunCommand(const std::vector<std::string>& argv);
+// Runs the real compress binary with `args`.
 CommandResult RunCompress(const std::vector<std::string>& args);
+// Runs tests/ort/ort.js (ONNX Runtime) with `args`.
+CommandResult RunOrt(const std::vector<std::string>& args);
 
 void WriteBytes(const std::string& path, const std::string& bytes);
 std::string ReadBytes(const std::string& path);
