@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -53,6 +55,17 @@ struct EvalCliOptions {
   int64_t batch = 64;
   int64_t limit = 0;
   int threads = 0;
+  bool json = false;
+  bool reference = false;
+};
+
+struct BenchCliOptions {
+  std::string model;
+  std::string data;
+  int64_t batch = 1;
+  int threads = 0;
+  double min_seconds = 2.0;
+  bool profile = false;
   bool json = false;
   bool reference = false;
 };
@@ -232,6 +245,105 @@ int RunRun(const RunCliOptions& opt, std::ostream& out) {
   return 0;
 }
 
+// Inputs for timing: the first `batch` samples of a data folder, or deterministic pseudo-random values
+// (standard normal for floats, zeros otherwise) shaped after the declaration with the batch dim set.
+std::vector<Tensor> BenchInputs(const Model& model, const BenchCliOptions& opt) {
+  const auto specs = ModelInputSpecs(model);
+  if (!opt.data.empty()) {
+    const Dataset data = Dataset::Open(opt.data, specs);
+    if (data.num_samples() < opt.batch) {
+      ThrowInvalid("data folder '" + opt.data + "' holds " + std::to_string(data.num_samples()) +
+                   " samples, fewer than the batch of " + std::to_string(opt.batch));
+    }
+    return data.ReadSamples(0, opt.batch);
+  }
+  std::vector<Tensor> inputs;
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  auto uniform = [&state]() {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (static_cast<double>(state >> 11) + 0.5) / 9007199254740992.0;
+  };
+  for (const auto& spec : specs) {
+    std::vector<int64_t> dims;
+    for (size_t d = 0; d < spec.shape.size(); ++d) {
+      if (d == 0) dims.push_back(opt.batch);
+      else if (spec.shape[d].value) dims.push_back(*spec.shape[d].value);
+      else ThrowUsage("input '" + spec.name + "' has a free dimension '" + spec.shape[d].ToString() +
+                      "'; give --data to bench this model");
+    }
+    Tensor t(spec.dtype, dims, spec.name);
+    if (spec.dtype == DType::kFloat) {
+      float* p = t.mutable_data<float>();
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        p[i] = static_cast<float>(std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()));
+      }
+    }
+    inputs.push_back(std::move(t));
+  }
+  return inputs;
+}
+
+int RunBench(const BenchCliOptions& opt, std::ostream& out) {
+  const Model model = LoadModel(opt.model);
+  const std::vector<Tensor> inputs = BenchInputs(model, opt);
+  ExecutorOptions exec_opt;
+  exec_opt.threads = opt.threads;
+  exec_opt.reference_kernels = opt.reference;
+  Executor executor(model, exec_opt);
+  for (int i = 0; i < 3; ++i) executor.Run(inputs);  // warm-up: first-touch allocations, caches
+  if (opt.profile) executor.EnableProfiling(true);
+  std::vector<double> times;
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  while (times.size() < 5 || elapsed() < opt.min_seconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    executor.Run(inputs);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted[sorted.size() / 2];
+  double mean = 0;
+  for (double t : times) mean += t;
+  mean /= static_cast<double>(times.size());
+  nlohmann::json doc;
+  doc["schema"] = "compress.bench/1";
+  doc["model"] = opt.model;
+  doc["batch"] = opt.batch;
+  doc["threads"] = executor.threads();
+  doc["runs"] = times.size();
+  doc["median_seconds"] = median;
+  doc["mean_seconds"] = mean;
+  doc["min_seconds"] = sorted.front();
+  doc["samples_per_second"] = static_cast<double>(opt.batch) / median;
+  double total = 0;
+  const auto profile = executor.Profile();
+  for (const auto& p : profile) total += p.seconds;
+  if (opt.profile) {
+    doc["profile"] = nlohmann::json::array();
+    for (const auto& p : profile) {
+      doc["profile"].push_back({{"op_type", p.op_type}, {"calls", p.calls}, {"seconds", p.seconds},
+                                {"fraction", total > 0 ? p.seconds / total : 0.0}});
+    }
+  }
+  if (opt.json) {
+    out << doc.dump(2) << "\n";
+    return 0;
+  }
+  out << opt.model << "  batch " << opt.batch << "  threads " << executor.threads() << "\n";
+  out << std::fixed << std::setprecision(3) << "median " << median * 1e3 << " ms  mean " << mean * 1e3 << " ms  min "
+      << sorted.front() * 1e3 << " ms  (" << times.size() << " runs)  " << std::setprecision(0)
+      << static_cast<double>(opt.batch) / median << " samples/s\n";
+  if (opt.profile) {
+    for (const auto& p : profile) {
+      out << "  " << std::left << std::setw(24) << p.op_type << std::right << std::setw(6) << std::setprecision(1)
+          << 100.0 * p.seconds / total << "%  " << std::setprecision(3) << 1e3 * p.seconds / static_cast<double>(times.size())
+          << " ms/run\n";
+    }
+  }
+  return 0;
+}
+
 int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   CLI::App app{"compress: shrink ONNX models (quantization, pruning, low rank, distillation) and report the cost",
                "compress"};
@@ -286,6 +398,19 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   run->add_option("--threads", run_opt.threads, "Threads (0: one per core)")->capture_default_str();
   run->add_flag("--reference-kernels", run_opt.reference, "Use the plain reference kernels");
 
+  BenchCliOptions bench_opt;
+  CLI::App* bench = app.add_subcommand("bench", "Time a model in the executor (median time per run, samples/s)");
+  bench->fallthrough();
+  bench->add_option("model", bench_opt.model, "ONNX model")->required();
+  bench->add_option("--data", bench_opt.data, "Take the inputs from this data folder (default: random inputs)");
+  bench->add_option("--batch", bench_opt.batch, "Samples per run")->capture_default_str()->check(CLI::PositiveNumber);
+  bench->add_option("--threads", bench_opt.threads, "Threads (0: one per core)")->capture_default_str();
+  bench->add_option("--min-seconds", bench_opt.min_seconds, "Keep timing for at least this long")
+      ->capture_default_str();
+  bench->add_flag("--profile", bench_opt.profile, "Show where the time goes, per operator type");
+  bench->add_flag("--reference-kernels", bench_opt.reference, "Time the plain reference kernels");
+  bench->add_flag("--json", bench_opt.json, "Print JSON (schema compress.bench/1)");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -309,6 +434,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   if (inspect->parsed()) return RunInspect(inspect_opt, out);
   if (eval->parsed()) return RunEval(eval_opt, out);
   if (run->parsed()) return RunRun(run_opt, out);
+  if (bench->parsed()) return RunBench(bench_opt, out);
   if (main_opt.model.empty()) {
     spdlog::error("no input model given (run 'compress --help' for usage)");
     return static_cast<int>(ErrorKind::kUsage);

@@ -1,6 +1,9 @@
 #include "compress/exec/executor.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <map>
 #include <set>
 #include <unordered_map>
 
@@ -196,6 +199,26 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) : pool_(o
 
 Executor::~Executor() = default;
 
+void Executor::EnableProfiling(bool on) {
+  profiling_ = on;
+  step_seconds_.assign(steps_.size(), 0.0);
+  step_calls_.assign(steps_.size(), 0);
+}
+
+std::vector<Executor::OpTime> Executor::Profile() const {
+  std::map<std::string, OpTime> by_op;
+  for (size_t i = 0; i < step_seconds_.size(); ++i) {
+    OpTime& t = by_op[steps_[i]->node->op_type];
+    t.op_type = steps_[i]->node->op_type;
+    t.calls += step_calls_[i];
+    t.seconds += step_seconds_[i];
+  }
+  std::vector<OpTime> out;
+  for (auto& [op, t] : by_op) out.push_back(t);
+  std::stable_sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.seconds > b.seconds; });
+  return out;
+}
+
 void Executor::ValidateInput(size_t i, const Tensor& t) const {
   const ValueInfo& v = inputs_[i];
   const TypeInfo& type = v.type;
@@ -235,7 +258,8 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
     return present[s] ? &values[s] : nullptr;
   };
 
-  for (const auto& step : steps_) {
+  for (size_t index = 0; index < steps_.size(); ++index) {
+    const auto& step = steps_[index];
     std::vector<const Tensor*> in(step->inputs.size(), nullptr);
     std::vector<Tensor> converted;  // float32 copies of float16 inputs, kept alive for the call
     converted.reserve(step->inputs.size());
@@ -252,7 +276,14 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
       in[k] = t;
     }
     KernelContext ctx(*step->node, std::move(in), step->outputs.size(), pool_);
-    step->kernel->Run(ctx);
+    if (profiling_) {
+      const auto t0 = std::chrono::steady_clock::now();
+      step->kernel->Run(ctx);
+      step_seconds_[index] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++step_calls_[index];
+    } else {
+      step->kernel->Run(ctx);
+    }
     auto& outs = ctx.outputs();
     for (size_t k = 0; k < step->outputs.size(); ++k) {
       const int slot = step->outputs[k];

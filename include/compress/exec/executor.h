@@ -43,6 +43,15 @@ class Executor {
   // the declaration are an Error(kInvalidInput) naming the input.
   std::vector<Tensor> Run(const std::vector<Tensor>& inputs, const ValueObserver* observer = nullptr);
 
+  // Per-op-type time spent in kernels since profiling was enabled (for `compress bench --profile`).
+  struct OpTime {
+    std::string op_type;
+    int64_t calls = 0;
+    double seconds = 0;
+  };
+  void EnableProfiling(bool on);
+  std::vector<OpTime> Profile() const;  // slowest first
+
   // "Op (opset N)" for each operator of the model without a kernel; empty when all are supported.
   static std::vector<std::string> UnsupportedOps(const Model& model);
 
@@ -58,6 +67,9 @@ class Executor {
   std::vector<std::string> slot_names_;
   std::vector<std::unique_ptr<Step>> steps_;
   size_t num_slots_ = 0;
+  bool profiling_ = false;
+  std::vector<double> step_seconds_;
+  std::vector<int64_t> step_calls_;
 };
 
 }  // namespace compress
