@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 
+#include "compress/io/npy.h"
 #include "compress/io/onnx_io.h"
 #include "compress/util/error.h"
 #include "compress/util/half.h"
@@ -100,6 +101,16 @@ std::vector<std::string> DataFiles(const std::string& data_set, const std::strin
     return a.size() != b.size() ? a.size() < b.size() : a < b;
   });
   return out;
+}
+
+Tensor ReadTestTensor(const std::string& path, DType declared) {
+  Tensor t = ReadTensorProtoFile(path);
+  if (declared == DType::kBFloat16 && t.dtype() == DType::kUInt16) {
+    Tensor relabelled(DType::kBFloat16, t.dims(), t.name());
+    std::memcpy(relabelled.mutable_raw(), t.raw(), t.nbytes());
+    return relabelled;
+  }
+  return t;
 }
 
 std::string Compare(const Tensor& got, const Tensor& want, double rtol, double atol) {

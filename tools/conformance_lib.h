@@ -37,6 +37,11 @@ Selection SelectTests(const std::string& root, const std::string& filter = "");
 // input_K.pb / output_K.pb of a data set, in K order.
 std::vector<std::string> DataFiles(const std::string& data_set, const std::string& prefix);
 
+// Reads input_K.pb / output_K.pb. ONNX 1.12's generated test data stores bfloat16 tensors as uint16 holding
+// the bfloat16 bit patterns; where the model declares bfloat16 (`declared`), the bits are re-labelled.
+// Files holding an onnx.SequenceProto or OptionalProto are reported as such (the executor runs tensors).
+Tensor ReadTestTensor(const std::string& path, DType declared);
+
 // Empty when `got` equals `want` within rtol/atol (NaN equals NaN; integers, bools, strings exactly),
 // otherwise the reason, naming the worst element.
 std::string Compare(const Tensor& got, const Tensor& want, double rtol = kRtol, double atol = kAtol);

@@ -1,8 +1,903 @@
+// Conv, ConvTranspose, ConvInteger, QLinearConv (any number of spatial dims).
+//
+// Reference kernels loop directly over every output element, input channel and kernel offset (ConvTranspose
+// scatters every input element instead), accumulating in double or in wrapping 32-bit integers.
+//
+// Fast Conv (float): for one image and group the convolution is the GEMM
+//   Y[Cout_g, out] = W[Cout_g, Cin_g * kernel] x col[Cin_g * kernel, out]
+// where col is the im2col matrix. Weights are packed for the GEMM once at build time when constant. col is
+// built for a block of output columns at a time, sized to stay in L2, straight into the layout the GEMM
+// micro-kernel reads (rows padded to whole column panels), so it never exists for a whole image. Depthwise
+// convolutions (one input and one output channel per group) have too little reuse for a GEMM and run a direct
+// loop per plane instead, row by row over the kernel taps.
+// Fast ConvTranspose: col[Cout_g * kernel, in] = W_g^T x X_g by the same GEMM, then col2im adds col into Y.
+// Threads take whole (image, group, column block) tasks, so results do not depend on the thread count.
+#include <algorithm>
+#include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "common.h"
 #include "kernels.h"
 
 namespace compress::kernels {
 
-void RegisterConvKernels(KernelRegistry& r) { (void)r; }
+namespace {
+
+using gemm::AlignedFloats;
+using gemm::BView;
+using gemm::Init;
+using gemm::kNr;
+
+// Floats of im2col data per task: a column block of the GEMM's right operand stays in L2.
+constexpr int64_t kColBlockFloats = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------------------------
+// Shapes
+
+struct ConvAttrs {
+  WindowAttrs window;
+  int64_t group = 1;
+};
+
+ConvAttrs ParseConvAttrs(const KernelInfo& info) {
+  ConvAttrs a;
+  a.window = ParseWindowAttrs(info);
+  a.group = info.node->AttrInt("group", 1);
+  if (a.group <= 0) ThrowInvalid("node " + info.node->Describe() + ": group " + std::to_string(a.group) + " must be positive");
+  return a;
+}
+
+std::vector<int64_t> SpatialDims(const std::vector<int64_t>& dims) { return {dims.begin() + 2, dims.end()}; }
+
+// Kernel dims: the weights' spatial dims, which kernel_shape (when given) must repeat.
+std::vector<int64_t> KernelDims(const KernelContext& ctx, const WindowAttrs& a, const std::vector<int64_t>& w) {
+  std::vector<int64_t> kernel = SpatialDims(w);
+  if (!a.kernel_shape.empty() && a.kernel_shape != kernel) {
+    ctx.Fail("kernel_shape " + ShapeToString(a.kernel_shape) + " does not match W " + ShapeToString(w));
+  }
+  return kernel;
+}
+
+struct ConvShape {
+  int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1, cin_g = 0, cout_g = 0;
+  WindowGeometry geo;
+  int64_t in_size = 0, out_size = 0, kernel_size = 0;
+  int64_t k = 0;  // GEMM depth: cin_g * kernel_size
+  std::vector<int64_t> y_dims;
+};
+
+ConvShape ResolveConv(const KernelContext& ctx, const ConvAttrs& a, const std::vector<int64_t>& x,
+                      const std::vector<int64_t>& w) {
+  if (x.size() < 3) ctx.Fail("X must be [N, C, spatial...], got " + ShapeToString(x));
+  if (w.size() != x.size()) ctx.Fail("W " + ShapeToString(w) + " must have the rank of X " + ShapeToString(x));
+  ConvShape s;
+  s.batch = x[0];
+  s.in_channels = x[1];
+  s.out_channels = w[0];
+  s.group = a.group;
+  if (s.in_channels != w[1] * a.group) {
+    ctx.Fail("X " + ShapeToString(x) + " has " + std::to_string(s.in_channels) + " channels but W " +
+             ShapeToString(w) + " with group " + std::to_string(a.group) + " expects " +
+             std::to_string(w[1] * a.group));
+  }
+  if (s.out_channels % a.group != 0) {
+    ctx.Fail("W " + ShapeToString(w) + " has " + std::to_string(s.out_channels) +
+             " output channels, not a multiple of group " + std::to_string(a.group));
+  }
+  s.cin_g = w[1];
+  s.cout_g = s.out_channels / a.group;
+  s.geo = ResolveWindow(ctx, a.window, SpatialDims(x), KernelDims(ctx, a.window, w));
+  s.in_size = s.geo.in_size();
+  s.out_size = s.geo.out_size();
+  s.kernel_size = s.geo.kernel_size();
+  s.k = s.cin_g * s.kernel_size;
+  s.y_dims = {s.batch, s.out_channels};
+  s.y_dims.insert(s.y_dims.end(), s.geo.out.begin(), s.geo.out.end());
+  return s;
+}
+
+void CheckBias(const KernelContext& ctx, const Tensor* b, int64_t channels) {
+  if (b != nullptr && (b->rank() != 1 || b->numel() != channels)) {
+    ctx.Fail("bias B " + ShapeToString(b->dims()) + " must be [" + std::to_string(channels) + "]");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reference kernels
+
+// acc[n, m, o] = sum over input channels c of group(m) and kernel offsets k of x_at(X index) * w_at(W index, m),
+// where the input position o * stride - pad + k * dilation is inside X (padding adds nothing).
+template <typename Acc, typename XAt, typename WAt>
+std::vector<Acc> DirectConv(const ConvShape& s, XAt x_at, WAt w_at) {
+  const WindowGeometry& g = s.geo;
+  const size_t r = g.rank();
+  const std::vector<int64_t> out_coord = Coordinates(g.out), kernel_coord = Coordinates(g.kernel);
+  const std::vector<int64_t> in_strides = Strides(g.in);
+  std::vector<Acc> acc(static_cast<size_t>(s.batch * s.out_channels * s.out_size), Acc{});
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t m = 0; m < s.out_channels; ++m) {
+      const int64_t grp = m / s.cout_g;
+      for (int64_t o = 0; o < s.out_size; ++o) {
+        Acc sum{};
+        for (int64_t c = 0; c < s.cin_g; ++c) {
+          const int64_t x_base = (n * s.in_channels + grp * s.cin_g + c) * s.in_size;
+          const int64_t w_base = (m * s.cin_g + c) * s.kernel_size;
+          for (int64_t k = 0; k < s.kernel_size; ++k) {
+            int64_t offset = 0;
+            bool inside = true;
+            for (size_t d = 0; d < r && inside; ++d) {
+              const int64_t pos = out_coord[static_cast<size_t>(o) * r + d] * g.strides[d] - g.pads_begin[d] +
+                                  kernel_coord[static_cast<size_t>(k) * r + d] * g.dilations[d];
+              inside = pos >= 0 && pos < g.in[d];
+              offset += pos * in_strides[d];
+            }
+            if (inside) sum += static_cast<Acc>(x_at(x_base + offset) * w_at(w_base + k, m));
+          }
+        }
+        acc[static_cast<size_t>((n * s.out_channels + m) * s.out_size + o)] = sum;
+      }
+    }
+  }
+  return acc;
+}
+
+template <typename T>
+void ReferenceConv(KernelContext& ctx, const ConvAttrs& a) {
+  const Tensor& x = ctx.required_input(0);
+  const Tensor& w = ctx.required_input(1);
+  const Tensor* b = ctx.input(2);
+  if (w.dtype() != x.dtype() || (b != nullptr && b->dtype() != x.dtype())) ctx.Fail("X, W and B have different element types");
+  const ConvShape s = ResolveConv(ctx, a, x.dims(), w.dims());
+  CheckBias(ctx, b, s.out_channels);
+  const T* px = x.data<T>();
+  const T* pw = w.data<T>();
+  const std::vector<double> acc = DirectConv<double>(
+      s, [&](int64_t i) { return static_cast<double>(px[i]); }, [&](int64_t i, int64_t) { return static_cast<double>(pw[i]); });
+  Tensor& y = ctx.Output(0, x.dtype(), s.y_dims);
+  T* py = y.mutable_data<T>();
+  for (size_t i = 0; i < acc.size(); ++i) {
+    const int64_t m = static_cast<int64_t>(i) / s.out_size % s.out_channels;
+    py[i] = static_cast<T>(acc[i] + (b != nullptr ? static_cast<double>(b->data<T>()[m]) : 0.0));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Fast Conv
+
+// Short copies and fills of im2col segments (a dozen floats), inline rather than through libc calls.
+inline void CopyFloats(const float* src, int64_t n, float* dst) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 4 <= n; i += 4) _mm_storeu_ps(dst + i, _mm_loadu_ps(src + i));
+#endif
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+inline void ZeroFloats(int64_t n, float* dst) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 4 <= n; i += 4) _mm_storeu_ps(dst + i, _mm_setzero_ps());
+#endif
+  for (; i < n; ++i) dst[i] = 0.0f;
+}
+
+// The parameters of a 1-D or 2-D window as 2-D (1-D has height 1).
+struct Window2D {
+  int64_t oh, ow, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw;
+};
+
+Window2D ToWindow2D(const WindowGeometry& g) {
+  const bool two_d = g.rank() == 2;
+  const size_t l = g.rank() - 1;
+  Window2D q{};
+  q.oh = two_d ? g.out[0] : 1;
+  q.ih = two_d ? g.in[0] : 1;
+  q.kh = two_d ? g.kernel[0] : 1;
+  q.sh = two_d ? g.strides[0] : 1;
+  q.dh = two_d ? g.dilations[0] : 1;
+  q.ph = two_d ? g.pads_begin[0] : 0;
+  q.ow = g.out[l];
+  q.iw = g.in[l];
+  q.kw = g.kernel[l];
+  q.sw = g.strides[l];
+  q.dw = g.dilations[l];
+  q.pw = g.pads_begin[l];
+  return q;
+}
+
+// Columns [j0, j0 + nc) of the im2col matrix of one image and group (x: the group's first input channel), as
+// rows of length ld; the columns past nc are left alone. Generic over the spatial rank.
+void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float* col, int64_t ld) {
+  const WindowGeometry& g = s.geo;
+  const size_t last = g.rank() - 1;
+  const int64_t ow_n = g.out[last], iw_n = g.in[last], sw = g.strides[last], pw = g.pads_begin[last];
+  const int64_t kw_n = g.kernel[last], dw = g.dilations[last];
+  // Leading (all but last) spatial dims: output rows and kernel rows.
+  const std::vector<int64_t> row_coord = Coordinates({g.out.begin(), g.out.end() - 1});
+  const std::vector<int64_t> krow_coord = Coordinates({g.kernel.begin(), g.kernel.end() - 1});
+  const std::vector<int64_t> in_strides = Strides(g.in);
+  const int64_t krows = s.kernel_size / kw_n;
+  const int64_t orow_first = j0 / ow_n, orow_end = (j0 + nc + ow_n - 1) / ow_n;
+  for (int64_t c = 0; c < s.cin_g; ++c) {
+    for (int64_t kr = 0; kr < krows; ++kr) {
+      for (int64_t kw = 0; kw < kw_n; ++kw) {
+        float* dst = col + ((c * krows + kr) * kw_n + kw) * ld - j0;  // indexed by image column
+        int64_t lo = 0, hi = 0;
+        ValidOutputRange(ow_n, iw_n, sw, pw, kw * dw, &lo, &hi);
+        for (int64_t orow = orow_first; orow < orow_end; ++orow) {
+          const int64_t a = std::max(j0, orow * ow_n) - orow * ow_n;
+          const int64_t b = std::min(j0 + nc, (orow + 1) * ow_n) - orow * ow_n;
+          float* out = dst + orow * ow_n;
+          int64_t offset = 0;
+          bool inside = true;
+          for (size_t d = 0; d < last && inside; ++d) {
+            const int64_t pos = row_coord[static_cast<size_t>(orow) * last + d] * g.strides[d] - g.pads_begin[d] +
+                                krow_coord[static_cast<size_t>(kr) * last + d] * g.dilations[d];
+            inside = pos >= 0 && pos < g.in[d];
+            offset += pos * in_strides[d];
+          }
+          const float* src = x + c * s.in_size + offset + kw * dw - pw;
+          const int64_t va = inside ? std::clamp(lo, a, b) : b, vb = inside ? std::clamp(hi, va, b) : b;
+          ZeroFloats(va - a, out + a);
+          for (int64_t ow = va; ow < vb; ++ow) out[ow] = src[ow * sw];
+          ZeroFloats(b - vb, out + vb);
+        }
+      }
+    }
+  }
+}
+
+// Im2ColND for 1-D and 2-D windows. The input rows the block reads are first copied, zero-padded, into a strip
+// as wide as the window sweeps, so that each col row is a run of plain (strided) copies with no bounds checks.
+// Copies spill up to kCopyOver - 1 floats past a segment, into the next one (written after) or past column nc
+// (which the caller's rows leave room for); col needs kCopyOver floats of slack after its last row.
+void Im2Col2D(const ConvShape& s, const Window2D& q, const float* x, int64_t j0, int64_t nc, float* col, int64_t ld) {
+  const int64_t oh_first = j0 / q.ow, oh_end = (j0 + nc + q.ow - 1) / q.ow;
+  const int64_t wp = (q.ow - 1) * q.sw + (q.kw - 1) * q.dw + 1;
+  const int64_t rows = (oh_end - 1 - oh_first) * q.sh + (q.kh - 1) * q.dh + 1;
+  const int64_t ih0 = oh_first * q.sh - q.ph;
+  const int64_t left = std::min(q.pw, wp), copied = std::max<int64_t>(0, std::min(q.iw, wp - q.pw));
+  float* strip = gemm::Scratch(3, s.cin_g * rows * wp + gemm::kCopyOver);
+  for (int64_t c = 0; c < s.cin_g; ++c) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = strip + (c * rows + r) * wp;
+      const int64_t ih = ih0 + r;
+      if (ih < 0 || ih >= q.ih) {
+        ZeroFloats(wp, dst);
+        continue;
+      }
+      ZeroFloats(left, dst);
+      CopyFloats(x + (c * q.ih + ih) * q.iw, copied, dst + left);
+      ZeroFloats(wp - left - copied, dst + left + copied);
+    }
+  }
+  // Output rows of the block: a partial first row, whole rows, a partial last row.
+  const int64_t first_a = j0 - oh_first * q.ow;
+  const int64_t last_b = j0 + nc - (oh_end - 1) * q.ow;
+  const int64_t whole_first = first_a == 0 ? oh_first : oh_first + 1;
+  const int64_t whole_end = last_b == q.ow ? oh_end : oh_end - 1;
+  for (int64_t c = 0; c < s.cin_g; ++c) {
+    for (int64_t kh = 0; kh < q.kh; ++kh) {
+      for (int64_t kw = 0; kw < q.kw; ++kw) {
+        float* dst = col + ((c * q.kh + kh) * q.kw + kw) * ld - j0;  // indexed by image column
+        const float* src = strip + (c * rows + kh * q.dh) * wp + kw * q.dw - oh_first * q.sh * wp;  // by output row
+        auto segment = [&](int64_t oh, int64_t a, int64_t b) {
+          const float* from = src + oh * q.sh * wp;
+          float* to = dst + oh * q.ow;
+          if (q.sw == 1) {
+            gemm::CopyRowsOver(1, b - a, from + a, 0, to + a, 0);
+          } else {
+            for (int64_t ow = a; ow < b; ++ow) to[ow] = from[ow * q.sw];
+          }
+        };
+        if (whole_first > oh_first || whole_first >= whole_end) segment(oh_first, first_a, oh_first + 1 == oh_end ? last_b : q.ow);
+        if (whole_first < whole_end) {
+          if (q.sw == 1) {
+            gemm::CopyRowsOver(whole_end - whole_first, q.ow, src + whole_first * q.sh * wp, q.sh * wp,
+                               dst + whole_first * q.ow, q.ow);
+          } else {
+            for (int64_t oh = whole_first; oh < whole_end; ++oh) segment(oh, 0, q.ow);
+          }
+        }
+        if (whole_end < oh_end && oh_end - 1 > oh_first) segment(oh_end - 1, 0, last_b);
+      }
+    }
+  }
+}
+
+bool IsPointwise(const WindowGeometry& g) {
+  for (size_t d = 0; d < g.rank(); ++d) {
+    if (g.kernel[d] != 1 || g.strides[d] != 1 || g.pads_begin[d] != 0 || g.pads_end[d] != 0) return false;
+  }
+  return true;
+}
+
+void Im2Col(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float* col, int64_t ld) {
+  if (IsPointwise(s.geo)) {
+    for (int64_t c = 0; c < s.cin_g; ++c) std::memcpy(col + c * ld, x + c * s.in_size + j0, sizeof(float) * static_cast<size_t>(nc));
+  } else if (s.geo.rank() <= 2) {
+    Im2Col2D(s, ToWindow2D(s.geo), x, j0, nc, col, ld);
+  } else {
+    Im2ColND(s, x, j0, nc, col, ld);
+  }
+}
+
+// Row length for a block of `cols` columns: whole panels, and an odd number of them, so that the rows the
+// micro-kernel walks down spread over all L1 sets instead of aliasing.
+int64_t PanelRowLength(int64_t cols) {
+  const int64_t ld = gemm::RoundUp(cols, kNr);
+  return (ld / kNr) % 2 == 1 ? ld : ld + kNr;
+}
+
+void ZeroColumns(int64_t rows, int64_t from, int64_t ld, float* col) {
+  for (int64_t r = 0; r < rows; ++r) ZeroFloats(ld - from, col + r * ld + from);
+}
+
+// Depthwise planes of stride 1 are computed on a zero-padded copy of rows q.ow + (q.kw - 1) * q.dw wide, where
+// every tap is one shift of the whole plane: offsets of the taps there, and scratch floats needed.
+std::vector<int64_t> DepthwiseTapOffsets(const Window2D& q) {
+  const int64_t wp = q.ow + (q.kw - 1) * q.dw;
+  std::vector<int64_t> offsets(static_cast<size_t>(q.kh * q.kw));
+  for (int64_t kh = 0; kh < q.kh; ++kh) {
+    for (int64_t kw = 0; kw < q.kw; ++kw) offsets[static_cast<size_t>(kh * q.kw + kw)] = kh * q.dh * wp + kw * q.dw;
+  }
+  return offsets;
+}
+
+int64_t DepthwiseScratch(const Window2D& q) {
+  const int64_t wp = q.ow + (q.kw - 1) * q.dw, hp = q.oh + (q.kh - 1) * q.dh;
+  return hp * wp + (q.kw - 1) * q.dw + q.oh * wp;
+}
+
+// One depthwise plane: y = bias + sum over taps of w * (shifted, strided) x.
+void DepthwisePlane(const Window2D& q, const std::vector<int64_t>& offsets, const float* x, const float* w, float bias,
+                    float* y, float* scratch) {
+  if (q.sh == 1 && q.sw == 1) {
+    // Stride 1: on a zero-padded copy of the plane every tap is one shift of the whole plane, so all taps are
+    // summed in one pass over rows of the padded width (the columns past q.ow are computed and dropped).
+    const int64_t wp = q.ow + (q.kw - 1) * q.dw, hp = q.oh + (q.kh - 1) * q.dh;
+    const int64_t padded_size = hp * wp + (q.kw - 1) * q.dw;
+    float* padded = scratch;
+    float* acc = scratch + padded_size;
+    std::memset(padded, 0, sizeof(float) * static_cast<size_t>(padded_size));
+    const int64_t copied = std::max<int64_t>(0, std::min(q.iw, wp - q.pw));
+    for (int64_t ih = 0; ih < q.ih && ih + q.ph < hp; ++ih) CopyFloats(x + ih * q.iw, copied, padded + (ih + q.ph) * wp + q.pw);
+    gemm::TapSum(q.oh * wp, q.kh * q.kw, w, offsets.data(), padded, bias, acc);
+    for (int64_t oh = 0; oh < q.oh; ++oh) CopyFloats(acc + oh * wp, q.ow, y + oh * q.ow);
+    return;
+  }
+  for (int64_t oh = 0; oh < q.oh; ++oh) std::fill(y + oh * q.ow, y + (oh + 1) * q.ow, bias);
+  for (int64_t kw = 0; kw < q.kw; ++kw) {
+    int64_t lo = 0, hi = 0;
+    ValidOutputRange(q.ow, q.iw, q.sw, q.pw, kw * q.dw, &lo, &hi);
+    for (int64_t kh = 0; kh < q.kh; ++kh) {
+      const float wv = w[kh * q.kw + kw];
+      for (int64_t oh = 0; oh < q.oh; ++oh) {
+        const int64_t ih = oh * q.sh - q.ph + kh * q.dh;
+        if (ih < 0 || ih >= q.ih) continue;
+        const float* src = x + ih * q.iw + kw * q.dw - q.pw;
+        float* yrow = y + oh * q.ow;
+        for (int64_t ow = lo; ow < hi; ++ow) yrow[ow] += wv * src[ow * q.sw];
+      }
+    }
+  }
+}
+
+// Weights of every group packed for the GEMM: group g's [Cout_g, K] block at g * PackedASize(Cout_g, K).
+AlignedFloats PackConvWeights(const float* w, int64_t group, int64_t cout_g, int64_t k) {
+  const int64_t per_group = gemm::PackedASize(cout_g, k);
+  AlignedFloats packed(group * per_group);
+  for (int64_t g = 0; g < group; ++g) gemm::PackA(w + g * cout_g * k, k, 1, cout_g, k, 1.0f, packed.data() + g * per_group);
+  return packed;
+}
+
+// Float weights available at build time, kept raw and packed.
+struct ConstantWeights {
+  std::vector<int64_t> dims;
+  std::vector<float> raw;
+  AlignedFloats packed;  // for the GEMM, per group
+};
+
+class FastConv : public Kernel {
+ public:
+  explicit FastConv(const KernelInfo& info) : attrs_(ParseConvAttrs(info)) {
+    const Tensor* w = info.constant_input(1);
+    if (w == nullptr || w->rank() < 3 || !IsFloatingPoint(w->dtype()) || w->dtype() == DType::kDouble) return;
+    if (w->dims()[0] % attrs_.group != 0) return;  // reported at run time
+    weights_.dims = w->dims();
+    weights_.raw = ToFloats(info, *w);
+    const int64_t cout_g = w->dims()[0] / attrs_.group;
+    weights_.packed =
+        PackConvWeights(weights_.raw.data(), attrs_.group, cout_g, w->numel() / std::max<int64_t>(1, w->dims()[0]));
+  }
+
+  void Run(KernelContext& ctx) override {
+    const Tensor& x = ctx.required_input(0);
+    const Tensor& w = ctx.required_input(1);
+    const Tensor* b = ctx.input(2);
+    if (x.dtype() != DType::kFloat || w.dtype() != DType::kFloat || (b != nullptr && b->dtype() != DType::kFloat)) {
+      if (x.dtype() != DType::kDouble) ctx.Fail(std::string("element type ") + DTypeName(x.dtype()) + " is not supported");
+      ReferenceConv<double>(ctx, attrs_);
+      return;
+    }
+    const ConvShape s = ResolveConv(ctx, attrs_, x.dims(), w.dims());
+    CheckBias(ctx, b, s.out_channels);
+    Tensor& y = ctx.Output(0, DType::kFloat, s.y_dims);
+    if (s.batch * s.out_channels * s.out_size == 0) return;
+    const bool constant = weights_.dims == w.dims() && !weights_.raw.empty();
+    const float* bias = b != nullptr ? b->data<float>() : nullptr;
+    if (s.cin_g == 1 && s.cout_g == 1 && s.geo.rank() <= 2) {
+      RunDepthwise(ctx, s, x.data<float>(), constant ? weights_.raw.data() : w.data<float>(), bias,
+                   y.mutable_data<float>());
+      return;
+    }
+    AlignedFloats packed_now;
+    const float* packed = weights_.packed.data();
+    if (!constant) {
+      packed_now = PackConvWeights(w.data<float>(), s.group, s.cout_g, s.k);
+      packed = packed_now.data();
+    }
+    RunGemm(ctx, s, x.data<float>(), packed, bias, y.mutable_data<float>());
+  }
+
+ private:
+  static void RunDepthwise(KernelContext& ctx, const ConvShape& s, const float* x, const float* w, const float* bias,
+                           float* y) {
+    const Window2D q = ToWindow2D(s.geo);
+    const std::vector<int64_t> offsets = DepthwiseTapOffsets(q);
+    // Enough planes per chunk to outweigh scheduling, fixed by the shape alone.
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.out_size * s.kernel_size));
+    ctx.pool().ParallelFor(s.batch * s.out_channels, grain, [&](int64_t p0, int64_t p1) {
+      float* scratch = gemm::Scratch(1, DepthwiseScratch(q));
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t c = p % s.out_channels;
+        DepthwisePlane(q, offsets, x + p * s.in_size, w + c * s.kernel_size, bias != nullptr ? bias[c] : 0.0f,
+                       y + p * s.out_size, scratch);
+      }
+    });
+  }
+
+  static void RunGemm(KernelContext& ctx, const ConvShape& s, const float* x, const float* packed_w, const float* bias,
+                      float* y) {
+    const int64_t per_group = gemm::PackedASize(s.cout_g, s.k);
+    const Init init = bias != nullptr ? Init::kRowBias : Init::kZero;
+    const int64_t max_cols = std::max(kNr, kColBlockFloats / std::max<int64_t>(1, s.k) / kNr * kNr);
+    const int64_t images = std::min(s.batch, max_cols / s.out_size);
+    if (s.out_size % kNr != 0 && images >= 2) {
+      // Small maps whose size is not a multiple of the panel width: several whole images per task waste less of
+      // the last column panel. The GEMM writes a temporary [Cout_g, images * out] block then copied to Y.
+      const int64_t blocks = (s.batch + images - 1) / images;
+      ctx.pool().ParallelFor(blocks * s.group, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t grp = t % s.group, n0 = t / s.group * images, count = std::min(images, s.batch - n0);
+          const int64_t cols = count * s.out_size, ld = PanelRowLength(cols + gemm::kCopyOver);
+          float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
+          for (int64_t i = 0; i < count; ++i) {
+            Im2Col(s, x + ((n0 + i) * s.in_channels + grp * s.cin_g) * s.in_size, 0, s.out_size, col + i * s.out_size, ld);
+          }
+          ZeroColumns(s.k, cols, ld, col);
+          float* out = gemm::Scratch(2, s.cout_g * cols);
+          const int64_t m0 = grp * s.cout_g;
+          gemm::Multiply(s.cout_g, cols, s.k, packed_w + grp * per_group, BView{col, ld, kNr}, out, cols, init,
+                         bias != nullptr ? bias + m0 : nullptr);
+          for (int64_t i = 0; i < count; ++i) {
+            for (int64_t m = 0; m < s.cout_g; ++m) {
+              std::memcpy(y + ((n0 + i) * s.out_channels + m0 + m) * s.out_size, out + m * cols + i * s.out_size,
+                          sizeof(float) * static_cast<size_t>(s.out_size));
+            }
+          }
+        }
+      });
+      return;
+    }
+    // Blocks of whole panels within one image, spread evenly over it; the GEMM writes straight into Y.
+    const int64_t blocks = (s.out_size + max_cols - 1) / max_cols;
+    const int64_t cols = gemm::RoundUp((s.out_size + blocks - 1) / blocks, kNr);
+    const int64_t ld = PanelRowLength(cols + gemm::kCopyOver);
+    ctx.pool().ParallelFor(s.batch * s.group * blocks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t blk = t % blocks, grp = t / blocks % s.group, n = t / blocks / s.group;
+        const int64_t j0 = blk * cols, nc = std::min(cols, s.out_size - j0);
+        if (nc <= 0) continue;
+        float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
+        Im2Col(s, x + (n * s.in_channels + grp * s.cin_g) * s.in_size, j0, nc, col, ld);
+        ZeroColumns(s.k, nc, ld, col);
+        const int64_t m0 = grp * s.cout_g;
+        gemm::Multiply(s.cout_g, nc, s.k, packed_w + grp * per_group, BView{col, ld, kNr},
+                       y + (n * s.out_channels + m0) * s.out_size + j0, s.out_size, init,
+                       bias != nullptr ? bias + m0 : nullptr);
+      }
+    });
+  }
+
+  ConvAttrs attrs_;
+  ConstantWeights weights_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// ConvTranspose
+
+struct ConvTransposeAttrs {
+  WindowAttrs window;
+  int64_t group = 1;
+  std::vector<int64_t> output_padding, output_shape;
+};
+
+ConvTransposeAttrs ParseConvTransposeAttrs(const KernelInfo& info) {
+  ConvTransposeAttrs a;
+  const ConvAttrs c = ParseConvAttrs(info);
+  a.window = c.window;
+  a.group = c.group;
+  a.output_padding = info.node->AttrInts("output_padding", {});
+  a.output_shape = info.node->AttrInts("output_shape", {});
+  return a;
+}
+
+struct ConvTransposeShape {
+  int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1, cin_g = 0, cout_g = 0;
+  std::vector<int64_t> in, kernel, strides, dilations, pads_begin, out;
+  int64_t in_size = 0, out_size = 0, kernel_size = 0;
+  std::vector<int64_t> y_dims;
+};
+
+// Floor division by 2 (also for negative totals, as the ONNX reference computes the split).
+int64_t FloorHalf(int64_t v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); }
+
+ConvTransposeShape ResolveConvTranspose(const KernelContext& ctx, const ConvTransposeAttrs& a,
+                                        const std::vector<int64_t>& x, const std::vector<int64_t>& w) {
+  if (x.size() < 3) ctx.Fail("X must be [N, C, spatial...], got " + ShapeToString(x));
+  if (w.size() != x.size()) ctx.Fail("W " + ShapeToString(w) + " must have the rank of X " + ShapeToString(x));
+  ConvTransposeShape s;
+  const size_t r = x.size() - 2;
+  s.batch = x[0];
+  s.in_channels = x[1];
+  s.group = a.group;
+  if (w[0] != s.in_channels) {
+    ctx.Fail("X " + ShapeToString(x) + " has " + std::to_string(s.in_channels) + " channels but W " +
+             ShapeToString(w) + " expects " + std::to_string(w[0]));
+  }
+  if (s.in_channels % a.group != 0) {
+    ctx.Fail("X has " + std::to_string(s.in_channels) + " channels, not a multiple of group " + std::to_string(a.group));
+  }
+  s.cin_g = s.in_channels / a.group;
+  s.cout_g = w[1];
+  s.out_channels = s.cout_g * a.group;
+  s.in = SpatialDims(x);
+  s.kernel = KernelDims(ctx, a.window, w);
+  auto check = [&](const std::vector<int64_t>& v, size_t expected, const char* name) {
+    if (!v.empty() && v.size() != expected) {
+      ctx.Fail(std::string(name) + " " + ShapeToString(v) + " has " + std::to_string(v.size()) + " values, expected " +
+               std::to_string(expected));
+    }
+  };
+  check(a.window.strides, r, "strides");
+  check(a.window.dilations, r, "dilations");
+  check(a.window.pads, 2 * r, "pads");
+  check(a.output_padding, r, "output_padding");
+  std::vector<int64_t> requested = a.output_shape;
+  if (requested.size() == r + 2) requested.erase(requested.begin(), requested.begin() + 2);
+  check(requested, r, "output_shape");
+  s.strides = a.window.strides.empty() ? std::vector<int64_t>(r, 1) : a.window.strides;
+  s.dilations = a.window.dilations.empty() ? std::vector<int64_t>(r, 1) : a.window.dilations;
+  const std::vector<int64_t> out_pad = a.output_padding.empty() ? std::vector<int64_t>(r, 0) : a.output_padding;
+  const bool same = a.window.auto_pad == "SAME_UPPER" || a.window.auto_pad == "SAME_LOWER";
+  s.pads_begin.assign(r, 0);
+  s.out.assign(r, 0);
+  for (size_t d = 0; d < r; ++d) {
+    const int64_t full = s.strides[d] * (s.in[d] - 1) + out_pad[d] + (s.kernel[d] - 1) * s.dilations[d] + 1;
+    if (!requested.empty() || same) {
+      s.out[d] = !requested.empty() ? requested[d] : s.in[d] * s.strides[d];
+      const int64_t total = full - s.out[d];
+      s.pads_begin[d] = a.window.auto_pad == "SAME_UPPER" ? FloorHalf(total) : total - FloorHalf(total);
+    } else {
+      if (a.window.auto_pad == "NOTSET" && !a.window.pads.empty()) s.pads_begin[d] = a.window.pads[d];
+      const int64_t pad_end = a.window.auto_pad == "NOTSET" && !a.window.pads.empty() ? a.window.pads[d + r] : 0;
+      s.out[d] = full - s.pads_begin[d] - pad_end;
+    }
+    if (s.out[d] <= 0) ctx.Fail("the output of input " + ShapeToString(x) + " would be empty");
+  }
+  s.in_size = ShapeElementCount(s.in);
+  s.out_size = ShapeElementCount(s.out);
+  s.kernel_size = ShapeElementCount(s.kernel);
+  s.y_dims = {s.batch, s.out_channels};
+  s.y_dims.insert(s.y_dims.end(), s.out.begin(), s.out.end());
+  return s;
+}
+
+template <typename T>
+void ReferenceConvTranspose(KernelContext& ctx, const ConvTransposeAttrs& a) {
+  const Tensor& x = ctx.required_input(0);
+  const Tensor& w = ctx.required_input(1);
+  const Tensor* b = ctx.input(2);
+  if (w.dtype() != x.dtype() || (b != nullptr && b->dtype() != x.dtype())) ctx.Fail("X, W and B have different element types");
+  const ConvTransposeShape s = ResolveConvTranspose(ctx, a, x.dims(), w.dims());
+  CheckBias(ctx, b, s.out_channels);
+  const size_t r = s.in.size();
+  const std::vector<int64_t> in_coord = Coordinates(s.in), kernel_coord = Coordinates(s.kernel);
+  const std::vector<int64_t> out_strides = Strides(s.out);
+  std::vector<double> acc(static_cast<size_t>(s.batch * s.out_channels * s.out_size), 0.0);
+  const T* px = x.data<T>();
+  const T* pw = w.data<T>();
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t c = 0; c < s.in_channels; ++c) {
+      const int64_t grp = c / s.cin_g;
+      for (int64_t i = 0; i < s.in_size; ++i) {
+        const double xv = static_cast<double>(px[(n * s.in_channels + c) * s.in_size + i]);
+        for (int64_t co = 0; co < s.cout_g; ++co) {
+          const int64_t m = grp * s.cout_g + co;
+          for (int64_t k = 0; k < s.kernel_size; ++k) {
+            int64_t offset = 0;
+            bool inside = true;
+            for (size_t d = 0; d < r && inside; ++d) {
+              const int64_t pos = in_coord[static_cast<size_t>(i) * r + d] * s.strides[d] - s.pads_begin[d] +
+                                  kernel_coord[static_cast<size_t>(k) * r + d] * s.dilations[d];
+              inside = pos >= 0 && pos < s.out[d];
+              offset += pos * out_strides[d];
+            }
+            if (!inside) continue;
+            acc[static_cast<size_t>((n * s.out_channels + m) * s.out_size + offset)] +=
+                xv * static_cast<double>(pw[(c * s.cout_g + co) * s.kernel_size + k]);
+          }
+        }
+      }
+    }
+  }
+  Tensor& y = ctx.Output(0, x.dtype(), s.y_dims);
+  T* py = y.mutable_data<T>();
+  for (size_t i = 0; i < acc.size(); ++i) {
+    const int64_t m = static_cast<int64_t>(i) / s.out_size % s.out_channels;
+    py[i] = static_cast<T>(acc[i] + (b != nullptr ? static_cast<double>(b->data<T>()[m]) : 0.0));
+  }
+}
+
+// Adds columns [j0, j0 + nc) of col ([Cout_g * kernel, nc], row stride ld) into the output planes of one image
+// and group: the input position of each column, moved by each kernel offset, lands on one output position.
+// in_coord / kernel_coord: Coordinates(s.in) / Coordinates(s.kernel).
+void Col2Im(const ConvTransposeShape& s, const std::vector<int64_t>& in_coord,
+            const std::vector<int64_t>& kernel_coord, const float* col, int64_t ld, int64_t j0, int64_t nc, float* y) {
+  const size_t r = s.in.size();
+  const std::vector<int64_t> out_strides = Strides(s.out);
+  std::vector<int64_t> target(static_cast<size_t>(nc));
+  for (int64_t k = 0; k < s.kernel_size; ++k) {
+    // Output offset of every input column for this kernel offset, -1 outside the output.
+    for (int64_t j = 0; j < nc; ++j) {
+      int64_t offset = 0;
+      bool inside = true;
+      for (size_t d = 0; d < r && inside; ++d) {
+        const int64_t pos = in_coord[static_cast<size_t>(j0 + j) * r + d] * s.strides[d] - s.pads_begin[d] +
+                            kernel_coord[static_cast<size_t>(k) * r + d] * s.dilations[d];
+        inside = pos >= 0 && pos < s.out[d];
+        offset += pos * out_strides[d];
+      }
+      target[static_cast<size_t>(j)] = inside ? offset : -1;
+    }
+    for (int64_t co = 0; co < s.cout_g; ++co) {
+      const float* src = col + (co * s.kernel_size + k) * ld;
+      float* plane = y + co * s.out_size;
+      for (int64_t j = 0; j < nc; ++j) {
+        const int64_t t = target[static_cast<size_t>(j)];
+        if (t >= 0) plane[t] += src[j];
+      }
+    }
+  }
+}
+
+class FastConvTranspose : public Kernel {
+ public:
+  explicit FastConvTranspose(const KernelInfo& info) : attrs_(ParseConvTransposeAttrs(info)) {
+    const Tensor* w = info.constant_input(1);
+    if (w == nullptr || w->rank() < 3 || !IsFloatingPoint(w->dtype()) || w->dtype() == DType::kDouble) return;
+    if (w->dims()[0] % attrs_.group != 0) return;  // reported at run time
+    weights_.dims = w->dims();
+    weights_.packed = PackWeights(ToFloats(info, *w).data(), w->dims(), attrs_.group);
+  }
+
+  void Run(KernelContext& ctx) override {
+    const Tensor& x = ctx.required_input(0);
+    const Tensor& w = ctx.required_input(1);
+    const Tensor* b = ctx.input(2);
+    if (x.dtype() != DType::kFloat || w.dtype() != DType::kFloat || (b != nullptr && b->dtype() != DType::kFloat)) {
+      if (x.dtype() != DType::kDouble) ctx.Fail(std::string("element type ") + DTypeName(x.dtype()) + " is not supported");
+      ReferenceConvTranspose<double>(ctx, attrs_);
+      return;
+    }
+    const ConvTransposeShape s = ResolveConvTranspose(ctx, attrs_, x.dims(), w.dims());
+    CheckBias(ctx, b, s.out_channels);
+    Tensor& y = ctx.Output(0, DType::kFloat, s.y_dims);
+    if (s.batch * s.out_channels * s.out_size == 0) return;
+    AlignedFloats packed_now;
+    const float* packed = weights_.packed.data();
+    if (weights_.dims != w.dims()) {
+      packed_now = PackWeights(w.data<float>(), w.dims(), s.group);
+      packed = packed_now.data();
+    }
+    const int64_t rows = s.cout_g * s.kernel_size;  // GEMM rows: (output channel, kernel offset)
+    const int64_t per_group = gemm::PackedASize(rows, s.cin_g);
+    const int64_t max_cols = std::max(kNr, kColBlockFloats / std::max<int64_t>(1, rows) / kNr * kNr);
+    const int64_t blocks = (s.in_size + max_cols - 1) / max_cols;
+    const int64_t cols = gemm::RoundUp((s.in_size + blocks - 1) / blocks, kNr);
+    const float* px = x.data<float>();
+    const float* bias = b != nullptr ? b->data<float>() : nullptr;
+    float* py = y.mutable_data<float>();
+    const std::vector<int64_t> in_coord = Coordinates(s.in), kernel_coord = Coordinates(s.kernel);
+    ctx.pool().ParallelFor(s.batch * s.group, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t grp = t % s.group, n = t / s.group;
+        const float* xg = px + (n * s.in_channels + grp * s.cin_g) * s.in_size;
+        float* yg = py + (n * s.out_channels + grp * s.cout_g) * s.out_size;
+        for (int64_t co = 0; co < s.cout_g; ++co) {
+          std::fill(yg + co * s.out_size, yg + (co + 1) * s.out_size, bias != nullptr ? bias[grp * s.cout_g + co] : 0.0f);
+        }
+        for (int64_t j0 = 0; j0 < s.in_size; j0 += cols) {
+          const int64_t nc = std::min(cols, s.in_size - j0);
+          float* xb = gemm::Scratch(1, gemm::PackedBSize(s.cin_g, nc));
+          gemm::PackB(xg + j0, s.in_size, 1, s.cin_g, nc, xb);
+          float* col = gemm::Scratch(2, rows * nc);
+          gemm::Multiply(rows, nc, s.cin_g, packed + grp * per_group, BView{xb, kNr, s.cin_g * kNr}, col, nc,
+                         Init::kZero);
+          Col2Im(s, in_coord, kernel_coord, col, nc, j0, nc, yg);
+        }
+      }
+    });
+  }
+
+ private:
+  // Per group, W_g^T ([Cout_g * kernel, Cin_g]) packed as the GEMM's left operand.
+  static AlignedFloats PackWeights(const float* w, const std::vector<int64_t>& dims, int64_t group) {
+    const int64_t cin_g = dims[0] / group;
+    const int64_t rows = ShapeElementCount(dims) / std::max<int64_t>(1, dims[0]);  // Cout_g * kernel
+    const int64_t per_group = gemm::PackedASize(rows, cin_g);
+    AlignedFloats packed(group * per_group);
+    for (int64_t g = 0; g < group; ++g) {
+      gemm::PackA(w + g * cin_g * rows, 1, rows, rows, cin_g, 1.0f, packed.data() + g * per_group);
+    }
+    return packed;
+  }
+
+  ConvTransposeAttrs attrs_;
+  ConstantWeights weights_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// ConvInteger, QLinearConv
+
+bool IsInt8(DType t) { return t == DType::kInt8 || t == DType::kUInt8; }
+
+int32_t ScalarZeroPoint(const KernelContext& ctx, const Tensor* zp, DType expected, const char* name) {
+  if (zp == nullptr) return 0;
+  if (zp->dtype() != expected) {
+    ctx.Fail(std::string(name) + " is " + DTypeName(zp->dtype()) + " but its input is " + DTypeName(expected));
+  }
+  if (zp->numel() != 1) ctx.Fail(std::string(name) + " must be a scalar, got " + ShapeToString(zp->dims()));
+  return Int8At(*zp, 0);
+}
+
+// Per-tensor or per-output-channel weight zero points.
+std::vector<int32_t> WeightZeroPoints(const KernelContext& ctx, const Tensor* zp, DType expected, int64_t channels) {
+  if (zp == nullptr) return std::vector<int32_t>(static_cast<size_t>(channels), 0);
+  if (zp->dtype() != expected) {
+    ctx.Fail(std::string("w_zero_point is ") + DTypeName(zp->dtype()) + " but w is " + DTypeName(expected));
+  }
+  if (zp->numel() != 1 && zp->numel() != channels) {
+    ctx.Fail("w_zero_point " + ShapeToString(zp->dims()) + " must be a scalar or have " + std::to_string(channels) +
+             " values");
+  }
+  std::vector<int32_t> v(static_cast<size_t>(channels));
+  for (int64_t m = 0; m < channels; ++m) v[static_cast<size_t>(m)] = Int8At(*zp, zp->numel() == 1 ? 0 : m);
+  return v;
+}
+
+// The int32 accumulators sum (x - x_zp)(w - w_zp[m]) of an integer convolution; inputs x, x_zp, w, w_zp at the
+// given positions.
+std::vector<int32_t> IntegerConv(const KernelContext& ctx, const ConvShape& s, size_t x_in, size_t x_zp_in,
+                                 size_t w_in, size_t w_zp_in) {
+  const Tensor& x = ctx.required_input(x_in);
+  const Tensor& w = ctx.required_input(w_in);
+  if (!IsInt8(x.dtype()) || !IsInt8(w.dtype())) {
+    ctx.Fail(std::string("x and w must be int8 or uint8, got ") + DTypeName(x.dtype()) + " and " + DTypeName(w.dtype()));
+  }
+  const int32_t x_zp = ScalarZeroPoint(ctx, ctx.input(x_zp_in), x.dtype(), "x_zero_point");
+  const std::vector<int32_t> w_zp = WeightZeroPoints(ctx, ctx.input(w_zp_in), w.dtype(), s.out_channels);
+  const std::vector<uint32_t> acc = DirectConv<uint32_t>(
+      s, [&](int64_t i) { return Int8At(x, i) - x_zp; },
+      [&](int64_t i, int64_t m) { return Int8At(w, i) - w_zp[static_cast<size_t>(m)]; });
+  return std::vector<int32_t>(acc.begin(), acc.end());
+}
+
+void ReferenceConvInteger(KernelContext& ctx, const ConvAttrs& a) {
+  const ConvShape s = ResolveConv(ctx, a, ctx.required_input(0).dims(), ctx.required_input(1).dims());
+  const std::vector<int32_t> acc = IntegerConv(ctx, s, 0, 2, 1, 3);
+  Tensor& y = ctx.Output(0, DType::kInt32, s.y_dims);
+  std::copy(acc.begin(), acc.end(), y.mutable_data<int32_t>());
+}
+
+float ScalarScale(const KernelContext& ctx, const Tensor& t, const char* name) {
+  if (t.dtype() != DType::kFloat || t.numel() != 1) {
+    ctx.Fail(std::string(name) + " must be a float32 scalar, got " + DTypeName(t.dtype()) + ShapeToString(t.dims()));
+  }
+  return t.data<float>()[0];
+}
+
+void ReferenceQLinearConv(KernelContext& ctx, const ConvAttrs& a) {
+  const ConvShape s = ResolveConv(ctx, a, ctx.required_input(0).dims(), ctx.required_input(3).dims());
+  const std::vector<int32_t> acc = IntegerConv(ctx, s, 0, 2, 3, 5);
+  const float x_scale = ScalarScale(ctx, ctx.required_input(1), "x_scale");
+  const float y_scale = ScalarScale(ctx, ctx.required_input(6), "y_scale");
+  const Tensor& w_scale_t = ctx.required_input(4);
+  if (w_scale_t.dtype() != DType::kFloat || (w_scale_t.numel() != 1 && w_scale_t.numel() != s.out_channels)) {
+    ctx.Fail("w_scale " + ShapeToString(w_scale_t.dims()) + " must be float32 with 1 or " +
+             std::to_string(s.out_channels) + " values");
+  }
+  const Tensor& y_zp_t = ctx.required_input(7);
+  if (!IsInt8(y_zp_t.dtype()) || y_zp_t.numel() != 1) {
+    ctx.Fail("y_zero_point must be an int8 or uint8 scalar, got " + std::string(DTypeName(y_zp_t.dtype())) +
+             ShapeToString(y_zp_t.dims()));
+  }
+  const Tensor* bias = ctx.input(8);
+  if (bias != nullptr && (bias->dtype() != DType::kInt32 || bias->numel() != s.out_channels)) {
+    ctx.Fail("bias B must be int32 [" + std::to_string(s.out_channels) + "], got " +
+             std::string(DTypeName(bias->dtype())) + ShapeToString(bias->dims()));
+  }
+  const int32_t y_zp = Int8At(y_zp_t, 0);
+  const bool is_signed = y_zp_t.dtype() == DType::kInt8;
+  const int32_t lo = is_signed ? -128 : 0, hi = is_signed ? 127 : 255;
+  Tensor& y = ctx.Output(0, y_zp_t.dtype(), s.y_dims);
+  auto* out = static_cast<uint8_t*>(y.mutable_raw());
+  const float* w_scale = w_scale_t.data<float>();
+  for (size_t i = 0; i < acc.size(); ++i) {
+    const int64_t m = static_cast<int64_t>(i) / s.out_size % s.out_channels;
+    const float multiplier = x_scale * w_scale[w_scale_t.numel() == 1 ? 0 : m] / y_scale;
+    const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc[i]) +
+                                           static_cast<uint32_t>(bias != nullptr ? bias->data<int32_t>()[m] : 0));
+    // int8 results are stored through their two's complement byte.
+    out[i] = static_cast<uint8_t>(Requantize(v, multiplier, y_zp, lo, hi));
+  }
+}
+
+}  // namespace
+
+void RegisterConvKernels(KernelRegistry& r) {
+  AddKernel(r, "Conv", 1, 1000, [](const KernelInfo& info) {
+    const ConvAttrs a = ParseConvAttrs(info);
+    return MakeKernel([a](KernelContext& ctx) {
+      const DType t = ctx.required_input(0).dtype();
+      if (t == DType::kFloat) {
+        ReferenceConv<float>(ctx, a);
+      } else if (t == DType::kDouble) {
+        ReferenceConv<double>(ctx, a);
+      } else {
+        ctx.Fail(std::string("element type ") + DTypeName(t) + " is not supported");
+      }
+    });
+  });
+  AddKernel(r, "Conv", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastConv>(info); },
+            KernelVariant::kFast);
+  AddKernel(r, "ConvTranspose", 1, 1000, [](const KernelInfo& info) {
+    const ConvTransposeAttrs a = ParseConvTransposeAttrs(info);
+    return MakeKernel([a](KernelContext& ctx) {
+      const DType t = ctx.required_input(0).dtype();
+      if (t == DType::kFloat) {
+        ReferenceConvTranspose<float>(ctx, a);
+      } else if (t == DType::kDouble) {
+        ReferenceConvTranspose<double>(ctx, a);
+      } else {
+        ctx.Fail(std::string("element type ") + DTypeName(t) + " is not supported");
+      }
+    });
+  });
+  AddKernel(r, "ConvTranspose", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastConvTranspose>(info); },
+            KernelVariant::kFast);
+  AddKernel(r, "ConvInteger", 10, 1000, [](const KernelInfo& info) {
+    const ConvAttrs a = ParseConvAttrs(info);
+    return MakeKernel([a](KernelContext& ctx) { ReferenceConvInteger(ctx, a); });
+  });
+  AddKernel(r, "QLinearConv", 10, 1000, [](const KernelInfo& info) {
+    const ConvAttrs a = ParseConvAttrs(info);
+    return MakeKernel([a](KernelContext& ctx) { ReferenceQLinearConv(ctx, a); });
+  });
+}
 
 }  // namespace compress::kernels

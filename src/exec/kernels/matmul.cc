@@ -1,8 +1,808 @@
+// Gemm, MatMul, MatMulInteger, QLinearMatMul, and the packed single-precision GEMM the convolutions share.
+//
+// Reference kernels are direct triple loops that accumulate in double (floating point) or in 64-bit
+// integers wrapped to the output width.
+//
+// The fast float kernels use a Goto/BLIS-style GEMM: A is packed into panels of kMr rows and B into panels
+// of kNr columns, both interleaved along k, and a register-blocked micro-kernel computes one kMr x kNr tile
+// of C over a block of k short enough for its B panel to stay in L1, while a block of kMc rows of A stays
+// in L2. Constant right operands (weights) are packed once when the kernel is built. The micro-kernel uses
+// AVX2+FMA when the CPU has them (picked at run time, so the binary stays portable) and plain C++ otherwise.
+// Threads split C by rows or by batch matrix, never along k, so results do not depend on the thread count.
+//
+// The integer ops run an exact int32 GEMM on operands with their zero points subtracted: K is processed in
+// pairs so that two int16 x int16 products are summed at once (vpmaddwd with AVX2), which is exact, and
+// int32 accumulation wraps like the reference's.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <type_traits>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define COMPRESS_GEMM_X86 1
+#endif
+
 #include "common.h"
 #include "kernels.h"
 
 namespace compress::kernels {
 
-void RegisterMatMulKernels(KernelRegistry& r) { (void)r; }
+namespace gemm {
+
+namespace {
+
+// Largest k block: a kKc x kNr panel of B (16 KiB) and a kKc x kMr panel of A stay in L1 together.
+constexpr int64_t kKc = 256;
+// Rows of A per block: kMc x kKc floats (120 KiB) stay in L2 while the column panels of B stream by.
+constexpr int64_t kMc = 120;
+static_assert(kMc % kMr == 0, "row blocks must hold whole panels");
+
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc,
+                             Init init, const float* bias);
+
+// C tile (kMr x kNr) = init + sum over p of a[p * kMr + i] * b[p * b_stride + j], p ascending.
+void MicroPortable(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc, Init init,
+                   const float* bias) {
+  float acc[kMr][kNr];
+  for (int64_t i = 0; i < kMr; ++i) {
+    for (int64_t j = 0; j < kNr; ++j) {
+      acc[i][j] = init == Init::kAccumulate ? c[i * ldc + j] : init == Init::kRowBias ? bias[i] : 0.0f;
+    }
+  }
+  for (int64_t p = 0; p < kc; ++p, a += kMr, b += b_stride) {
+    for (int64_t i = 0; i < kMr; ++i) {
+      for (int64_t j = 0; j < kNr; ++j) acc[i][j] += a[i] * b[j];
+    }
+  }
+  for (int64_t i = 0; i < kMr; ++i) {
+    for (int64_t j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
+  }
+}
+
+#ifdef COMPRESS_GEMM_X86
+// Same contract with 12 ymm accumulators (6 rows x 2 x 8 columns), fused multiply-adds.
+__attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* a, const float* b, int64_t b_stride,
+                                                   float* c, int64_t ldc, Init init, const float* bias) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (init == Init::kAccumulate) {
+    c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+  } else if (init == Init::kRowBias) {
+    c00 = c01 = _mm256_set1_ps(bias[0]);
+    c10 = c11 = _mm256_set1_ps(bias[1]);
+    c20 = c21 = _mm256_set1_ps(bias[2]);
+    c30 = c31 = _mm256_set1_ps(bias[3]);
+    c40 = c41 = _mm256_set1_ps(bias[4]);
+    c50 = c51 = _mm256_set1_ps(bias[5]);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  }
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p, a += kMr, b += b_stride) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = _mm256_loadu_ps(b + 8);
+    __m256 av = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40), c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
+  }
+  _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
+  _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
+  _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+#endif
+
+using TapSumKernel = void (*)(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src,
+                              float init, float* out);
+
+void TapSumPortable(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init,
+                    float* out) {
+  std::fill(out, out + n, init);
+  for (int64_t t = 0; t < taps; ++t) {
+    const float* s = src + offsets[t];
+    for (int64_t i = 0; i < n; ++i) out[i] += w[t] * s[i];
+  }
+}
+
+#ifdef COMPRESS_GEMM_X86
+// Four vectors of outputs stay in registers across all taps: one load per tap and vector, one store per vector.
+__attribute__((target("avx2,fma"))) void TapSumAvx2(int64_t n, int64_t taps, const float* w, const int64_t* offsets,
+                                                    const float* src, float init, float* out) {
+  const __m256 init_v = _mm256_set1_ps(init);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256 a0 = init_v, a1 = init_v, a2 = init_v, a3 = init_v;
+    for (int64_t t = 0; t < taps; ++t) {
+      const __m256 wv = _mm256_broadcast_ss(w + t);
+      const float* s = src + offsets[t] + i;
+      a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s), a0);
+      a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8), a1);
+      a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 16), a2);
+      a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 24), a3);
+    }
+    _mm256_storeu_ps(out + i, a0), _mm256_storeu_ps(out + i + 8, a1);
+    _mm256_storeu_ps(out + i + 16, a2), _mm256_storeu_ps(out + i + 24, a3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    __m256 a0 = init_v;
+    for (int64_t t = 0; t < taps; ++t) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), _mm256_loadu_ps(src + offsets[t] + i), a0);
+    _mm256_storeu_ps(out + i, a0);
+  }
+  for (; i < n; ++i) {
+    float a0 = init;
+    for (int64_t t = 0; t < taps; ++t) a0 = std::fma(w[t], src[offsets[t] + i], a0);
+    out[i] = a0;
+  }
+}
+#endif
+
+using CopyRowsKernel = void (*)(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
+                                int64_t dst_stride);
+
+void CopyRowsPortable(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * static_cast<size_t>(n));
+}
+
+#ifdef COMPRESS_GEMM_X86
+__attribute__((target("avx2"))) void CopyRowsAvx2(int64_t rows, int64_t n, const float* src, int64_t src_stride,
+                                                  float* dst, int64_t dst_stride) {
+  static_assert(kCopyOver == 8, "one ymm per step");
+  for (int64_t r = 0; r < rows; ++r, src += src_stride, dst += dst_stride) {
+    for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+  }
+}
+#endif
+
+bool HasAvx2Fma() {
+#ifdef COMPRESS_GEMM_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+MicroKernel SelectMicroKernel() {
+#ifdef COMPRESS_GEMM_X86
+  if (HasAvx2Fma()) return MicroAvx2;
+#endif
+  return MicroPortable;
+}
+
+TapSumKernel SelectTapSum() {
+#ifdef COMPRESS_GEMM_X86
+  if (HasAvx2Fma()) return TapSumAvx2;
+#endif
+  return TapSumPortable;
+}
+
+CopyRowsKernel SelectCopyRows() {
+#ifdef COMPRESS_GEMM_X86
+  if (HasAvx2Fma()) return CopyRowsAvx2;
+#endif
+  return CopyRowsPortable;
+}
+
+// A tile at the bottom or right edge of C: computed in full on a local copy, stored in part.
+void EdgeTile(MicroKernel micro, int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
+              int64_t ldc, int64_t mr, int64_t nr, Init init, const float* bias) {
+  alignas(64) float tile[kMr * kNr] = {};
+  float tile_bias[kMr] = {};
+  for (int64_t i = 0; i < mr; ++i) {
+    if (init == Init::kAccumulate) std::memcpy(tile + i * kNr, c + i * ldc, sizeof(float) * static_cast<size_t>(nr));
+    if (init == Init::kRowBias) tile_bias[i] = bias[i];
+  }
+  micro(kc, a, b, b_stride, tile, kNr, init, tile_bias);
+  for (int64_t i = 0; i < mr; ++i) std::memcpy(c + i * ldc, tile + i * kNr, sizeof(float) * static_cast<size_t>(nr));
+}
+
+}  // namespace
+
+void PackA(const float* a, int64_t row_stride, int64_t col_stride, int64_t m, int64_t k, float alpha,
+           float* packed) {
+  for (int64_t i0 = 0; i0 < m; i0 += kMr) {
+    float* dst = packed + i0 * k;
+    const int64_t mr = std::min(kMr, m - i0);
+    for (int64_t i = 0; i < kMr; ++i) {
+      if (i >= mr) {
+        for (int64_t p = 0; p < k; ++p) dst[p * kMr + i] = 0.0f;
+        continue;
+      }
+      const float* src = a + (i0 + i) * row_stride;
+      for (int64_t p = 0; p < k; ++p) dst[p * kMr + i] = alpha * src[p * col_stride];
+    }
+  }
+}
+
+void PackB(const float* b, int64_t row_stride, int64_t col_stride, int64_t k, int64_t n, float* packed) {
+  for (int64_t j0 = 0; j0 < n; j0 += kNr) {
+    float* dst = packed + j0 * k;
+    const int64_t nr = std::min(kNr, n - j0);
+    if (col_stride == 1) {
+      for (int64_t p = 0; p < k; ++p) {
+        std::memcpy(dst + p * kNr, b + p * row_stride + j0, sizeof(float) * static_cast<size_t>(nr));
+        std::fill(dst + p * kNr + nr, dst + (p + 1) * kNr, 0.0f);
+      }
+    } else {
+      for (int64_t j = 0; j < kNr; ++j) {
+        const float* src = b + (j0 + j) * col_stride;
+        for (int64_t p = 0; p < k; ++p) dst[p * kNr + j] = j < nr ? src[p * row_stride] : 0.0f;
+      }
+    }
+  }
+}
+
+void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BView& b, float* c, int64_t ldc,
+              Init init, const float* row_bias) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (init == Init::kAccumulate) return;
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, init == Init::kRowBias ? row_bias[i] : 0.0f);
+    return;
+  }
+  static const MicroKernel micro = SelectMicroKernel();
+  // Equal k blocks (rather than kKc and a short rest) keep the C tile reloads to a minimum.
+  const int64_t blocks = (k + kKc - 1) / kKc;
+  const int64_t kc_max = (k + blocks - 1) / blocks;
+  for (int64_t pc = 0; pc < k; pc += kc_max) {
+    const int64_t kc = std::min(kc_max, k - pc);
+    const Init block_init = pc == 0 ? init : Init::kAccumulate;
+    for (int64_t ic = 0; ic < m; ic += kMc) {
+      const int64_t ie = std::min(m, ic + kMc);
+      for (int64_t jr = 0; jr < n; jr += kNr) {
+        const float* bp = b.data + (jr / kNr) * b.panel_stride + pc * b.row_stride;
+        const int64_t nr = std::min(kNr, n - jr);
+        for (int64_t ir = ic; ir < ie; ir += kMr) {
+          const float* ap = packed_a + ir * k + pc * kMr;
+          const int64_t mr = std::min(kMr, ie - ir);
+          float* cp = c + ir * ldc + jr;
+          const float* bias = row_bias != nullptr ? row_bias + ir : nullptr;
+          if (mr == kMr && nr == kNr) {
+            micro(kc, ap, bp, b.row_stride, cp, ldc, block_init, bias);
+          } else {
+            EdgeTile(micro, kc, ap, bp, b.row_stride, cp, ldc, mr, nr, block_init, bias);
+          }
+        }
+      }
+    }
+  }
+}
+
+void TapSum(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init, float* out) {
+  static const TapSumKernel tap_sum = SelectTapSum();
+  tap_sum(n, taps, w, offsets, src, init, out);
+}
+
+void CopyRowsOver(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  static const CopyRowsKernel copy_rows = SelectCopyRows();
+  copy_rows(rows, n, src, src_stride, dst, dst_stride);
+}
+
+float* Scratch(int slot, int64_t floats) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffers[4];
+  if (slot < 0 || slot >= 4) ThrowInternal("gemm scratch slot " + std::to_string(slot) + " out of range");
+  Buffer& buf = buffers[slot];
+  if (buf.size < floats) {
+    std::free(buf.data);
+    buf.data = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(RoundUp(floats, 16)) * sizeof(float)));
+    buf.size = buf.data == nullptr ? 0 : floats;
+    if (buf.data == nullptr) throw std::bad_alloc();
+  }
+  return buf.data;
+}
+
+AlignedFloats::AlignedFloats(int64_t n) {
+  const size_t bytes = static_cast<size_t>(RoundUp(std::max<int64_t>(n, 1), 16)) * sizeof(float);
+  data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+  if (data_ == nullptr) throw std::bad_alloc();
+  std::memset(data_.get(), 0, bytes);
+}
+
+void AlignedFloats::Free::operator()(float* p) const { std::free(p); }
+
+}  // namespace gemm
+
+namespace {
+
+using gemm::AlignedFloats;
+using gemm::BView;
+using gemm::Init;
+using gemm::kMr;
+using gemm::kNr;
+
+// Rows of C per parallel task: whole row blocks of the GEMM.
+constexpr int64_t kRowsPerTask = 120;
+
+// ---------------------------------------------------------------------------------------------------------
+// Shapes
+
+// numpy.matmul shapes: 1-D operands are promoted (A to a row, B to a column) and the promoted dim dropped
+// from the output; batch dims broadcast.
+struct MatMulShape {
+  int64_t m = 1, k = 1, n = 1;
+  std::vector<int64_t> out;
+  int64_t batch = 1;                       // output matrices
+  std::vector<int64_t> a_index, b_index;   // per output matrix: the A and B matrix it reads
+  int64_t a_count = 1, b_count = 1;        // matrices in A and B
+};
+
+MatMulShape ResolveMatMul(const KernelContext& ctx, const std::vector<int64_t>& a_dims,
+                          const std::vector<int64_t>& b_dims) {
+  if (a_dims.empty() || b_dims.empty()) {
+    ctx.Fail("inputs must have rank >= 1, got A " + ShapeToString(a_dims) + " and B " + ShapeToString(b_dims));
+  }
+  std::vector<int64_t> a = a_dims, b = b_dims;
+  if (a.size() == 1) a.insert(a.begin(), 1);
+  if (b.size() == 1) b.push_back(1);
+  MatMulShape s;
+  s.m = a[a.size() - 2];
+  s.k = a.back();
+  s.n = b.back();
+  if (b[b.size() - 2] != s.k) {
+    ctx.Fail("A " + ShapeToString(a_dims) + " and B " + ShapeToString(b_dims) + " do not match: A has " +
+             std::to_string(s.k) + " columns, B has " + std::to_string(b[b.size() - 2]) + " rows");
+  }
+  const std::vector<int64_t> a_batch(a.begin(), a.end() - 2), b_batch(b.begin(), b.end() - 2);
+  const std::vector<int64_t> batch = BroadcastShapes(ctx, a_batch, b_batch);
+  s.out = batch;
+  if (a_dims.size() > 1) s.out.push_back(s.m);
+  if (b_dims.size() > 1) s.out.push_back(s.n);
+  s.batch = ShapeElementCount(batch);
+  s.a_count = ShapeElementCount(a_batch);
+  s.b_count = ShapeElementCount(b_batch);
+  s.a_index.resize(static_cast<size_t>(s.batch));
+  s.b_index.resize(static_cast<size_t>(s.batch));
+  const std::vector<int64_t> strides[2] = {BroadcastStrides(a_batch, batch), BroadcastStrides(b_batch, batch)};
+  ForEachBroadcast(batch, strides, 0, s.batch, [&](int64_t i, const int64_t* off) {
+    s.a_index[static_cast<size_t>(i)] = off[0];
+    s.b_index[static_cast<size_t>(i)] = off[1];
+  });
+  return s;
+}
+
+// Gemm: Y [M, N] = alpha * op(A) op(B) + beta * C, C broadcast unidirectionally to [M, N].
+struct GemmShape {
+  int64_t m, k, n;
+  bool has_c = false;
+  int64_t c_row_stride = 0, c_col_stride = 0;  // 0 along broadcast dims
+};
+
+GemmShape ResolveGemm(const KernelContext& ctx, const Tensor& a, const Tensor& b, const Tensor* c, bool trans_a,
+                      bool trans_b, float beta) {
+  if (a.rank() != 2 || b.rank() != 2) {
+    ctx.Fail("A and B must be 2-D, got A " + ShapeToString(a.dims()) + " and B " + ShapeToString(b.dims()));
+  }
+  GemmShape s;
+  s.m = a.dims()[trans_a ? 1 : 0];
+  s.k = a.dims()[trans_a ? 0 : 1];
+  const int64_t kb = b.dims()[trans_b ? 1 : 0];
+  s.n = b.dims()[trans_b ? 0 : 1];
+  if (kb != s.k) {
+    ctx.Fail("A " + ShapeToString(a.dims()) + " (transA=" + std::to_string(trans_a) + ") and B " +
+             ShapeToString(b.dims()) + " (transB=" + std::to_string(trans_b) + ") do not match: K is " +
+             std::to_string(s.k) + " vs " + std::to_string(kb));
+  }
+  if (c != nullptr && beta != 0.0f) {
+    const auto& cd = c->dims();
+    const int64_t rows = cd.size() == 2 ? cd[0] : 1;
+    const int64_t cols = cd.empty() ? 1 : cd.back();
+    if (cd.size() > 2 || (rows != 1 && rows != s.m) || (cols != 1 && cols != s.n)) {
+      ctx.Fail("C " + ShapeToString(cd) + " cannot be broadcast to [" + std::to_string(s.m) + "," +
+               std::to_string(s.n) + "]");
+    }
+    s.has_c = true;
+    s.c_row_stride = rows == 1 ? 0 : cols;
+    s.c_col_stride = cols == 1 ? 0 : 1;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reference kernels
+
+template <typename T>
+using AccumulatorOf = std::conditional_t<std::is_floating_point_v<T>, double, uint64_t>;
+
+// Integer accumulation wraps modulo 2^64 (then to the output width) instead of overflowing.
+template <typename T>
+AccumulatorOf<T> Widen(T v) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return v;
+  } else {
+    return static_cast<uint64_t>(static_cast<int64_t>(v));
+  }
+}
+
+template <typename T>
+void ReferenceMatMul(KernelContext& ctx) {
+  const Tensor& a = ctx.required_input(0);
+  const Tensor& b = ctx.required_input(1);
+  if (b.dtype() != a.dtype()) ctx.Fail("A and B have different element types");
+  const MatMulShape s = ResolveMatMul(ctx, a.dims(), b.dims());
+  Tensor& y = ctx.Output(0, a.dtype(), s.out);
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  T* py = y.mutable_data<T>();
+  for (int64_t bi = 0; bi < s.batch; ++bi) {
+    const T* am = pa + s.a_index[static_cast<size_t>(bi)] * s.m * s.k;
+    const T* bm = pb + s.b_index[static_cast<size_t>(bi)] * s.k * s.n;
+    for (int64_t i = 0; i < s.m; ++i) {
+      for (int64_t j = 0; j < s.n; ++j) {
+        AccumulatorOf<T> acc = 0;
+        for (int64_t p = 0; p < s.k; ++p) acc += Widen(am[i * s.k + p]) * Widen(bm[p * s.n + j]);
+        py[(bi * s.m + i) * s.n + j] = static_cast<T>(acc);
+      }
+    }
+  }
+}
+
+struct GemmAttrs {
+  bool trans_a = false, trans_b = false;
+  float alpha = 1.0f, beta = 1.0f;
+};
+
+GemmAttrs ParseGemmAttrs(const KernelInfo& info) {
+  GemmAttrs g;
+  g.trans_a = info.node->AttrInt("transA", 0) != 0;
+  g.trans_b = info.node->AttrInt("transB", 0) != 0;
+  g.alpha = info.node->AttrFloat("alpha", 1.0f);
+  g.beta = info.node->AttrFloat("beta", 1.0f);
+  return g;
+}
+
+template <typename T>
+void ReferenceGemm(KernelContext& ctx, const GemmAttrs& g) {
+  const Tensor& a = ctx.required_input(0);
+  const Tensor& b = ctx.required_input(1);
+  const Tensor* c = ctx.input(2);
+  if (b.dtype() != a.dtype() || (c != nullptr && c->dtype() != a.dtype())) {
+    ctx.Fail("A, B and C have different element types");
+  }
+  const GemmShape s = ResolveGemm(ctx, a, b, c, g.trans_a, g.trans_b, g.beta);
+  Tensor& y = ctx.Output(0, a.dtype(), {s.m, s.n});
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  const T* pc = s.has_c ? c->data<T>() : nullptr;
+  T* py = y.mutable_data<T>();
+  for (int64_t i = 0; i < s.m; ++i) {
+    for (int64_t j = 0; j < s.n; ++j) {
+      double acc = 0;
+      for (int64_t p = 0; p < s.k; ++p) {
+        const T av = g.trans_a ? pa[p * s.m + i] : pa[i * s.k + p];
+        const T bv = g.trans_b ? pb[j * s.k + p] : pb[p * s.n + j];
+        acc += static_cast<double>(av) * static_cast<double>(bv);
+      }
+      double v = static_cast<double>(g.alpha) * acc;
+      if (pc != nullptr) v += static_cast<double>(g.beta) * static_cast<double>(pc[i * s.c_row_stride + j * s.c_col_stride]);
+      py[i * s.n + j] = static_cast<T>(v);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Fast float kernels
+
+// Right operands packed once at build time when they are constant.
+struct PackedWeights {
+  AlignedFloats data;
+  std::vector<int64_t> dims;  // the constant's dims, to check they still apply at run time
+  int64_t per_matrix = 0;     // floats per packed matrix
+};
+
+class FastMatMul : public Kernel {
+ public:
+  explicit FastMatMul(const KernelInfo& info) {
+    const Tensor* b = info.constant_input(1);
+    if (b == nullptr || b->rank() < 1 || !IsFloatingPoint(b->dtype()) || b->dtype() == DType::kDouble) return;
+    const std::vector<float> values = ToFloats(info, *b);
+    const int64_t k = b->rank() == 1 ? b->dims()[0] : b->dims()[static_cast<size_t>(b->rank() - 2)];
+    const int64_t n = b->rank() == 1 ? 1 : b->dims().back();
+    const int64_t count = k * n == 0 ? 0 : b->numel() / (k * n);
+    packed_.per_matrix = gemm::PackedBSize(k, n);
+    packed_.data = AlignedFloats(std::max<int64_t>(1, count * packed_.per_matrix));
+    for (int64_t i = 0; i < count; ++i) {
+      gemm::PackB(values.data() + i * k * n, n, 1, k, n, packed_.data.data() + i * packed_.per_matrix);
+    }
+    packed_.dims = b->dims();
+  }
+
+  void Run(KernelContext& ctx) override {
+    const Tensor& a = ctx.required_input(0);
+    const Tensor& b = ctx.required_input(1);
+    if (a.dtype() != DType::kFloat || b.dtype() != DType::kFloat) {
+      DispatchNumeric(ctx, a.dtype(), [&](auto tag) { ReferenceMatMul<decltype(tag)>(ctx); });
+      return;
+    }
+    const MatMulShape s = ResolveMatMul(ctx, a.dims(), b.dims());
+    Tensor& y = ctx.Output(0, DType::kFloat, s.out);
+    if (s.batch * s.m * s.n == 0) return;
+    const float* pa = a.data<float>();
+    float* py = y.mutable_data<float>();
+    const int64_t per_b = gemm::PackedBSize(s.k, s.n);
+    const float* packed_b = nullptr;
+    AlignedFloats packed_now;
+    if (!packed_.data.empty() && packed_.dims == b.dims()) {
+      packed_b = packed_.data.data();
+    } else if (s.b_count == 1) {
+      packed_now = AlignedFloats(per_b);
+      gemm::PackB(b.data<float>(), s.n, 1, s.k, s.n, packed_now.data());
+      packed_b = packed_now.data();
+    }
+    if (s.b_count == 1) {
+      // One right operand for every batch: the batches of A are just more rows of one GEMM.
+      const int64_t rows = s.batch * s.m;
+      const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+      ctx.pool().ParallelFor(tasks, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t r0 = t * kRowsPerTask;
+          const int64_t r = std::min(kRowsPerTask, rows - r0);
+          float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
+          gemm::PackA(pa + r0 * s.k, s.k, 1, r, s.k, 1.0f, pack);
+          gemm::Multiply(r, s.n, s.k, pack, BView{packed_b, kNr, s.k * kNr}, py + r0 * s.n, s.n, Init::kZero);
+        }
+      });
+      return;
+    }
+    const float* pb = b.data<float>();
+    const int64_t blocks = (s.m + kRowsPerTask - 1) / kRowsPerTask;
+    ctx.pool().ParallelFor(s.batch * blocks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t bi = t / blocks;
+        const int64_t r0 = (t % blocks) * kRowsPerTask;
+        const int64_t r = std::min(kRowsPerTask, s.m - r0);
+        const int64_t bm = s.b_index[static_cast<size_t>(bi)];
+        const float* bpk = packed_b != nullptr ? packed_b + bm * per_b : nullptr;
+        if (bpk == nullptr) {
+          float* buf = gemm::Scratch(1, per_b);
+          gemm::PackB(pb + bm * s.k * s.n, s.n, 1, s.k, s.n, buf);
+          bpk = buf;
+        }
+        float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
+        gemm::PackA(pa + (s.a_index[static_cast<size_t>(bi)] * s.m + r0) * s.k, s.k, 1, r, s.k, 1.0f, pack);
+        gemm::Multiply(r, s.n, s.k, pack, BView{bpk, kNr, s.k * kNr}, py + (bi * s.m + r0) * s.n, s.n,
+                       Init::kZero);
+      }
+    });
+  }
+
+ private:
+  PackedWeights packed_;
+};
+
+class FastGemm : public Kernel {
+ public:
+  explicit FastGemm(const KernelInfo& info) : attrs_(ParseGemmAttrs(info)) {
+    const Tensor* b = info.constant_input(1);
+    if (b == nullptr || b->rank() != 2 || !IsFloatingPoint(b->dtype()) || b->dtype() == DType::kDouble) return;
+    const std::vector<float> values = ToFloats(info, *b);
+    const int64_t k = b->dims()[attrs_.trans_b ? 1 : 0];
+    const int64_t n = b->dims()[attrs_.trans_b ? 0 : 1];
+    packed_.per_matrix = gemm::PackedBSize(k, n);
+    packed_.data = AlignedFloats(packed_.per_matrix);
+    PackOpB(values.data(), k, n, packed_.data.data());
+    packed_.dims = b->dims();
+  }
+
+  void Run(KernelContext& ctx) override {
+    const Tensor& a = ctx.required_input(0);
+    const Tensor& b = ctx.required_input(1);
+    const Tensor* c = ctx.input(2);
+    if (a.dtype() != DType::kFloat || b.dtype() != DType::kFloat || (c != nullptr && c->dtype() != DType::kFloat)) {
+      DispatchNumeric(ctx, a.dtype(), [&](auto tag) { ReferenceGemm<decltype(tag)>(ctx, attrs_); });
+      return;
+    }
+    const GemmShape s = ResolveGemm(ctx, a, b, c, attrs_.trans_a, attrs_.trans_b, attrs_.beta);
+    Tensor& y = ctx.Output(0, DType::kFloat, {s.m, s.n});
+    if (s.m * s.n == 0) return;
+    float* py = y.mutable_data<float>();
+    Init init = Init::kZero;
+    if (s.has_c) {
+      const float* pc = c->data<float>();
+      for (int64_t i = 0; i < s.m; ++i) {
+        for (int64_t j = 0; j < s.n; ++j) py[i * s.n + j] = attrs_.beta * pc[i * s.c_row_stride + j * s.c_col_stride];
+      }
+      init = Init::kAccumulate;
+    }
+    const float* packed_b = packed_.data.data();
+    AlignedFloats packed_now;
+    if (packed_.data.empty() || packed_.dims != b.dims()) {
+      packed_now = AlignedFloats(gemm::PackedBSize(s.k, s.n));
+      PackOpB(b.data<float>(), s.k, s.n, packed_now.data());
+      packed_b = packed_now.data();
+    }
+    const float* pa = a.data<float>();
+    const int64_t tasks = (s.m + kRowsPerTask - 1) / kRowsPerTask;
+    ctx.pool().ParallelFor(tasks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * kRowsPerTask;
+        const int64_t r = std::min(kRowsPerTask, s.m - r0);
+        float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
+        if (attrs_.trans_a) {
+          gemm::PackA(pa + r0, 1, s.m, r, s.k, attrs_.alpha, pack);
+        } else {
+          gemm::PackA(pa + r0 * s.k, s.k, 1, r, s.k, attrs_.alpha, pack);
+        }
+        gemm::Multiply(r, s.n, s.k, pack, BView{packed_b, kNr, s.k * kNr}, py + r0 * s.n, s.n, init);
+      }
+    });
+  }
+
+ private:
+  void PackOpB(const float* b, int64_t k, int64_t n, float* out) const {
+    if (attrs_.trans_b) {
+      gemm::PackB(b, 1, k, k, n, out);
+    } else {
+      gemm::PackB(b, n, 1, k, n, out);
+    }
+  }
+
+  GemmAttrs attrs_;
+  PackedWeights packed_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Integer kernels
+
+bool IsInt8(DType t) { return t == DType::kInt8 || t == DType::kUInt8; }
+
+// A per-tensor, per-row (of A) or per-column (of B) quantisation parameter: a scalar, `len` values shared
+// by every matrix, or `len` values per matrix ([D1, D2, M, 1] / [D1, D2, 1, N] style).
+template <typename T>
+class QuantParam {
+ public:
+  QuantParam() = default;
+  QuantParam(const KernelContext& ctx, const char* name, std::vector<T> values, int64_t len, int64_t matrices)
+      : values_(std::move(values)), len_(len) {
+    const auto n = static_cast<int64_t>(values_.size());
+    if (n != 1 && n != len && n != len * matrices) {
+      ctx.Fail(std::string(name) + " has " + std::to_string(n) + " values, expected 1, " + std::to_string(len) +
+               " or " + std::to_string(len * matrices));
+    }
+  }
+  T at(int64_t matrix, int64_t i) const {
+    const auto n = static_cast<int64_t>(values_.size());
+    if (n == 1) return values_[0];
+    return values_[static_cast<size_t>(n == len_ ? i : matrix * len_ + i)];
+  }
+
+ private:
+  std::vector<T> values_{T{}};
+  int64_t len_ = 1;
+};
+
+std::vector<int32_t> ZeroPoints(const KernelContext& ctx, const Tensor* zp, DType expected, const char* name) {
+  if (zp == nullptr) return {0};
+  if (zp->dtype() != expected) {
+    ctx.Fail(std::string(name) + " is " + DTypeName(zp->dtype()) + " but its input is " + DTypeName(expected));
+  }
+  std::vector<int32_t> v(static_cast<size_t>(zp->numel()));
+  for (int64_t i = 0; i < zp->numel(); ++i) v[static_cast<size_t>(i)] = Int8At(*zp, i);
+  return v;
+}
+
+// The accumulators of an integer matrix product: Y[b] = (A[b] - a_zp) (B[b] - b_zp), int32 wrapping.
+struct IntegerProduct {
+  MatMulShape shape;
+  std::vector<int32_t> acc;  // [batch, M, N]
+};
+
+// op: "MatMulInteger" inputs A, B, a_zp, b_zp at 0, 1, 2, 3; "QLinearMatMul" at 0, 3, 2, 5.
+IntegerProduct ReferenceIntegerProduct(const KernelContext& ctx, size_t a_in, size_t b_in, size_t a_zp_in,
+                                       size_t b_zp_in) {
+  const Tensor& a = ctx.required_input(a_in);
+  const Tensor& b = ctx.required_input(b_in);
+  if (!IsInt8(a.dtype()) || !IsInt8(b.dtype())) {
+    ctx.Fail(std::string("inputs must be int8 or uint8, got ") + DTypeName(a.dtype()) + " and " +
+             DTypeName(b.dtype()));
+  }
+  IntegerProduct r;
+  MatMulShape& s = r.shape;
+  s = ResolveMatMul(ctx, a.dims(), b.dims());
+  const QuantParam<int32_t> a_zp(ctx, "a_zero_point", ZeroPoints(ctx, ctx.input(a_zp_in), a.dtype(), "a_zero_point"),
+                                 s.m, s.a_count);
+  const QuantParam<int32_t> b_zp(ctx, "b_zero_point", ZeroPoints(ctx, ctx.input(b_zp_in), b.dtype(), "b_zero_point"),
+                                 s.n, s.b_count);
+  r.acc.assign(static_cast<size_t>(s.batch * s.m * s.n), 0);
+  for (int64_t bi = 0; bi < s.batch; ++bi) {
+    const int64_t am = s.a_index[static_cast<size_t>(bi)], bm = s.b_index[static_cast<size_t>(bi)];
+    for (int64_t i = 0; i < s.m; ++i) {
+      for (int64_t j = 0; j < s.n; ++j) {
+        uint32_t acc = 0;
+        for (int64_t p = 0; p < s.k; ++p) {
+          const int32_t av = Int8At(a, (am * s.m + i) * s.k + p) - a_zp.at(am, i);
+          const int32_t bv = Int8At(b, (bm * s.k + p) * s.n + j) - b_zp.at(bm, j);
+          acc += static_cast<uint32_t>(av * bv);
+        }
+        r.acc[static_cast<size_t>((bi * s.m + i) * s.n + j)] = static_cast<int32_t>(acc);
+      }
+    }
+  }
+  return r;
+}
+
+void ReferenceMatMulInteger(KernelContext& ctx) {
+  IntegerProduct r = ReferenceIntegerProduct(ctx, 0, 1, 2, 3);
+  Tensor& y = ctx.Output(0, DType::kInt32, r.shape.out);
+  std::copy(r.acc.begin(), r.acc.end(), y.mutable_data<int32_t>());
+}
+
+std::vector<float> Scales(const KernelContext& ctx, const Tensor& t, const char* name) {
+  if (t.dtype() != DType::kFloat) ctx.Fail(std::string(name) + " must be float32, got " + DTypeName(t.dtype()));
+  const float* p = t.data<float>();
+  return std::vector<float>(p, p + t.numel());
+}
+
+void ReferenceQLinearMatMul(KernelContext& ctx) {
+  IntegerProduct r = ReferenceIntegerProduct(ctx, 0, 3, 2, 5);
+  const MatMulShape& s = r.shape;
+  const QuantParam<float> a_scale(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m, s.a_count);
+  const QuantParam<float> b_scale(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n, s.b_count);
+  const std::vector<float> y_scale = Scales(ctx, ctx.required_input(6), "y_scale");
+  const Tensor& y_zp_t = ctx.required_input(7);
+  if (!IsInt8(y_zp_t.dtype())) ctx.Fail(std::string("y_zero_point must be int8 or uint8, got ") + DTypeName(y_zp_t.dtype()));
+  if (y_scale.size() != 1 || y_zp_t.numel() != 1) ctx.Fail("y_scale and y_zero_point must be scalars");
+  const int32_t y_zp = Int8At(y_zp_t, 0);
+  const bool is_signed = y_zp_t.dtype() == DType::kInt8;
+  const int32_t lo = is_signed ? -128 : 0, hi = is_signed ? 127 : 255;
+  Tensor& y = ctx.Output(0, y_zp_t.dtype(), s.out);
+  auto* out = static_cast<uint8_t*>(y.mutable_raw());
+  for (int64_t bi = 0; bi < s.batch; ++bi) {
+    const int64_t am = s.a_index[static_cast<size_t>(bi)], bm = s.b_index[static_cast<size_t>(bi)];
+    for (int64_t i = 0; i < s.m; ++i) {
+      for (int64_t j = 0; j < s.n; ++j) {
+        const float multiplier = a_scale.at(am, i) * b_scale.at(bm, j) / y_scale[0];
+        const size_t o = static_cast<size_t>((bi * s.m + i) * s.n + j);
+        // Two's complement bytes: int8 values are stored through their uint8 image.
+        out[o] = static_cast<uint8_t>(Requantize(r.acc[o], multiplier, y_zp, lo, hi));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void RegisterMatMulKernels(KernelRegistry& r) {
+  AddKernel(r, "MatMul", 1, 1000, [](const KernelInfo&) {
+    return MakeKernel([](KernelContext& ctx) {
+      DispatchNumeric(ctx, ctx.required_input(0).dtype(), [&](auto tag) { ReferenceMatMul<decltype(tag)>(ctx); });
+    });
+  });
+  AddKernel(r, "MatMul", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastMatMul>(info); },
+            KernelVariant::kFast);
+  AddKernel(r, "Gemm", 1, 1000, [](const KernelInfo& info) {
+    const GemmAttrs g = ParseGemmAttrs(info);
+    return MakeKernel([g](KernelContext& ctx) {
+      DispatchNumeric(ctx, ctx.required_input(0).dtype(), [&](auto tag) { ReferenceGemm<decltype(tag)>(ctx, g); });
+    });
+  });
+  AddKernel(r, "Gemm", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastGemm>(info); },
+            KernelVariant::kFast);
+  AddKernel(r, "MatMulInteger", 10, 1000, [](const KernelInfo&) { return MakeKernel(ReferenceMatMulInteger); });
+  AddKernel(r, "QLinearMatMul", 10, 1000, [](const KernelInfo&) { return MakeKernel(ReferenceQLinearMatMul); });
+}
 
 }  // namespace compress::kernels
