@@ -26,6 +26,13 @@ using Dims = std::vector<int64_t>;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// Relative tolerance for a float32 result against its definition in double: a few float ulps (2^-23 each).
+constexpr double kFloatRel = 1e-6;
+// Eigen's float approximations of tanh, the logistic function and erf against std::: a few ulps of values
+// |y| <= 1, absolute. Gelu multiplies erf / tanh by x, so it scales with |x|.
+constexpr double kEigenAbs = 1e-6;
+constexpr double kEigenGeluRel = 2e-6;
+
 Node MakeNode(const std::string& op, std::vector<std::string> inputs, std::vector<Attribute> attrs = {}) {
   Node n;
   n.name = "n0";
@@ -200,6 +207,19 @@ TEST(Pow, MixesBaseAndExponentTypes) {
             (std::vector<float>{1, 4, 9, 16, 25, 36}));
 }
 
+TEST(Pow, FastKernelSquaresByMultiplying) {
+  const Tensor x = Random({1000}, 3);
+  const Node pow = MakeNode("Pow", {"x", "e"});
+  const Tensor fast = RunNode(pow, {x, F32({}, {2})}, 15, false)[0];
+  const Tensor ref = RunNode(pow, {x, F32({}, {2})}, 15, true)[0];
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const float v = x.data<float>()[i];
+    EXPECT_EQ(fast.data<float>()[i], v * v) << v;
+    // The reference's pow is within an ulp of the correctly rounded square.
+    EXPECT_NEAR(ref.data<float>()[i], v * v, std::ldexp(v * v, -23)) << v;
+  }
+}
+
 TEST(Variadic, FoldsLeftToRightWithBroadcasting) {
   const Tensor a = F32({2, 1}, {1, 2}), b = F32({10, 20, 30}), c = F32({}, {100});
   const Tensor sum = RunBoth(MakeNode("Sum", {"a", "b", "c"}), {a, b, c}, 13);
@@ -280,7 +300,7 @@ TEST(Activations, MatchTheirDefinitions) {
       const Tensor y = RunNode(MakeNode(c.op, {"x"}, c.attrs), {F32(c.x)}, 20, reference)[0];
       for (size_t i = 0; i < c.x.size(); ++i) {
         const double want = c.f(c.x[i]);
-        EXPECT_NEAR(y.data<float>()[i], want, 1e-6 * std::max(1.0, std::fabs(want)))
+        EXPECT_NEAR(y.data<float>()[i], want, kFloatRel * std::max(1.0, std::fabs(want)))
             << c.op << "(" << c.x[i] << ")";
       }
     }
@@ -297,8 +317,8 @@ TEST(Activations, IntegerAbsNegAndRelu) {
 }
 
 // Eigen's float approximations of tanh, the logistic function and erf against the reference's std::
-// functions. Tolerances: a few float ulps (|y| <= 1 here, so 1e-6 absolute), except below x = -9 where
-// Eigen's logistic returns exp(x), relatively off by exp(x) < 1.3e-4 of a value below 1.3e-4.
+// functions. Below x = -9 Eigen's logistic returns exp(x), relatively off by exp(x) < 1.3e-4 of a value
+// below 1.3e-4: still within kEigenAbs.
 TEST(Activations, FastKernelsStayWithinFloatRoundingOfTheReference) {
   std::vector<float> x;
   for (int i = 0; i <= 20000; ++i) x.push_back(-15.0f + 30.0f * static_cast<float>(i) / 20000);
@@ -323,7 +343,8 @@ TEST(Activations, FastKernelsStayWithinFloatRoundingOfTheReference) {
         EXPECT_EQ(f, r) << op << "(" << x[i] << ")";
         continue;
       }
-      const double tol = std::string(op) == "Gelu" ? 2e-6 * std::max(1.0f, std::fabs(x[i])) : 1e-6;
+      const double tol =
+          std::string(op) == "Gelu" ? kEigenGeluRel * std::max(1.0f, std::fabs(x[i])) : kEigenAbs;
       EXPECT_NEAR(f, r, tol) << op << "(" << x[i] << ")";
     }
   }
@@ -333,7 +354,7 @@ TEST(Gelu, StandardSinceOpset20AndMicrosoftContribDomain) {
   const Node gelu = MakeNode("Gelu", {"x"});
   std::string msg = ErrorOf([&] { RunNode(gelu, {F32({1})}, 17); });
   EXPECT_NE(msg.find("Gelu of opset 17 is not supported"), std::string::npos) << msg;
-  EXPECT_NEAR(RunNode(gelu, {F32({1})}, 20)[0].data<float>()[0], 0.8413447f, 1e-6);
+  EXPECT_NEAR(RunNode(gelu, {F32({1})}, 20)[0].data<float>()[0], 0.8413447f, kFloatRel);
   msg = ErrorOf(
       [] { RunNode(MakeNode("Gelu", {"x"}, {Attribute::String("approximate", "fast")}), {F32({1})}, 20); });
   EXPECT_NE(msg.find("unknown approximate 'fast'"), std::string::npos) << msg;
@@ -348,8 +369,8 @@ TEST(Gelu, StandardSinceOpset20AndMicrosoftContribDomain) {
   m.graph.outputs.push_back({"y", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(2)}), ""});
   Executor exec(m);
   const Tensor y = exec.Run({F32({1, -2})})[0];
-  EXPECT_NEAR(y.data<float>()[0], 0.8413447f, 1e-6);
-  EXPECT_NEAR(y.data<float>()[1], -0.0455003f, 1e-6);
+  EXPECT_NEAR(y.data<float>()[0], 0.8413447f, kFloatRel);
+  EXPECT_NEAR(y.data<float>()[1], -0.0455003f, kFloatRel);
 }
 
 TEST(Clip, AttributesBeforeOpset11) {

@@ -24,6 +24,12 @@ using Dims = std::vector<int64_t>;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// Probabilities against a double computation: float32 rounding of values <= 1 (2^-24 = 6e-8 each) through
+// exp and the division, and Eigen's vectorised exp (a few ulps) in the fast kernels.
+constexpr double kProbTol = 1e-6;
+// Normalised values (|y| up to ~5) against double: float32 rounding of mean, variance and the scaled result.
+constexpr double kNormTol = 1e-5;
+
 Node MakeNode(const std::string& op, std::vector<std::string> inputs, std::vector<Attribute> attrs = {},
               size_t outputs = 1) {
   Node n;
@@ -88,7 +94,7 @@ TEST(Softmax, Opset13NormalisesOneAxisEarlierOpsetsEverythingFromIt) {
     for (int64_t b = 0; b < 2; ++b) {
       const std::vector<double> want = SoftmaxOf(x, b * 12, 12, 1);
       for (int64_t j = 0; j < 12; ++j) {
-        EXPECT_NEAR(old.data<float>()[b * 12 + j], want[static_cast<size_t>(j)], 1e-6);
+        EXPECT_NEAR(old.data<float>()[b * 12 + j], want[static_cast<size_t>(j)], kProbTol);
       }
     }
     // Opset 13, axis 1: each (b, k) column of 3 values along axis 1.
@@ -98,7 +104,7 @@ TEST(Softmax, Opset13NormalisesOneAxisEarlierOpsetsEverythingFromIt) {
       for (int64_t k = 0; k < 4; ++k) {
         const std::vector<double> want = SoftmaxOf(x, b * 12 + k, 3, 4);
         for (int64_t j = 0; j < 3; ++j) {
-          EXPECT_NEAR(now.data<float>()[b * 12 + j * 4 + k], want[static_cast<size_t>(j)], 1e-6);
+          EXPECT_NEAR(now.data<float>()[b * 12 + j * 4 + k], want[static_cast<size_t>(j)], kProbTol);
         }
       }
     }
@@ -108,7 +114,7 @@ TEST(Softmax, Opset13NormalisesOneAxisEarlierOpsetsEverythingFromIt) {
     for (int64_t r = 0; r < 6; ++r) {
       const std::vector<double> want = SoftmaxOf(x, r * 4, 4, 1);
       for (int64_t j = 0; j < 4; ++j) {
-        EXPECT_NEAR(last.data<float>()[r * 4 + j], want[static_cast<size_t>(j)], 1e-6);
+        EXPECT_NEAR(last.data<float>()[r * 4 + j], want[static_cast<size_t>(j)], kProbTol);
       }
     }
   }
@@ -119,16 +125,16 @@ TEST(Softmax, StableForLargeValuesAndLogSoftmaxMatches) {
   for (const bool reference : {true, false}) {
     const Tensor y = RunNode(MakeNode("Softmax", {"x"}), {x}, 13, reference)[0];
     const std::vector<float> want = {0.09003057f, 0.24472847f, 0.66524096f, 0, 1, 0};
-    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(y.data<float>()[i], want[i], 1e-7) << i;
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(y.data<float>()[i], want[i], kProbTol) << i;
     const Tensor l = RunNode(MakeNode("LogSoftmax", {"x"}), {x}, 13, reference)[0];
-    EXPECT_NEAR(l.data<float>()[0], -2.40760596f, 1e-6);
-    EXPECT_NEAR(l.data<float>()[2], -0.40760596f, 1e-6);
+    EXPECT_NEAR(l.data<float>()[0], -2.40760596f, kProbTol);
+    EXPECT_NEAR(l.data<float>()[2], -0.40760596f, kProbTol);
     EXPECT_EQ(l.data<float>()[3], -kInf);
     EXPECT_EQ(l.data<float>()[4], 0);
     // Opset < 13 LogSoftmax over the coerced rows.
     const Tensor l11 = RunNode(MakeNode("LogSoftmax", {"x"}, {Attribute::Int("axis", 0)}),
                                {F32({2, 2}, {0, 0, 0, 0})}, 11, reference)[0];
-    for (float v : Floats(l11)) EXPECT_NEAR(v, -std::log(4.0f), 1e-6);
+    for (float v : Floats(l11)) EXPECT_NEAR(v, -std::log(4.0f), kProbTol);
   }
 }
 
@@ -139,14 +145,14 @@ TEST(Softmax, FastKernelAgreesWithTheReference) {
       const Node n = MakeNode(op, {"x"}, {Attribute::Int("axis", axis)});
       const Tensor ref = RunNode(n, {x}, 13, true)[0], fast = RunNode(n, {x}, 13, false)[0];
       // Eigen's exp is within a few float ulps; the sum is in float (fast) versus double.
-      ExpectNear(fast, ref, 1e-6, std::string(op) + " axis " + std::to_string(axis));
+      ExpectNear(fast, ref, kProbTol, std::string(op) + " axis " + std::to_string(axis));
     }
   }
   // A NaN makes its whole row NaN in both.
   const Tensor nan_row = F32({2, 2}, {std::nanf(""), 1, 2, 3});
   const Tensor y = RunNode(MakeNode("Softmax", {"x"}), {nan_row}, 13)[0];
   EXPECT_TRUE(std::isnan(y.data<float>()[0]) && std::isnan(y.data<float>()[1]));
-  EXPECT_NEAR(y.data<float>()[3], 0.7310586f, 1e-7);
+  EXPECT_NEAR(y.data<float>()[3], 0.7310586f, kProbTol);
 }
 
 // --- BatchNormalization
@@ -173,9 +179,9 @@ TEST(BatchNorm, InferenceUsesTheGivenStatistics) {
       "BatchNormalization", {"x", "s", "b", "m", "v"},
       {Attribute::Float("epsilon", eps), Attribute::Int("is_test", 1), Attribute::Float("momentum", 0.9f)});
   for (const bool reference : {true, false}) {
-    ExpectNear(RunNode(modern, {x, s, b, m, v}, 15, reference)[0], expected, 1e-6, "opset 15");
-    ExpectNear(RunNode(modern, {x, s, b, m, v}, 9, reference)[0], expected, 1e-6, "opset 9");
-    ExpectNear(RunNode(old, {x, s, b, m, v}, 6, reference)[0], expected, 1e-6, "opset 6");
+    ExpectNear(RunNode(modern, {x, s, b, m, v}, 15, reference)[0], expected, kNormTol, "opset 15");
+    ExpectNear(RunNode(modern, {x, s, b, m, v}, 9, reference)[0], expected, kNormTol, "opset 9");
+    ExpectNear(RunNode(old, {x, s, b, m, v}, 6, reference)[0], expected, kNormTol, "opset 6");
   }
   // Statistics outputs listed by old models are the given ones, unchanged.
   const Node with_stats =
@@ -216,10 +222,10 @@ TEST(BatchNorm, TrainingModeNormalisesWithBatchStatistics) {
       }
       const double mean = sum / 36, var = sq / 36 - mean * mean;
       // Normalised with the batch's population statistics: zero mean, unit variance (up to epsilon).
-      EXPECT_NEAR(ysum / 36, 0, 1e-5);
-      EXPECT_NEAR(ysq / 36, var / (var + 1e-5), 1e-5);
-      EXPECT_NEAR(outs[1].data<float>()[c], m.data<float>()[c] * 0.8 + mean * 0.2, 1e-5);
-      EXPECT_NEAR(outs[2].data<float>()[c], v.data<float>()[c] * 0.8 + var * 0.2, 1e-5);
+      EXPECT_NEAR(ysum / 36, 0, kNormTol);
+      EXPECT_NEAR(ysq / 36, var / (var + 1e-5), kNormTol);  // default epsilon 1e-5
+      EXPECT_NEAR(outs[1].data<float>()[c], m.data<float>()[c] * 0.8 + mean * 0.2, kNormTol);
+      EXPECT_NEAR(outs[2].data<float>()[c], v.data<float>()[c] * 0.8 + var * 0.2, kNormTol);
     }
   }
 }
@@ -272,10 +278,10 @@ TEST(LayerNorm, NormalisesTheTrailingDims) {
     const Tensor want = LayerNormOf(x, 2, s4, b4, 1e-5f, &mean, &inv);
     const auto outs =
         RunNode(MakeNode("LayerNormalization", {"x", "s", "b"}, {}, 3), {x, F32(s4), F32(b4)}, 17, reference);
-    ExpectNear(outs[0], want, 1e-5, "axis -1");
+    ExpectNear(outs[0], want, kNormTol, "axis -1");
     EXPECT_EQ(outs[1].dims(), (Dims{2, 3, 1}));
-    ExpectNear(outs[1], F32({2, 3, 1}, mean), 1e-6, "mean");
-    ExpectNear(outs[2], F32({2, 3, 1}, inv), 1e-5, "inv std dev");
+    ExpectNear(outs[1], F32({2, 3, 1}, mean), kNormTol, "mean");
+    ExpectNear(outs[2], F32({2, 3, 1}, inv), kNormTol, "inv std dev");
     // axis 1: rows of 3 x 4, no bias.
     mean.clear();
     inv.clear();
@@ -283,9 +289,9 @@ TEST(LayerNorm, NormalisesTheTrailingDims) {
     const Node n1 = MakeNode("LayerNormalization", {"x", "s"},
                              {Attribute::Int("axis", 1), Attribute::Float("epsilon", 0.01f)}, 3);
     const auto outs1 = RunNode(n1, {x, F32({3, 4}, s12)}, 17, reference);
-    ExpectNear(outs1[0], want1, 1e-5, "axis 1");
+    ExpectNear(outs1[0], want1, kNormTol, "axis 1");
     EXPECT_EQ(outs1[2].dims(), (Dims{2, 1, 1}));
-    ExpectNear(outs1[2], F32({2, 1, 1}, inv), 1e-5, "inv std dev axis 1");
+    ExpectNear(outs1[2], F32({2, 1, 1}, inv), kNormTol, "inv std dev axis 1");
     // A scale of shape [4] broadcasts over rows of [3, 4].
     const std::vector<float> s4x3 = {s4[0], s4[1], s4[2], s4[3], s4[0], s4[1],
                                      s4[2], s4[3], s4[0], s4[1], s4[2], s4[3]};
@@ -325,7 +331,7 @@ TEST(InstanceNorm, NormalisesEachPlane) {
   // Plane 0: mean 2, variance 2/3. Plane 1: mean 20, variance 200.
   const float a = std::sqrt(1.5f), c = 1 / std::sqrt(2.0f);
   const std::vector<float> want = {-2 * a, 0, 2 * a, 5 - c, 5 - c, 5 + 2 * c};
-  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(y.data<float>()[i], want[i], 1e-6) << i;
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(y.data<float>()[i], want[i], kNormTol) << i;
   const std::string msg = ErrorOf([&] {
     RunNode(MakeNode("InstanceNormalization", {"x", "s", "b"}), {x, F32({1, 2, 3}), F32({0, 5})}, 6);
   });

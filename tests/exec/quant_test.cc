@@ -46,6 +46,12 @@ std::string ErrorOf(const std::function<void()>& fn) {
   return "";
 }
 
+// The error names the node and its op type, then says what is wrong.
+void ExpectNodeError(const std::string& msg, const std::string& op, const std::string& what) {
+  EXPECT_NE(msg.find("q0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(" + op + "): " + what), std::string::npos) << msg;
+}
+
 TEST(QuantizeLinear, RoundsHalfToEvenAndSaturates) {
   const Tensor x = F({8}, {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 300.0f, -300.0f, 2.6f});
   const Tensor scale = F({}, {1.0f});
@@ -77,8 +83,7 @@ TEST(QuantizeLinear, PerAxisScalesAndZeroPoints) {
   const std::string msg = ErrorOf([&] {
     RunNode(MakeNode("QuantizeLinear", {"x", "s", "z"}), {x, scale, zp}, 10);
   });
-  EXPECT_NE(msg.find("node 'q0' (QuantizeLinear): scale of shape [3] must be a scalar"), std::string::npos)
-      << msg;
+  ExpectNodeError(msg, "QuantizeLinear", "scale of shape [3] must be a scalar");
   const std::string size = ErrorOf([&] {
     RunNode(MakeNode("QuantizeLinear", {"x", "s"}, {Attribute::Int("axis", 0)}), {x, scale}, 13);
   });
@@ -123,9 +128,7 @@ TEST(DequantizeLinear, PerTensorPerAxisAndInt32) {
     RunNode(MakeNode("DequantizeLinear", {"x", "s", "z"}),
             {Tensor::FromVector<int8_t>({1}, {1}), F({}, {1.0f}), Tensor::FromVector<uint8_t>({}, {0})}, 13);
   });
-  EXPECT_NE(msg.find("node 'q0' (DequantizeLinear): zero point type uint8 differs from input type int8"),
-            std::string::npos)
-      << msg;
+  ExpectNodeError(msg, "DequantizeLinear", "zero point type uint8 differs from input type int8");
 }
 
 struct Dynamic {

@@ -42,8 +42,8 @@ Tensor Int64s(const std::vector<int64_t>& v) {
 std::vector<float> Floats(const Tensor& t) { return {t.data<float>(), t.data<float>() + t.numel()}; }
 std::vector<int64_t> Ints(const Tensor& t) { return {t.data<int64_t>(), t.data<int64_t>() + t.numel()}; }
 
-// float16 bit patterns that a float32 round trip would not keep (signalling NaN payload, negative zero,
-// subnormals) next to ordinary values.
+// float16 bit patterns next to ordinary values: NaNs with payloads (a float32 round trip quietens the
+// signalling one, 0x7d01), negative zero, a subnormal, one and minus infinity.
 Tensor HalfPattern(const Dims& dims) {
   std::vector<uint16_t> bits(static_cast<size_t>(ShapeElementCount(dims)));
   const uint16_t special[] = {0x7d01, 0x8000, 0x0001, 0x3c00, 0xfc00, 0x7e55};
@@ -66,6 +66,12 @@ std::string ErrorOf(const std::function<void()>& fn) {
   return "";
 }
 
+// The error names the node and its op type, then says what is wrong.
+void ExpectNodeError(const std::string& msg, const std::string& op, const std::string& what) {
+  EXPECT_NE(msg.find("n0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(" + op + "): " + what), std::string::npos) << msg;
+}
+
 // --- Reshape and the other view ops ------------------------------------------------------------------------
 
 TEST(Reshape, ZeroCopiesTheInputDimAndMinusOneIsInferred) {
@@ -84,7 +90,7 @@ TEST(Reshape, AllowZeroKeepsZeroAsASize) {
   EXPECT_EQ(out[0].dims(), (Dims{3, 0}));
   // Without allowzero the 0 copies dim 1 (3), and 9 elements do not fit 0.
   const std::string msg = ErrorOf([&] { RunNode(MakeNode("Reshape", {"x", "s"}), {x, Int64s({3, 0})}, 14); });
-  EXPECT_NE(msg.find("node 'n0' (Reshape)"), std::string::npos) << msg;
+  ExpectNodeError(msg, "Reshape", "cannot reshape input of shape [0,3] (0 elements) to [3,3]");
   // allowzero with both 0 and -1 is invalid.
   EXPECT_THROW(
       RunNode(MakeNode("Reshape", {"x", "s"}, {Attribute::Int("allowzero", 1)}), {x, Int64s({0, -1})}, 14),
@@ -95,9 +101,7 @@ TEST(Reshape, ElementCountMismatchNamesTheNode) {
   const std::string msg = ErrorOf([&] {
     RunNode(MakeNode("Reshape", {"x", "s"}), {Iota({2, 3}), Int64s({4, 2})}, 13);
   });
-  EXPECT_NE(msg.find("node 'n0' (Reshape): cannot reshape input of shape [2,3] (6 elements) to [4,2]"),
-            std::string::npos)
-      << msg;
+  ExpectNodeError(msg, "Reshape", "cannot reshape input of shape [2,3] (6 elements) to [4,2]");
   EXPECT_NE(ErrorOf([&] {
               RunNode(MakeNode("Reshape", {"x", "s"}), {Iota({2, 3}), Int64s({-1, -1})}, 13);
             }).find("more than one -1"),
@@ -135,7 +139,7 @@ TEST(Squeeze, AxesAsAttributeOrInputOrAllUnitDims) {
   EXPECT_EQ(all[0].dims(), (Dims{3, 2}));
   EXPECT_EQ(all[0].raw(), x.raw());
   const std::string msg = ErrorOf([&] { RunNode(MakeNode("Squeeze", {"x", "a"}), {x, Int64s({1})}, 13); });
-  EXPECT_NE(msg.find("node 'n0' (Squeeze): cannot squeeze axis 1 of size 3"), std::string::npos) << msg;
+  ExpectNodeError(msg, "Squeeze", "cannot squeeze axis 1 of size 3");
 }
 
 TEST(Unsqueeze, AxesReferToTheOutputRankInAnyOrder) {
@@ -237,7 +241,7 @@ TEST(Transpose, RejectsAPermThatIsNotAPermutation) {
   const std::string msg = ErrorOf([&] {
     RunNode(MakeNode("Transpose", {"x"}, {Attribute::Ints("perm", {0, 0})}), {Iota({2, 2})}, 13);
   });
-  EXPECT_NE(msg.find("node 'n0' (Transpose): perm [0,0] is not a permutation"), std::string::npos) << msg;
+  ExpectNodeError(msg, "Transpose", "perm [0,0] is not a permutation");
 }
 
 // --- Concat and Split
@@ -251,7 +255,7 @@ TEST(Concat, JoinsAlongANegativeAxis) {
   const std::string msg = ErrorOf([&] {
     RunNode(MakeNode("Concat", {"a", "b"}, {Attribute::Int("axis", 0)}), {Iota({2, 2}), Iota({2, 3})}, 13);
   });
-  EXPECT_NE(msg.find("node 'n0' (Concat)"), std::string::npos) << msg;
+  ExpectNodeError(msg, "Concat", "input float32[2,3] does not match float32[2,2] outside axis 0");
 }
 
 TEST(Concat, MovesFloat16Bitwise) {
@@ -345,8 +349,7 @@ TEST(Gather, NegativeIndicesOnAnyAxis) {
   EXPECT_EQ(b[0].dims(), (Dims{3}));
   EXPECT_EQ(Floats(b[0]), (std::vector<float>{2, 6, 10}));
   const std::string msg = ErrorOf([&] { RunNode(MakeNode("Gather", {"x", "i"}), {x, Int64s({3})}, 13); });
-  EXPECT_NE(msg.find("node 'n0' (Gather): index 3 is out of range for axis 0 of size 3"), std::string::npos)
-      << msg;
+  ExpectNodeError(msg, "Gather", "index 3 is out of range for axis 0 of size 3");
 }
 
 TEST(Gather, MovesFloat16Bitwise) {
@@ -446,8 +449,7 @@ TEST(Expand, BroadcastsBothWays) {
   const auto same = RunNode(MakeNode("Expand", {"x", "s"}), {x, Int64s({1, 1})}, 13);
   EXPECT_EQ(same[0].raw(), x.raw());
   const std::string msg = ErrorOf([&] { RunNode(MakeNode("Expand", {"x", "s"}), {x, Int64s({2, 2})}, 13); });
-  EXPECT_NE(msg.find("node 'n0' (Expand): shapes [3,1] and [2,2] cannot be broadcast"), std::string::npos)
-      << msg;
+  ExpectNodeError(msg, "Expand", "shapes [3,1] and [2,2] cannot be broadcast");
 }
 
 TEST(Expand, MovesFloat16Bitwise) {

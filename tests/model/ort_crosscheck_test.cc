@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -110,6 +111,22 @@ TEST(OrtCrossCheck, ModelsFromOtherExportersMatchOnnxRuntime) {
   EXPECT_GE(checked, 3);
 }
 
+// Conformance models on which ONNX Runtime and the ONNX reference (which the executor matches, see the
+// conformance runner) disagree, with the reason. Any other difference fails the test.
+const std::map<std::string, std::string>& KnownOrtDifferences() {
+  static const std::map<std::string, std::string> known = {
+      {"node/test_resize_downsample_scales_cubic_align_corners",
+       "ONNX Runtime maps align_corners with the integer output length; the ONNX reference uses scale x input"},
+      {"node/test_resize_downsample_scales_linear_align_corners",
+       "ONNX Runtime maps align_corners with the integer output length; the ONNX reference uses scale x input"},
+      {"node/test_training_dropout", "random mask: ONNX's data uses numpy's seeded generator, ONNX Runtime its own"},
+      {"node/test_training_dropout_default", "random mask (see test_training_dropout)"},
+      {"node/test_training_dropout_default_mask", "random mask (see test_training_dropout)"},
+      {"node/test_training_dropout_mask", "random mask (see test_training_dropout)"},
+  };
+  return known;
+}
+
 // Every selected conformance model, on its own test inputs, in both runtimes.
 TEST(OrtCrossCheck, ConformanceModelsMatchOnnxRuntime) {
   testing::TempDir tmp;
@@ -117,6 +134,7 @@ TEST(OrtCrossCheck, ConformanceModelsMatchOnnxRuntime) {
   nlohmann::json jobs = nlohmann::json::array();
   std::vector<std::vector<Tensor>> ours;
   std::vector<std::string> names;
+  int not_representable = 0;  // inputs .npy cannot carry to ONNX Runtime (bfloat16, strings)
   for (const auto& test : sel.selected) {
     if (test.data_sets.empty()) continue;
     std::vector<Tensor> inputs;
@@ -135,10 +153,15 @@ TEST(OrtCrossCheck, ConformanceModelsMatchOnnxRuntime) {
     const std::string dir = tmp / ("job" + std::to_string(names.size()));
     std::filesystem::create_directories(dir);
     nlohmann::json job{{"model", test.dir + "/model.onnx"}, {"out", dir + "/ort"}, {"inputs", nlohmann::json::array()}};
-    for (size_t k = 0; k < inputs.size(); ++k) {
-      const std::string f = dir + "/input_" + std::to_string(k) + ".npy";
-      WriteNpy(f, inputs[k]);
-      job["inputs"].push_back(f);
+    try {
+      for (size_t k = 0; k < inputs.size(); ++k) {
+        const std::string f = dir + "/input_" + std::to_string(k) + ".npy";
+        WriteNpy(f, inputs[k]);
+        job["inputs"].push_back(f);
+      }
+    } catch (const std::exception&) {
+      ++not_representable;
+      continue;
     }
     jobs.push_back(job);
     ours.push_back(std::move(outputs));
@@ -166,12 +189,23 @@ TEST(OrtCrossCheck, ConformanceModelsMatchOnnxRuntime) {
         why = "ONNX Runtime gave fewer outputs";
         break;
       }
-      why = conformance::Compare(ours[i][k], ReadNpy(f));
+      try {
+        why = conformance::Compare(ours[i][k], ReadNpy(f));
+      } catch (const std::exception& e) {
+        why = std::string("cannot read ONNX Runtime's output: ") + e.what();
+      }
     }
-    if (why.empty()) ++agreed;
-    else disagreements.push_back(names[i] + ": " + why);
+    if (why.empty()) {
+      ++agreed;
+      EXPECT_EQ(KnownOrtDifferences().count(names[i]), 0u) << names[i] << " now agrees; drop it from the list";
+    } else if (KnownOrtDifferences().count(names[i])) {
+      std::cout << "[ort]   known difference: " << names[i] << ": " << KnownOrtDifferences().at(names[i]) << "\n";
+    } else {
+      disagreements.push_back(names[i] + ": " + why);
+    }
   }
-  std::cout << "[ort] conformance models: " << names.size() << " run by us, " << compared
+  std::cout << "[ort] conformance models: " << names.size() + static_cast<size_t>(not_representable)
+            << " run by us (" << not_representable << " with inputs .npy cannot carry), " << compared
             << " also run by ONNX Runtime (" << ort_rejected << " rejected by it), " << agreed << " agree\n";
   for (const auto& d : disagreements) std::cout << "[ort]   differs: " << d << "\n";
   EXPECT_GE(compared, 550);

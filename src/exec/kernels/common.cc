@@ -112,9 +112,15 @@ std::vector<float> ToFloats(const KernelInfo& info, const Tensor& t) {
   const void* raw = t.raw();
   for (int64_t i = 0; i < t.numel(); ++i) {
     switch (t.dtype()) {
-      case DType::kFloat: v[static_cast<size_t>(i)] = static_cast<const float*>(raw)[i]; break;
-      case DType::kDouble: v[static_cast<size_t>(i)] = static_cast<float>(static_cast<const double*>(raw)[i]); break;
-      case DType::kFloat16: v[static_cast<size_t>(i)] = HalfToFloat(static_cast<const uint16_t*>(raw)[i]); break;
+      case DType::kFloat:
+        v[static_cast<size_t>(i)] = static_cast<const float*>(raw)[i];
+        break;
+      case DType::kDouble:
+        v[static_cast<size_t>(i)] = static_cast<float>(static_cast<const double*>(raw)[i]);
+        break;
+      case DType::kFloat16:
+        v[static_cast<size_t>(i)] = HalfToFloat(static_cast<const uint16_t*>(raw)[i]);
+        break;
       case DType::kBFloat16:
         v[static_cast<size_t>(i)] = BFloat16ToFloat(static_cast<const uint16_t*>(raw)[i]);
         break;
@@ -136,7 +142,8 @@ WindowAttrs ParseWindowAttrs(const KernelInfo& info) {
   a.pads = n.AttrInts("pads", {});
   a.ceil_mode = n.AttrInt("ceil_mode", 0) != 0;
   auto fail = [&](const std::string& what) { ThrowInvalid("node " + n.Describe() + ": " + what); };
-  if (a.auto_pad != "NOTSET" && a.auto_pad != "SAME_UPPER" && a.auto_pad != "SAME_LOWER" && a.auto_pad != "VALID") {
+  if (a.auto_pad != "NOTSET" && a.auto_pad != "SAME_UPPER" && a.auto_pad != "SAME_LOWER" &&
+      a.auto_pad != "VALID") {
     fail("unknown auto_pad '" + a.auto_pad + "'");
   }
   for (int64_t v : a.kernel_shape) {
@@ -158,7 +165,8 @@ int64_t WindowGeometry::in_size() const { return ShapeElementCount(in); }
 int64_t WindowGeometry::out_size() const { return ShapeElementCount(out); }
 int64_t WindowGeometry::kernel_size() const { return ShapeElementCount(kernel); }
 
-void ValidOutputRange(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t offset, int64_t* lo, int64_t* hi) {
+void ValidOutputRange(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t offset, int64_t* lo,
+                      int64_t* hi) {
   const int64_t first = pad - offset;  // smallest valid o * stride
   *lo = first <= 0 ? 0 : (first + stride - 1) / stride;
   const int64_t last = in - 1 + pad - offset;  // largest valid o * stride
@@ -180,13 +188,14 @@ std::vector<int64_t> Coordinates(const std::vector<int64_t>& dims) {
   return c;
 }
 
-WindowGeometry ResolveWindow(const KernelContext& ctx, const WindowAttrs& attrs, const std::vector<int64_t>& in,
-                             const std::vector<int64_t>& kernel) {
+WindowGeometry ResolveWindow(const KernelContext& ctx, const WindowAttrs& attrs,
+                             const std::vector<int64_t>& in, const std::vector<int64_t>& kernel) {
   const size_t r = in.size();
   auto check = [&](const std::vector<int64_t>& v, size_t expected, const char* name) {
     if (!v.empty() && v.size() != expected) {
       ctx.Fail(std::string(name) + " " + ShapeToString(v) + " has " + std::to_string(v.size()) +
-               " values, expected " + std::to_string(expected) + " for " + std::to_string(r) + " spatial dims");
+               " values, expected " + std::to_string(expected) + " for " + std::to_string(r) +
+               " spatial dims");
     }
   };
   check(kernel, r, "kernel_shape");

@@ -127,19 +127,22 @@ struct WindowGeometry {
 };
 // Outputs o in [*lo, *hi) (of `out`) whose input position o * stride - pad + offset lies in [0, in): where a
 // kernel tap at `offset` (kernel index * dilation) reads real data rather than padding.
-void ValidOutputRange(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t offset, int64_t* lo, int64_t* hi);
+void ValidOutputRange(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t offset, int64_t* lo,
+                      int64_t* hi);
 // Row-major multi-index of every flat position of `dims`: [count][rank].
 std::vector<int64_t> Coordinates(const std::vector<int64_t>& dims);
 
-// Output size per the ONNX convolution / pooling formulas (auto_pad SAME_* and VALID, explicit pads, ceil_mode;
-// with ceil_mode a window that would start in the end padding is dropped). `kernel` comes from the attribute or
-// the weights. Fail()s when an attribute's length does not match the spatial rank or the output would be empty.
-WindowGeometry ResolveWindow(const KernelContext& ctx, const WindowAttrs& attrs, const std::vector<int64_t>& in,
-                             const std::vector<int64_t>& kernel);
+// Output size per the ONNX convolution / pooling formulas (auto_pad SAME_* and VALID, explicit pads,
+// ceil_mode; with ceil_mode a window that would start in the end padding is dropped). `kernel` comes from the
+// attribute or the weights. Fail()s when an attribute's length does not match the spatial rank or the output
+// would be empty.
+WindowGeometry ResolveWindow(const KernelContext& ctx, const WindowAttrs& attrs,
+                             const std::vector<int64_t>& in, const std::vector<int64_t>& kernel);
 
 // Element i of an int8 or uint8 tensor (quantised data and zero points).
 inline int32_t Int8At(const Tensor& t, int64_t i) {
-  return t.dtype() == DType::kInt8 ? static_cast<const int8_t*>(t.raw())[i] : static_cast<const uint8_t*>(t.raw())[i];
+  return t.dtype() == DType::kInt8 ? static_cast<const int8_t*>(t.raw())[i]
+                                   : static_cast<const uint8_t*>(t.raw())[i];
 }
 
 // QLinear* output requantisation as ONNX Runtime does it: float(acc) * multiplier rounded half to even (the
@@ -160,12 +163,13 @@ inline int64_t PackedASize(int64_t m, int64_t k) { return RoundUp(m, kMr) * k; }
 inline int64_t PackedBSize(int64_t k, int64_t n) { return k * RoundUp(n, kNr); }
 
 // Packs alpha * A (m x k; element (i, p) at a[i * row_stride + p * col_stride]) into panels of kMr rows
-// interleaved along k, zero-padded to a multiple of kMr rows. The panel holding row i (i % kMr == 0) starts at
-// packed + i * k.
+// interleaved along k, zero-padded to a multiple of kMr rows. The panel holding row i (i % kMr == 0) starts
+// at packed + i * k.
 void PackA(const float* a, int64_t row_stride, int64_t col_stride, int64_t m, int64_t k, float alpha,
            float* packed);
 // Packs B (k x n; element (p, j) at b[p * row_stride + j * col_stride]) into panels of kNr columns,
-// zero-padded to a multiple of kNr columns. The panel holding column j (j % kNr == 0) starts at packed + j * k.
+// zero-padded to a multiple of kNr columns. The panel holding column j (j % kNr == 0) starts at
+// packed + j * k.
 void PackB(const float* b, int64_t row_stride, int64_t col_stride, int64_t k, int64_t n, float* packed);
 
 // The right operand as the micro-kernel reads it: the kNr columns from q * kNr start at
@@ -187,13 +191,15 @@ void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BVie
 
 // out[i] = init + sum over t < taps (in order) of w[t] * src[offsets[t] + i], for i < n: a small direct
 // convolution over precomputed shifts (fused multiply-adds with AVX2+FMA, else multiply then add).
-void TapSum(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init, float* out);
+void TapSum(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init,
+            float* out);
 
-// Copies `rows` rows of n floats (row r from src + r * src_stride to dst + r * dst_stride) in whole vectors of
-// kCopyOver floats: reads and writes up to kCopyOver - 1 floats past the end of each row (callers leave slack and
-// write rows in increasing address order, so that spilled floats are overwritten or discarded).
+// Copies `rows` rows of n floats (row r from src + r * src_stride to dst + r * dst_stride) in whole vectors
+// of kCopyOver floats: reads and writes up to kCopyOver - 1 floats past the end of each row (callers leave
+// slack and write rows in increasing address order, so that spilled floats are overwritten or discarded).
 constexpr int64_t kCopyOver = 8;
-void CopyRowsOver(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst, int64_t dst_stride);
+void CopyRowsOver(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
+                  int64_t dst_stride);
 
 // A 64-byte aligned buffer of at least `floats` floats, one per (thread, slot < 4), reused across calls;
 // contents are unspecified.

@@ -32,7 +32,7 @@ using gemm::Init;
 using gemm::kNr;
 
 // Floats of im2col data per task: a column block of the GEMM's right operand stays in L2.
-constexpr int64_t kColBlockFloats = 64 * 1024;
+constexpr int64_t kColBlockFloats = 96 * 1024;
 
 // ---------------------------------------------------------------------------------------------------------
 // Shapes
@@ -46,14 +46,17 @@ ConvAttrs ParseConvAttrs(const KernelInfo& info) {
   ConvAttrs a;
   a.window = ParseWindowAttrs(info);
   a.group = info.node->AttrInt("group", 1);
-  if (a.group <= 0) ThrowInvalid("node " + info.node->Describe() + ": group " + std::to_string(a.group) + " must be positive");
+  if (a.group <= 0)
+    ThrowInvalid("node " + info.node->Describe() + ": group " + std::to_string(a.group) +
+                 " must be positive");
   return a;
 }
 
 std::vector<int64_t> SpatialDims(const std::vector<int64_t>& dims) { return {dims.begin() + 2, dims.end()}; }
 
 // Kernel dims: the weights' spatial dims, which kernel_shape (when given) must repeat.
-std::vector<int64_t> KernelDims(const KernelContext& ctx, const WindowAttrs& a, const std::vector<int64_t>& w) {
+std::vector<int64_t> KernelDims(const KernelContext& ctx, const WindowAttrs& a,
+                                const std::vector<int64_t>& w) {
   std::vector<int64_t> kernel = SpatialDims(w);
   if (!a.kernel_shape.empty() && a.kernel_shape != kernel) {
     ctx.Fail("kernel_shape " + ShapeToString(a.kernel_shape) + " does not match W " + ShapeToString(w));
@@ -72,7 +75,8 @@ struct ConvShape {
 ConvShape ResolveConv(const KernelContext& ctx, const ConvAttrs& a, const std::vector<int64_t>& x,
                       const std::vector<int64_t>& w) {
   if (x.size() < 3) ctx.Fail("X must be [N, C, spatial...], got " + ShapeToString(x));
-  if (w.size() != x.size()) ctx.Fail("W " + ShapeToString(w) + " must have the rank of X " + ShapeToString(x));
+  if (w.size() != x.size())
+    ctx.Fail("W " + ShapeToString(w) + " must have the rank of X " + ShapeToString(x));
   ConvShape s;
   s.batch = x[0];
   s.in_channels = x[1];
@@ -108,8 +112,8 @@ void CheckBias(const KernelContext& ctx, const Tensor* b, int64_t channels) {
 // ---------------------------------------------------------------------------------------------------------
 // Reference kernels
 
-// acc[n, m, o] = sum over input channels c of group(m) and kernel offsets k of x_at(X index) * w_at(W index, m),
-// where the input position o * stride - pad + k * dilation is inside X (padding adds nothing).
+// acc[n, m, o] = sum over input channels c of group(m) and kernel offsets k of x_at(X index) * w_at(W index,
+// m), where the input position o * stride - pad + k * dilation is inside X (padding adds nothing).
 template <typename Acc, typename XAt, typename WAt>
 std::vector<Acc> DirectConv(const ConvShape& s, XAt x_at, WAt w_at) {
   const WindowGeometry& g = s.geo;
@@ -149,13 +153,15 @@ void ReferenceConv(KernelContext& ctx, const ConvAttrs& a) {
   const Tensor& x = ctx.required_input(0);
   const Tensor& w = ctx.required_input(1);
   const Tensor* b = ctx.input(2);
-  if (w.dtype() != x.dtype() || (b != nullptr && b->dtype() != x.dtype())) ctx.Fail("X, W and B have different element types");
+  if (w.dtype() != x.dtype() || (b != nullptr && b->dtype() != x.dtype()))
+    ctx.Fail("X, W and B have different element types");
   const ConvShape s = ResolveConv(ctx, a, x.dims(), w.dims());
   CheckBias(ctx, b, s.out_channels);
   const T* px = x.data<T>();
   const T* pw = w.data<T>();
   const std::vector<double> acc = DirectConv<double>(
-      s, [&](int64_t i) { return static_cast<double>(px[i]); }, [&](int64_t i, int64_t) { return static_cast<double>(pw[i]); });
+      s, [&](int64_t i) { return static_cast<double>(px[i]); },
+      [&](int64_t i, int64_t) { return static_cast<double>(pw[i]); });
   Tensor& y = ctx.Output(0, x.dtype(), s.y_dims);
   T* py = y.mutable_data<T>();
   for (size_t i = 0; i < acc.size(); ++i) {
@@ -234,7 +240,8 @@ void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float*
           int64_t offset = 0;
           bool inside = true;
           for (size_t d = 0; d < last && inside; ++d) {
-            const int64_t pos = row_coord[static_cast<size_t>(orow) * last + d] * g.strides[d] - g.pads_begin[d] +
+            const int64_t pos = row_coord[static_cast<size_t>(orow) * last + d] * g.strides[d] -
+                                g.pads_begin[d] +
                                 krow_coord[static_cast<size_t>(kr) * last + d] * g.dilations[d];
             inside = pos >= 0 && pos < g.in[d];
             offset += pos * in_strides[d];
@@ -250,11 +257,12 @@ void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float*
   }
 }
 
-// Im2ColND for 1-D and 2-D windows. The input rows the block reads are first copied, zero-padded, into a strip
-// as wide as the window sweeps, so that each col row is a run of plain (strided) copies with no bounds checks.
-// Copies spill up to kCopyOver - 1 floats past a segment, into the next one (written after) or past column nc
-// (which the caller's rows leave room for); col needs kCopyOver floats of slack after its last row.
-void Im2Col2D(const ConvShape& s, const Window2D& q, const float* x, int64_t j0, int64_t nc, float* col, int64_t ld) {
+// Im2ColND for 1-D and 2-D windows. The input rows the block reads are first copied, zero-padded, into a
+// strip as wide as the window sweeps, so that each col row is a run of plain (strided) copies with no bounds
+// checks. Copies spill up to kCopyOver - 1 floats past a segment, into the next one (written after) or past
+// column nc (which the caller's rows leave room for); col needs kCopyOver floats of slack after its last row.
+void Im2Col2D(const ConvShape& s, const Window2D& q, const float* x, int64_t j0, int64_t nc, float* col,
+              int64_t ld) {
   const int64_t oh_first = j0 / q.ow, oh_end = (j0 + nc + q.ow - 1) / q.ow;
   const int64_t wp = (q.ow - 1) * q.sw + (q.kw - 1) * q.dw + 1;
   const int64_t rows = (oh_end - 1 - oh_first) * q.sh + (q.kh - 1) * q.dh + 1;
@@ -283,7 +291,8 @@ void Im2Col2D(const ConvShape& s, const Window2D& q, const float* x, int64_t j0,
     for (int64_t kh = 0; kh < q.kh; ++kh) {
       for (int64_t kw = 0; kw < q.kw; ++kw) {
         float* dst = col + ((c * q.kh + kh) * q.kw + kw) * ld - j0;  // indexed by image column
-        const float* src = strip + (c * rows + kh * q.dh) * wp + kw * q.dw - oh_first * q.sh * wp;  // by output row
+        const float* src =
+            strip + (c * rows + kh * q.dh) * wp + kw * q.dw - oh_first * q.sh * wp;  // by output row
         auto segment = [&](int64_t oh, int64_t a, int64_t b) {
           const float* from = src + oh * q.sh * wp;
           float* to = dst + oh * q.ow;
@@ -293,7 +302,8 @@ void Im2Col2D(const ConvShape& s, const Window2D& q, const float* x, int64_t j0,
             for (int64_t ow = a; ow < b; ++ow) to[ow] = from[ow * q.sw];
           }
         };
-        if (whole_first > oh_first || whole_first >= whole_end) segment(oh_first, first_a, oh_first + 1 == oh_end ? last_b : q.ow);
+        if (whole_first > oh_first || whole_first >= whole_end)
+          segment(oh_first, first_a, oh_first + 1 == oh_end ? last_b : q.ow);
         if (whole_first < whole_end) {
           if (q.sw == 1) {
             gemm::CopyRowsOver(whole_end - whole_first, q.ow, src + whole_first * q.sh * wp, q.sh * wp,
@@ -317,7 +327,8 @@ bool IsPointwise(const WindowGeometry& g) {
 
 void Im2Col(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float* col, int64_t ld) {
   if (IsPointwise(s.geo)) {
-    for (int64_t c = 0; c < s.cin_g; ++c) std::memcpy(col + c * ld, x + c * s.in_size + j0, sizeof(float) * static_cast<size_t>(nc));
+    for (int64_t c = 0; c < s.cin_g; ++c)
+      std::memcpy(col + c * ld, x + c * s.in_size + j0, sizeof(float) * static_cast<size_t>(nc));
   } else if (s.geo.rank() <= 2) {
     Im2Col2D(s, ToWindow2D(s.geo), x, j0, nc, col, ld);
   } else {
@@ -336,39 +347,50 @@ void ZeroColumns(int64_t rows, int64_t from, int64_t ld, float* col) {
   for (int64_t r = 0; r < rows; ++r) ZeroFloats(ld - from, col + r * ld + from);
 }
 
-// Depthwise planes of stride 1 are computed on a zero-padded copy of rows q.ow + (q.kw - 1) * q.dw wide, where
-// every tap is one shift of the whole plane: offsets of the taps there, and scratch floats needed.
-std::vector<int64_t> DepthwiseTapOffsets(const Window2D& q) {
-  const int64_t wp = q.ow + (q.kw - 1) * q.dw;
-  std::vector<int64_t> offsets(static_cast<size_t>(q.kh * q.kw));
+// Depthwise convolutions have too little reuse for the GEMM. At stride 1, on a zero-padded copy of the plane
+// with rows q.ow + (q.kw - 1) * q.dw wide, every tap is one shift of the whole plane, so the output plane is
+// one TapSum over rows of the padded width; the columns past q.ow are computed and dropped.
+struct DepthwisePlan {
+  Window2D q;
+  int64_t wp = 0, hp = 0;        // padded plane width and height
+  int64_t plane = 0;             // floats of the padded plane, with room for the last taps' overrun
+  std::vector<int64_t> offsets;  // per tap (kh, kw): its shift in the padded plane
+  int64_t scratch() const { return plane + q.oh * wp + gemm::kCopyOver; }
+};
+
+DepthwisePlan MakeDepthwisePlan(const WindowGeometry& g) {
+  DepthwisePlan d;
+  d.q = ToWindow2D(g);
+  const Window2D& q = d.q;
+  d.wp = q.ow + (q.kw - 1) * q.dw;
+  d.hp = q.oh + (q.kh - 1) * q.dh;
+  d.plane = d.hp * d.wp + (q.kw - 1) * q.dw;
   for (int64_t kh = 0; kh < q.kh; ++kh) {
-    for (int64_t kw = 0; kw < q.kw; ++kw) offsets[static_cast<size_t>(kh * q.kw + kw)] = kh * q.dh * wp + kw * q.dw;
+    for (int64_t kw = 0; kw < q.kw; ++kw) d.offsets.push_back(kh * q.dh * d.wp + kw * q.dw);
   }
-  return offsets;
+  return d;
 }
 
-int64_t DepthwiseScratch(const Window2D& q) {
-  const int64_t wp = q.ow + (q.kw - 1) * q.dw, hp = q.oh + (q.kh - 1) * q.dh;
-  return hp * wp + (q.kw - 1) * q.dw + q.oh * wp;
+// One stride-1 depthwise plane: y = bias + sum over taps of w * shifted x.
+void DepthwisePlane(const DepthwisePlan& d, const float* x, const float* w, float bias, float* y,
+                    float* scratch) {
+  const Window2D& q = d.q;
+  float* padded = scratch;
+  float* acc = scratch + d.plane;
+  std::memset(padded, 0, sizeof(float) * static_cast<size_t>(d.plane));
+  const int64_t copied = std::max<int64_t>(0, std::min(q.iw, d.wp - q.pw));
+  for (int64_t ih = 0; ih < q.ih && ih + q.ph < d.hp; ++ih) {
+    CopyFloats(x + ih * q.iw, copied, padded + (ih + q.ph) * d.wp + q.pw);
+  }
+  gemm::TapSum(q.oh * d.wp, q.kh * q.kw, w, d.offsets.data(), padded, bias, acc);
+  // All rows but the last in whole vectors, each spilling into the next row's place before it is written.
+  gemm::CopyRowsOver(q.oh - 1, q.ow, acc, d.wp, y, q.ow);
+  CopyFloats(acc + (q.oh - 1) * d.wp, q.ow, y + (q.oh - 1) * q.ow);
 }
 
-// One depthwise plane: y = bias + sum over taps of w * (shifted, strided) x.
-void DepthwisePlane(const Window2D& q, const std::vector<int64_t>& offsets, const float* x, const float* w, float bias,
-                    float* y, float* scratch) {
-  if (q.sh == 1 && q.sw == 1) {
-    // Stride 1: on a zero-padded copy of the plane every tap is one shift of the whole plane, so all taps are
-    // summed in one pass over rows of the padded width (the columns past q.ow are computed and dropped).
-    const int64_t wp = q.ow + (q.kw - 1) * q.dw, hp = q.oh + (q.kh - 1) * q.dh;
-    const int64_t padded_size = hp * wp + (q.kw - 1) * q.dw;
-    float* padded = scratch;
-    float* acc = scratch + padded_size;
-    std::memset(padded, 0, sizeof(float) * static_cast<size_t>(padded_size));
-    const int64_t copied = std::max<int64_t>(0, std::min(q.iw, wp - q.pw));
-    for (int64_t ih = 0; ih < q.ih && ih + q.ph < hp; ++ih) CopyFloats(x + ih * q.iw, copied, padded + (ih + q.ph) * wp + q.pw);
-    gemm::TapSum(q.oh * wp, q.kh * q.kw, w, offsets.data(), padded, bias, acc);
-    for (int64_t oh = 0; oh < q.oh; ++oh) CopyFloats(acc + oh * wp, q.ow, y + oh * q.ow);
-    return;
-  }
+// One depthwise plane at stride > 1: y = bias + sum over taps of w * strided x, row by row over the outputs
+// each tap keeps inside the input.
+void StridedDepthwisePlane(const Window2D& q, const float* x, const float* w, float bias, float* y) {
   for (int64_t oh = 0; oh < q.oh; ++oh) std::fill(y + oh * q.ow, y + (oh + 1) * q.ow, bias);
   for (int64_t kw = 0; kw < q.kw; ++kw) {
     int64_t lo = 0, hi = 0;
@@ -390,7 +412,8 @@ void DepthwisePlane(const Window2D& q, const std::vector<int64_t>& offsets, cons
 AlignedFloats PackConvWeights(const float* w, int64_t group, int64_t cout_g, int64_t k) {
   const int64_t per_group = gemm::PackedASize(cout_g, k);
   AlignedFloats packed(group * per_group);
-  for (int64_t g = 0; g < group; ++g) gemm::PackA(w + g * cout_g * k, k, 1, cout_g, k, 1.0f, packed.data() + g * per_group);
+  for (int64_t g = 0; g < group; ++g)
+    gemm::PackA(w + g * cout_g * k, k, 1, cout_g, k, 1.0f, packed.data() + g * per_group);
   return packed;
 }
 
@@ -410,16 +433,18 @@ class FastConv : public Kernel {
     weights_.dims = w->dims();
     weights_.raw = ToFloats(info, *w);
     const int64_t cout_g = w->dims()[0] / attrs_.group;
-    weights_.packed =
-        PackConvWeights(weights_.raw.data(), attrs_.group, cout_g, w->numel() / std::max<int64_t>(1, w->dims()[0]));
+    weights_.packed = PackConvWeights(weights_.raw.data(), attrs_.group, cout_g,
+                                      w->numel() / std::max<int64_t>(1, w->dims()[0]));
   }
 
   void Run(KernelContext& ctx) override {
     const Tensor& x = ctx.required_input(0);
     const Tensor& w = ctx.required_input(1);
     const Tensor* b = ctx.input(2);
-    if (x.dtype() != DType::kFloat || w.dtype() != DType::kFloat || (b != nullptr && b->dtype() != DType::kFloat)) {
-      if (x.dtype() != DType::kDouble) ctx.Fail(std::string("element type ") + DTypeName(x.dtype()) + " is not supported");
+    if (x.dtype() != DType::kFloat || w.dtype() != DType::kFloat ||
+        (b != nullptr && b->dtype() != DType::kFloat)) {
+      if (x.dtype() != DType::kDouble)
+        ctx.Fail(std::string("element type ") + DTypeName(x.dtype()) + " is not supported");
       ReferenceConv<double>(ctx, attrs_);
       return;
     }
@@ -429,9 +454,9 @@ class FastConv : public Kernel {
     if (s.batch * s.out_channels * s.out_size == 0) return;
     const bool constant = weights_.dims == w.dims() && !weights_.raw.empty();
     const float* bias = b != nullptr ? b->data<float>() : nullptr;
+    const float* weights = constant ? weights_.raw.data() : w.data<float>();
     if (s.cin_g == 1 && s.cout_g == 1 && s.geo.rank() <= 2) {
-      RunDepthwise(ctx, s, x.data<float>(), constant ? weights_.raw.data() : w.data<float>(), bias,
-                   y.mutable_data<float>());
+      RunDepthwise(ctx, s, x.data<float>(), weights, bias, y.mutable_data<float>());
       return;
     }
     AlignedFloats packed_now;
@@ -444,31 +469,43 @@ class FastConv : public Kernel {
   }
 
  private:
-  static void RunDepthwise(KernelContext& ctx, const ConvShape& s, const float* x, const float* w, const float* bias,
-                           float* y) {
-    const Window2D q = ToWindow2D(s.geo);
-    const std::vector<int64_t> offsets = DepthwiseTapOffsets(q);
-    // Enough planes per chunk to outweigh scheduling, fixed by the shape alone.
-    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.out_size * s.kernel_size));
-    ctx.pool().ParallelFor(s.batch * s.out_channels, grain, [&](int64_t p0, int64_t p1) {
-      float* scratch = gemm::Scratch(1, DepthwiseScratch(q));
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t c = p % s.out_channels;
-        DepthwisePlane(q, offsets, x + p * s.in_size, w + c * s.kernel_size, bias != nullptr ? bias[c] : 0.0f,
-                       y + p * s.out_size, scratch);
-      }
-    });
+  // Tasks of enough work to outweigh scheduling, fixed by the shape alone.
+  static int64_t Grain(int64_t work_per_task) {
+    return std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, work_per_task));
   }
 
-  static void RunGemm(KernelContext& ctx, const ConvShape& s, const float* x, const float* packed_w, const float* bias,
-                      float* y) {
+  static void RunDepthwise(KernelContext& ctx, const ConvShape& s, const float* x, const float* w,
+                           const float* bias, float* y) {
+    bool stride1 = true;
+    for (int64_t stride : s.geo.strides) stride1 = stride1 && stride == 1;
+    const DepthwisePlan d = MakeDepthwisePlan(s.geo);
+    ctx.pool().ParallelFor(
+        s.batch * s.out_channels, Grain(s.out_size * s.kernel_size), [&](int64_t p0, int64_t p1) {
+          float* scratch = stride1 ? gemm::Scratch(1, d.scratch()) : nullptr;
+          for (int64_t p = p0; p < p1; ++p) {
+            const int64_t c = p % s.out_channels;
+            const float b = bias != nullptr ? bias[c] : 0.0f;
+            if (stride1) {
+              DepthwisePlane(d, x + p * s.in_size, w + c * s.kernel_size, b, y + p * s.out_size, scratch);
+            } else {
+              StridedDepthwisePlane(d.q, x + p * s.in_size, w + c * s.kernel_size, b, y + p * s.out_size);
+            }
+          }
+        });
+  }
+
+  static void RunGemm(KernelContext& ctx, const ConvShape& s, const float* x, const float* packed_w,
+                      const float* bias, float* y) {
     const int64_t per_group = gemm::PackedASize(s.cout_g, s.k);
     const Init init = bias != nullptr ? Init::kRowBias : Init::kZero;
     const int64_t max_cols = std::max(kNr, kColBlockFloats / std::max<int64_t>(1, s.k) / kNr * kNr);
     const int64_t images = std::min(s.batch, max_cols / s.out_size);
-    if (s.out_size % kNr != 0 && images >= 2) {
-      // Small maps whose size is not a multiple of the panel width: several whole images per task waste less of
-      // the last column panel. The GEMM writes a temporary [Cout_g, images * out] block then copied to Y.
+    // A 1x1 convolution's im2col matrix is X itself, unless its row stride (a multiple of 1 KiB) would
+    // alias the L1 sets.
+    const bool direct_b = IsPointwise(s.geo) && s.in_size % 256 != 0;
+    if (!direct_b && images >= 2 && (s.out_size % kNr != 0 || s.out_size < 4 * kNr)) {
+      // Small maps: several whole images per task amortise the calls and waste less of the last column
+      // panel. The GEMM writes a temporary [Cout_g, images * out] block then copied to Y.
       const int64_t blocks = (s.batch + images - 1) / images;
       ctx.pool().ParallelFor(blocks * s.group, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
@@ -476,17 +513,18 @@ class FastConv : public Kernel {
           const int64_t cols = count * s.out_size, ld = PanelRowLength(cols + gemm::kCopyOver);
           float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
           for (int64_t i = 0; i < count; ++i) {
-            Im2Col(s, x + ((n0 + i) * s.in_channels + grp * s.cin_g) * s.in_size, 0, s.out_size, col + i * s.out_size, ld);
+            Im2Col(s, x + ((n0 + i) * s.in_channels + grp * s.cin_g) * s.in_size, 0, s.out_size,
+                   col + i * s.out_size, ld);
           }
           ZeroColumns(s.k, cols, ld, col);
           float* out = gemm::Scratch(2, s.cout_g * cols);
           const int64_t m0 = grp * s.cout_g;
-          gemm::Multiply(s.cout_g, cols, s.k, packed_w + grp * per_group, BView{col, ld, kNr}, out, cols, init,
-                         bias != nullptr ? bias + m0 : nullptr);
+          gemm::Multiply(s.cout_g, cols, s.k, packed_w + grp * per_group, BView{col, ld, kNr}, out, cols,
+                         init, bias != nullptr ? bias + m0 : nullptr);
           for (int64_t i = 0; i < count; ++i) {
             for (int64_t m = 0; m < s.cout_g; ++m) {
-              std::memcpy(y + ((n0 + i) * s.out_channels + m0 + m) * s.out_size, out + m * cols + i * s.out_size,
-                          sizeof(float) * static_cast<size_t>(s.out_size));
+              std::memcpy(y + ((n0 + i) * s.out_channels + m0 + m) * s.out_size,
+                          out + m * cols + i * s.out_size, sizeof(float) * static_cast<size_t>(s.out_size));
             }
           }
         }
@@ -502,13 +540,30 @@ class FastConv : public Kernel {
         const int64_t blk = t % blocks, grp = t / blocks % s.group, n = t / blocks / s.group;
         const int64_t j0 = blk * cols, nc = std::min(cols, s.out_size - j0);
         if (nc <= 0) continue;
-        float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
-        Im2Col(s, x + (n * s.in_channels + grp * s.cin_g) * s.in_size, j0, nc, col, ld);
-        ZeroColumns(s.k, nc, ld, col);
+        const float* xg = x + (n * s.in_channels + grp * s.cin_g) * s.in_size;
         const int64_t m0 = grp * s.cout_g;
-        gemm::Multiply(s.cout_g, nc, s.k, packed_w + grp * per_group, BView{col, ld, kNr},
-                       y + (n * s.out_channels + m0) * s.out_size + j0, s.out_size, init,
-                       bias != nullptr ? bias + m0 : nullptr);
+        const float* a = packed_w + grp * per_group;
+        const float* row_bias = bias != nullptr ? bias + m0 : nullptr;
+        float* out = y + (n * s.out_channels + m0) * s.out_size + j0;
+        if (direct_b) {
+          // Whole panels straight from X; the columns of a last partial panel from a zero-padded copy.
+          const int64_t full = nc / kNr * kNr;
+          gemm::Multiply(s.cout_g, full, s.k, a, BView{xg + j0, s.in_size, kNr}, out, s.out_size, init,
+                         row_bias);
+          if (full == nc) continue;
+          float* tail = gemm::Scratch(1, s.k * kNr);
+          for (int64_t c = 0; c < s.cin_g; ++c) {
+            CopyFloats(xg + c * s.in_size + j0 + full, nc - full, tail + c * kNr);
+            ZeroFloats(kNr - (nc - full), tail + c * kNr + (nc - full));
+          }
+          gemm::Multiply(s.cout_g, nc - full, s.k, a, BView{tail, kNr, kNr}, out + full, s.out_size, init,
+                         row_bias);
+          continue;
+        }
+        float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
+        Im2Col(s, xg, j0, nc, col, ld);
+        ZeroColumns(s.k, nc, ld, col);
+        gemm::Multiply(s.cout_g, nc, s.k, a, BView{col, ld, kNr}, out, s.out_size, init, row_bias);
       }
     });
   }
@@ -549,7 +604,8 @@ int64_t FloorHalf(int64_t v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); }
 ConvTransposeShape ResolveConvTranspose(const KernelContext& ctx, const ConvTransposeAttrs& a,
                                         const std::vector<int64_t>& x, const std::vector<int64_t>& w) {
   if (x.size() < 3) ctx.Fail("X must be [N, C, spatial...], got " + ShapeToString(x));
-  if (w.size() != x.size()) ctx.Fail("W " + ShapeToString(w) + " must have the rank of X " + ShapeToString(x));
+  if (w.size() != x.size())
+    ctx.Fail("W " + ShapeToString(w) + " must have the rank of X " + ShapeToString(x));
   ConvTransposeShape s;
   const size_t r = x.size() - 2;
   s.batch = x[0];
@@ -560,7 +616,8 @@ ConvTransposeShape ResolveConvTranspose(const KernelContext& ctx, const ConvTran
              ShapeToString(w) + " expects " + std::to_string(w[0]));
   }
   if (s.in_channels % a.group != 0) {
-    ctx.Fail("X has " + std::to_string(s.in_channels) + " channels, not a multiple of group " + std::to_string(a.group));
+    ctx.Fail("X has " + std::to_string(s.in_channels) + " channels, not a multiple of group " +
+             std::to_string(a.group));
   }
   s.cin_g = s.in_channels / a.group;
   s.cout_g = w[1];
@@ -569,8 +626,8 @@ ConvTransposeShape ResolveConvTranspose(const KernelContext& ctx, const ConvTran
   s.kernel = KernelDims(ctx, a.window, w);
   auto check = [&](const std::vector<int64_t>& v, size_t expected, const char* name) {
     if (!v.empty() && v.size() != expected) {
-      ctx.Fail(std::string(name) + " " + ShapeToString(v) + " has " + std::to_string(v.size()) + " values, expected " +
-               std::to_string(expected));
+      ctx.Fail(std::string(name) + " " + ShapeToString(v) + " has " + std::to_string(v.size()) +
+               " values, expected " + std::to_string(expected));
     }
   };
   check(a.window.strides, r, "strides");
@@ -582,7 +639,8 @@ ConvTransposeShape ResolveConvTranspose(const KernelContext& ctx, const ConvTran
   check(requested, r, "output_shape");
   s.strides = a.window.strides.empty() ? std::vector<int64_t>(r, 1) : a.window.strides;
   s.dilations = a.window.dilations.empty() ? std::vector<int64_t>(r, 1) : a.window.dilations;
-  const std::vector<int64_t> out_pad = a.output_padding.empty() ? std::vector<int64_t>(r, 0) : a.output_padding;
+  const std::vector<int64_t> out_pad =
+      a.output_padding.empty() ? std::vector<int64_t>(r, 0) : a.output_padding;
   const bool same = a.window.auto_pad == "SAME_UPPER" || a.window.auto_pad == "SAME_LOWER";
   s.pads_begin.assign(r, 0);
   s.out.assign(r, 0);
@@ -594,7 +652,8 @@ ConvTransposeShape ResolveConvTranspose(const KernelContext& ctx, const ConvTran
       s.pads_begin[d] = a.window.auto_pad == "SAME_UPPER" ? FloorHalf(total) : total - FloorHalf(total);
     } else {
       if (a.window.auto_pad == "NOTSET" && !a.window.pads.empty()) s.pads_begin[d] = a.window.pads[d];
-      const int64_t pad_end = a.window.auto_pad == "NOTSET" && !a.window.pads.empty() ? a.window.pads[d + r] : 0;
+      const int64_t pad_end =
+          a.window.auto_pad == "NOTSET" && !a.window.pads.empty() ? a.window.pads[d + r] : 0;
       s.out[d] = full - s.pads_begin[d] - pad_end;
     }
     if (s.out[d] <= 0) ctx.Fail("the output of input " + ShapeToString(x) + " would be empty");
@@ -612,7 +671,8 @@ void ReferenceConvTranspose(KernelContext& ctx, const ConvTransposeAttrs& a) {
   const Tensor& x = ctx.required_input(0);
   const Tensor& w = ctx.required_input(1);
   const Tensor* b = ctx.input(2);
-  if (w.dtype() != x.dtype() || (b != nullptr && b->dtype() != x.dtype())) ctx.Fail("X, W and B have different element types");
+  if (w.dtype() != x.dtype() || (b != nullptr && b->dtype() != x.dtype()))
+    ctx.Fail("X, W and B have different element types");
   const ConvTransposeShape s = ResolveConvTranspose(ctx, a, x.dims(), w.dims());
   CheckBias(ctx, b, s.out_channels);
   const size_t r = s.in.size();
@@ -653,11 +713,12 @@ void ReferenceConvTranspose(KernelContext& ctx, const ConvTransposeAttrs& a) {
   }
 }
 
-// Adds columns [j0, j0 + nc) of col ([Cout_g * kernel, nc], row stride ld) into the output planes of one image
-// and group: the input position of each column, moved by each kernel offset, lands on one output position.
-// in_coord / kernel_coord: Coordinates(s.in) / Coordinates(s.kernel).
+// Adds columns [j0, j0 + nc) of col ([Cout_g * kernel, nc], row stride ld) into the output planes of one
+// image and group: the input position of each column, moved by each kernel offset, lands on one output
+// position. in_coord / kernel_coord: Coordinates(s.in) / Coordinates(s.kernel).
 void Col2Im(const ConvTransposeShape& s, const std::vector<int64_t>& in_coord,
-            const std::vector<int64_t>& kernel_coord, const float* col, int64_t ld, int64_t j0, int64_t nc, float* y) {
+            const std::vector<int64_t>& kernel_coord, const float* col, int64_t ld, int64_t j0, int64_t nc,
+            float* y) {
   const size_t r = s.in.size();
   const std::vector<int64_t> out_strides = Strides(s.out);
   std::vector<int64_t> target(static_cast<size_t>(nc));
@@ -699,8 +760,10 @@ class FastConvTranspose : public Kernel {
     const Tensor& x = ctx.required_input(0);
     const Tensor& w = ctx.required_input(1);
     const Tensor* b = ctx.input(2);
-    if (x.dtype() != DType::kFloat || w.dtype() != DType::kFloat || (b != nullptr && b->dtype() != DType::kFloat)) {
-      if (x.dtype() != DType::kDouble) ctx.Fail(std::string("element type ") + DTypeName(x.dtype()) + " is not supported");
+    if (x.dtype() != DType::kFloat || w.dtype() != DType::kFloat ||
+        (b != nullptr && b->dtype() != DType::kFloat)) {
+      if (x.dtype() != DType::kDouble)
+        ctx.Fail(std::string("element type ") + DTypeName(x.dtype()) + " is not supported");
       ReferenceConvTranspose<double>(ctx, attrs_);
       return;
     }
@@ -729,7 +792,8 @@ class FastConvTranspose : public Kernel {
         const float* xg = px + (n * s.in_channels + grp * s.cin_g) * s.in_size;
         float* yg = py + (n * s.out_channels + grp * s.cout_g) * s.out_size;
         for (int64_t co = 0; co < s.cout_g; ++co) {
-          std::fill(yg + co * s.out_size, yg + (co + 1) * s.out_size, bias != nullptr ? bias[grp * s.cout_g + co] : 0.0f);
+          std::fill(yg + co * s.out_size, yg + (co + 1) * s.out_size,
+                    bias != nullptr ? bias[grp * s.cout_g + co] : 0.0f);
         }
         for (int64_t j0 = 0; j0 < s.in_size; j0 += cols) {
           const int64_t nc = std::min(cols, s.in_size - j0);
@@ -769,35 +833,38 @@ bool IsInt8(DType t) { return t == DType::kInt8 || t == DType::kUInt8; }
 int32_t ScalarZeroPoint(const KernelContext& ctx, const Tensor* zp, DType expected, const char* name) {
   if (zp == nullptr) return 0;
   if (zp->dtype() != expected) {
-    ctx.Fail(std::string(name) + " is " + DTypeName(zp->dtype()) + " but its input is " + DTypeName(expected));
+    ctx.Fail(std::string(name) + " is " + DTypeName(zp->dtype()) + " but its input is " +
+             DTypeName(expected));
   }
   if (zp->numel() != 1) ctx.Fail(std::string(name) + " must be a scalar, got " + ShapeToString(zp->dims()));
   return Int8At(*zp, 0);
 }
 
 // Per-tensor or per-output-channel weight zero points.
-std::vector<int32_t> WeightZeroPoints(const KernelContext& ctx, const Tensor* zp, DType expected, int64_t channels) {
+std::vector<int32_t> WeightZeroPoints(const KernelContext& ctx, const Tensor* zp, DType expected,
+                                      int64_t channels) {
   if (zp == nullptr) return std::vector<int32_t>(static_cast<size_t>(channels), 0);
   if (zp->dtype() != expected) {
     ctx.Fail(std::string("w_zero_point is ") + DTypeName(zp->dtype()) + " but w is " + DTypeName(expected));
   }
   if (zp->numel() != 1 && zp->numel() != channels) {
-    ctx.Fail("w_zero_point " + ShapeToString(zp->dims()) + " must be a scalar or have " + std::to_string(channels) +
-             " values");
+    ctx.Fail("w_zero_point " + ShapeToString(zp->dims()) + " must be a scalar or have " +
+             std::to_string(channels) + " values");
   }
   std::vector<int32_t> v(static_cast<size_t>(channels));
   for (int64_t m = 0; m < channels; ++m) v[static_cast<size_t>(m)] = Int8At(*zp, zp->numel() == 1 ? 0 : m);
   return v;
 }
 
-// The int32 accumulators sum (x - x_zp)(w - w_zp[m]) of an integer convolution; inputs x, x_zp, w, w_zp at the
-// given positions.
+// The int32 accumulators sum (x - x_zp)(w - w_zp[m]) of an integer convolution; inputs x, x_zp, w, w_zp at
+// the given positions.
 std::vector<int32_t> IntegerConv(const KernelContext& ctx, const ConvShape& s, size_t x_in, size_t x_zp_in,
                                  size_t w_in, size_t w_zp_in) {
   const Tensor& x = ctx.required_input(x_in);
   const Tensor& w = ctx.required_input(w_in);
   if (!IsInt8(x.dtype()) || !IsInt8(w.dtype())) {
-    ctx.Fail(std::string("x and w must be int8 or uint8, got ") + DTypeName(x.dtype()) + " and " + DTypeName(w.dtype()));
+    ctx.Fail(std::string("x and w must be int8 or uint8, got ") + DTypeName(x.dtype()) + " and " +
+             DTypeName(w.dtype()));
   }
   const int32_t x_zp = ScalarZeroPoint(ctx, ctx.input(x_zp_in), x.dtype(), "x_zero_point");
   const std::vector<int32_t> w_zp = WeightZeroPoints(ctx, ctx.input(w_zp_in), w.dtype(), s.out_channels);
@@ -816,7 +883,8 @@ void ReferenceConvInteger(KernelContext& ctx, const ConvAttrs& a) {
 
 float ScalarScale(const KernelContext& ctx, const Tensor& t, const char* name) {
   if (t.dtype() != DType::kFloat || t.numel() != 1) {
-    ctx.Fail(std::string(name) + " must be a float32 scalar, got " + DTypeName(t.dtype()) + ShapeToString(t.dims()));
+    ctx.Fail(std::string(name) + " must be a float32 scalar, got " + DTypeName(t.dtype()) +
+             ShapeToString(t.dims()));
   }
   return t.data<float>()[0];
 }
@@ -850,8 +918,9 @@ void ReferenceQLinearConv(KernelContext& ctx, const ConvAttrs& a) {
   for (size_t i = 0; i < acc.size(); ++i) {
     const int64_t m = static_cast<int64_t>(i) / s.out_size % s.out_channels;
     const float multiplier = x_scale * w_scale[w_scale_t.numel() == 1 ? 0 : m] / y_scale;
-    const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc[i]) +
-                                           static_cast<uint32_t>(bias != nullptr ? bias->data<int32_t>()[m] : 0));
+    const int32_t v =
+        static_cast<int32_t>(static_cast<uint32_t>(acc[i]) +
+                             static_cast<uint32_t>(bias != nullptr ? bias->data<int32_t>()[m] : 0));
     // int8 results are stored through their two's complement byte.
     out[i] = static_cast<uint8_t>(Requantize(v, multiplier, y_zp, lo, hi));
   }
@@ -873,8 +942,9 @@ void RegisterConvKernels(KernelRegistry& r) {
       }
     });
   });
-  AddKernel(r, "Conv", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastConv>(info); },
-            KernelVariant::kFast);
+  AddKernel(
+      r, "Conv", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastConv>(info); },
+      KernelVariant::kFast);
   AddKernel(r, "ConvTranspose", 1, 1000, [](const KernelInfo& info) {
     const ConvTransposeAttrs a = ParseConvTransposeAttrs(info);
     return MakeKernel([a](KernelContext& ctx) {
@@ -888,8 +958,9 @@ void RegisterConvKernels(KernelRegistry& r) {
       }
     });
   });
-  AddKernel(r, "ConvTranspose", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastConvTranspose>(info); },
-            KernelVariant::kFast);
+  AddKernel(
+      r, "ConvTranspose", 1, 1000,
+      [](const KernelInfo& info) { return std::make_unique<FastConvTranspose>(info); }, KernelVariant::kFast);
   AddKernel(r, "ConvInteger", 10, 1000, [](const KernelInfo& info) {
     const ConvAttrs a = ParseConvAttrs(info);
     return MakeKernel([a](KernelContext& ctx) { ReferenceConvInteger(ctx, a); });

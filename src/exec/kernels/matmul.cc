@@ -35,87 +35,77 @@ namespace gemm {
 
 namespace {
 
-// Largest k block: a kKc x kNr panel of B (16 KiB) and a kKc x kMr panel of A stay in L1 together.
-constexpr int64_t kKc = 256;
-// Rows of A per block: kMc x kKc floats (120 KiB) stay in L2 while the column panels of B stream by.
+// Largest k block: a kKc x kNr panel of B (20 KiB) and a kKc x kMr panel of A stay in L1 together.
+constexpr int64_t kKc = 320;
+// Rows of A per block: kMc x kKc floats (150 KiB) stay in L2 while the column panels of B stream by.
 constexpr int64_t kMc = 120;
 static_assert(kMc % kMr == 0, "row blocks must hold whole panels");
 
-using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc,
-                             Init init, const float* bias);
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
+                             int64_t ldc, Init init, const float* bias);
 
-// C tile (kMr x kNr) = init + sum over p of a[p * kMr + i] * b[p * b_stride + j], p ascending.
-void MicroPortable(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc, Init init,
-                   const float* bias) {
-  float acc[kMr][kNr];
-  for (int64_t i = 0; i < kMr; ++i) {
+// C tile (kRows x kNr, kRows <= kMr) = init + sum over p of a[p * kMr + i] * b[p * b_stride + j], p
+// ascending.
+template <int kRows>
+void MicroPortable(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc,
+                   Init init, const float* bias) {
+  float acc[kRows][kNr];
+  for (int i = 0; i < kRows; ++i) {
     for (int64_t j = 0; j < kNr; ++j) {
       acc[i][j] = init == Init::kAccumulate ? c[i * ldc + j] : init == Init::kRowBias ? bias[i] : 0.0f;
     }
   }
   for (int64_t p = 0; p < kc; ++p, a += kMr, b += b_stride) {
-    for (int64_t i = 0; i < kMr; ++i) {
+    for (int i = 0; i < kRows; ++i) {
       for (int64_t j = 0; j < kNr; ++j) acc[i][j] += a[i] * b[j];
     }
   }
-  for (int64_t i = 0; i < kMr; ++i) {
+  for (int i = 0; i < kRows; ++i) {
     for (int64_t j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
   }
 }
 
 #ifdef COMPRESS_GEMM_X86
-// Same contract with 12 ymm accumulators (6 rows x 2 x 8 columns), fused multiply-adds.
-__attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* a, const float* b, int64_t b_stride,
-                                                   float* c, int64_t ldc, Init init, const float* bias) {
-  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-  if (init == Init::kAccumulate) {
-    c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
-    c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
-    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-  } else if (init == Init::kRowBias) {
-    c00 = c01 = _mm256_set1_ps(bias[0]);
-    c10 = c11 = _mm256_set1_ps(bias[1]);
-    c20 = c21 = _mm256_set1_ps(bias[2]);
-    c30 = c31 = _mm256_set1_ps(bias[3]);
-    c40 = c41 = _mm256_set1_ps(bias[4]);
-    c50 = c51 = _mm256_set1_ps(bias[5]);
-  } else {
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+// Same contract with 2 * kRows ymm accumulators (kRows rows x 2 x 8 columns) and fused multiply-adds; the
+// loops unroll completely, so the accumulators live in registers.
+template <int kRows>
+__attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* a, const float* b,
+                                                   int64_t b_stride, float* c, int64_t ldc, Init init,
+                                                   const float* bias) {
+  __m256 acc[kRows][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < kRows; ++i) {
+    if (init == Init::kAccumulate) {
+      acc[i][0] = _mm256_loadu_ps(c + i * ldc);
+      acc[i][1] = _mm256_loadu_ps(c + i * ldc + 8);
+    } else {
+      acc[i][0] = acc[i][1] = init == Init::kRowBias ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
+    }
   }
 #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; ++p, a += kMr, b += b_stride) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
-    __m256 av = _mm256_broadcast_ss(a);
-    c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
-    av = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11);
-    av = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21);
-    av = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31);
-    av = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(av, b0, c40), c41 = _mm256_fmadd_ps(av, b1, c41);
-    av = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
+#pragma GCC unroll 6
+    for (int i = 0; i < kRows; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i);
+      acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+    }
   }
-  _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
-  _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
-  _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-  _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-  _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-  _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+#pragma GCC unroll 6
+  for (int i = 0; i < kRows; ++i) {
+    _mm256_storeu_ps(c + i * ldc, acc[i][0]);
+    _mm256_storeu_ps(c + i * ldc + 8, acc[i][1]);
+  }
 }
 #endif
 
-using TapSumKernel = void (*)(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src,
-                              float init, float* out);
+using TapSumKernel = void (*)(int64_t n, int64_t taps, const float* w, const int64_t* offsets,
+                              const float* src, float init, float* out);
 
-void TapSumPortable(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init,
-                    float* out) {
+void TapSumPortable(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src,
+                    float init, float* out) {
   std::fill(out, out + n, init);
   for (int64_t t = 0; t < taps; ++t) {
     const float* s = src + offsets[t];
@@ -124,27 +114,31 @@ void TapSumPortable(int64_t n, int64_t taps, const float* w, const int64_t* offs
 }
 
 #ifdef COMPRESS_GEMM_X86
-// Four vectors of outputs stay in registers across all taps: one load per tap and vector, one store per vector.
-__attribute__((target("avx2,fma"))) void TapSumAvx2(int64_t n, int64_t taps, const float* w, const int64_t* offsets,
-                                                    const float* src, float init, float* out) {
+// Eight vectors of outputs stay in registers across all taps (enough independent sums to cover the FMA
+// latency): one load per tap and vector, one store per vector.
+__attribute__((target("avx2,fma"))) void TapSumAvx2(int64_t n, int64_t taps, const float* w,
+                                                    const int64_t* offsets, const float* src, float init,
+                                                    float* out) {
   const __m256 init_v = _mm256_set1_ps(init);
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    __m256 a0 = init_v, a1 = init_v, a2 = init_v, a3 = init_v;
+  for (; i + 64 <= n; i += 64) {
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int v = 0; v < 8; ++v) acc[v] = init_v;
     for (int64_t t = 0; t < taps; ++t) {
       const __m256 wv = _mm256_broadcast_ss(w + t);
       const float* s = src + offsets[t] + i;
-      a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s), a0);
-      a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8), a1);
-      a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 16), a2);
-      a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 24), a3);
+#pragma GCC unroll 8
+      for (int v = 0; v < 8; ++v) acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8 * v), acc[v]);
     }
-    _mm256_storeu_ps(out + i, a0), _mm256_storeu_ps(out + i + 8, a1);
-    _mm256_storeu_ps(out + i + 16, a2), _mm256_storeu_ps(out + i + 24, a3);
+#pragma GCC unroll 8
+    for (int v = 0; v < 8; ++v) _mm256_storeu_ps(out + i + 8 * v, acc[v]);
   }
   for (; i + 8 <= n; i += 8) {
     __m256 a0 = init_v;
-    for (int64_t t = 0; t < taps; ++t) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), _mm256_loadu_ps(src + offsets[t] + i), a0);
+    for (int64_t t = 0; t < taps; ++t) {
+      a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), _mm256_loadu_ps(src + offsets[t] + i), a0);
+    }
     _mm256_storeu_ps(out + i, a0);
   }
   for (; i < n; ++i) {
@@ -158,13 +152,15 @@ __attribute__((target("avx2,fma"))) void TapSumAvx2(int64_t n, int64_t taps, con
 using CopyRowsKernel = void (*)(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
                                 int64_t dst_stride);
 
-void CopyRowsPortable(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * static_cast<size_t>(n));
+void CopyRowsPortable(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
+                      int64_t dst_stride) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * static_cast<size_t>(n));
 }
 
 #ifdef COMPRESS_GEMM_X86
-__attribute__((target("avx2"))) void CopyRowsAvx2(int64_t rows, int64_t n, const float* src, int64_t src_stride,
-                                                  float* dst, int64_t dst_stride) {
+__attribute__((target("avx2"))) void CopyRowsAvx2(int64_t rows, int64_t n, const float* src,
+                                                  int64_t src_stride, float* dst, int64_t dst_stride) {
   static_assert(kCopyOver == 8, "one ymm per step");
   for (int64_t r = 0; r < rows; ++r, src += src_stride, dst += dst_stride) {
     for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
@@ -181,12 +177,22 @@ bool HasAvx2Fma() {
 #endif
 }
 
-MicroKernel SelectMicroKernel() {
+// Micro-kernels by number of rows (index 1..kMr).
+struct MicroKernels {
+  MicroKernel rows[kMr + 1];
+};
+
+MicroKernels SelectMicroKernels() {
 #ifdef COMPRESS_GEMM_X86
-  if (HasAvx2Fma()) return MicroAvx2;
+  if (HasAvx2Fma()) {
+    return {{nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>}};
+  }
 #endif
-  return MicroPortable;
+  return {{nullptr, MicroPortable<1>, MicroPortable<2>, MicroPortable<3>, MicroPortable<4>, MicroPortable<5>,
+           MicroPortable<6>}};
 }
+
+static_assert(kMr == 6, "SelectMicroKernels lists one kernel per row count");
 
 TapSumKernel SelectTapSum() {
 #ifdef COMPRESS_GEMM_X86
@@ -202,17 +208,16 @@ CopyRowsKernel SelectCopyRows() {
   return CopyRowsPortable;
 }
 
-// A tile at the bottom or right edge of C: computed in full on a local copy, stored in part.
+// A tile at the right edge of C (fewer than kNr columns): computed in full on a local copy, stored in part.
 void EdgeTile(MicroKernel micro, int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
               int64_t ldc, int64_t mr, int64_t nr, Init init, const float* bias) {
   alignas(64) float tile[kMr * kNr] = {};
-  float tile_bias[kMr] = {};
-  for (int64_t i = 0; i < mr; ++i) {
-    if (init == Init::kAccumulate) std::memcpy(tile + i * kNr, c + i * ldc, sizeof(float) * static_cast<size_t>(nr));
-    if (init == Init::kRowBias) tile_bias[i] = bias[i];
+  for (int64_t i = 0; i < mr && init == Init::kAccumulate; ++i) {
+    std::memcpy(tile + i * kNr, c + i * ldc, sizeof(float) * static_cast<size_t>(nr));
   }
-  micro(kc, a, b, b_stride, tile, kNr, init, tile_bias);
-  for (int64_t i = 0; i < mr; ++i) std::memcpy(c + i * ldc, tile + i * kNr, sizeof(float) * static_cast<size_t>(nr));
+  micro(kc, a, b, b_stride, tile, kNr, init, bias);
+  for (int64_t i = 0; i < mr; ++i)
+    std::memcpy(c + i * ldc, tile + i * kNr, sizeof(float) * static_cast<size_t>(nr));
 }
 
 }  // namespace
@@ -256,10 +261,11 @@ void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BVie
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (init == Init::kAccumulate) return;
-    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, init == Init::kRowBias ? row_bias[i] : 0.0f);
+    for (int64_t i = 0; i < m; ++i)
+      std::fill(c + i * ldc, c + i * ldc + n, init == Init::kRowBias ? row_bias[i] : 0.0f);
     return;
   }
-  static const MicroKernel micro = SelectMicroKernel();
+  static const MicroKernels micro = SelectMicroKernels();
   // Equal k blocks (rather than kKc and a short rest) keep the C tile reloads to a minimum.
   const int64_t blocks = (k + kKc - 1) / kKc;
   const int64_t kc_max = (k + blocks - 1) / blocks;
@@ -276,10 +282,10 @@ void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BVie
           const int64_t mr = std::min(kMr, ie - ir);
           float* cp = c + ir * ldc + jr;
           const float* bias = row_bias != nullptr ? row_bias + ir : nullptr;
-          if (mr == kMr && nr == kNr) {
-            micro(kc, ap, bp, b.row_stride, cp, ldc, block_init, bias);
+          if (nr == kNr) {
+            micro.rows[mr](kc, ap, bp, b.row_stride, cp, ldc, block_init, bias);
           } else {
-            EdgeTile(micro, kc, ap, bp, b.row_stride, cp, ldc, mr, nr, block_init, bias);
+            EdgeTile(micro.rows[mr], kc, ap, bp, b.row_stride, cp, ldc, mr, nr, block_init, bias);
           }
         }
       }
@@ -287,12 +293,14 @@ void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BVie
   }
 }
 
-void TapSum(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init, float* out) {
+void TapSum(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init,
+            float* out) {
   static const TapSumKernel tap_sum = SelectTapSum();
   tap_sum(n, taps, w, offsets, src, init, out);
 }
 
-void CopyRowsOver(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+void CopyRowsOver(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
+                  int64_t dst_stride) {
   static const CopyRowsKernel copy_rows = SelectCopyRows();
   copy_rows(rows, n, src, src_stride, dst, dst_stride);
 }
@@ -308,7 +316,8 @@ float* Scratch(int slot, int64_t floats) {
   Buffer& buf = buffers[slot];
   if (buf.size < floats) {
     std::free(buf.data);
-    buf.data = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(RoundUp(floats, 16)) * sizeof(float)));
+    buf.data =
+        static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(RoundUp(floats, 16)) * sizeof(float)));
     buf.size = buf.data == nullptr ? 0 : floats;
     if (buf.data == nullptr) throw std::bad_alloc();
   }
@@ -345,15 +354,16 @@ constexpr int64_t kRowsPerTask = 120;
 struct MatMulShape {
   int64_t m = 1, k = 1, n = 1;
   std::vector<int64_t> out;
-  int64_t batch = 1;                       // output matrices
-  std::vector<int64_t> a_index, b_index;   // per output matrix: the A and B matrix it reads
-  int64_t a_count = 1, b_count = 1;        // matrices in A and B
+  int64_t batch = 1;                      // output matrices
+  std::vector<int64_t> a_index, b_index;  // per output matrix: the A and B matrix it reads
+  int64_t a_count = 1, b_count = 1;       // matrices in A and B
 };
 
 MatMulShape ResolveMatMul(const KernelContext& ctx, const std::vector<int64_t>& a_dims,
                           const std::vector<int64_t>& b_dims) {
   if (a_dims.empty() || b_dims.empty()) {
-    ctx.Fail("inputs must have rank >= 1, got A " + ShapeToString(a_dims) + " and B " + ShapeToString(b_dims));
+    ctx.Fail("inputs must have rank >= 1, got A " + ShapeToString(a_dims) + " and B " +
+             ShapeToString(b_dims));
   }
   std::vector<int64_t> a = a_dims, b = b_dims;
   if (a.size() == 1) a.insert(a.begin(), 1);
@@ -376,7 +386,8 @@ MatMulShape ResolveMatMul(const KernelContext& ctx, const std::vector<int64_t>& 
   s.b_count = ShapeElementCount(b_batch);
   s.a_index.resize(static_cast<size_t>(s.batch));
   s.b_index.resize(static_cast<size_t>(s.batch));
-  const std::vector<int64_t> strides[2] = {BroadcastStrides(a_batch, batch), BroadcastStrides(b_batch, batch)};
+  const std::vector<int64_t> strides[2] = {BroadcastStrides(a_batch, batch),
+                                           BroadcastStrides(b_batch, batch)};
   ForEachBroadcast(batch, strides, 0, s.batch, [&](int64_t i, const int64_t* off) {
     s.a_index[static_cast<size_t>(i)] = off[0];
     s.b_index[static_cast<size_t>(i)] = off[1];
@@ -391,8 +402,8 @@ struct GemmShape {
   int64_t c_row_stride = 0, c_col_stride = 0;  // 0 along broadcast dims
 };
 
-GemmShape ResolveGemm(const KernelContext& ctx, const Tensor& a, const Tensor& b, const Tensor* c, bool trans_a,
-                      bool trans_b, float beta) {
+GemmShape ResolveGemm(const KernelContext& ctx, const Tensor& a, const Tensor& b, const Tensor* c,
+                      bool trans_a, bool trans_b, float beta) {
   if (a.rank() != 2 || b.rank() != 2) {
     ctx.Fail("A and B must be 2-D, got A " + ShapeToString(a.dims()) + " and B " + ShapeToString(b.dims()));
   }
@@ -497,7 +508,8 @@ void ReferenceGemm(KernelContext& ctx, const GemmAttrs& g) {
         acc += static_cast<double>(av) * static_cast<double>(bv);
       }
       double v = static_cast<double>(g.alpha) * acc;
-      if (pc != nullptr) v += static_cast<double>(g.beta) * static_cast<double>(pc[i * s.c_row_stride + j * s.c_col_stride]);
+      if (pc != nullptr)
+        v += static_cast<double>(g.beta) * static_cast<double>(pc[i * s.c_row_stride + j * s.c_col_stride]);
       py[i * s.n + j] = static_cast<T>(v);
     }
   }
@@ -597,7 +609,8 @@ class FastGemm : public Kernel {
  public:
   explicit FastGemm(const KernelInfo& info) : attrs_(ParseGemmAttrs(info)) {
     const Tensor* b = info.constant_input(1);
-    if (b == nullptr || b->rank() != 2 || !IsFloatingPoint(b->dtype()) || b->dtype() == DType::kDouble) return;
+    if (b == nullptr || b->rank() != 2 || !IsFloatingPoint(b->dtype()) || b->dtype() == DType::kDouble)
+      return;
     const std::vector<float> values = ToFloats(info, *b);
     const int64_t k = b->dims()[attrs_.trans_b ? 1 : 0];
     const int64_t n = b->dims()[attrs_.trans_b ? 0 : 1];
@@ -611,7 +624,8 @@ class FastGemm : public Kernel {
     const Tensor& a = ctx.required_input(0);
     const Tensor& b = ctx.required_input(1);
     const Tensor* c = ctx.input(2);
-    if (a.dtype() != DType::kFloat || b.dtype() != DType::kFloat || (c != nullptr && c->dtype() != DType::kFloat)) {
+    if (a.dtype() != DType::kFloat || b.dtype() != DType::kFloat ||
+        (c != nullptr && c->dtype() != DType::kFloat)) {
       DispatchNumeric(ctx, a.dtype(), [&](auto tag) { ReferenceGemm<decltype(tag)>(ctx, attrs_); });
       return;
     }
@@ -623,7 +637,8 @@ class FastGemm : public Kernel {
     if (s.has_c) {
       const float* pc = c->data<float>();
       for (int64_t i = 0; i < s.m; ++i) {
-        for (int64_t j = 0; j < s.n; ++j) py[i * s.n + j] = attrs_.beta * pc[i * s.c_row_stride + j * s.c_col_stride];
+        for (int64_t j = 0; j < s.n; ++j)
+          py[i * s.n + j] = attrs_.beta * pc[i * s.c_row_stride + j * s.c_col_stride];
       }
       init = Init::kAccumulate;
     }
@@ -679,8 +694,8 @@ class QuantParam {
       : values_(std::move(values)), len_(len) {
     const auto n = static_cast<int64_t>(values_.size());
     if (n != 1 && n != len && n != len * matrices) {
-      ctx.Fail(std::string(name) + " has " + std::to_string(n) + " values, expected 1, " + std::to_string(len) +
-               " or " + std::to_string(len * matrices));
+      ctx.Fail(std::string(name) + " has " + std::to_string(n) + " values, expected 1, " +
+               std::to_string(len) + " or " + std::to_string(len * matrices));
     }
   }
   T at(int64_t matrix, int64_t i) const {
@@ -694,10 +709,12 @@ class QuantParam {
   int64_t len_ = 1;
 };
 
-std::vector<int32_t> ZeroPoints(const KernelContext& ctx, const Tensor* zp, DType expected, const char* name) {
+std::vector<int32_t> ZeroPoints(const KernelContext& ctx, const Tensor* zp, DType expected,
+                                const char* name) {
   if (zp == nullptr) return {0};
   if (zp->dtype() != expected) {
-    ctx.Fail(std::string(name) + " is " + DTypeName(zp->dtype()) + " but its input is " + DTypeName(expected));
+    ctx.Fail(std::string(name) + " is " + DTypeName(zp->dtype()) + " but its input is " +
+             DTypeName(expected));
   }
   std::vector<int32_t> v(static_cast<size_t>(zp->numel()));
   for (int64_t i = 0; i < zp->numel(); ++i) v[static_cast<size_t>(i)] = Int8At(*zp, i);
@@ -722,10 +739,10 @@ IntegerProduct ReferenceIntegerProduct(const KernelContext& ctx, size_t a_in, si
   IntegerProduct r;
   MatMulShape& s = r.shape;
   s = ResolveMatMul(ctx, a.dims(), b.dims());
-  const QuantParam<int32_t> a_zp(ctx, "a_zero_point", ZeroPoints(ctx, ctx.input(a_zp_in), a.dtype(), "a_zero_point"),
-                                 s.m, s.a_count);
-  const QuantParam<int32_t> b_zp(ctx, "b_zero_point", ZeroPoints(ctx, ctx.input(b_zp_in), b.dtype(), "b_zero_point"),
-                                 s.n, s.b_count);
+  const QuantParam<int32_t> a_zp(
+      ctx, "a_zero_point", ZeroPoints(ctx, ctx.input(a_zp_in), a.dtype(), "a_zero_point"), s.m, s.a_count);
+  const QuantParam<int32_t> b_zp(
+      ctx, "b_zero_point", ZeroPoints(ctx, ctx.input(b_zp_in), b.dtype(), "b_zero_point"), s.n, s.b_count);
   r.acc.assign(static_cast<size_t>(s.batch * s.m * s.n), 0);
   for (int64_t bi = 0; bi < s.batch; ++bi) {
     const int64_t am = s.a_index[static_cast<size_t>(bi)], bm = s.b_index[static_cast<size_t>(bi)];
@@ -751,7 +768,8 @@ void ReferenceMatMulInteger(KernelContext& ctx) {
 }
 
 std::vector<float> Scales(const KernelContext& ctx, const Tensor& t, const char* name) {
-  if (t.dtype() != DType::kFloat) ctx.Fail(std::string(name) + " must be float32, got " + DTypeName(t.dtype()));
+  if (t.dtype() != DType::kFloat)
+    ctx.Fail(std::string(name) + " must be float32, got " + DTypeName(t.dtype()));
   const float* p = t.data<float>();
   return std::vector<float>(p, p + t.numel());
 }
@@ -759,11 +777,14 @@ std::vector<float> Scales(const KernelContext& ctx, const Tensor& t, const char*
 void ReferenceQLinearMatMul(KernelContext& ctx) {
   IntegerProduct r = ReferenceIntegerProduct(ctx, 0, 3, 2, 5);
   const MatMulShape& s = r.shape;
-  const QuantParam<float> a_scale(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m, s.a_count);
-  const QuantParam<float> b_scale(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n, s.b_count);
+  const QuantParam<float> a_scale(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m,
+                                  s.a_count);
+  const QuantParam<float> b_scale(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n,
+                                  s.b_count);
   const std::vector<float> y_scale = Scales(ctx, ctx.required_input(6), "y_scale");
   const Tensor& y_zp_t = ctx.required_input(7);
-  if (!IsInt8(y_zp_t.dtype())) ctx.Fail(std::string("y_zero_point must be int8 or uint8, got ") + DTypeName(y_zp_t.dtype()));
+  if (!IsInt8(y_zp_t.dtype()))
+    ctx.Fail(std::string("y_zero_point must be int8 or uint8, got ") + DTypeName(y_zp_t.dtype()));
   if (y_scale.size() != 1 || y_zp_t.numel() != 1) ctx.Fail("y_scale and y_zero_point must be scalars");
   const int32_t y_zp = Int8At(y_zp_t, 0);
   const bool is_signed = y_zp_t.dtype() == DType::kInt8;
@@ -788,21 +809,27 @@ void ReferenceQLinearMatMul(KernelContext& ctx) {
 void RegisterMatMulKernels(KernelRegistry& r) {
   AddKernel(r, "MatMul", 1, 1000, [](const KernelInfo&) {
     return MakeKernel([](KernelContext& ctx) {
-      DispatchNumeric(ctx, ctx.required_input(0).dtype(), [&](auto tag) { ReferenceMatMul<decltype(tag)>(ctx); });
+      DispatchNumeric(ctx, ctx.required_input(0).dtype(),
+                      [&](auto tag) { ReferenceMatMul<decltype(tag)>(ctx); });
     });
   });
-  AddKernel(r, "MatMul", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastMatMul>(info); },
-            KernelVariant::kFast);
+  AddKernel(
+      r, "MatMul", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastMatMul>(info); },
+      KernelVariant::kFast);
   AddKernel(r, "Gemm", 1, 1000, [](const KernelInfo& info) {
     const GemmAttrs g = ParseGemmAttrs(info);
     return MakeKernel([g](KernelContext& ctx) {
-      DispatchNumeric(ctx, ctx.required_input(0).dtype(), [&](auto tag) { ReferenceGemm<decltype(tag)>(ctx, g); });
+      DispatchNumeric(ctx, ctx.required_input(0).dtype(),
+                      [&](auto tag) { ReferenceGemm<decltype(tag)>(ctx, g); });
     });
   });
-  AddKernel(r, "Gemm", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastGemm>(info); },
-            KernelVariant::kFast);
-  AddKernel(r, "MatMulInteger", 10, 1000, [](const KernelInfo&) { return MakeKernel(ReferenceMatMulInteger); });
-  AddKernel(r, "QLinearMatMul", 10, 1000, [](const KernelInfo&) { return MakeKernel(ReferenceQLinearMatMul); });
+  AddKernel(
+      r, "Gemm", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastGemm>(info); },
+      KernelVariant::kFast);
+  AddKernel(r, "MatMulInteger", 10, 1000,
+            [](const KernelInfo&) { return MakeKernel(ReferenceMatMulInteger); });
+  AddKernel(r, "QLinearMatMul", 10, 1000,
+            [](const KernelInfo&) { return MakeKernel(ReferenceQLinearMatMul); });
 }
 
 }  // namespace compress::kernels

@@ -29,7 +29,8 @@ struct PoolAttrs {
 PoolAttrs ParsePoolAttrs(const KernelInfo& info) {
   PoolAttrs a;
   a.window = ParseWindowAttrs(info);
-  if (a.window.kernel_shape.empty()) ThrowInvalid("node " + info.node->Describe() + ": kernel_shape is required");
+  if (a.window.kernel_shape.empty())
+    ThrowInvalid("node " + info.node->Describe() + ": kernel_shape is required");
   a.count_include_pad = info.node->AttrInt("count_include_pad", 0) != 0;
   a.column_major = info.node->AttrInt("storage_order", 0) != 0;
   return a;
@@ -62,12 +63,12 @@ bool WantsIndices(const KernelContext& ctx) {
 // ---------------------------------------------------------------------------------------------------------
 // Reference kernels
 
-// Calls fn(kernel position, spatial offset into the input plane, spatial position) for each kernel position of
-// output o that lies inside the input, and returns how many positions lie inside the padded input.
+// Calls fn(kernel position, spatial offset into the input plane, spatial position) for each kernel position
+// of output o that lies inside the input, and returns how many positions lie inside the padded input.
 template <typename Fn>
 int64_t ForEachWindowTap(const WindowGeometry& g, const std::vector<int64_t>& out_coord,
-                         const std::vector<int64_t>& kernel_coord, const std::vector<int64_t>& in_strides, int64_t o,
-                         std::vector<int64_t>& pos, Fn&& fn) {
+                         const std::vector<int64_t>& kernel_coord, const std::vector<int64_t>& in_strides,
+                         int64_t o, std::vector<int64_t>& pos, Fn&& fn) {
   const size_t r = g.rank();
   const int64_t kernel_size = g.kernel_size();
   int64_t padded = 0;
@@ -100,7 +101,8 @@ void ReferenceMaxPool(KernelContext& ctx, const PoolAttrs& a) {
     for (size_t d = 0; d < g.rank(); ++d) index_strides[d] = d == 0 ? 1 : index_strides[d - 1] * g.in[d - 1];
   }
   Tensor& y = ctx.Output(0, x.dtype(), s.y_dims);
-  int64_t* indices = WantsIndices(ctx) ? ctx.Output(1, DType::kInt64, s.y_dims).mutable_data<int64_t>() : nullptr;
+  int64_t* indices =
+      WantsIndices(ctx) ? ctx.Output(1, DType::kInt64, s.y_dims).mutable_data<int64_t>() : nullptr;
   const T* px = x.data<T>();
   T* py = y.mutable_data<T>();
   std::vector<int64_t> pos(g.rank());
@@ -109,13 +111,14 @@ void ReferenceMaxPool(KernelContext& ctx, const PoolAttrs& a) {
     for (int64_t o = 0; o < s.out_size; ++o) {
       T best = std::numeric_limits<T>::lowest();
       int64_t best_index = -1;
-      ForEachWindowTap(g, out_coord, kernel_coord, in_strides, o, pos, [&](int64_t offset, const std::vector<int64_t>& at) {
-        if (best_index < 0 || plane[offset] > best) {
-          best = plane[offset];
-          best_index = 0;
-          for (size_t d = 0; d < g.rank(); ++d) best_index += at[d] * index_strides[d];
-        }
-      });
+      ForEachWindowTap(g, out_coord, kernel_coord, in_strides, o, pos,
+                       [&](int64_t offset, const std::vector<int64_t>& at) {
+                         if (best_index < 0 || plane[offset] > best) {
+                           best = plane[offset];
+                           best_index = 0;
+                           for (size_t d = 0; d < g.rank(); ++d) best_index += at[d] * index_strides[d];
+                         }
+                       });
       py[p * s.out_size + o] = best;
       if (indices != nullptr) indices[p * s.out_size + o] = best_index < 0 ? -1 : p * s.in_size + best_index;
     }
@@ -143,7 +146,8 @@ void ReferenceAveragePool(KernelContext& ctx, const PoolAttrs& a) {
                                                 sum += static_cast<double>(plane[offset]);
                                                 ++inside;
                                               });
-      py[p * s.out_size + o] = static_cast<T>(sum / static_cast<double>(a.count_include_pad ? padded : inside));
+      py[p * s.out_size + o] =
+          static_cast<T>(sum / static_cast<double>(a.count_include_pad ? padded : inside));
     }
   }
 }
@@ -178,8 +182,12 @@ void GlobalPool(KernelContext& ctx) {
 template <typename Fn>
 void DispatchPoolType(const KernelContext& ctx, DType t, bool allow_int8, Fn&& fn) {
   switch (t) {
-    case DType::kFloat: fn(float{}); break;
-    case DType::kDouble: fn(double{}); break;
+    case DType::kFloat:
+      fn(float{});
+      break;
+    case DType::kDouble:
+      fn(double{});
+      break;
     case DType::kInt8:
       if (allow_int8) {
         fn(int8_t{});
@@ -192,7 +200,8 @@ void DispatchPoolType(const KernelContext& ctx, DType t, bool allow_int8, Fn&& f
         break;
       }
       [[fallthrough]];
-    default: ctx.Fail(std::string("element type ") + DTypeName(t) + " is not supported");
+    default:
+      ctx.Fail(std::string("element type ") + DTypeName(t) + " is not supported");
   }
 }
 
@@ -233,7 +242,8 @@ TapRanges ColumnTapRanges(const Plane2D& q) {
   r.lo.resize(static_cast<size_t>(q.kw));
   r.hi.resize(static_cast<size_t>(q.kw));
   for (int64_t kw = 0; kw < q.kw; ++kw) {
-    ValidOutputRange(q.ow, q.iw, q.sw, q.pw, kw * q.dw, &r.lo[static_cast<size_t>(kw)], &r.hi[static_cast<size_t>(kw)]);
+    ValidOutputRange(q.ow, q.iw, q.sw, q.pw, kw * q.dw, &r.lo[static_cast<size_t>(kw)],
+                     &r.hi[static_cast<size_t>(kw)]);
   }
   return r;
 }
@@ -286,6 +296,33 @@ void PoolRow(const Plane2D& q, const TapRanges& r, const float* row, float init,
   }
 }
 
+// 2x2 max windows at stride 2 that lie inside the input: out[o] = max(x0[2o], x0[2o + 1], x1[2o], x1[2o +
+// 1]). Four outputs per step; a last partial step is shifted back to end at ow, recomputing (max is
+// idempotent).
+void MaxPool2x2Row(int64_t ow, const float* x0, const float* x1, float* out) {
+  int64_t o = 0;
+#if defined(__SSE2__)
+  auto step = [&](int64_t at) {
+    const __m128 a = _mm_max_ps(_mm_loadu_ps(x0 + 2 * at), _mm_loadu_ps(x1 + 2 * at));
+    const __m128 b = _mm_max_ps(_mm_loadu_ps(x0 + 2 * at + 4), _mm_loadu_ps(x1 + 2 * at + 4));
+    _mm_storeu_ps(out + at, _mm_max_ps(_mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                       _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))));
+  };
+  for (; o + 4 <= ow; o += 4) step(o);
+  if (o < ow && ow >= 4) {
+    step(ow - 4);
+    o = ow;
+  }
+#endif
+  for (; o < ow; ++o)
+    out[o] = std::max(std::max(x0[2 * o], x0[2 * o + 1]), std::max(x1[2 * o], x1[2 * o + 1]));
+}
+
+bool IsPlain2x2Stride2(const Plane2D& q) {
+  return q.kh == 2 && q.kw == 2 && q.sh == 2 && q.sw == 2 && q.dh == 1 && q.dw == 1 && q.ph == 0 &&
+         q.pw == 0 && 2 * q.oh <= q.ih && 2 * q.ow <= q.iw;
+}
+
 // One plane of a max (kMax) or sum pool over the taps inside the input; outputs with none are `init`.
 // row: scratch of q.iw floats.
 template <bool kMax>
@@ -324,9 +361,13 @@ std::vector<float> AxisCounts(int64_t out, int64_t in, int64_t k, int64_t s, int
 }
 
 // Planes per parallel chunk: enough work to outweigh scheduling, fixed by the shape alone.
-int64_t PlaneGrain(int64_t work_per_plane) { return std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, work_per_plane)); }
+int64_t PlaneGrain(int64_t work_per_plane) {
+  return std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, work_per_plane));
+}
 
-bool FastPoolApplies(const Tensor& x) { return x.dtype() == DType::kFloat && (x.rank() == 3 || x.rank() == 4); }
+bool FastPoolApplies(const Tensor& x) {
+  return x.dtype() == DType::kFloat && (x.rank() == 3 || x.rank() == 4);
+}
 
 void FastMaxPool(KernelContext& ctx, const PoolAttrs& a) {
   const Tensor& x = ctx.required_input(0);
@@ -343,7 +384,16 @@ void FastMaxPool(KernelContext& ctx, const PoolAttrs& a) {
   ctx.pool().ParallelFor(s.planes, PlaneGrain(s.out_size * s.geo.kernel_size()), [&](int64_t p0, int64_t p1) {
     std::vector<float> row(static_cast<size_t>(q.iw));
     for (int64_t p = p0; p < p1; ++p) {
-      PoolPlane<true>(q, r, px + p * s.in_size, std::numeric_limits<float>::lowest(), py + p * s.out_size, row.data());
+      if (IsPlain2x2Stride2(q)) {
+        const float* plane = px + p * s.in_size;
+        for (int64_t oh = 0; oh < q.oh; ++oh) {
+          MaxPool2x2Row(q.ow, plane + 2 * oh * q.iw, plane + (2 * oh + 1) * q.iw,
+                        py + p * s.out_size + oh * q.ow);
+        }
+        continue;
+      }
+      PoolPlane<true>(q, r, px + p * s.in_size, std::numeric_limits<float>::lowest(), py + p * s.out_size,
+                      row.data());
     }
   });
 }
@@ -360,8 +410,9 @@ void FastAveragePool(KernelContext& ctx, const PoolAttrs& a) {
   const TapRanges r = ColumnTapRanges(q);
   const size_t l = g.rank() - 1;
   const std::vector<float> row_counts =
-      g.rank() == 2 ? AxisCounts(q.oh, q.ih, q.kh, q.sh, q.dh, g.pads_begin[0], g.pads_end[0], a.count_include_pad)
-                    : std::vector<float>{1.0f};
+      g.rank() == 2
+          ? AxisCounts(q.oh, q.ih, q.kh, q.sh, q.dh, g.pads_begin[0], g.pads_end[0], a.count_include_pad)
+          : std::vector<float>{1.0f};
   const std::vector<float> col_counts =
       AxisCounts(q.ow, q.iw, q.kw, q.sw, q.dw, g.pads_begin[l], g.pads_end[l], a.count_include_pad);
   Tensor& y = ctx.Output(0, DType::kFloat, s.y_dims);
@@ -381,7 +432,8 @@ void FastAveragePool(KernelContext& ctx, const PoolAttrs& a) {
   });
 }
 
-// Global pools over planes of n floats: four lane-wise partial results, then combined pairwise (a fixed order).
+// Global pools over planes of n floats: four lane-wise partial results, then combined pairwise (a fixed
+// order).
 template <bool kMax>
 float ReducePlane(const float* x, int64_t n) {
   int64_t i = 0;
@@ -429,13 +481,17 @@ void RegisterPoolKernels(KernelRegistry& r) {
   AddKernel(r, "MaxPool", 1, 1000, [](const KernelInfo& info) {
     const PoolAttrs a = ParsePoolAttrs(info);
     return MakeKernel([a](KernelContext& ctx) {
-      DispatchPoolType(ctx, ctx.required_input(0).dtype(), true, [&](auto tag) { ReferenceMaxPool<decltype(tag)>(ctx, a); });
+      DispatchPoolType(ctx, ctx.required_input(0).dtype(), true,
+                       [&](auto tag) { ReferenceMaxPool<decltype(tag)>(ctx, a); });
     });
   });
-  AddKernel(r, "MaxPool", 1, 1000, [](const KernelInfo& info) {
-    const PoolAttrs a = ParsePoolAttrs(info);
-    return MakeKernel([a](KernelContext& ctx) { FastMaxPool(ctx, a); });
-  }, KernelVariant::kFast);
+  AddKernel(
+      r, "MaxPool", 1, 1000,
+      [](const KernelInfo& info) {
+        const PoolAttrs a = ParsePoolAttrs(info);
+        return MakeKernel([a](KernelContext& ctx) { FastMaxPool(ctx, a); });
+      },
+      KernelVariant::kFast);
   AddKernel(r, "AveragePool", 1, 1000, [](const KernelInfo& info) {
     const PoolAttrs a = ParsePoolAttrs(info);
     return MakeKernel([a](KernelContext& ctx) {
@@ -443,24 +499,31 @@ void RegisterPoolKernels(KernelRegistry& r) {
                        [&](auto tag) { ReferenceAveragePool<decltype(tag)>(ctx, a); });
     });
   });
-  AddKernel(r, "AveragePool", 1, 1000, [](const KernelInfo& info) {
-    const PoolAttrs a = ParsePoolAttrs(info);
-    return MakeKernel([a](KernelContext& ctx) { FastAveragePool(ctx, a); });
-  }, KernelVariant::kFast);
+  AddKernel(
+      r, "AveragePool", 1, 1000,
+      [](const KernelInfo& info) {
+        const PoolAttrs a = ParsePoolAttrs(info);
+        return MakeKernel([a](KernelContext& ctx) { FastAveragePool(ctx, a); });
+      },
+      KernelVariant::kFast);
   AddKernel(r, "GlobalAveragePool", 1, 1000, [](const KernelInfo&) {
     return MakeKernel([](KernelContext& ctx) {
-      DispatchPoolType(ctx, ctx.required_input(0).dtype(), false, [&](auto tag) { GlobalPool<decltype(tag), false>(ctx); });
+      DispatchPoolType(ctx, ctx.required_input(0).dtype(), false,
+                       [&](auto tag) { GlobalPool<decltype(tag), false>(ctx); });
     });
   });
   AddKernel(r, "GlobalMaxPool", 1, 1000, [](const KernelInfo&) {
     return MakeKernel([](KernelContext& ctx) {
-      DispatchPoolType(ctx, ctx.required_input(0).dtype(), false, [&](auto tag) { GlobalPool<decltype(tag), true>(ctx); });
+      DispatchPoolType(ctx, ctx.required_input(0).dtype(), false,
+                       [&](auto tag) { GlobalPool<decltype(tag), true>(ctx); });
     });
   });
-  AddKernel(r, "GlobalAveragePool", 1, 1000, [](const KernelInfo&) { return MakeKernel(FastGlobalPool<false>); },
-            KernelVariant::kFast);
-  AddKernel(r, "GlobalMaxPool", 1, 1000, [](const KernelInfo&) { return MakeKernel(FastGlobalPool<true>); },
-            KernelVariant::kFast);
+  AddKernel(
+      r, "GlobalAveragePool", 1, 1000, [](const KernelInfo&) { return MakeKernel(FastGlobalPool<false>); },
+      KernelVariant::kFast);
+  AddKernel(
+      r, "GlobalMaxPool", 1, 1000, [](const KernelInfo&) { return MakeKernel(FastGlobalPool<true>); },
+      KernelVariant::kFast);
 }
 
 }  // namespace compress::kernels

@@ -90,16 +90,18 @@ ReduceGeometry MakeGeometry(const KernelContext& ctx, const std::vector<int64_t>
   ReduceGeometry g;
   const std::vector<int64_t> strides = Strides(dims);
   for (size_t d = 0; d < dims.size(); ++d) {
-    if (reduced[d]) {
-      g.reduced_dims.push_back(dims[d]);
-      g.reduced_strides.push_back(strides[d]);
-      g.reduced_count *= dims[d];
-      if (keepdims) g.out_dims.push_back(1);
+    // Neighbouring dims of the same kind merge into one, so that reducing trailing (or all) dims is one run.
+    std::vector<int64_t>& group_dims = reduced[d] ? g.reduced_dims : g.kept_dims;
+    std::vector<int64_t>& group_strides = reduced[d] ? g.reduced_strides : g.kept_strides;
+    if (d > 0 && reduced[d] == reduced[d - 1]) {
+      group_dims.back() *= dims[d];
+      group_strides.back() = strides[d];
     } else {
-      g.kept_dims.push_back(dims[d]);
-      g.kept_strides.push_back(strides[d]);
-      g.out_dims.push_back(dims[d]);
+      group_dims.push_back(dims[d]);
+      group_strides.push_back(strides[d]);
     }
+    if (reduced[d]) g.reduced_count *= dims[d];
+    if (!reduced[d] || keepdims) g.out_dims.push_back(reduced[d] ? 1 : dims[d]);
   }
   return g;
 }
@@ -112,8 +114,13 @@ void Reduce(KernelContext& ctx, const Tensor& x, const ReduceGeometry& g) {
   T* py = out.mutable_data<T>();
   const size_t kept_rank = g.kept_dims.size(), reduced_rank = g.reduced_dims.size();
   const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, g.reduced_count));
+  // The last reduced dim is walked by a plain loop, the others by an odometer.
+  const int64_t run = reduced_rank > 0 ? g.reduced_dims.back() : 1;
+  const int64_t run_stride = reduced_rank > 0 ? g.reduced_strides.back() : 0;
+  const int64_t runs = run > 0 ? g.reduced_count / run : 0;
+  const size_t outer_rank = reduced_rank > 0 ? reduced_rank - 1 : 0;
   ctx.pool().ParallelFor(out.numel(), grain, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> idx(reduced_rank);
+    std::vector<int64_t> idx(outer_rank);
     for (int64_t o = begin; o < end; ++o) {
       int64_t off = 0;
       for (size_t d = kept_rank, rest = static_cast<size_t>(o); d-- > 0;) {
@@ -122,9 +129,9 @@ void Reduce(KernelContext& ctx, const Tensor& x, const ReduceGeometry& g) {
       }
       std::fill(idx.begin(), idx.end(), 0);
       typename R::Acc acc = R::Init();
-      for (int64_t k = 0; k < g.reduced_count; ++k) {
-        acc = R::Step(acc, px[off]);
-        for (size_t d = reduced_rank; d-- > 0;) {
+      for (int64_t k = 0; k < runs; ++k) {
+        for (int64_t j = 0; j < run; ++j) acc = R::Step(acc, px[off + j * run_stride]);
+        for (size_t d = outer_rank; d-- > 0;) {
           off += g.reduced_strides[d];
           if (++idx[d] < g.reduced_dims[d]) break;
           off -= g.reduced_strides[d] * g.reduced_dims[d];
