@@ -21,6 +21,7 @@ struct Executor::Step {
   std::vector<int> inputs;   // slot per input, -1 when omitted
   std::vector<int> outputs;  // slot per output, -1 when not wanted
   std::vector<int> release;  // slots whose last reader is this step
+  std::vector<bool> donate;  // per input: released here and read once, so its buffer may be reused
 };
 
 namespace {
@@ -195,6 +196,16 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) : pool_(o
       steps_[static_cast<size_t>(last_reader[slot])]->release.push_back(static_cast<int>(slot));
     }
   }
+  for (auto& step : steps_) {
+    step->donate.assign(step->inputs.size(), false);
+    for (size_t k = 0; k < step->inputs.size(); ++k) {
+      const int slot = step->inputs[k];
+      if (slot < 0) continue;
+      const bool released = std::find(step->release.begin(), step->release.end(), slot) != step->release.end();
+      const bool read_once = std::count(step->inputs.begin(), step->inputs.end(), slot) == 1;
+      step->donate[k] = released && read_once;
+    }
+  }
 }
 
 Executor::~Executor() = default;
@@ -261,6 +272,7 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
   for (size_t index = 0; index < steps_.size(); ++index) {
     const auto& step = steps_[index];
     std::vector<const Tensor*> in(step->inputs.size(), nullptr);
+    std::vector<Tensor*> donated(step->inputs.size(), nullptr);
     std::vector<Tensor> converted;  // float32 copies of float16 inputs, kept alive for the call
     converted.reserve(step->inputs.size());
     DType half_type = DType::kUndefined;
@@ -272,10 +284,13 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
         half_type = t->dtype();
         converted.push_back(ToFloat32(*t));
         t = &converted.back();
+      } else if (step->donate[k]) {
+        donated[k] = &values[static_cast<size_t>(step->inputs[k])];
       }
       in[k] = t;
     }
     KernelContext ctx(*step->node, std::move(in), step->outputs.size(), pool_);
+    ctx.set_donated(std::move(donated));
     if (profiling_) {
       const auto t0 = std::chrono::steady_clock::now();
       step->kernel->Run(ctx);

@@ -18,6 +18,14 @@ const Tensor& KernelContext::required_input(size_t i) const {
   return *t;
 }
 
+Tensor KernelContext::TakeInput(size_t i) {
+  if (!input_donated(i)) Fail("input " + std::to_string(i) + " was not handed over");
+  Tensor t = std::move(*donated_[i]);
+  donated_[i] = nullptr;
+  inputs_[i] = nullptr;
+  return t;
+}
+
 Tensor& KernelContext::Output(size_t i, DType dtype, std::vector<int64_t> dims) {
   if (i >= outputs_.size()) Fail("output " + std::to_string(i) + " does not exist");
   outputs_[i] = Tensor(dtype, std::move(dims));

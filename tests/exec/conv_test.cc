@@ -398,11 +398,13 @@ TEST(ConvIntegerTest, ZeroPointsAreSubtractedAndPaddingAddsNothing) {
   const std::vector<Tensor> inputs = {Ints<uint8_t>({1, 1, 3}, {10, 20, 30}),
                                       Ints<uint8_t>({1, 1, 2}, {3, 5}), Ints<uint8_t>({}, {10}),
                                       Ints<uint8_t>({}, {1})};
-  const Tensor y = RunNode(conv, inputs, 10)[0];
-  ASSERT_EQ(y.dtype(), DType::kInt32);
-  ASSERT_EQ(y.dims(), (std::vector<int64_t>{1, 1, 4}));
-  EXPECT_EQ(std::vector<int32_t>(y.data<int32_t>(), y.data<int32_t>() + 4),
-            (std::vector<int32_t>{0, 40, 100, 40}));
+  for (const bool reference : {true, false}) {
+    const Tensor y = RunNode(conv, inputs, 10, reference)[0];
+    ASSERT_EQ(y.dtype(), DType::kInt32);
+    ASSERT_EQ(y.dims(), (std::vector<int64_t>{1, 1, 4}));
+    EXPECT_EQ(std::vector<int32_t>(y.data<int32_t>(), y.data<int32_t>() + 4),
+              (std::vector<int32_t>{0, 40, 100, 40}));
+  }
 }
 
 TEST(ConvIntegerTest, Int8WeightsWithPerChannelZeroPoints) {
@@ -410,9 +412,11 @@ TEST(ConvIntegerTest, Int8WeightsWithPerChannelZeroPoints) {
   const std::vector<Tensor> inputs = {Ints<uint8_t>({1, 1, 2}, {200, 100}),
                                       Ints<int8_t>({2, 1, 1}, {-128, 127}), Ints<uint8_t>({}, {0}),
                                       Ints<int8_t>({2}, {-1, 1})};
-  const Tensor y = RunNode(conv, inputs, 10)[0];
-  EXPECT_EQ(std::vector<int32_t>(y.data<int32_t>(), y.data<int32_t>() + 4),
-            (std::vector<int32_t>{200 * -127, 100 * -127, 200 * 126, 100 * 126}));
+  for (const bool reference : {true, false}) {
+    const Tensor y = RunNode(conv, inputs, 10, reference)[0];
+    EXPECT_EQ(std::vector<int32_t>(y.data<int32_t>(), y.data<int32_t>() + 4),
+              (std::vector<int32_t>{200 * -127, 100 * -127, 200 * 126, 100 * 126}));
+  }
 }
 
 TEST(QLinearConvTest, PerChannelScalesBiasAndRoundHalfToEven) {
@@ -429,10 +433,12 @@ TEST(QLinearConvTest, PerChannelScalesBiasAndRoundHalfToEven) {
                                       Tensor::FromVector<float>({}, {1.0f}),
                                       Ints<uint8_t>({}, {128}),
                                       Ints<int32_t>({2}, {1, 3})};
-  const Tensor y = RunNode(conv, inputs, 10)[0];
-  ASSERT_EQ(y.dtype(), DType::kUInt8);
-  EXPECT_EQ(std::vector<uint8_t>(y.data<uint8_t>(), y.data<uint8_t>() + 4),
-            (std::vector<uint8_t>{129, 129, 128, 126}));
+  for (const bool reference : {true, false}) {
+    const Tensor y = RunNode(conv, inputs, 10, reference)[0];
+    ASSERT_EQ(y.dtype(), DType::kUInt8);
+    EXPECT_EQ(std::vector<uint8_t>(y.data<uint8_t>(), y.data<uint8_t>() + 4),
+              (std::vector<uint8_t>{129, 129, 128, 126}));
+  }
 }
 
 TEST(QLinearConvTest, SaturatesToTheOutputType) {
@@ -442,11 +448,84 @@ TEST(QLinearConvTest, SaturatesToTheOutputType) {
     const std::vector<Tensor> as_uint8 = {
         Ints<uint8_t>({1, 1, 1}, {200}), one, Ints<uint8_t>({}, {0}), Ints<int8_t>({1, 1, 1}, {w}), one,
         Ints<int8_t>({}, {0}),           one, Ints<uint8_t>({}, {0})};
-    EXPECT_EQ(RunNode(conv, as_uint8, 10)[0].data<uint8_t>()[0], w > 0 ? 255 : 0);
     std::vector<Tensor> as_int8 = as_uint8;
     as_int8[7] = Ints<int8_t>({}, {0});
-    EXPECT_EQ(RunNode(conv, as_int8, 10)[0].data<int8_t>()[0], w > 0 ? 127 : -128);
+    for (const bool reference : {true, false}) {
+      EXPECT_EQ(RunNode(conv, as_uint8, 10, reference)[0].data<uint8_t>()[0], w > 0 ? 255 : 0);
+      EXPECT_EQ(RunNode(conv, as_int8, 10, reference)[0].data<int8_t>()[0], w > 0 ? 127 : -128);
+    }
   }
+}
+
+Tensor RandomEightBit(const std::vector<int64_t>& dims, bool is_signed, std::mt19937& rng) {
+  std::uniform_int_distribution<int> dist(is_signed ? -128 : 0, is_signed ? 127 : 255);
+  Tensor t(is_signed ? DType::kInt8 : DType::kUInt8, dims);
+  auto* p = static_cast<uint8_t*>(t.mutable_raw());
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(dist(rng));
+  return t;
+}
+
+// ConvInteger and QLinearConv on the random convolution shapes, with 8-bit data of either signedness,
+// per-tensor or per-channel weight zero points, and constant or runtime weights. The fast kernels are exact,
+// so they must equal the reference bit for bit; some cases sum more than 256 products per output (x 255^2
+// each), past where a single float32 sum would stay exact.
+TEST(IntegerConvTest, FastEqualsReferenceOnRandomShapes) {
+  std::mt19937 rng(77);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int i = 0; i < 80; ++i) {
+    RandomConv c = MakeRandomConv(rng, false);
+    if (i % 8 == 0) {
+      // A deep one: 32 input channels x 3x3.
+      c.node = MakeNode("Conv", 2, {Attribute::Ints("pads", {1, 1, 1, 1})});
+      c.inputs = {Random({2, 32, 6, 5}, rng), Random({4, 32, 3, 3}, rng)};
+    }
+    const bool x_signed = pick(0, 1) == 1, w_signed = pick(0, 1) == 1, qlinear = pick(0, 1) == 1;
+    const Tensor x = RandomEightBit(c.inputs[0].dims(), x_signed, rng);
+    const Tensor w = RandomEightBit(c.inputs[1].dims(), w_signed, rng);
+    const int64_t channels = w.dims()[0];
+    const Tensor x_zp = RandomEightBit({}, x_signed, rng);
+    const Tensor w_zp = RandomEightBit(
+        pick(0, 1) == 1 ? std::vector<int64_t>{channels} : std::vector<int64_t>{}, w_signed, rng);
+    Node node = c.node;
+    node.op_type = qlinear ? "QLinearConv" : "ConvInteger";
+    std::vector<Tensor> inputs;
+    if (qlinear) {
+      std::vector<float> w_scales;
+      for (int64_t m = 0; m < channels; ++m)
+        w_scales.push_back(std::uniform_real_distribution<float>(1e-4f, 1e-2f)(rng));
+      inputs = {x,
+                Tensor::FromVector<float>({}, {0.02f}),
+                x_zp,
+                w,
+                Tensor::FromVector<float>({channels}, w_scales),
+                w_zp,
+                Tensor::FromVector<float>({}, {0.05f}),
+                RandomEightBit({}, pick(0, 1) == 1, rng)};
+      if (pick(0, 1) == 1)
+        inputs.push_back(
+            Ints<int32_t>({channels}, std::vector<int32_t>(static_cast<size_t>(channels), -1234)));
+    } else {
+      inputs = {x, w, x_zp, w_zp};
+    }
+    node.inputs.clear();
+    for (size_t k = 0; k < inputs.size(); ++k) node.inputs.push_back("in" + std::to_string(k));
+    const bool constant = pick(0, 1) == 1;
+    std::vector<bool> constant_inputs(inputs.size(), false);
+    for (size_t k = 1; k < inputs.size(); ++k) constant_inputs[k] = constant;
+    const std::string what = Describe(c) + (qlinear ? " QLinearConv" : " ConvInteger");
+    ExpectBitwiseEqual(RunNode(node, inputs, 10, false, 2, constant_inputs)[0],
+                       RunNode(node, inputs, 10, true)[0], what);
+  }
+}
+
+TEST(IntegerConvTest, ThreadCountDoesNotChangeBits) {
+  std::mt19937 rng(8);
+  const Node conv = MakeNode("ConvInteger", 4, {Attribute::Ints("pads", {1, 1, 1, 1})});
+  const std::vector<Tensor> inputs = {RandomEightBit({16, 32, 14, 14}, false, rng),
+                                      RandomEightBit({32, 32, 3, 3}, true, rng), Ints<uint8_t>({}, {128}),
+                                      Ints<int8_t>({}, {0})};
+  ExpectBitwiseEqual(RunNode(conv, inputs, 10, false, 1, {false, true, true, true})[0],
+                     RunNode(conv, inputs, 10, false, 3, {false, true, true, true})[0], "ConvInteger");
 }
 
 }  // namespace

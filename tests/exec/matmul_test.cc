@@ -295,18 +295,20 @@ std::vector<int32_t> Int32s(const Tensor& t) { return {t.data<int32_t>(), t.data
 TEST(MatMulIntegerTest, ScalarAndPerRowPerColumnZeroPoints) {
   const Tensor a = Tensor::FromVector<uint8_t>({2, 2}, {10, 20, 30, 40});
   const Tensor b = Tensor::FromVector<int8_t>({2, 2}, {1, -2, 3, -4});
-  // No zero points: [[10 + 60, -20 - 80], [30 + 120, -60 - 160]].
-  EXPECT_EQ(Int32s(RunNode(MakeNode("MatMulInteger", 2), {a, b}, 10)[0]),
-            (std::vector<int32_t>{70, -100, 150, -220}));
-  // a_zp 10 (scalar), b_zp [1, -2] (per column): A' = [[0, 10], [20, 30]], B' = [[0, 0], [2, -2]].
   const Tensor a_zp = Tensor::FromVector<uint8_t>({}, {10});
   const Tensor b_zp = Tensor::FromVector<int8_t>({2}, {1, -2});
-  EXPECT_EQ(Int32s(RunNode(MakeNode("MatMulInteger", 4), {a, b, a_zp, b_zp}, 10)[0]),
-            (std::vector<int32_t>{20, -20, 60, -60}));
-  // Per-row a_zp [10, 30]: A' = [[0, 10], [0, 10]].
   const Tensor a_rows = Tensor::FromVector<uint8_t>({2}, {10, 30});
-  EXPECT_EQ(Int32s(RunNode(MakeNode("MatMulInteger", 4), {a, b, a_rows, b_zp}, 10)[0]),
-            (std::vector<int32_t>{20, -20, 20, -20}));
+  for (const bool reference : {true, false}) {
+    // No zero points: [[10 + 60, -20 - 80], [30 + 120, -60 - 160]].
+    EXPECT_EQ(Int32s(RunNode(MakeNode("MatMulInteger", 2), {a, b}, 10, reference)[0]),
+              (std::vector<int32_t>{70, -100, 150, -220}));
+    // a_zp 10 (scalar), b_zp [1, -2] (per column): A' = [[0, 10], [20, 30]], B' = [[0, 0], [2, -2]].
+    EXPECT_EQ(Int32s(RunNode(MakeNode("MatMulInteger", 4), {a, b, a_zp, b_zp}, 10, reference)[0]),
+              (std::vector<int32_t>{20, -20, 60, -60}));
+    // Per-row a_zp [10, 30]: A' = [[0, 10], [0, 10]].
+    EXPECT_EQ(Int32s(RunNode(MakeNode("MatMulInteger", 4), {a, b, a_rows, b_zp}, 10, reference)[0]),
+              (std::vector<int32_t>{20, -20, 20, -20}));
+  }
 }
 
 TEST(MatMulIntegerTest, ZeroPointTypeMismatchNamesTheNode) {
@@ -335,10 +337,12 @@ TEST(QLinearMatMulTest, RoundsHalfToEvenAndSaturates) {
                                       zero,
                                       Tensor::FromVector<float>({}, {0.5f}),
                                       Tensor::FromVector<uint8_t>({}, {200})};
-  const Tensor y = RunNode(MakeNode("QLinearMatMul", 8), inputs, 10)[0];
-  ASSERT_EQ(y.dtype(), DType::kUInt8);
-  EXPECT_EQ(std::vector<uint8_t>(y.data<uint8_t>(), y.data<uint8_t>() + 4),
-            (std::vector<uint8_t>{200, 202, 202, 255}));
+  for (const bool reference : {true, false}) {
+    const Tensor y = RunNode(MakeNode("QLinearMatMul", 8), inputs, 10, reference)[0];
+    ASSERT_EQ(y.dtype(), DType::kUInt8);
+    EXPECT_EQ(std::vector<uint8_t>(y.data<uint8_t>(), y.data<uint8_t>() + 4),
+              (std::vector<uint8_t>{200, 202, 202, 255}));
+  }
 }
 
 TEST(QLinearMatMulTest, PerColumnScalesAndInt8Output) {
@@ -349,9 +353,68 @@ TEST(QLinearMatMulTest, PerColumnScalesAndInt8Output) {
       Tensor::FromVector<int8_t>({}, {0}),           Tensor::FromVector<int8_t>({2, 2}, {1, -3, 2, -1}),
       Tensor::FromVector<float>({2}, {1.0f, 0.25f}), Tensor::FromVector<int8_t>({2}, {0, 0}),
       Tensor::FromVector<float>({}, {1.0f}),         Tensor::FromVector<int8_t>({}, {-5})};
-  const Tensor y = RunNode(MakeNode("QLinearMatMul", 8), inputs, 10)[0];
-  ASSERT_EQ(y.dtype(), DType::kInt8);
-  EXPECT_EQ(std::vector<int8_t>(y.data<int8_t>(), y.data<int8_t>() + 2), (std::vector<int8_t>{5, -7}));
+  for (const bool reference : {true, false}) {
+    const Tensor y = RunNode(MakeNode("QLinearMatMul", 8), inputs, 10, reference)[0];
+    ASSERT_EQ(y.dtype(), DType::kInt8);
+    EXPECT_EQ(std::vector<int8_t>(y.data<int8_t>(), y.data<int8_t>() + 2), (std::vector<int8_t>{5, -7}));
+  }
+}
+
+Tensor RandomEightBit(const std::vector<int64_t>& dims, bool is_signed, std::mt19937& rng) {
+  std::uniform_int_distribution<int> dist(is_signed ? -128 : 0, is_signed ? 127 : 255);
+  Tensor t(is_signed ? DType::kInt8 : DType::kUInt8, dims);
+  auto* p = static_cast<uint8_t*>(t.mutable_raw());
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(dist(rng));
+  return t;
+}
+
+// MatMulInteger and QLinearMatMul on random shapes (batch broadcasting, depths past 256 products), 8-bit data
+// of either signedness, per-tensor / per-row / per-column zero points and scales, constant or runtime B. The
+// fast kernels are exact, so they must equal the reference bit for bit.
+TEST(IntegerMatMulTest, FastEqualsReferenceOnRandomShapes) {
+  std::mt19937 rng(31);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int i = 0; i < 100; ++i) {
+    const int64_t m = pick(1, 40), k = pick(0, 3) == 0 ? pick(257, 700) : pick(1, 80), n = pick(1, 40);
+    const int64_t batch = pick(1, 3);
+    const bool b_batched = pick(0, 1) == 1, qlinear = pick(0, 1) == 1;
+    const bool a_signed = pick(0, 1) == 1, b_signed = pick(0, 1) == 1;
+    const Tensor a = RandomEightBit({batch, m, k}, a_signed, rng);
+    const Tensor b = RandomEightBit(
+        b_batched ? std::vector<int64_t>{batch, k, n} : std::vector<int64_t>{k, n}, b_signed, rng);
+    const Tensor a_zp =
+        RandomEightBit(pick(0, 1) == 1 ? std::vector<int64_t>{m} : std::vector<int64_t>{}, a_signed, rng);
+    const Tensor b_zp =
+        RandomEightBit(pick(0, 1) == 1 ? std::vector<int64_t>{n} : std::vector<int64_t>{}, b_signed, rng);
+    std::vector<Tensor> inputs;
+    if (qlinear) {
+      auto scales = [&](int64_t count) {
+        std::vector<float> v;
+        for (int64_t j = 0; j < count; ++j)
+          v.push_back(std::uniform_real_distribution<float>(1e-4f, 1e-2f)(rng));
+        return Tensor::FromVector<float>(count == 1 ? std::vector<int64_t>{} : std::vector<int64_t>{count},
+                                         v);
+      };
+      inputs = {a,
+                scales(a_zp.numel()),
+                a_zp,
+                b,
+                scales(b_zp.numel()),
+                b_zp,
+                Tensor::FromVector<float>({}, {0.1f}),
+                RandomEightBit({}, pick(0, 1) == 1, rng)};
+    } else {
+      inputs = {a, b, a_zp, b_zp};
+    }
+    const bool constant = pick(0, 1) == 1;
+    std::vector<bool> constant_inputs(inputs.size(), false);
+    for (size_t j = 1; j < inputs.size(); ++j) constant_inputs[j] = constant;
+    const Node node = MakeNode(qlinear ? "QLinearMatMul" : "MatMulInteger", inputs.size());
+    const std::string what = node.op_type + " A" + ShapeToString(a.dims()) + " B" + ShapeToString(b.dims()) +
+                             (constant ? " constant B" : "");
+    ExpectBitwiseEqual(RunNode(node, inputs, 10, false, 2, constant_inputs)[0],
+                       RunNode(node, inputs, 10, true)[0], what);
+  }
 }
 
 }  // namespace

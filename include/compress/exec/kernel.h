@@ -37,6 +37,13 @@ class KernelContext {
   const Tensor& required_input(size_t i) const;
   size_t num_outputs() const { return outputs_.size(); }
 
+  // True when this node is the last reader of input i and the executor hands its buffer over: a kernel
+  // that writes an output of the same type and shape may take it (TakeInput) and compute in place.
+  bool input_donated(size_t i) const { return i < donated_.size() && donated_[i] != nullptr; }
+  // The donated input i, moved out (valid only when input_donated(i)); input(i) must not be used after.
+  Tensor TakeInput(size_t i);
+  void set_donated(std::vector<Tensor*> donated) { donated_ = std::move(donated); }
+
   // Allocates output i. Contents are zero-initialised.
   Tensor& Output(size_t i, DType dtype, std::vector<int64_t> dims);
   // Sets output i to an existing tensor (e.g. sharing an input's buffer for Reshape / Identity).
@@ -52,6 +59,7 @@ class KernelContext {
   const Node& node_;
   std::vector<const Tensor*> inputs_;
   std::vector<Tensor> outputs_;
+  std::vector<Tensor*> donated_;
   ThreadPool& pool_;
 };
 

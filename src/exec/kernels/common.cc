@@ -188,6 +188,25 @@ std::vector<int64_t> Coordinates(const std::vector<int64_t>& dims) {
   return c;
 }
 
+Window2D ToWindow2D(const WindowGeometry& g) {
+  const bool two_d = g.rank() == 2;
+  const size_t l = g.rank() - 1;
+  Window2D q{};
+  q.oh = two_d ? g.out[0] : 1;
+  q.ih = two_d ? g.in[0] : 1;
+  q.kh = two_d ? g.kernel[0] : 1;
+  q.sh = two_d ? g.strides[0] : 1;
+  q.dh = two_d ? g.dilations[0] : 1;
+  q.ph = two_d ? g.pads_begin[0] : 0;
+  q.ow = g.out[l];
+  q.iw = g.in[l];
+  q.kw = g.kernel[l];
+  q.sw = g.strides[l];
+  q.dw = g.dilations[l];
+  q.pw = g.pads_begin[l];
+  return q;
+}
+
 WindowGeometry ResolveWindow(const KernelContext& ctx, const WindowAttrs& attrs,
                              const std::vector<int64_t>& in, const std::vector<int64_t>& kernel) {
   const size_t r = in.size();

@@ -139,6 +139,14 @@ std::vector<int64_t> Coordinates(const std::vector<int64_t>& dims);
 WindowGeometry ResolveWindow(const KernelContext& ctx, const WindowAttrs& attrs,
                              const std::vector<int64_t>& in, const std::vector<int64_t>& kernel);
 
+// A 1-D or 2-D window as 2-D (1-D has height 1): output, input, kernel, stride, dilation, begin-pad sizes.
+struct Window2D {
+  int64_t oh, ow, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw;
+};
+Window2D ToWindow2D(const WindowGeometry& g);  // g.rank() is 1 or 2
+
+inline bool IsInt8(DType t) { return t == DType::kInt8 || t == DType::kUInt8; }
+
 // Element i of an int8 or uint8 tensor (quantised data and zero points).
 inline int32_t Int8At(const Tensor& t, int64_t i) {
   return t.dtype() == DType::kInt8 ? static_cast<const int8_t*>(t.raw())[i]
@@ -182,24 +190,43 @@ struct BView {
   int64_t panel_stride;
 };
 
+// The left operand: PackA output (row_stride 0), or a row-major matrix with rows row_stride floats apart,
+// read in place (no packing: cheaper when few columns of C share each row).
+struct AView {
+  const float* data;
+  int64_t row_stride = 0;
+};
+
 enum class Init { kZero, kAccumulate, kRowBias };  // C before the product is added: 0, C itself, row_bias[i]
 
-// C (m x n, row stride ldc) = init + A * B, A packed by PackA. Every element is summed over k in an order
-// that depends on k alone, so splitting the rows or columns of C across calls (threads) changes no bit.
-void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BView& b, float* c, int64_t ldc,
+// C (m x n, row stride ldc) = init + A * B. Every element is summed over k in an order that depends on k
+// alone (not on the operands' layouts), so splitting the rows or columns of C across calls (threads)
+// changes no bit.
+void Multiply(int64_t m, int64_t n, int64_t k, const AView& a, const BView& b, float* c, int64_t ldc,
               Init init, const float* row_bias = nullptr);
+
+// C (m x n int32, row stride ldc) = A * B for operands holding integers of magnitude <= 255 (8-bit values
+// less their zero points), A row-major. Exact, equal to int32 accumulation: in chunks of at most 256
+// products every partial sum is an integer below 2^24 and so exact in float32; chunks add in int32.
+// Uses Scratch slot 2.
+void MultiplyExact(int64_t m, int64_t n, int64_t k, const AView& a, const BView& b, int32_t* c, int64_t ldc);
 
 // out[i] = init + sum over t < taps (in order) of w[t] * src[offsets[t] + i], for i < n: a small direct
 // convolution over precomputed shifts (fused multiply-adds with AVX2+FMA, else multiply then add).
 void TapSum(int64_t n, int64_t taps, const float* w, const int64_t* offsets, const float* src, float init,
             float* out);
 
-// Copies `rows` rows of n floats (row r from src + r * src_stride to dst + r * dst_stride) in whole vectors
-// of kCopyOver floats: reads and writes up to kCopyOver - 1 floats past the end of each row (callers leave
-// slack and write rows in increasing address order, so that spilled floats are overwritten or discarded).
+// `blocks` blocks of `rows` rows of n floats: row r of block b goes from src + b * src_block + r * src_row
+// to dst + b * dst_block + r * dst_row.
+struct RowCopy {
+  int64_t blocks = 1, rows = 1, n = 0;
+  int64_t src_block = 0, src_row = 0, dst_block = 0, dst_row = 0;
+};
+// Copies rows in whole vectors of kCopyOver floats: reads and writes up to kCopyOver - 1 floats past the end
+// of each row, in block then row order (callers leave slack and order their copies so that spilled floats
+// are overwritten or discarded).
 constexpr int64_t kCopyOver = 8;
-void CopyRowsOver(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
-                  int64_t dst_stride);
+void CopyRowsOver(const RowCopy& shape, const float* src, float* dst);
 
 // A 64-byte aligned buffer of at least `floats` floats, one per (thread, slot < 4), reused across calls;
 // contents are unspecified.

@@ -6,11 +6,13 @@
 // Fast Conv (float): for one image and group the convolution is the GEMM
 //   Y[Cout_g, out] = W[Cout_g, Cin_g * kernel] x col[Cin_g * kernel, out]
 // where col is the im2col matrix. Weights are packed for the GEMM once at build time when constant. col is
-// built for a block of output columns at a time, sized to stay in L2, straight into the layout the GEMM
-// micro-kernel reads (rows padded to whole column panels), so it never exists for a whole image. Depthwise
-// convolutions (one input and one output channel per group) have too little reuse for a GEMM and run a direct
-// loop per plane instead, row by row over the kernel taps.
+// built for a block of output columns at a time, sized to stay in L2, in the layout the GEMM micro-kernel
+// reads (rows padded to whole column panels), so it never exists for a whole image; small maps put several
+// images in one block, and 1x1 convolutions read X itself. Depthwise convolutions (one input and one output
+// channel per group) have too little reuse for a GEMM: at stride 1 every kernel tap is a shift of a
+// zero-padded copy of the plane, summed in registers over all taps; at other strides a loop per row and tap.
 // Fast ConvTranspose: col[Cout_g * kernel, in] = W_g^T x X_g by the same GEMM, then col2im adds col into Y.
+// Fast ConvInteger / QLinearConv: im2col of x less its zero point and the exact GEMM (gemm::MultiplyExact).
 // Threads take whole (image, group, column block) tasks, so results do not depend on the thread count.
 #include <algorithm>
 #include <cstring>
@@ -27,6 +29,7 @@ namespace compress::kernels {
 namespace {
 
 using gemm::AlignedFloats;
+using gemm::AView;
 using gemm::BView;
 using gemm::Init;
 using gemm::kNr;
@@ -190,30 +193,6 @@ inline void ZeroFloats(int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = 0.0f;
 }
 
-// The parameters of a 1-D or 2-D window as 2-D (1-D has height 1).
-struct Window2D {
-  int64_t oh, ow, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw;
-};
-
-Window2D ToWindow2D(const WindowGeometry& g) {
-  const bool two_d = g.rank() == 2;
-  const size_t l = g.rank() - 1;
-  Window2D q{};
-  q.oh = two_d ? g.out[0] : 1;
-  q.ih = two_d ? g.in[0] : 1;
-  q.kh = two_d ? g.kernel[0] : 1;
-  q.sh = two_d ? g.strides[0] : 1;
-  q.dh = two_d ? g.dilations[0] : 1;
-  q.ph = two_d ? g.pads_begin[0] : 0;
-  q.ow = g.out[l];
-  q.iw = g.in[l];
-  q.kw = g.kernel[l];
-  q.sw = g.strides[l];
-  q.dw = g.dilations[l];
-  q.pw = g.pads_begin[l];
-  return q;
-}
-
 // Columns [j0, j0 + nc) of the im2col matrix of one image and group (x: the group's first input channel), as
 // rows of length ld; the columns past nc are left alone. Generic over the spatial rank.
 void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float* col, int64_t ld) {
@@ -257,7 +236,7 @@ void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float*
   }
 }
 
-// Im2ColND for 1-D and 2-D windows. The input rows the block reads are first copied, zero-padded, into a
+// As Im2ColND, for 1-D and 2-D windows. The input rows the block reads are first copied, zero-padded, into a
 // strip as wide as the window sweeps, so that each col row is a run of plain (strided) copies with no bounds
 // checks. Copies spill up to kCopyOver - 1 floats past a segment, into the next one (written after) or past
 // column nc (which the caller's rows leave room for); col needs kCopyOver floats of slack after its last row.
@@ -282,38 +261,48 @@ void Im2Col2D(const ConvShape& s, const Window2D& q, const float* x, int64_t j0,
       ZeroFloats(wp - left - copied, dst + left + copied);
     }
   }
-  // Output rows of the block: a partial first row, whole rows, a partial last row.
+  // Output rows of the block: a partial first row, whole rows, a partial last row. Per (c, kh) all first
+  // segments, then all whole rows, then all last segments, so that each copy's spill lands where a later
+  // copy writes (or past column nc).
   const int64_t first_a = j0 - oh_first * q.ow;
   const int64_t last_b = j0 + nc - (oh_end - 1) * q.ow;
   const int64_t whole_first = first_a == 0 ? oh_first : oh_first + 1;
-  const int64_t whole_end = last_b == q.ow ? oh_end : oh_end - 1;
+  const int64_t whole_end = std::max(whole_first, last_b == q.ow ? oh_end : oh_end - 1);
   for (int64_t c = 0; c < s.cin_g; ++c) {
     for (int64_t kh = 0; kh < q.kh; ++kh) {
-      for (int64_t kw = 0; kw < q.kw; ++kw) {
-        float* dst = col + ((c * q.kh + kh) * q.kw + kw) * ld - j0;  // indexed by image column
-        const float* src =
-            strip + (c * rows + kh * q.dh) * wp + kw * q.dw - oh_first * q.sh * wp;  // by output row
-        auto segment = [&](int64_t oh, int64_t a, int64_t b) {
-          const float* from = src + oh * q.sh * wp;
-          float* to = dst + oh * q.ow;
+      // Indexed by kw, output row and image column.
+      float* dst = col + (c * q.kh + kh) * q.kw * ld - j0;
+      const float* src = strip + (c * rows + kh * q.dh) * wp - oh_first * q.sh * wp;
+      auto segments = [&](int64_t oh, int64_t a, int64_t b) {
+        for (int64_t kw = 0; kw < q.kw; ++kw) {
+          const float* from = src + oh * q.sh * wp + kw * q.dw;
+          float* to = dst + kw * ld + oh * q.ow;
           if (q.sw == 1) {
-            gemm::CopyRowsOver(1, b - a, from + a, 0, to + a, 0);
+            gemm::RowCopy one;
+            one.n = b - a;
+            gemm::CopyRowsOver(one, from + a, to + a);
           } else {
             for (int64_t ow = a; ow < b; ++ow) to[ow] = from[ow * q.sw];
           }
-        };
-        if (whole_first > oh_first || whole_first >= whole_end)
-          segment(oh_first, first_a, oh_first + 1 == oh_end ? last_b : q.ow);
-        if (whole_first < whole_end) {
-          if (q.sw == 1) {
-            gemm::CopyRowsOver(whole_end - whole_first, q.ow, src + whole_first * q.sh * wp, q.sh * wp,
-                               dst + whole_first * q.ow, q.ow);
-          } else {
-            for (int64_t oh = whole_first; oh < whole_end; ++oh) segment(oh, 0, q.ow);
-          }
         }
-        if (whole_end < oh_end && oh_end - 1 > oh_first) segment(oh_end - 1, 0, last_b);
+      };
+      if (whole_first > oh_first) segments(oh_first, first_a, oh_first + 1 == oh_end ? last_b : q.ow);
+      if (whole_first < whole_end) {
+        if (q.sw == 1) {
+          gemm::RowCopy rows_copy;
+          rows_copy.blocks = q.kw;
+          rows_copy.rows = whole_end - whole_first;
+          rows_copy.n = q.ow;
+          rows_copy.src_block = q.dw;
+          rows_copy.src_row = q.sh * wp;
+          rows_copy.dst_block = ld;
+          rows_copy.dst_row = q.ow;
+          gemm::CopyRowsOver(rows_copy, src + whole_first * q.sh * wp, dst + whole_first * q.ow);
+        } else {
+          for (int64_t oh = whole_first; oh < whole_end; ++oh) segments(oh, 0, q.ow);
+        }
       }
+      if (whole_end < oh_end && (oh_end - 1 > oh_first || first_a == 0)) segments(oh_end - 1, 0, last_b);
     }
   }
 }
@@ -384,7 +373,12 @@ void DepthwisePlane(const DepthwisePlan& d, const float* x, const float* w, floa
   }
   gemm::TapSum(q.oh * d.wp, q.kh * q.kw, w, d.offsets.data(), padded, bias, acc);
   // All rows but the last in whole vectors, each spilling into the next row's place before it is written.
-  gemm::CopyRowsOver(q.oh - 1, q.ow, acc, d.wp, y, q.ow);
+  gemm::RowCopy rows;
+  rows.rows = q.oh - 1;
+  rows.n = q.ow;
+  rows.src_row = d.wp;
+  rows.dst_row = q.ow;
+  gemm::CopyRowsOver(rows, acc, y);
   CopyFloats(acc + (q.oh - 1) * d.wp, q.ow, y + (q.oh - 1) * q.ow);
 }
 
@@ -519,8 +513,8 @@ class FastConv : public Kernel {
           ZeroColumns(s.k, cols, ld, col);
           float* out = gemm::Scratch(2, s.cout_g * cols);
           const int64_t m0 = grp * s.cout_g;
-          gemm::Multiply(s.cout_g, cols, s.k, packed_w + grp * per_group, BView{col, ld, kNr}, out, cols,
-                         init, bias != nullptr ? bias + m0 : nullptr);
+          gemm::Multiply(s.cout_g, cols, s.k, AView{packed_w + grp * per_group}, BView{col, ld, kNr}, out,
+                         cols, init, bias != nullptr ? bias + m0 : nullptr);
           for (int64_t i = 0; i < count; ++i) {
             for (int64_t m = 0; m < s.cout_g; ++m) {
               std::memcpy(y + ((n0 + i) * s.out_channels + m0 + m) * s.out_size,
@@ -548,7 +542,7 @@ class FastConv : public Kernel {
         if (direct_b) {
           // Whole panels straight from X; the columns of a last partial panel from a zero-padded copy.
           const int64_t full = nc / kNr * kNr;
-          gemm::Multiply(s.cout_g, full, s.k, a, BView{xg + j0, s.in_size, kNr}, out, s.out_size, init,
+          gemm::Multiply(s.cout_g, full, s.k, AView{a}, BView{xg + j0, s.in_size, kNr}, out, s.out_size, init,
                          row_bias);
           if (full == nc) continue;
           float* tail = gemm::Scratch(1, s.k * kNr);
@@ -556,14 +550,14 @@ class FastConv : public Kernel {
             CopyFloats(xg + c * s.in_size + j0 + full, nc - full, tail + c * kNr);
             ZeroFloats(kNr - (nc - full), tail + c * kNr + (nc - full));
           }
-          gemm::Multiply(s.cout_g, nc - full, s.k, a, BView{tail, kNr, kNr}, out + full, s.out_size, init,
-                         row_bias);
+          gemm::Multiply(s.cout_g, nc - full, s.k, AView{a}, BView{tail, kNr, kNr}, out + full, s.out_size,
+                         init, row_bias);
           continue;
         }
         float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
         Im2Col(s, xg, j0, nc, col, ld);
         ZeroColumns(s.k, nc, ld, col);
-        gemm::Multiply(s.cout_g, nc, s.k, a, BView{col, ld, kNr}, out, s.out_size, init, row_bias);
+        gemm::Multiply(s.cout_g, nc, s.k, AView{a}, BView{col, ld, kNr}, out, s.out_size, init, row_bias);
       }
     });
   }
@@ -800,8 +794,8 @@ class FastConvTranspose : public Kernel {
           float* xb = gemm::Scratch(1, gemm::PackedBSize(s.cin_g, nc));
           gemm::PackB(xg + j0, s.in_size, 1, s.cin_g, nc, xb);
           float* col = gemm::Scratch(2, rows * nc);
-          gemm::Multiply(rows, nc, s.cin_g, packed + grp * per_group, BView{xb, kNr, s.cin_g * kNr}, col, nc,
-                         Init::kZero);
+          gemm::Multiply(rows, nc, s.cin_g, AView{packed + grp * per_group}, BView{xb, kNr, s.cin_g * kNr},
+                         col, nc, Init::kZero);
           Col2Im(s, in_coord, kernel_coord, col, nc, j0, nc, yg);
         }
       }
@@ -828,8 +822,6 @@ class FastConvTranspose : public Kernel {
 // ---------------------------------------------------------------------------------------------------------
 // ConvInteger, QLinearConv
 
-bool IsInt8(DType t) { return t == DType::kInt8 || t == DType::kUInt8; }
-
 int32_t ScalarZeroPoint(const KernelContext& ctx, const Tensor* zp, DType expected, const char* name) {
   if (zp == nullptr) return 0;
   if (zp->dtype() != expected) {
@@ -840,7 +832,7 @@ int32_t ScalarZeroPoint(const KernelContext& ctx, const Tensor* zp, DType expect
   return Int8At(*zp, 0);
 }
 
-// Per-tensor or per-output-channel weight zero points.
+// Per-tensor or per-output-channel weight zero points, one per channel.
 std::vector<int32_t> WeightZeroPoints(const KernelContext& ctx, const Tensor* zp, DType expected,
                                       int64_t channels) {
   if (zp == nullptr) return std::vector<int32_t>(static_cast<size_t>(channels), 0);
@@ -856,29 +848,86 @@ std::vector<int32_t> WeightZeroPoints(const KernelContext& ctx, const Tensor* zp
   return v;
 }
 
-// The int32 accumulators sum (x - x_zp)(w - w_zp[m]) of an integer convolution; inputs x, x_zp, w, w_zp at
-// the given positions.
-std::vector<int32_t> IntegerConv(const KernelContext& ctx, const ConvShape& s, size_t x_in, size_t x_zp_in,
-                                 size_t w_in, size_t w_zp_in) {
-  const Tensor& x = ctx.required_input(x_in);
-  const Tensor& w = ctx.required_input(w_in);
-  if (!IsInt8(x.dtype()) || !IsInt8(w.dtype())) {
-    ctx.Fail(std::string("x and w must be int8 or uint8, got ") + DTypeName(x.dtype()) + " and " +
-             DTypeName(w.dtype()));
+// Input positions of x, w, x_zp, w_zp: ConvInteger 0, 1, 2, 3; QLinearConv 0, 3, 2, 5.
+struct IntegerConvInputs {
+  size_t x, w, x_zp, w_zp;
+};
+constexpr IntegerConvInputs kConvIntegerInputs{0, 1, 2, 3};
+constexpr IntegerConvInputs kQLinearConvInputs{0, 3, 2, 5};
+
+struct IntegerConvOperands {
+  const Tensor* x = nullptr;
+  const Tensor* w = nullptr;
+  ConvShape shape;
+  int32_t x_zp = 0;
+  std::vector<int32_t> w_zp;  // per output channel
+};
+
+IntegerConvOperands ResolveIntegerConv(const KernelContext& ctx, const ConvAttrs& a,
+                                       const IntegerConvInputs& in) {
+  IntegerConvOperands op;
+  op.x = &ctx.required_input(in.x);
+  op.w = &ctx.required_input(in.w);
+  if (!IsInt8(op.x->dtype()) || !IsInt8(op.w->dtype())) {
+    ctx.Fail(std::string("x and w must be int8 or uint8, got ") + DTypeName(op.x->dtype()) + " and " +
+             DTypeName(op.w->dtype()));
   }
-  const int32_t x_zp = ScalarZeroPoint(ctx, ctx.input(x_zp_in), x.dtype(), "x_zero_point");
-  const std::vector<int32_t> w_zp = WeightZeroPoints(ctx, ctx.input(w_zp_in), w.dtype(), s.out_channels);
+  op.shape = ResolveConv(ctx, a, op.x->dims(), op.w->dims());
+  op.x_zp = ScalarZeroPoint(ctx, ctx.input(in.x_zp), op.x->dtype(), "x_zero_point");
+  op.w_zp = WeightZeroPoints(ctx, ctx.input(in.w_zp), op.w->dtype(), op.shape.out_channels);
+  return op;
+}
+
+// acc[n, m, o] = sum of (x - x_zp)(w - w_zp[m]) over the window, int32 wrapping; padding adds nothing.
+std::vector<int32_t> ReferenceIntegerConv(const IntegerConvOperands& op) {
   const std::vector<uint32_t> acc = DirectConv<uint32_t>(
-      s, [&](int64_t i) { return Int8At(x, i) - x_zp; },
-      [&](int64_t i, int64_t m) { return Int8At(w, i) - w_zp[static_cast<size_t>(m)]; });
+      op.shape, [&](int64_t i) { return Int8At(*op.x, i) - op.x_zp; },
+      [&](int64_t i, int64_t m) { return Int8At(*op.w, i) - op.w_zp[static_cast<size_t>(m)]; });
   return std::vector<int32_t>(acc.begin(), acc.end());
 }
 
-void ReferenceConvInteger(KernelContext& ctx, const ConvAttrs& a) {
-  const ConvShape s = ResolveConv(ctx, a, ctx.required_input(0).dims(), ctx.required_input(1).dims());
-  const std::vector<int32_t> acc = IntegerConv(ctx, s, 0, 2, 1, 3);
-  Tensor& y = ctx.Output(0, DType::kInt32, s.y_dims);
-  std::copy(acc.begin(), acc.end(), y.mutable_data<int32_t>());
+// The weights less their zero points, as floats [M, Cin_g * kernel] (exact small integers).
+std::vector<float> ShiftedWeights(const Tensor& w, const std::vector<int32_t>& w_zp) {
+  const int64_t channels = w.dims()[0], k = w.numel() / std::max<int64_t>(1, channels);
+  std::vector<float> shifted(static_cast<size_t>(w.numel()));
+  for (int64_t m = 0; m < channels; ++m) {
+    for (int64_t p = 0; p < k; ++p) {
+      shifted[static_cast<size_t>(m * k + p)] =
+          static_cast<float>(Int8At(w, m * k + p) - w_zp[static_cast<size_t>(m)]);
+    }
+  }
+  return shifted;
+}
+
+// The same accumulators by im2col and the float GEMM, exact (see gemm::MultiplyExact): x less its zero point
+// as floats, so that padding (zeros) adds nothing, as in the reference.
+std::vector<int32_t> FastIntegerConv(KernelContext& ctx, const IntegerConvOperands& op,
+                                     const float* shifted_w) {
+  const ConvShape& s = op.shape;
+  std::vector<int32_t> acc(static_cast<size_t>(s.batch * s.out_channels * s.out_size));
+  if (acc.empty()) return acc;
+  const int64_t max_cols = std::max(kNr, kColBlockFloats / std::max<int64_t>(1, s.k) / kNr * kNr);
+  const int64_t blocks = (s.out_size + max_cols - 1) / max_cols;
+  const int64_t cols = gemm::RoundUp((s.out_size + blocks - 1) / blocks, kNr);
+  const int64_t ld = PanelRowLength(cols + gemm::kCopyOver);
+  ctx.pool().ParallelFor(s.batch * s.group, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t grp = t % s.group, n = t / s.group, m0 = grp * s.cout_g;
+      const int64_t x0 = (n * s.in_channels + grp * s.cin_g) * s.in_size;
+      float* xf = gemm::Scratch(0, s.cin_g * s.in_size);
+      for (int64_t i = 0; i < s.cin_g * s.in_size; ++i)
+        xf[i] = static_cast<float>(Int8At(*op.x, x0 + i) - op.x_zp);
+      for (int64_t j0 = 0; j0 < s.out_size; j0 += cols) {
+        const int64_t nc = std::min(cols, s.out_size - j0);
+        float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
+        Im2Col(s, xf, j0, nc, col, ld);
+        ZeroColumns(s.k, nc, ld, col);
+        gemm::MultiplyExact(s.cout_g, nc, s.k, AView{shifted_w + m0 * s.k, s.k}, BView{col, ld, kNr},
+                            acc.data() + (n * s.out_channels + m0) * s.out_size + j0, s.out_size);
+      }
+    }
+  });
+  return acc;
 }
 
 float ScalarScale(const KernelContext& ctx, const Tensor& t, const char* name) {
@@ -889,9 +938,7 @@ float ScalarScale(const KernelContext& ctx, const Tensor& t, const char* name) {
   return t.data<float>()[0];
 }
 
-void ReferenceQLinearConv(KernelContext& ctx, const ConvAttrs& a) {
-  const ConvShape s = ResolveConv(ctx, a, ctx.required_input(0).dims(), ctx.required_input(3).dims());
-  const std::vector<int32_t> acc = IntegerConv(ctx, s, 0, 2, 3, 5);
+void WriteQLinearConv(KernelContext& ctx, const ConvShape& s, const std::vector<int32_t>& acc) {
   const float x_scale = ScalarScale(ctx, ctx.required_input(1), "x_scale");
   const float y_scale = ScalarScale(ctx, ctx.required_input(6), "y_scale");
   const Tensor& w_scale_t = ctx.required_input(4);
@@ -925,6 +972,54 @@ void ReferenceQLinearConv(KernelContext& ctx, const ConvAttrs& a) {
     out[i] = static_cast<uint8_t>(Requantize(v, multiplier, y_zp, lo, hi));
   }
 }
+
+// ConvInteger or QLinearConv, reference or fast. The fast kernel shifts constant weights (with constant zero
+// points) by their zero points once.
+class IntegerConvKernel : public Kernel {
+ public:
+  IntegerConvKernel(const KernelInfo& info, bool qlinear, bool fast)
+      : attrs_(ParseConvAttrs(info)),
+        qlinear_(qlinear),
+        fast_(fast),
+        inputs_(qlinear ? kQLinearConvInputs : kConvIntegerInputs) {
+    const Tensor* w = info.constant_input(inputs_.w);
+    const Tensor* zp = info.constant_input(inputs_.w_zp);
+    const bool zp_known =
+        zp != nullptr || info.node->inputs.size() <= inputs_.w_zp || info.node->inputs[inputs_.w_zp].empty();
+    if (!fast || w == nullptr || !zp_known || !IsInt8(w->dtype()) || w->rank() < 3) return;
+    const int64_t channels = w->dims()[0];
+    if (zp != nullptr && (zp->dtype() != w->dtype() || (zp->numel() != 1 && zp->numel() != channels))) return;
+    std::vector<int32_t> w_zp(static_cast<size_t>(channels), 0);
+    for (int64_t m = 0; m < channels && zp != nullptr; ++m) {
+      w_zp[static_cast<size_t>(m)] = Int8At(*zp, zp->numel() == 1 ? 0 : m);
+    }
+    shifted_w_ = ShiftedWeights(*w, w_zp);
+  }
+
+  void Run(KernelContext& ctx) override {
+    const IntegerConvOperands op = ResolveIntegerConv(ctx, attrs_, inputs_);
+    std::vector<int32_t> acc;
+    if (!fast_) {
+      acc = ReferenceIntegerConv(op);
+    } else if (!shifted_w_.empty()) {
+      acc = FastIntegerConv(ctx, op, shifted_w_.data());
+    } else {
+      acc = FastIntegerConv(ctx, op, ShiftedWeights(*op.w, op.w_zp).data());
+    }
+    if (qlinear_) {
+      WriteQLinearConv(ctx, op.shape, acc);
+    } else {
+      Tensor& y = ctx.Output(0, DType::kInt32, op.shape.y_dims);
+      std::copy(acc.begin(), acc.end(), y.mutable_data<int32_t>());
+    }
+  }
+
+ private:
+  ConvAttrs attrs_;
+  bool qlinear_, fast_;
+  IntegerConvInputs inputs_;
+  std::vector<float> shifted_w_;
+};
 
 }  // namespace
 
@@ -961,14 +1056,16 @@ void RegisterConvKernels(KernelRegistry& r) {
   AddKernel(
       r, "ConvTranspose", 1, 1000,
       [](const KernelInfo& info) { return std::make_unique<FastConvTranspose>(info); }, KernelVariant::kFast);
-  AddKernel(r, "ConvInteger", 10, 1000, [](const KernelInfo& info) {
-    const ConvAttrs a = ParseConvAttrs(info);
-    return MakeKernel([a](KernelContext& ctx) { ReferenceConvInteger(ctx, a); });
-  });
-  AddKernel(r, "QLinearConv", 10, 1000, [](const KernelInfo& info) {
-    const ConvAttrs a = ParseConvAttrs(info);
-    return MakeKernel([a](KernelContext& ctx) { ReferenceQLinearConv(ctx, a); });
-  });
+  for (const bool qlinear : {false, true}) {
+    for (const bool fast : {false, true}) {
+      AddKernel(
+          r, qlinear ? "QLinearConv" : "ConvInteger", 10, 1000,
+          [qlinear, fast](const KernelInfo& info) {
+            return std::make_unique<IntegerConvKernel>(info, qlinear, fast);
+          },
+          fast ? KernelVariant::kFast : KernelVariant::kReference);
+    }
+  }
 }
 
 }  // namespace compress::kernels

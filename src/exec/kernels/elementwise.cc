@@ -847,8 +847,17 @@ KernelFactory UnaryKernel(bool fast) {
       auto run = [&](auto tag) {
         using T = decltype(tag);
         const T* px = x.data<T>();
-        T* py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
-        ctx.pool().ParallelFor(x.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        const int64_t n = x.numel();
+        T* py = nullptr;
+        if (ctx.input_donated(0)) {
+          // Last reader of x: compute in place (every element is read before it is written).
+          ctx.SetOutput(0, ctx.TakeInput(0));
+          py = ctx.outputs()[0].template mutable_data<T>();
+          px = py;
+        } else {
+          py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
+        }
+        ctx.pool().ParallelFor(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
           if constexpr (Fn::kArray && std::is_same_v<T, float>) {
             if (fast) {
               ArrayMap(px + begin, py + begin, end - begin, fn);

@@ -1,23 +1,21 @@
-// Gemm, MatMul, MatMulInteger, QLinearMatMul, and the packed single-precision GEMM the convolutions share.
+// Gemm, MatMul, MatMulInteger, QLinearMatMul, and the single-precision GEMM the convolutions share.
 //
-// Reference kernels are direct triple loops that accumulate in double (floating point) or in 64-bit
-// integers wrapped to the output width.
+// Reference kernels are direct triple loops that accumulate in double (floating point) or in wrapping
+// integers.
 //
-// The fast float kernels use a Goto/BLIS-style GEMM: A is packed into panels of kMr rows and B into panels
-// of kNr columns, both interleaved along k, and a register-blocked micro-kernel computes one kMr x kNr tile
-// of C over a block of k short enough for its B panel to stay in L1, while a block of kMc rows of A stays
-// in L2. Constant right operands (weights) are packed once when the kernel is built. The micro-kernel uses
+// The fast float kernels use a Goto/BLIS-style GEMM: B is packed into panels of kNr columns interleaved
+// along k (constant weights once, when the kernel is built), A is packed into panels of kMr rows or read in
+// place, and a register-blocked micro-kernel computes one kMr x kNr tile of C over a block of k short
+// enough for its B panel to stay in L1, while a block of kMc rows of A stays in L2. The micro-kernel uses
 // AVX2+FMA when the CPU has them (picked at run time, so the binary stays portable) and plain C++ otherwise.
 // Threads split C by rows or by batch matrix, never along k, so results do not depend on the thread count.
 //
-// The integer ops run an exact int32 GEMM on operands with their zero points subtracted: K is processed in
-// pairs so that two int16 x int16 products are summed at once (vpmaddwd with AVX2), which is exact, and
-// int32 accumulation wraps like the reference's.
+// The fast integer kernels run the same GEMM on the operands less their zero points, exactly: see
+// MultiplyExact.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <new>
 #include <type_traits>
 
@@ -41,23 +39,24 @@ constexpr int64_t kKc = 320;
 constexpr int64_t kMc = 120;
 static_assert(kMc % kMr == 0, "row blocks must hold whole panels");
 
-using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
-                             int64_t ldc, Init init, const float* bias);
+// Element (i, p) of the A tile is a[i * a_row + p * a_step]: (1, kMr) for PackA panels, (lda, 1) in place.
+using MicroKernel = void (*)(int64_t kc, const float* a, int64_t a_row, int64_t a_step, const float* b,
+                             int64_t b_stride, float* c, int64_t ldc, Init init, const float* bias);
 
-// C tile (kRows x kNr, kRows <= kMr) = init + sum over p of a[p * kMr + i] * b[p * b_stride + j], p
-// ascending.
+// C tile (kRows x kNr, kRows <= kMr) = init + sum over p of a[i * a_row + p * a_step] * b[p * b_stride + j],
+// p ascending.
 template <int kRows>
-void MicroPortable(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc,
-                   Init init, const float* bias) {
+void MicroPortable(int64_t kc, const float* a, int64_t a_row, int64_t a_step, const float* b,
+                   int64_t b_stride, float* c, int64_t ldc, Init init, const float* bias) {
   float acc[kRows][kNr];
   for (int i = 0; i < kRows; ++i) {
     for (int64_t j = 0; j < kNr; ++j) {
       acc[i][j] = init == Init::kAccumulate ? c[i * ldc + j] : init == Init::kRowBias ? bias[i] : 0.0f;
     }
   }
-  for (int64_t p = 0; p < kc; ++p, a += kMr, b += b_stride) {
+  for (int64_t p = 0; p < kc; ++p, a += a_step, b += b_stride) {
     for (int i = 0; i < kRows; ++i) {
-      for (int64_t j = 0; j < kNr; ++j) acc[i][j] += a[i] * b[j];
+      for (int64_t j = 0; j < kNr; ++j) acc[i][j] += a[i * a_row] * b[j];
     }
   }
   for (int i = 0; i < kRows; ++i) {
@@ -69,9 +68,9 @@ void MicroPortable(int64_t kc, const float* a, const float* b, int64_t b_stride,
 // Same contract with 2 * kRows ymm accumulators (kRows rows x 2 x 8 columns) and fused multiply-adds; the
 // loops unroll completely, so the accumulators live in registers.
 template <int kRows>
-__attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* a, const float* b,
-                                                   int64_t b_stride, float* c, int64_t ldc, Init init,
-                                                   const float* bias) {
+__attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* a, int64_t a_row, int64_t a_step,
+                                                   const float* b, int64_t b_stride, float* c, int64_t ldc,
+                                                   Init init, const float* bias) {
   __m256 acc[kRows][2];
 #pragma GCC unroll 6
   for (int i = 0; i < kRows; ++i) {
@@ -83,12 +82,12 @@ __attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* a, c
     }
   }
 #pragma GCC unroll 4
-  for (int64_t p = 0; p < kc; ++p, a += kMr, b += b_stride) {
+  for (int64_t p = 0; p < kc; ++p, a += a_step, b += b_stride) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < kRows; ++i) {
-      const __m256 av = _mm256_broadcast_ss(a + i);
+      const __m256 av = _mm256_broadcast_ss(a + i * a_row);
       acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
       acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
     }
@@ -120,20 +119,26 @@ __attribute__((target("avx2,fma"))) void TapSumAvx2(int64_t n, int64_t taps, con
                                                     const int64_t* offsets, const float* src, float init,
                                                     float* out) {
   const __m256 init_v = _mm256_set1_ps(init);
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    __m256 acc[8];
+  if (n >= 64) {
+    // A last partial block is shifted back to end at n, recomputing some outputs (out is only written), so
+    // that no short, latency-bound tail remains.
+    for (int64_t next = 0;; next += 64) {
+      const int64_t i = std::min(next, n - 64);
+      __m256 acc[8];
 #pragma GCC unroll 8
-    for (int v = 0; v < 8; ++v) acc[v] = init_v;
-    for (int64_t t = 0; t < taps; ++t) {
-      const __m256 wv = _mm256_broadcast_ss(w + t);
-      const float* s = src + offsets[t] + i;
+      for (int v = 0; v < 8; ++v) acc[v] = init_v;
+      for (int64_t t = 0; t < taps; ++t) {
+        const __m256 wv = _mm256_broadcast_ss(w + t);
+        const float* s = src + offsets[t] + i;
 #pragma GCC unroll 8
-      for (int v = 0; v < 8; ++v) acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8 * v), acc[v]);
+        for (int v = 0; v < 8; ++v) acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8 * v), acc[v]);
+      }
+#pragma GCC unroll 8
+      for (int v = 0; v < 8; ++v) _mm256_storeu_ps(out + i + 8 * v, acc[v]);
+      if (i == n - 64) return;
     }
-#pragma GCC unroll 8
-    for (int v = 0; v < 8; ++v) _mm256_storeu_ps(out + i + 8 * v, acc[v]);
   }
+  int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 a0 = init_v;
     for (int64_t t = 0; t < taps; ++t) {
@@ -149,21 +154,26 @@ __attribute__((target("avx2,fma"))) void TapSumAvx2(int64_t n, int64_t taps, con
 }
 #endif
 
-using CopyRowsKernel = void (*)(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
-                                int64_t dst_stride);
+using CopyRowsKernel = void (*)(const RowCopy& shape, const float* src, float* dst);
 
-void CopyRowsPortable(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
-                      int64_t dst_stride) {
-  for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * static_cast<size_t>(n));
+void CopyRowsPortable(const RowCopy& c, const float* src, float* dst) {
+  for (int64_t b = 0; b < c.blocks; ++b) {
+    for (int64_t r = 0; r < c.rows; ++r) {
+      std::memcpy(dst + b * c.dst_block + r * c.dst_row, src + b * c.src_block + r * c.src_row,
+                  sizeof(float) * static_cast<size_t>(c.n));
+    }
+  }
 }
 
 #ifdef COMPRESS_GEMM_X86
-__attribute__((target("avx2"))) void CopyRowsAvx2(int64_t rows, int64_t n, const float* src,
-                                                  int64_t src_stride, float* dst, int64_t dst_stride) {
+__attribute__((target("avx2"))) void CopyRowsAvx2(const RowCopy& c, const float* src, float* dst) {
   static_assert(kCopyOver == 8, "one ymm per step");
-  for (int64_t r = 0; r < rows; ++r, src += src_stride, dst += dst_stride) {
-    for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+  for (int64_t b = 0; b < c.blocks; ++b) {
+    const float* s = src + b * c.src_block;
+    float* d = dst + b * c.dst_block;
+    for (int64_t r = 0; r < c.rows; ++r, s += c.src_row, d += c.dst_row) {
+      for (int64_t i = 0; i < c.n; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(s + i));
+    }
   }
 }
 #endif
@@ -209,13 +219,13 @@ CopyRowsKernel SelectCopyRows() {
 }
 
 // A tile at the right edge of C (fewer than kNr columns): computed in full on a local copy, stored in part.
-void EdgeTile(MicroKernel micro, int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
-              int64_t ldc, int64_t mr, int64_t nr, Init init, const float* bias) {
+void EdgeTile(MicroKernel micro, int64_t kc, const float* a, int64_t a_row, int64_t a_step, const float* b,
+              int64_t b_stride, float* c, int64_t ldc, int64_t mr, int64_t nr, Init init, const float* bias) {
   alignas(64) float tile[kMr * kNr] = {};
   for (int64_t i = 0; i < mr && init == Init::kAccumulate; ++i) {
     std::memcpy(tile + i * kNr, c + i * ldc, sizeof(float) * static_cast<size_t>(nr));
   }
-  micro(kc, a, b, b_stride, tile, kNr, init, bias);
+  micro(kc, a, a_row, a_step, b, b_stride, tile, kNr, init, bias);
   for (int64_t i = 0; i < mr; ++i)
     std::memcpy(c + i * ldc, tile + i * kNr, sizeof(float) * static_cast<size_t>(nr));
 }
@@ -256,16 +266,19 @@ void PackB(const float* b, int64_t row_stride, int64_t col_stride, int64_t k, in
   }
 }
 
-void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BView& b, float* c, int64_t ldc,
+void Multiply(int64_t m, int64_t n, int64_t k, const AView& a, const BView& b, float* c, int64_t ldc,
               Init init, const float* row_bias) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (init == Init::kAccumulate) return;
-    for (int64_t i = 0; i < m; ++i)
+    for (int64_t i = 0; i < m; ++i) {
       std::fill(c + i * ldc, c + i * ldc + n, init == Init::kRowBias ? row_bias[i] : 0.0f);
+    }
     return;
   }
   static const MicroKernels micro = SelectMicroKernels();
+  const bool packed = a.row_stride == 0;
+  const int64_t a_row = packed ? 1 : a.row_stride, a_step = packed ? kMr : 1;
   // Equal k blocks (rather than kKc and a short rest) keep the C tile reloads to a minimum.
   const int64_t blocks = (k + kKc - 1) / kKc;
   const int64_t kc_max = (k + blocks - 1) / blocks;
@@ -278,16 +291,37 @@ void Multiply(int64_t m, int64_t n, int64_t k, const float* packed_a, const BVie
         const float* bp = b.data + (jr / kNr) * b.panel_stride + pc * b.row_stride;
         const int64_t nr = std::min(kNr, n - jr);
         for (int64_t ir = ic; ir < ie; ir += kMr) {
-          const float* ap = packed_a + ir * k + pc * kMr;
+          const float* ap = packed ? a.data + ir * k + pc * kMr : a.data + ir * a.row_stride + pc;
           const int64_t mr = std::min(kMr, ie - ir);
           float* cp = c + ir * ldc + jr;
           const float* bias = row_bias != nullptr ? row_bias + ir : nullptr;
           if (nr == kNr) {
-            micro.rows[mr](kc, ap, bp, b.row_stride, cp, ldc, block_init, bias);
+            micro.rows[mr](kc, ap, a_row, a_step, bp, b.row_stride, cp, ldc, block_init, bias);
           } else {
-            EdgeTile(micro.rows[mr], kc, ap, bp, b.row_stride, cp, ldc, mr, nr, block_init, bias);
+            EdgeTile(micro.rows[mr], kc, ap, a_row, a_step, bp, b.row_stride, cp, ldc, mr, nr, block_init,
+                     bias);
           }
         }
+      }
+    }
+  }
+}
+
+void MultiplyExact(int64_t m, int64_t n, int64_t k, const AView& a, const BView& b, int32_t* c, int64_t ldc) {
+  // 256 * 255 * 255 < 2^24.
+  constexpr int64_t kExactDepth = 256;
+  if (a.row_stride == 0) ThrowInternal("MultiplyExact needs a row-major left operand");
+  if (m <= 0 || n <= 0) return;
+  float* partial = Scratch(2, m * n);
+  for (int64_t pc = 0; pc == 0 || pc < k; pc += kExactDepth) {
+    const int64_t kc = std::min(kExactDepth, k - pc);
+    Multiply(m, n, kc, AView{a.data + pc, a.row_stride},
+             BView{b.data + pc * b.row_stride, b.row_stride, b.panel_stride}, partial, n, Init::kZero);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        const auto v = static_cast<int32_t>(partial[i * n + j]);
+        int32_t& out = c[i * ldc + j];
+        out = pc == 0 ? v : static_cast<int32_t>(static_cast<uint32_t>(out) + static_cast<uint32_t>(v));
       }
     }
   }
@@ -299,10 +333,9 @@ void TapSum(int64_t n, int64_t taps, const float* w, const int64_t* offsets, con
   tap_sum(n, taps, w, offsets, src, init, out);
 }
 
-void CopyRowsOver(int64_t rows, int64_t n, const float* src, int64_t src_stride, float* dst,
-                  int64_t dst_stride) {
+void CopyRowsOver(const RowCopy& shape, const float* src, float* dst) {
   static const CopyRowsKernel copy_rows = SelectCopyRows();
-  copy_rows(rows, n, src, src_stride, dst, dst_stride);
+  copy_rows(shape, src, dst);
 }
 
 float* Scratch(int slot, int64_t floats) {
@@ -338,9 +371,9 @@ void AlignedFloats::Free::operator()(float* p) const { std::free(p); }
 namespace {
 
 using gemm::AlignedFloats;
+using gemm::AView;
 using gemm::BView;
 using gemm::Init;
-using gemm::kMr;
 using gemm::kNr;
 
 // Rows of C per parallel task: whole row blocks of the GEMM.
@@ -522,7 +555,6 @@ void ReferenceGemm(KernelContext& ctx, const GemmAttrs& g) {
 struct PackedWeights {
   AlignedFloats data;
   std::vector<int64_t> dims;  // the constant's dims, to check they still apply at run time
-  int64_t per_matrix = 0;     // floats per packed matrix
 };
 
 class FastMatMul : public Kernel {
@@ -534,10 +566,10 @@ class FastMatMul : public Kernel {
     const int64_t k = b->rank() == 1 ? b->dims()[0] : b->dims()[static_cast<size_t>(b->rank() - 2)];
     const int64_t n = b->rank() == 1 ? 1 : b->dims().back();
     const int64_t count = k * n == 0 ? 0 : b->numel() / (k * n);
-    packed_.per_matrix = gemm::PackedBSize(k, n);
-    packed_.data = AlignedFloats(std::max<int64_t>(1, count * packed_.per_matrix));
+    const int64_t per_b = gemm::PackedBSize(k, n);
+    packed_.data = AlignedFloats(std::max<int64_t>(1, count * per_b));
     for (int64_t i = 0; i < count; ++i) {
-      gemm::PackB(values.data() + i * k * n, n, 1, k, n, packed_.data.data() + i * packed_.per_matrix);
+      gemm::PackB(values.data() + i * k * n, n, 1, k, n, packed_.data.data() + i * per_b);
     }
     packed_.dims = b->dims();
   }
@@ -552,7 +584,10 @@ class FastMatMul : public Kernel {
     const MatMulShape s = ResolveMatMul(ctx, a.dims(), b.dims());
     Tensor& y = ctx.Output(0, DType::kFloat, s.out);
     if (s.batch * s.m * s.n == 0) return;
+    // A is read in place (row-major); B as packed at build time, packed now when all batches share it, or
+    // else per matrix.
     const float* pa = a.data<float>();
+    const float* pb = b.data<float>();
     float* py = y.mutable_data<float>();
     const int64_t per_b = gemm::PackedBSize(s.k, s.n);
     const float* packed_b = nullptr;
@@ -561,7 +596,7 @@ class FastMatMul : public Kernel {
       packed_b = packed_.data.data();
     } else if (s.b_count == 1) {
       packed_now = AlignedFloats(per_b);
-      gemm::PackB(b.data<float>(), s.n, 1, s.k, s.n, packed_now.data());
+      gemm::PackB(pb, s.n, 1, s.k, s.n, packed_now.data());
       packed_b = packed_now.data();
     }
     if (s.b_count == 1) {
@@ -571,15 +606,12 @@ class FastMatMul : public Kernel {
       ctx.pool().ParallelFor(tasks, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t r0 = t * kRowsPerTask;
-          const int64_t r = std::min(kRowsPerTask, rows - r0);
-          float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
-          gemm::PackA(pa + r0 * s.k, s.k, 1, r, s.k, 1.0f, pack);
-          gemm::Multiply(r, s.n, s.k, pack, BView{packed_b, kNr, s.k * kNr}, py + r0 * s.n, s.n, Init::kZero);
+          gemm::Multiply(std::min(kRowsPerTask, rows - r0), s.n, s.k, AView{pa + r0 * s.k, s.k},
+                         BView{packed_b, kNr, s.k * kNr}, py + r0 * s.n, s.n, Init::kZero);
         }
       });
       return;
     }
-    const float* pb = b.data<float>();
     const int64_t blocks = (s.m + kRowsPerTask - 1) / kRowsPerTask;
     ctx.pool().ParallelFor(s.batch * blocks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -587,16 +619,22 @@ class FastMatMul : public Kernel {
         const int64_t r0 = (t % blocks) * kRowsPerTask;
         const int64_t r = std::min(kRowsPerTask, s.m - r0);
         const int64_t bm = s.b_index[static_cast<size_t>(bi)];
-        const float* bpk = packed_b != nullptr ? packed_b + bm * per_b : nullptr;
-        if (bpk == nullptr) {
-          float* buf = gemm::Scratch(1, per_b);
-          gemm::PackB(pb + bm * s.k * s.n, s.n, 1, s.k, s.n, buf);
-          bpk = buf;
+        const AView av{pa + (s.a_index[static_cast<size_t>(bi)] * s.m + r0) * s.k, s.k};
+        float* out = py + (bi * s.m + r0) * s.n;
+        if (packed_b != nullptr) {
+          gemm::Multiply(r, s.n, s.k, av, BView{packed_b + bm * per_b, kNr, s.k * kNr}, out, s.n,
+                         Init::kZero);
+          continue;
         }
-        float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
-        gemm::PackA(pa + (s.a_index[static_cast<size_t>(bi)] * s.m + r0) * s.k, s.k, 1, r, s.k, 1.0f, pack);
-        gemm::Multiply(r, s.n, s.k, pack, BView{bpk, kNr, s.k * kNr}, py + (bi * s.m + r0) * s.n, s.n,
-                       Init::kZero);
+        // Small per-batch products (attention): whole column panels straight from B, unless its row stride
+        // (a multiple of 1 KiB) would alias the L1 sets; the rest packed.
+        const float* bmat = pb + bm * s.k * s.n;
+        const int64_t direct = s.n % 256 != 0 ? s.n / kNr * kNr : 0;
+        gemm::Multiply(r, direct, s.k, av, BView{bmat, s.n, kNr}, out, s.n, Init::kZero);
+        if (direct == s.n) continue;
+        float* rest = gemm::Scratch(1, gemm::PackedBSize(s.k, s.n - direct));
+        gemm::PackB(bmat + direct, s.n, 1, s.k, s.n - direct, rest);
+        gemm::Multiply(r, s.n - direct, s.k, av, BView{rest, kNr, s.k * kNr}, out + direct, s.n, Init::kZero);
       }
     });
   }
@@ -614,8 +652,7 @@ class FastGemm : public Kernel {
     const std::vector<float> values = ToFloats(info, *b);
     const int64_t k = b->dims()[attrs_.trans_b ? 1 : 0];
     const int64_t n = b->dims()[attrs_.trans_b ? 0 : 1];
-    packed_.per_matrix = gemm::PackedBSize(k, n);
-    packed_.data = AlignedFloats(packed_.per_matrix);
+    packed_.data = AlignedFloats(gemm::PackedBSize(k, n));
     PackOpB(values.data(), k, n, packed_.data.data());
     packed_.dims = b->dims();
   }
@@ -655,13 +692,19 @@ class FastGemm : public Kernel {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t r0 = t * kRowsPerTask;
         const int64_t r = std::min(kRowsPerTask, s.m - r0);
+        const BView bv{packed_b, kNr, s.k * kNr};
+        if (!attrs_.trans_a && attrs_.alpha == 1.0f) {
+          gemm::Multiply(r, s.n, s.k, AView{pa + r0 * s.k, s.k}, bv, py + r0 * s.n, s.n, init);
+          continue;
+        }
+        // Transposed A or alpha != 1: packed, with alpha folded in.
         float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
         if (attrs_.trans_a) {
           gemm::PackA(pa + r0, 1, s.m, r, s.k, attrs_.alpha, pack);
         } else {
           gemm::PackA(pa + r0 * s.k, s.k, 1, r, s.k, attrs_.alpha, pack);
         }
-        gemm::Multiply(r, s.n, s.k, pack, BView{packed_b, kNr, s.k * kNr}, py + r0 * s.n, s.n, init);
+        gemm::Multiply(r, s.n, s.k, AView{pack}, bv, py + r0 * s.n, s.n, init);
       }
     });
   }
@@ -681,8 +724,6 @@ class FastGemm : public Kernel {
 
 // ---------------------------------------------------------------------------------------------------------
 // Integer kernels
-
-bool IsInt8(DType t) { return t == DType::kInt8 || t == DType::kUInt8; }
 
 // A per-tensor, per-row (of A) or per-column (of B) quantisation parameter: a scalar, `len` values shared
 // by every matrix, or `len` values per matrix ([D1, D2, M, 1] / [D1, D2, 1, N] style).
@@ -721,50 +762,112 @@ std::vector<int32_t> ZeroPoints(const KernelContext& ctx, const Tensor* zp, DTyp
   return v;
 }
 
-// The accumulators of an integer matrix product: Y[b] = (A[b] - a_zp) (B[b] - b_zp), int32 wrapping.
-struct IntegerProduct {
+// The validated operands of MatMulInteger / QLinearMatMul. Input positions: MatMulInteger A, B, a_zp, b_zp
+// at 0, 1, 2, 3; QLinearMatMul at 0, 3, 2, 5.
+struct IntegerOperands {
+  const Tensor* a = nullptr;
+  const Tensor* b = nullptr;
   MatMulShape shape;
-  std::vector<int32_t> acc;  // [batch, M, N]
+  QuantParam<int32_t> a_zp, b_zp;
 };
 
-// op: "MatMulInteger" inputs A, B, a_zp, b_zp at 0, 1, 2, 3; "QLinearMatMul" at 0, 3, 2, 5.
-IntegerProduct ReferenceIntegerProduct(const KernelContext& ctx, size_t a_in, size_t b_in, size_t a_zp_in,
-                                       size_t b_zp_in) {
-  const Tensor& a = ctx.required_input(a_in);
-  const Tensor& b = ctx.required_input(b_in);
-  if (!IsInt8(a.dtype()) || !IsInt8(b.dtype())) {
-    ctx.Fail(std::string("inputs must be int8 or uint8, got ") + DTypeName(a.dtype()) + " and " +
-             DTypeName(b.dtype()));
+struct IntegerInputs {
+  size_t a, b, a_zp, b_zp;
+};
+constexpr IntegerInputs kMatMulIntegerInputs{0, 1, 2, 3};
+constexpr IntegerInputs kQLinearMatMulInputs{0, 3, 2, 5};
+
+IntegerOperands ResolveIntegerOperands(const KernelContext& ctx, const IntegerInputs& in) {
+  IntegerOperands op;
+  op.a = &ctx.required_input(in.a);
+  op.b = &ctx.required_input(in.b);
+  if (!IsInt8(op.a->dtype()) || !IsInt8(op.b->dtype())) {
+    ctx.Fail(std::string("inputs must be int8 or uint8, got ") + DTypeName(op.a->dtype()) + " and " +
+             DTypeName(op.b->dtype()));
   }
-  IntegerProduct r;
-  MatMulShape& s = r.shape;
-  s = ResolveMatMul(ctx, a.dims(), b.dims());
-  const QuantParam<int32_t> a_zp(
-      ctx, "a_zero_point", ZeroPoints(ctx, ctx.input(a_zp_in), a.dtype(), "a_zero_point"), s.m, s.a_count);
-  const QuantParam<int32_t> b_zp(
-      ctx, "b_zero_point", ZeroPoints(ctx, ctx.input(b_zp_in), b.dtype(), "b_zero_point"), s.n, s.b_count);
-  r.acc.assign(static_cast<size_t>(s.batch * s.m * s.n), 0);
+  op.shape = ResolveMatMul(ctx, op.a->dims(), op.b->dims());
+  const MatMulShape& s = op.shape;
+  op.a_zp =
+      QuantParam<int32_t>(ctx, "a_zero_point",
+                          ZeroPoints(ctx, ctx.input(in.a_zp), op.a->dtype(), "a_zero_point"), s.m, s.a_count);
+  op.b_zp =
+      QuantParam<int32_t>(ctx, "b_zero_point",
+                          ZeroPoints(ctx, ctx.input(in.b_zp), op.b->dtype(), "b_zero_point"), s.n, s.b_count);
+  return op;
+}
+
+// acc[b, i, j] = sum over p of (A[b] - a_zp)[i, p] (B[b] - b_zp)[p, j], int32 wrapping.
+std::vector<int32_t> ReferenceIntegerProduct(const IntegerOperands& op) {
+  const MatMulShape& s = op.shape;
+  std::vector<int32_t> acc(static_cast<size_t>(s.batch * s.m * s.n));
   for (int64_t bi = 0; bi < s.batch; ++bi) {
     const int64_t am = s.a_index[static_cast<size_t>(bi)], bm = s.b_index[static_cast<size_t>(bi)];
     for (int64_t i = 0; i < s.m; ++i) {
       for (int64_t j = 0; j < s.n; ++j) {
-        uint32_t acc = 0;
+        uint32_t sum = 0;
         for (int64_t p = 0; p < s.k; ++p) {
-          const int32_t av = Int8At(a, (am * s.m + i) * s.k + p) - a_zp.at(am, i);
-          const int32_t bv = Int8At(b, (bm * s.k + p) * s.n + j) - b_zp.at(bm, j);
-          acc += static_cast<uint32_t>(av * bv);
+          const int32_t av = Int8At(*op.a, (am * s.m + i) * s.k + p) - op.a_zp.at(am, i);
+          const int32_t bv = Int8At(*op.b, (bm * s.k + p) * s.n + j) - op.b_zp.at(bm, j);
+          sum += static_cast<uint32_t>(av * bv);
         }
-        r.acc[static_cast<size_t>((bi * s.m + i) * s.n + j)] = static_cast<int32_t>(acc);
+        acc[static_cast<size_t>((bi * s.m + i) * s.n + j)] = static_cast<int32_t>(sum);
       }
     }
   }
-  return r;
+  return acc;
 }
 
-void ReferenceMatMulInteger(KernelContext& ctx) {
-  IntegerProduct r = ReferenceIntegerProduct(ctx, 0, 1, 2, 3);
-  Tensor& y = ctx.Output(0, DType::kInt32, r.shape.out);
-  std::copy(r.acc.begin(), r.acc.end(), y.mutable_data<int32_t>());
+// B matrix `bm` less its zero points, as floats in rows of ld (>= n) floats.
+void ShiftedB(const IntegerOperands& op, int64_t bm, int64_t ld, float* out) {
+  const MatMulShape& s = op.shape;
+  for (int64_t p = 0; p < s.k; ++p) {
+    for (int64_t j = 0; j < s.n; ++j) {
+      out[p * ld + j] = static_cast<float>(Int8At(*op.b, (bm * s.k + p) * s.n + j) - op.b_zp.at(bm, j));
+    }
+  }
+}
+
+// The same product through the float GEMM (exact, see MultiplyExact). packed_b: B less its zero points
+// packed per matrix at build time, or null.
+std::vector<int32_t> FastIntegerProduct(KernelContext& ctx, const IntegerOperands& op,
+                                        const float* packed_b) {
+  const MatMulShape& s = op.shape;
+  std::vector<int32_t> acc(static_cast<size_t>(s.batch * s.m * s.n));
+  if (acc.empty()) return acc;
+  const int64_t per_b = gemm::PackedBSize(s.k, s.n);
+  AlignedFloats packed_now;
+  if (packed_b == nullptr && s.b_count == 1) {
+    std::vector<float> shifted(static_cast<size_t>(s.k * s.n));
+    ShiftedB(op, 0, s.n, shifted.data());
+    packed_now = AlignedFloats(per_b);
+    gemm::PackB(shifted.data(), s.n, 1, s.k, s.n, packed_now.data());
+    packed_b = packed_now.data();
+  }
+  // One task per block of rows of one output matrix; A rows less their zero points, as floats.
+  const int64_t blocks = (s.m + kRowsPerTask - 1) / kRowsPerTask;
+  ctx.pool().ParallelFor(s.batch * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t bi = t / blocks, r0 = (t % blocks) * kRowsPerTask, r = std::min(kRowsPerTask, s.m - r0);
+      const int64_t am = s.a_index[static_cast<size_t>(bi)], bm = s.b_index[static_cast<size_t>(bi)];
+      float* a_rows = gemm::Scratch(0, r * s.k);
+      for (int64_t i = 0; i < r; ++i) {
+        const int32_t zp = op.a_zp.at(am, r0 + i);
+        for (int64_t p = 0; p < s.k; ++p) {
+          a_rows[i * s.k + p] = static_cast<float>(Int8At(*op.a, (am * s.m + r0 + i) * s.k + p) - zp);
+        }
+      }
+      BView bv{packed_b != nullptr ? packed_b + bm * per_b : nullptr, kNr, s.k * kNr};
+      if (packed_b == nullptr) {
+        const int64_t ld = gemm::RoundUp(s.n, kNr);
+        float* shifted = gemm::Scratch(3, s.k * ld);
+        ShiftedB(op, bm, ld, shifted);
+        for (int64_t p = 0; p < s.k; ++p) std::fill(shifted + p * ld + s.n, shifted + (p + 1) * ld, 0.0f);
+        bv = BView{shifted, ld, kNr};
+      }
+      gemm::MultiplyExact(r, s.n, s.k, AView{a_rows, s.k}, bv, acc.data() + (bi * s.m + r0) * s.n, s.n);
+    }
+  });
+  return acc;
 }
 
 std::vector<float> Scales(const KernelContext& ctx, const Tensor& t, const char* name) {
@@ -774,17 +877,21 @@ std::vector<float> Scales(const KernelContext& ctx, const Tensor& t, const char*
   return std::vector<float>(p, p + t.numel());
 }
 
-void ReferenceQLinearMatMul(KernelContext& ctx) {
-  IntegerProduct r = ReferenceIntegerProduct(ctx, 0, 3, 2, 5);
-  const MatMulShape& s = r.shape;
+void WriteMatMulInteger(KernelContext& ctx, const MatMulShape& s, const std::vector<int32_t>& acc) {
+  Tensor& y = ctx.Output(0, DType::kInt32, s.out);
+  std::copy(acc.begin(), acc.end(), y.mutable_data<int32_t>());
+}
+
+void WriteQLinearMatMul(KernelContext& ctx, const MatMulShape& s, const std::vector<int32_t>& acc) {
   const QuantParam<float> a_scale(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m,
                                   s.a_count);
   const QuantParam<float> b_scale(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n,
                                   s.b_count);
   const std::vector<float> y_scale = Scales(ctx, ctx.required_input(6), "y_scale");
   const Tensor& y_zp_t = ctx.required_input(7);
-  if (!IsInt8(y_zp_t.dtype()))
+  if (!IsInt8(y_zp_t.dtype())) {
     ctx.Fail(std::string("y_zero_point must be int8 or uint8, got ") + DTypeName(y_zp_t.dtype()));
+  }
   if (y_scale.size() != 1 || y_zp_t.numel() != 1) ctx.Fail("y_scale and y_zero_point must be scalars");
   const int32_t y_zp = Int8At(y_zp_t, 0);
   const bool is_signed = y_zp_t.dtype() == DType::kInt8;
@@ -798,11 +905,61 @@ void ReferenceQLinearMatMul(KernelContext& ctx) {
         const float multiplier = a_scale.at(am, i) * b_scale.at(bm, j) / y_scale[0];
         const size_t o = static_cast<size_t>((bi * s.m + i) * s.n + j);
         // Two's complement bytes: int8 values are stored through their uint8 image.
-        out[o] = static_cast<uint8_t>(Requantize(r.acc[o], multiplier, y_zp, lo, hi));
+        out[o] = static_cast<uint8_t>(Requantize(acc[o], multiplier, y_zp, lo, hi));
       }
     }
   }
 }
+
+// MatMulInteger or QLinearMatMul, reference or fast. The fast kernel packs a constant B (with constant zero
+// points) once, less its zero points.
+class IntegerMatMul : public Kernel {
+ public:
+  IntegerMatMul(const KernelInfo& info, bool qlinear, bool fast)
+      : qlinear_(qlinear), fast_(fast), inputs_(qlinear ? kQLinearMatMulInputs : kMatMulIntegerInputs) {
+    const Tensor* b = info.constant_input(inputs_.b);
+    const Tensor* zp = info.constant_input(inputs_.b_zp);
+    const bool zp_known =
+        zp != nullptr || info.node->inputs.size() <= inputs_.b_zp || info.node->inputs[inputs_.b_zp].empty();
+    if (!fast || b == nullptr || !zp_known || !IsInt8(b->dtype()) || b->rank() < 2) return;
+    if (zp != nullptr && zp->dtype() != b->dtype()) return;  // reported at run time
+    const int64_t k = b->dims()[static_cast<size_t>(b->rank() - 2)], n = b->dims().back();
+    const int64_t count = k * n == 0 ? 0 : b->numel() / (k * n);
+    const int64_t zps = zp != nullptr ? zp->numel() : 1;
+    if (zps != 1 && zps != n && zps != n * count) return;
+    const int64_t per_b = gemm::PackedBSize(k, n);
+    packed_b_ = AlignedFloats(std::max<int64_t>(1, count * per_b));
+    std::vector<float> shifted(static_cast<size_t>(k * n));
+    for (int64_t m = 0; m < count; ++m) {
+      for (int64_t p = 0; p < k; ++p) {
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t z = zps == 1 ? 0 : zps == n ? j : m * n + j;
+          const int32_t zero = zp != nullptr ? Int8At(*zp, z) : 0;
+          shifted[static_cast<size_t>(p * n + j)] =
+              static_cast<float>(Int8At(*b, (m * k + p) * n + j) - zero);
+        }
+      }
+      gemm::PackB(shifted.data(), n, 1, k, n, packed_b_.data() + m * per_b);
+    }
+  }
+
+  void Run(KernelContext& ctx) override {
+    const IntegerOperands op = ResolveIntegerOperands(ctx, inputs_);
+    const std::vector<int32_t> acc =
+        fast_ ? FastIntegerProduct(ctx, op, packed_b_.empty() ? nullptr : packed_b_.data())
+              : ReferenceIntegerProduct(op);
+    if (qlinear_) {
+      WriteQLinearMatMul(ctx, op.shape, acc);
+    } else {
+      WriteMatMulInteger(ctx, op.shape, acc);
+    }
+  }
+
+ private:
+  bool qlinear_, fast_;
+  IntegerInputs inputs_;
+  AlignedFloats packed_b_;
+};
 
 }  // namespace
 
@@ -826,10 +983,16 @@ void RegisterMatMulKernels(KernelRegistry& r) {
   AddKernel(
       r, "Gemm", 1, 1000, [](const KernelInfo& info) { return std::make_unique<FastGemm>(info); },
       KernelVariant::kFast);
-  AddKernel(r, "MatMulInteger", 10, 1000,
-            [](const KernelInfo&) { return MakeKernel(ReferenceMatMulInteger); });
-  AddKernel(r, "QLinearMatMul", 10, 1000,
-            [](const KernelInfo&) { return MakeKernel(ReferenceQLinearMatMul); });
+  for (const bool qlinear : {false, true}) {
+    for (const bool fast : {false, true}) {
+      AddKernel(
+          r, qlinear ? "QLinearMatMul" : "MatMulInteger", 10, 1000,
+          [qlinear, fast](const KernelInfo& info) {
+            return std::make_unique<IntegerMatMul>(info, qlinear, fast);
+          },
+          fast ? KernelVariant::kFast : KernelVariant::kReference);
+    }
+  }
 }
 
 }  // namespace compress::kernels

@@ -2,9 +2,11 @@
 //
 // Reference kernels visit every kernel position of every output element (any spatial rank), accumulating
 // averages in double. The fast MaxPool / AveragePool (float, 1-D and 2-D, MaxPool without Indices) work one
-// plane at a time, row by row: an output row is combined with one (strided) input row per kernel tap, over
-// the outputs for which that tap lies inside the input, so the inner loops carry no bounds checks and
-// vectorise for stride 1. Planes are split over threads in chunks fixed by the shape.
+// plane at a time, row by row: the input rows under an output row are first combined (max or sum) into one
+// row, vectorised, then each output takes its kernel columns from it over the range of outputs a column
+// keeps inside the input, so the inner loops carry no bounds checks; 2x2 windows at stride 2 take both rows
+// and the column pairs in one vectorised pass. The fast global pools reduce four lanes at a time in a fixed
+// order. Planes are split over threads in chunks fixed by the shape.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -208,36 +210,12 @@ void DispatchPoolType(const KernelContext& ctx, DType t, bool allow_int8, Fn&& f
 // ---------------------------------------------------------------------------------------------------------
 // Fast kernels
 
-// The (1-D as height 1) parameters of a 1-D or 2-D window.
-struct Plane2D {
-  int64_t oh, ow, ih, iw, kh, kw, sh, sw, dh, dw, ph, pw;
-};
-
-Plane2D ToPlane2D(const WindowGeometry& g) {
-  const bool two_d = g.rank() == 2;
-  const size_t l = g.rank() - 1;
-  Plane2D q{};
-  q.oh = two_d ? g.out[0] : 1;
-  q.ih = two_d ? g.in[0] : 1;
-  q.kh = two_d ? g.kernel[0] : 1;
-  q.sh = two_d ? g.strides[0] : 1;
-  q.dh = two_d ? g.dilations[0] : 1;
-  q.ph = two_d ? g.pads_begin[0] : 0;
-  q.ow = g.out[l];
-  q.iw = g.in[l];
-  q.kw = g.kernel[l];
-  q.sw = g.strides[l];
-  q.dw = g.dilations[l];
-  q.pw = g.pads_begin[l];
-  return q;
-}
-
 // Per kernel column kw: the outputs [lo, hi) whose tap lies inside the input row.
 struct TapRanges {
   std::vector<int64_t> lo, hi;
 };
 
-TapRanges ColumnTapRanges(const Plane2D& q) {
+TapRanges ColumnTapRanges(const Window2D& q) {
   TapRanges r;
   r.lo.resize(static_cast<size_t>(q.kw));
   r.hi.resize(static_cast<size_t>(q.kw));
@@ -273,7 +251,7 @@ void CombineRows(int64_t n, const float* a, const float* b, float* out) {
 // One output row from an input row already reduced over the kernel rows: out[o] = op over the taps kw inside
 // the row of row[o * sw - pw + kw * dw].
 template <bool kMax>
-void PoolRow(const Plane2D& q, const TapRanges& r, const float* row, float init, float* out) {
+void PoolRow(const Window2D& q, const TapRanges& r, const float* row, float init, float* out) {
   if (q.kw == 2 && q.sw == 2 && q.dw == 1 && q.pw == 0 && r.hi[1] == q.ow) {
     // Every window is a pair (row[2o], row[2o + 1]): split even and odd columns with shuffles.
     int64_t o = 0;
@@ -318,7 +296,7 @@ void MaxPool2x2Row(int64_t ow, const float* x0, const float* x1, float* out) {
     out[o] = std::max(std::max(x0[2 * o], x0[2 * o + 1]), std::max(x1[2 * o], x1[2 * o + 1]));
 }
 
-bool IsPlain2x2Stride2(const Plane2D& q) {
+bool IsPlain2x2Stride2(const Window2D& q) {
   return q.kh == 2 && q.kw == 2 && q.sh == 2 && q.sw == 2 && q.dh == 1 && q.dw == 1 && q.ph == 0 &&
          q.pw == 0 && 2 * q.oh <= q.ih && 2 * q.ow <= q.iw;
 }
@@ -326,7 +304,7 @@ bool IsPlain2x2Stride2(const Plane2D& q) {
 // One plane of a max (kMax) or sum pool over the taps inside the input; outputs with none are `init`.
 // row: scratch of q.iw floats.
 template <bool kMax>
-void PoolPlane(const Plane2D& q, const TapRanges& r, const float* x, float init, float* y, float* row) {
+void PoolPlane(const Window2D& q, const TapRanges& r, const float* x, float init, float* y, float* row) {
   for (int64_t oh = 0; oh < q.oh; ++oh) {
     float* out = y + oh * q.ow;
     const float* reduced = nullptr;  // the kernel rows combined so far
@@ -376,7 +354,7 @@ void FastMaxPool(KernelContext& ctx, const PoolAttrs& a) {
     return;
   }
   const PoolShape s = ResolvePool(ctx, a, x.dims());
-  const Plane2D q = ToPlane2D(s.geo);
+  const Window2D q = ToWindow2D(s.geo);
   const TapRanges r = ColumnTapRanges(q);
   Tensor& y = ctx.Output(0, DType::kFloat, s.y_dims);
   const float* px = x.data<float>();
@@ -406,7 +384,7 @@ void FastAveragePool(KernelContext& ctx, const PoolAttrs& a) {
   }
   const PoolShape s = ResolvePool(ctx, a, x.dims());
   const WindowGeometry& g = s.geo;
-  const Plane2D q = ToPlane2D(g);
+  const Window2D q = ToWindow2D(g);
   const TapRanges r = ColumnTapRanges(q);
   const size_t l = g.rank() - 1;
   const std::vector<float> row_counts =

@@ -1,0 +1,209 @@
+// Single-thread micro-benchmarks of the fast and reference Conv / MatMul / Gemm / pooling kernels (and two
+// integer ones) at the shapes of the sample models (models/cnn.onnx, models/vit.onnx) at batch 64. Each case
+// runs one node through the executor with its weights as initializers, as in a real model.
+//
+//   compress_kernels_bench [--benchmark_filter=fast] [google benchmark flags]
+//
+// Names are <model>/<node>/<fast|reference>; GFLOP/s counts 2 operations per multiply-add (integer ones for
+// the integer ops).
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "compress/exec/executor.h"
+
+namespace {
+
+using compress::Attribute;
+using compress::DType;
+using compress::Executor;
+using compress::ExecutorOptions;
+using compress::Model;
+using compress::Node;
+using compress::Tensor;
+
+constexpr int64_t kBatch = 64;
+
+Tensor Random(const std::vector<int64_t>& dims, uint32_t seed) {
+  Tensor t(DType::kFloat, dims);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  float* p = t.mutable_data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+  return t;
+}
+
+struct Case {
+  std::string name;
+  Node node;
+  std::vector<Tensor> inputs;
+  std::vector<bool> constant;  // per input: an initializer (weights) rather than a graph input
+  double flops = 0;            // per run
+};
+
+Model OneNodeModel(const Case& c) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", 17}};
+  Node n = c.node;
+  n.inputs.clear();
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    const std::string name = "in" + std::to_string(i);
+    n.inputs.push_back(name);
+    Tensor t = c.inputs[i];
+    t.set_name(name);
+    if (c.constant[i]) {
+      m.graph.initializers.push_back(t);
+    } else {
+      compress::ValueInfo v;
+      v.name = name;
+      v.type.kind = compress::TypeInfo::Kind::kTensor;
+      v.type.elem_type = t.dtype();
+      m.graph.inputs.push_back(v);
+    }
+  }
+  n.outputs = {"out"};
+  compress::ValueInfo out;
+  out.name = "out";
+  m.graph.outputs.push_back(out);
+  m.graph.nodes.push_back(n);
+  return m;
+}
+
+void RunCase(benchmark::State& state, const Case& c, bool reference) {
+  ExecutorOptions options;
+  options.threads = 1;
+  options.reference_kernels = reference;
+  Executor exec(OneNodeModel(c), options);
+  std::vector<Tensor> feed;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    if (!c.constant[i]) feed.push_back(c.inputs[i]);
+  }
+  for (auto _ : state) {
+    std::vector<Tensor> out = exec.Run(feed);
+    benchmark::DoNotOptimize(out);
+  }
+  if (c.flops > 0) {
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(c.flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  }
+}
+
+// 8-bit data (uint8 activations, int8 weights) for the integer ops.
+Tensor RandomEightBit(const std::vector<int64_t>& dims, bool is_signed, uint32_t seed) {
+  Tensor t(is_signed ? DType::kInt8 : DType::kUInt8, dims);
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> dist(is_signed ? -128 : 0, is_signed ? 127 : 255);
+  auto* p = static_cast<uint8_t*>(t.mutable_raw());
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(dist(rng));
+  return t;
+}
+
+Case ConvCase(const std::string& name, std::vector<int64_t> x, std::vector<int64_t> w, int64_t group,
+              int64_t stride, int64_t pad) {
+  Case c;
+  c.name = name;
+  c.node.op_type = "Conv";
+  c.node.attributes = {Attribute::Int("group", group), Attribute::Ints("strides", {stride, stride}),
+                       Attribute::Ints("pads", {pad, pad, pad, pad})};
+  c.inputs = {Random(x, 1), Random(w, 2), Random({w[0]}, 3)};
+  c.constant = {false, true, true};
+  const int64_t oh = (x[2] + 2 * pad - w[2]) / stride + 1, ow = (x[3] + 2 * pad - w[3]) / stride + 1;
+  c.flops = 2.0 * static_cast<double>(x[0] * w[0] * oh * ow * w[1] * w[2] * w[3]);
+  return c;
+}
+
+Case MatMulCase(const std::string& name, const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                bool b_constant) {
+  Case c;
+  c.name = name;
+  c.node.op_type = "MatMul";
+  c.inputs = {Random(a, 4), Random(b, 5)};
+  c.constant = {false, b_constant};
+  double batch = 1;
+  for (size_t i = 0; i + 2 < a.size(); ++i) batch *= static_cast<double>(a[i]);
+  c.flops = 2.0 * batch * static_cast<double>(a[a.size() - 2] * a.back() * b.back());
+  return c;
+}
+
+Case PoolCase(const std::string& name, const std::string& op, std::vector<int64_t> x, int64_t k, int64_t s) {
+  Case c;
+  c.name = name;
+  c.node.op_type = op;
+  if (op != "GlobalAveragePool") {
+    c.node.attributes = {Attribute::Ints("kernel_shape", {k, k}), Attribute::Ints("strides", {s, s})};
+  }
+  c.inputs = {Random(x, 6)};
+  c.constant = {false};
+  return c;
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases = {
+      ConvCase("cnn/conv_stem_1x32_28", {kBatch, 1, 28, 28}, {32, 1, 3, 3}, 1, 1, 1),
+      ConvCase("cnn/conv_depthwise_32_14", {kBatch, 32, 14, 14}, {32, 1, 3, 3}, 32, 1, 1),
+      ConvCase("cnn/conv_pointwise_32x32_14", {kBatch, 32, 14, 14}, {32, 32, 1, 1}, 1, 1, 0),
+      ConvCase("cnn/conv_32x64_14", {kBatch, 32, 14, 14}, {64, 32, 3, 3}, 1, 1, 1),
+      ConvCase("cnn/conv_64x64_7", {kBatch, 64, 7, 7}, {64, 64, 3, 3}, 1, 1, 1),
+      PoolCase("cnn/maxpool_32_28", "MaxPool", {kBatch, 32, 28, 28}, 2, 2),
+      PoolCase("cnn/maxpool_64_14", "MaxPool", {kBatch, 64, 14, 14}, 2, 2),
+      PoolCase("cnn/global_avgpool_64_7", "GlobalAveragePool", {kBatch, 64, 7, 7}, 0, 0),
+      ConvCase("vit/conv_patch_7x7s7", {kBatch, 1, 28, 28}, {64, 1, 7, 7}, 1, 7, 0),
+      MatMulCase("vit/matmul_qkv", {kBatch, 17, 64}, {64, 192}, true),
+      MatMulCase("vit/matmul_attention_scores", {kBatch, 4, 17, 16}, {kBatch, 4, 16, 17}, false),
+      MatMulCase("vit/matmul_attention_values", {kBatch, 4, 17, 17}, {kBatch, 4, 17, 16}, false),
+      MatMulCase("vit/matmul_proj", {kBatch, 17, 64}, {64, 64}, true),
+      MatMulCase("vit/matmul_mlp_up", {kBatch, 17, 64}, {64, 128}, true),
+      MatMulCase("vit/matmul_mlp_down", {kBatch, 17, 128}, {128, 64}, true),
+  };
+  // The same layers quantised: ConvInteger as cnn/conv_32x64_14, MatMulInteger as vit/matmul_qkv.
+  Case conv_integer;
+  conv_integer.name = "cnn/conv_integer_32x64_14";
+  conv_integer.node.op_type = "ConvInteger";
+  conv_integer.node.attributes = {Attribute::Ints("pads", {1, 1, 1, 1})};
+  conv_integer.inputs = {RandomEightBit({kBatch, 32, 14, 14}, false, 10),
+                         RandomEightBit({64, 32, 3, 3}, true, 11), RandomEightBit({}, false, 12),
+                         RandomEightBit({}, true, 13)};
+  conv_integer.constant = {false, true, false, true};
+  conv_integer.flops = 2.0 * kBatch * 64 * 14 * 14 * 32 * 9;
+  cases.push_back(conv_integer);
+  Case matmul_integer;
+  matmul_integer.name = "vit/matmul_integer_qkv";
+  matmul_integer.node.op_type = "MatMulInteger";
+  matmul_integer.inputs = {RandomEightBit({kBatch, 17, 64}, false, 14), RandomEightBit({64, 192}, true, 15),
+                           RandomEightBit({}, false, 16), RandomEightBit({}, true, 17)};
+  matmul_integer.constant = {false, true, false, true};
+  matmul_integer.flops = 2.0 * kBatch * 17 * 64 * 192;
+  cases.push_back(matmul_integer);
+  Case head;
+  head.name = "vit/gemm_head";
+  head.node.op_type = "Gemm";
+  head.node.attributes = {Attribute::Int("transB", 1)};
+  head.inputs = {Random({kBatch, 64}, 7), Random({10, 64}, 8), Random({10}, 9)};
+  head.constant = {false, true, true};
+  head.flops = 2.0 * kBatch * 64 * 10;
+  cases.push_back(head);
+  return cases;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  static const std::vector<Case> cases = Cases();
+  for (const Case& c : cases) {
+    for (const bool reference : {false, true}) {
+      benchmark::RegisterBenchmark((c.name + (reference ? "/reference" : "/fast")).c_str(),
+                                   [&c, reference](benchmark::State& state) { RunCase(state, c, reference); })
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
