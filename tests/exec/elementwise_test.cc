@@ -20,6 +20,8 @@
 namespace compress {
 namespace {
 
+using testing::ErrorOf;
+
 using testing::RunNode;
 using Dims = std::vector<int64_t>;
 
@@ -68,15 +70,6 @@ Tensor Random(const Dims& dims, uint32_t seed, float lo = -4.0f, float hi = 4.0f
   std::vector<float> v(static_cast<size_t>(ShapeElementCount(dims)));
   for (float& x : v) x = dist(gen);
   return F32(dims, v);
-}
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // Runs a node with the reference and the fast kernels and checks they agree bit for bit.

@@ -20,14 +20,7 @@
 namespace compress {
 namespace {
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::ErrorOf;
 
 TEST(Executor, RunsTinyModelWithAnyBatch) {
   Executor exec(testing::TinyModel());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compress/util/error.h"
+#include "support/rounding.h"
 #include "support/test_support.h"
 
 namespace compress {
@@ -17,34 +18,8 @@ namespace {
 
 using testing::RunNode;
 
-// float32 unit roundoff (IEEE 754 binary32: 24-bit significand).
-constexpr double kUnitRoundoff = 0x1p-24;
-
-// Higham's gamma_n (Accuracy and Stability of Numerical Algorithms, 2nd ed., section 3.1): a float32 sum of n
-// terms, in any order and with or without fused multiply-adds, is within gamma_n * (sum of |terms|) of the
-// exact sum.
-double Gamma(int64_t n) {
-  const double nu = static_cast<double>(n) * kUnitRoundoff;
-  return nu / (1.0 - nu);
-}
-
-// `fast` and `ref` compute the same sums of at most n terms per element, and `magnitude` (the op on the
-// absolute values of its inputs) is the sum of |terms|. The reference accumulates in double and rounds once;
-// one more unit roundoff covers the rounding of `magnitude` itself.
-void ExpectWithinRoundingBound(const Tensor& fast, const Tensor& ref, const Tensor& magnitude, int64_t n,
-                               const std::string& what) {
-  ASSERT_EQ(fast.dims(), ref.dims()) << what;
-  const double factor = Gamma(n) + 2 * kUnitRoundoff;
-  int failures = 0;
-  for (int64_t i = 0; i < fast.numel() && failures < 5; ++i) {
-    const double f = fast.data<float>()[i], r = ref.data<float>()[i];
-    const double bound = factor * magnitude.data<float>()[i];
-    if (!(std::fabs(f - r) <= bound)) {
-      ADD_FAILURE() << what << ": element " << i << " fast " << f << " reference " << r << " bound " << bound;
-      ++failures;
-    }
-  }
-}
+using testing::ExpectWithinRoundingBound;
+using testing::Gamma;
 
 void ExpectBitwiseEqual(const Tensor& a, const Tensor& b, const std::string& what) {
   ASSERT_EQ(a.dims(), b.dims()) << what;

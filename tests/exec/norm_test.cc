@@ -19,6 +19,8 @@
 namespace compress {
 namespace {
 
+using testing::ErrorOf;
+
 using testing::RunNode;
 using Dims = std::vector<int64_t>;
 
@@ -53,15 +55,6 @@ Tensor Random(const Dims& dims, uint32_t seed, float lo = -4.0f, float hi = 4.0f
 }
 
 std::vector<float> Floats(const Tensor& t) { return {t.data<float>(), t.data<float>() + t.numel()}; }
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // Softmax of x over the elements at start + j * stride, j < len, in double.
 std::vector<double> SoftmaxOf(const Tensor& x, int64_t start, int64_t len, int64_t stride) {

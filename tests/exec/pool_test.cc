@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compress/util/error.h"
+#include "support/rounding.h"
 #include "support/test_support.h"
 
 namespace compress {
@@ -17,15 +18,8 @@ namespace {
 
 using testing::RunNode;
 
-// float32 unit roundoff (IEEE 754 binary32: 24-bit significand).
-constexpr double kUnitRoundoff = 0x1p-24;
-
-// Higham's gamma_n (Accuracy and Stability of Numerical Algorithms, 2nd ed., section 3.1): a float32 sum of n
-// terms in any order is within gamma_n * (sum of |terms|) of the exact sum.
-double Gamma(int64_t n) {
-  const double nu = static_cast<double>(n) * kUnitRoundoff;
-  return nu / (1.0 - nu);
-}
+using testing::Gamma;
+using testing::kUnitRoundoff;
 
 Node MakeNode(const std::string& op, std::vector<Attribute> attrs = {}, size_t outputs = 1,
               const std::string& name = "") {

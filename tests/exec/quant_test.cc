@@ -15,6 +15,8 @@
 namespace compress {
 namespace {
 
+using testing::ErrorOf;
+
 using testing::RunNode;
 
 Node MakeNode(const std::string& op, std::vector<std::string> inputs, std::vector<Attribute> attrs = {},
@@ -35,15 +37,6 @@ std::vector<T> Values(const Tensor& t) {
 
 Tensor F(std::vector<int64_t> dims, const std::vector<float>& v) {
   return Tensor::FromVector<float>(dims, v);
-}
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // The error names the node and its op type, then says what is wrong.

@@ -19,6 +19,8 @@
 namespace compress {
 namespace {
 
+using testing::ErrorOf;
+
 using testing::RunNode;
 using Dims = std::vector<int64_t>;
 
@@ -46,15 +48,6 @@ Tensor Axes(const std::vector<int64_t>& v) {
 template <typename T>
 std::vector<T> Values(const Tensor& t) {
   return {t.data<T>(), t.data<T>() + t.numel()};
-}
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Reduce, AxesFromTheAttributeOrTheInputByOpset) {

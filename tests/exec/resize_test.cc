@@ -14,6 +14,8 @@
 namespace compress {
 namespace {
 
+using testing::ErrorOf;
+
 using testing::RunNode;
 using Dims = std::vector<int64_t>;
 using Floats = std::vector<float>;
@@ -35,15 +37,6 @@ Floats Values(const Tensor& t) { return {t.data<float>(), t.data<float>() + t.nu
 void ExpectNear(const Floats& got, const Floats& want, float tol = 1e-5f) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "element " << i;
-}
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // The error names the node and its op type, then says what is wrong.

@@ -15,6 +15,8 @@
 namespace compress {
 namespace {
 
+using testing::ErrorOf;
+
 using testing::RunNode;
 using Dims = std::vector<int64_t>;
 
@@ -55,15 +57,6 @@ Tensor HalfPattern(const Dims& dims) {
 std::vector<uint16_t> HalfBits(const Tensor& t) {
   const auto* p = static_cast<const uint16_t*>(t.raw());
   return {p, p + t.numel()};
-}
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // The error names the node and its op type, then says what is wrong.

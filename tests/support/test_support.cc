@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "compress/exec/executor.h"
+#include "compress/util/error.h"
 
 namespace compress::testing {
 
@@ -76,6 +77,15 @@ CommandResult RunCommand(const std::vector<std::string>& args) {
   r.out = ReadBytes(out_path);
   r.err = ReadBytes(err_path);
   return r;
+}
+
+std::string ErrorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 void WriteBytes(const std::string& path, const std::string& bytes) {

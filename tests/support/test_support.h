@@ -1,6 +1,7 @@
 // Helpers shared by the test suites.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,9 @@ CommandResult RunCommand(const std::vector<std::string>& argv);
 CommandResult RunCompress(const std::vector<std::string>& args);
 // Runs tests/ort/ort.js (ONNX Runtime) with `args`.
 CommandResult RunOrt(const std::vector<std::string>& args);
+
+// The message of the compress::Error `fn` throws, or "" when it throws nothing.
+std::string ErrorOf(const std::function<void()>& fn);
 
 void WriteBytes(const std::string& path, const std::string& bytes);
 std::string ReadBytes(const std::string& path);
