@@ -90,6 +90,21 @@ void DispatchNumeric(const KernelContext& ctx, DType dtype, Fn&& fn) {
   }
 }
 
+// Calls fn(T{}) for float32 or float64 (float16 reaches kernels as float32); Fail()s otherwise.
+template <typename Fn>
+void DispatchFloating(const KernelContext& ctx, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kFloat:
+      fn(float{});
+      break;
+    case DType::kDouble:
+      fn(double{});
+      break;
+    default:
+      ctx.Fail(std::string("element type ") + DTypeName(dtype) + " is not supported here (float types only)");
+  }
+}
+
 // Same as DispatchNumeric plus bool (as bool) — for data movement, where only the element size matters
 // callers should prefer copying bytes.
 template <typename Fn>

@@ -32,20 +32,6 @@ using ConstFloatMap = Eigen::Map<const FloatArray>;
 constexpr int64_t kBlockSize = 256;
 using FloatBlock = Eigen::Array<float, kBlockSize, 1>;
 
-template <typename Fn>
-void DispatchFloating(const KernelContext& ctx, DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kFloat:
-      fn(float{});
-      break;
-    case DType::kDouble:
-      fn(double{});
-      break;
-    default:
-      ctx.Fail(std::string("element type ") + DTypeName(dtype) + " is not supported here (float types only)");
-  }
-}
-
 void CheckSameType(const KernelContext& ctx, const Tensor& a, const Tensor& b) {
   if (a.dtype() != b.dtype()) {
     ctx.Fail(std::string("inputs have different element types ") + DTypeName(a.dtype()) + " and " +

@@ -20,20 +20,6 @@ using FloatArray = Eigen::Array<float, Eigen::Dynamic, 1>;
 using FloatMap = Eigen::Map<FloatArray>;
 using ConstFloatMap = Eigen::Map<const FloatArray>;
 
-template <typename Fn>
-void DispatchFloating(const KernelContext& ctx, DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kFloat:
-      fn(float{});
-      break;
-    case DType::kDouble:
-      fn(double{});
-      break;
-    default:
-      ctx.Fail(std::string("element type ") + DTypeName(dtype) + " is not supported here (float types only)");
-  }
-}
-
 // Rows per parallel chunk when each row holds `len` elements.
 int64_t RowGrain(int64_t len) { return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, len)); }
 
