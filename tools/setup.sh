@@ -3,7 +3,7 @@
 #   - the build and runtime dependencies (Debian packages);
 #   - with --tests: the test data packages and ONNX Runtime (npm onnxruntime-node, pinned in
 #     tests/ort/package-lock.json; installed with --ignore-scripts because its install script only
-#     downloads optional GPU extras).
+#     downloads optional GPU extras) and Ajv, the JSON Schema validator the report tests use.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ done
 packages=(
   build-essential cmake git ca-certificates pkg-config python3
   libonnx-dev libprotobuf-dev protobuf-compiler libeigen3-dev libcli11-dev libspdlog-dev libfmt-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev libyaml-cpp-dev
   dataset-fashion-mnist   # the sample data the main job and the tests run on
 )
 if [ "$with_tests" = 1 ]; then
@@ -40,7 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$with_tests" = 1 ] && [ ! -f tests/ort/node_modules/onnxruntime-node/package.json ]; then
-  echo "setup: installing onnxruntime-node (npm, --ignore-scripts)" >&2
+if [ "$with_tests" = 1 ] && { [ ! -f tests/ort/node_modules/onnxruntime-node/package.json ] || [ ! -f tests/ort/node_modules/ajv/package.json ]; }; then
+  echo "setup: installing onnxruntime-node and ajv (npm, --ignore-scripts)" >&2
   (cd tests/ort && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
