@@ -11,6 +11,7 @@
 #include <iostream>
 #include <sstream>
 #include <new>
+#include <optional>
 
 #include "compress/cli/log.h"
 #include "compress/eval/evaluate.h"
@@ -18,7 +19,10 @@
 #include "compress/io/dataset.h"
 #include "compress/io/npy.h"
 #include "compress/io/onnx_io.h"
+#include "compress/pipeline/pipeline.h"
+#include "compress/pipeline/recipe.h"
 #include "compress/report/inspect.h"
+#include "compress/report/report.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
 #include "compress/util/progress.h"
@@ -40,6 +44,21 @@ struct MainOptions {
   size_t external_threshold = 1024;
   std::string external_file;
   bool overwrite = false;
+  // Recipe.
+  std::string recipe_file;
+  bool no_optimize = false;
+  bool fp16 = false;
+  bool keep_io_types = true;
+  std::vector<std::string> fp16_block_ops;
+  std::vector<std::string> fp16_block_nodes;
+  // Report and evaluation.
+  std::string report_json;
+  std::string report_md;
+  std::string eval_dir;
+  std::string labels;
+  int64_t eval_limit = 0;
+  int64_t batch = 64;
+  int threads = 0;
 };
 
 struct InspectOptions {
@@ -90,14 +109,70 @@ std::string DefaultOutput(const std::string& input, const std::string& recipe) {
   return (dir == "." ? std::string() : dir + "/") + StemOf(input) + "." + recipe + ".onnx";
 }
 
+// Recipe from --recipe or from the pass flags; validated before anything is loaded.
+Recipe BuildRecipe(const MainOptions& opt) {
+  const bool pass_flags = opt.fp16;
+  Recipe recipe;
+  if (!opt.recipe_file.empty()) {
+    if (pass_flags) ThrowUsage("--recipe cannot be combined with pass flags (--fp16); put every pass in the recipe");
+    recipe = LoadRecipeFile(opt.recipe_file);
+  } else {
+    if (opt.fp16) {
+      nlohmann::json o = {{"keep_io_types", opt.keep_io_types}};
+      if (!opt.fp16_block_ops.empty()) o["block_ops"] = opt.fp16_block_ops;
+      if (!opt.fp16_block_nodes.empty()) o["block_nodes"] = opt.fp16_block_nodes;
+      recipe.steps.push_back(MakeRecipeStep("fp16", o, "--fp16"));
+    }
+    for (const auto& step : recipe.steps) recipe.name += (recipe.name.empty() ? "" : "-") + step.pass;
+  }
+  if (opt.no_optimize) recipe.optimize = false;
+  if (recipe.name.empty()) recipe.name = recipe.optimize ? "optimized" : "rewritten";
+  if ((!opt.fp16_block_ops.empty() || !opt.fp16_block_nodes.empty() || !opt.keep_io_types) && !opt.fp16) {
+    ThrowUsage("--fp16-block-ops, --fp16-block-nodes and --no-keep-io-types only apply with --fp16");
+  }
+  return recipe;
+}
+
+int64_t FileSize(const std::string& path) {
+  std::error_code ec;
+  const auto n = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<int64_t>(n);
+}
+
 int RunMain(const MainOptions& opt, std::ostream& out) {
+  const auto start = std::chrono::steady_clock::now();
+  const Recipe recipe = BuildRecipe(opt);
+  for (const std::string* report : {&opt.report_json, &opt.report_md}) {
+    if (!report->empty() && (SameFile(*report, opt.model) || (!opt.output.empty() && SameFile(*report, opt.output)))) {
+      ThrowUsage(*report + ": the report would overwrite a model file");
+    }
+  }
+
   LoadInfo info;
   spdlog::debug("loading {}", opt.model);
   Model model = LoadModel(opt.model, {}, &info);
-  spdlog::debug("{}: {} nodes, {} initializers", opt.model, model.graph.nodes.size(),
-                model.graph.initializers.size());
+  const Model original = model;  // tensors are shared copy-on-write: this costs no weight copies
+  int64_t input_bytes = static_cast<int64_t>(info.file_bytes);
+  for (const auto& f : info.external_files) input_bytes += FileSize(f);
 
-  const std::string output = opt.output.empty() ? DefaultOutput(opt.model, "rewritten") : opt.output;
+  // The evaluation data must fit the model before any work is done.
+  std::optional<Dataset> eval_data;
+  if (!opt.eval_dir.empty()) {
+    DatasetOptions data_opt;
+    data_opt.labels_file = opt.labels;
+    eval_data.emplace(Dataset::Open(opt.eval_dir, ModelInputSpecs(model), data_opt));
+  }
+
+  PipelineOptions pipe_opt;
+  pipe_opt.threads = opt.threads;
+  pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
+  const std::vector<PassRun> runs = RunPipeline(model, recipe, pipe_opt);
+
+  model.SetMetadata(kMetaRecipe, recipe.ToJson().dump());
+  model.SetMetadata(kMetaVersion, COMPRESS_VERSION);
+  if (eval_data) model.SetMetadata(kMetaDataSha256, DatasetSha256(*eval_data));
+
+  const std::string output = opt.output.empty() ? DefaultOutput(opt.model, recipe.name) : opt.output;
   SaveOptions save;
   save.external_data = opt.external_data ? SaveOptions::ExternalData::kAlways : SaveOptions::ExternalData::kAuto;
   save.external_threshold = opt.external_threshold;
@@ -109,9 +184,37 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
 
   const CheckResult check = CheckModelFile(output);
   if (!check.ok) spdlog::warn("{}: the ONNX checker rejects the output: {}", output, check.message);
-  out << "wrote " << output << " (" << saved.model_bytes << " bytes";
-  if (!saved.external_path.empty()) out << " + " << saved.external_bytes << " bytes in " << saved.external_path;
-  out << "; input " << info.file_bytes << " bytes); ONNX checker: " << (check.ok ? "passes" : "fails") << "\n";
+
+  std::optional<ModelComparison> comparison;
+  if (eval_data) {
+    CompareOptions cmp;
+    cmp.batch = opt.batch;
+    cmp.limit = opt.eval_limit;
+    cmp.threads = opt.threads;
+    comparison = CompareModels(original, model, *eval_data, opt.eval_dir, cmp);
+  }
+
+  ReportInput rin;
+  rin.input_path = opt.model;
+  rin.output_path = output;
+  rin.input_bytes = input_bytes;
+  rin.output_bytes = static_cast<int64_t>(saved.model_bytes + saved.external_bytes);
+  rin.before = &original;
+  rin.after = &model;
+  rin.recipe = recipe;
+  rin.passes = runs;
+  rin.comparison = comparison;
+  rin.checker_ok = check.ok;
+  rin.checker_message = check.message;
+  rin.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const nlohmann::json report = BuildReport(rin);
+  if (!opt.report_json.empty()) WriteFileAtomic(opt.report_json, report.dump(2) + "\n");
+  if (!opt.report_md.empty()) WriteFileAtomic(opt.report_md, FormatReportMarkdown(report));
+  out << FormatReportSummary(report);
+  if (!check.ok && CheckModelFile(opt.model).ok) {
+    // The input was valid and the output is not: a pass is at fault. The output stays for inspection.
+    ThrowInternal(output + ": the ONNX checker rejects the output although it accepts the input: " + check.message);
+  }
   return 0;
 }
 
@@ -366,6 +469,27 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_option("--external-data-file", main_opt.external_file,
                  "Name of the external data file, in the output's folder (default <output file>.data)");
   app.add_flag("--overwrite", main_opt.overwrite, "Allow the output to replace the input file");
+  app.add_option("--recipe", main_opt.recipe_file, "Passes and options from a YAML (.yaml/.yml) or JSON file");
+  app.add_flag("--no-optimize", main_opt.no_optimize,
+               "Skip the clean-up passes (constant folding, BatchNormalization folding, ...) run by default");
+  app.add_flag("--fp16", main_opt.fp16, "Convert float32 weights and computation to float16");
+  app.add_flag("--keep-io-types,!--no-keep-io-types", main_opt.keep_io_types,
+               "With --fp16: keep float32 graph inputs and outputs, with Casts at the boundary (default on)");
+  app.add_option("--fp16-block-ops", main_opt.fp16_block_ops, "With --fp16: more op types to keep in float32")
+      ->delimiter(',');
+  app.add_option("--fp16-block-nodes", main_opt.fp16_block_nodes, "With --fp16: node names to keep in float32")
+      ->delimiter(',');
+  app.add_option("--report", main_opt.report_json, "Write the report as JSON (schema compress.report/1)");
+  app.add_option("--report-md", main_opt.report_md, "Write the report as Markdown");
+  app.add_option("--eval", main_opt.eval_dir,
+                 "Evaluate both models on this data folder: accuracy (with labels), fidelity and latency");
+  app.add_option("--labels", main_opt.labels, "Labels file for --eval instead of DIR/labels.*");
+  app.add_option("--eval-limit", main_opt.eval_limit, "Evaluate only the first N samples of --eval");
+  app.add_option("--batch", main_opt.batch, "Samples per run in evaluation")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--threads", main_opt.threads, "Threads (0: one per core); results do not depend on it")
+      ->capture_default_str();
 
   InspectOptions inspect_opt;
   CLI::App* inspect = app.add_subcommand("inspect", "Describe a model: opsets, inputs, ops, parameters, sizes");

@@ -1,0 +1,52 @@
+// Static knowledge taken from the ONNX operator schemas: shape/type inference and the type constraints
+// of each operator. Passes use it to know the dtype and shape of intermediate values without running
+// the model, and to know which inputs of an operator may change element type together.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "compress/ir/dtype.h"
+#include "compress/ir/graph.h"
+
+namespace compress {
+
+// Runs ONNX shape inference (with data propagation, so shape sub-graphs over static shapes resolve) and
+// replaces value_info of the main graph and of every subgraph with the inferred types of intermediate
+// values. Declared graph inputs and outputs are left as they are. A node the inference cannot handle
+// leaves its outputs without a type; it is never an error. Returns false (and changes nothing) when the
+// inference as a whole fails, e.g. on a model with conflicting declared types.
+bool InferShapes(Model& model);
+
+// The declared type of a value in `graph`: graph input, graph output, value_info or initializer. Null
+// when the graph says nothing about it.
+const TypeInfo* FindValueType(const Graph& graph, const std::string& name);
+
+// Formal inputs/outputs of an operator and the element types each type parameter allows.
+struct OpSignature {
+  struct Formal {
+    std::string name;
+    std::string type_str;  // a type parameter ("T") or a fixed type ("tensor(float)")
+    bool optional = false;
+    bool variadic = false;
+  };
+  bool found = false;
+  std::vector<Formal> inputs, outputs;
+  // Tensor element types allowed for each type string used above (fixed types map to themselves).
+  // Non-tensor types (sequences, maps, optionals) are left out.
+  std::map<std::string, std::vector<DType>> allowed;
+
+  // Type string of the formal that the node's input / output at `index` binds to (variadic formals
+  // repeat the last one). Empty when the index is beyond the formals.
+  std::string InputTypeStr(size_t index) const;
+  std::string OutputTypeStr(size_t index) const;
+  bool Allows(const std::string& type_str, DType t) const;
+};
+
+// Schema of `op_type` in `domain` at opset `version` ("" and "ai.onnx" are the same domain).
+// found == false for operators the ONNX library does not know (custom domains).
+OpSignature LookupSignature(const std::string& domain, const std::string& op_type, int64_t version);
+
+}  // namespace compress

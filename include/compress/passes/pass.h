@@ -1,0 +1,78 @@
+// The interface every graph pass implements, and the explicit list of passes.
+//
+// A pass rewrites a Model in place. "Does not apply" is not an error: the pass leaves the graph untouched
+// and reports zero changes. A pass throws compress::Error only for input it cannot handle safely (the
+// message names the node or tensor). Options are a JSON object validated against the pass's OptionSpec
+// list before any model is loaded, with defaults filled in, so Run() can read them without checks.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compress/ir/graph.h"
+
+namespace compress {
+
+// What a pass tells the report besides the graph statistics the pipeline measures itself.
+class PassContext {
+ public:
+  explicit PassContext(int threads = 1) : threads_(threads) {}
+
+  // Adds `n` to a named counter, e.g. "folded_nodes"; counters appear in the report in name order.
+  void Count(const std::string& key, int64_t n = 1) { counters_[key] += n; }
+  // A line of explanation for the report ("kept Resize in float32: blocked op").
+  void Note(std::string message) { notes_.push_back(std::move(message)); }
+  // Structured details a pass wants in the report (e.g. per-tensor clamp counts); merged by key.
+  nlohmann::json& details() { return details_; }
+
+  int threads() const { return threads_; }
+  const std::map<std::string, int64_t>& counters() const { return counters_; }
+  const std::vector<std::string>& notes() const { return notes_; }
+  const nlohmann::json& details() const { return details_; }
+
+ private:
+  int threads_;
+  std::map<std::string, int64_t> counters_;
+  std::vector<std::string> notes_;
+  nlohmann::json details_ = nlohmann::json::object();
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  virtual void Run(Model& model, PassContext& ctx) = 0;
+};
+
+// One option of a pass. `default_value` also fixes the type: boolean, integer, number, string, or an
+// array of strings.
+struct OptionSpec {
+  std::string name;
+  nlohmann::json default_value;
+  std::string help;
+};
+
+struct PassInfo {
+  std::string name;      // snake_case key used in recipes; also the file stem under src/passes
+  std::string summary;   // one line for --help and the README
+  bool cleanup = false;  // part of the default clean-up run before other passes
+  std::vector<OptionSpec> options;
+  std::function<std::unique_ptr<Pass>(const nlohmann::json& options)> create;
+};
+
+// Every pass, in the order the default clean-up runs them (clean-up passes first).
+const std::vector<PassInfo>& AllPasses();
+// Null when no pass has that name.
+const PassInfo* FindPass(const std::string& name);
+
+// Checks `options` (an object, possibly empty) against the pass's specs and returns it completed with
+// defaults. Throws Error(kUsage) for an unknown option or a value of the wrong type, naming `origin`
+// (e.g. "recipe.yaml: passes[1]") and listing the valid options.
+nlohmann::json ValidatePassOptions(const PassInfo& pass, const nlohmann::json& options, const std::string& origin);
+
+}  // namespace compress

@@ -1,0 +1,77 @@
+// The size/accuracy report of one `compress` run: JSON for machines (schema compress.report/1,
+// documented in docs/report.schema.json), Markdown for people, and a short summary table for stdout.
+//
+// Everything outside the "timings" section depends only on the inputs and options, never on the
+// machine's speed or thread count, so two identical runs give identical reports once "timings" is
+// dropped (and identical bytes when timings are disabled for tests).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compress/eval/evaluate.h"
+#include "compress/io/dataset.h"
+#include "compress/ir/graph.h"
+#include "compress/pipeline/pipeline.h"
+#include "compress/pipeline/recipe.h"
+
+namespace compress {
+
+// Hash of a data folder's contents as a model sees them: every data file (name relative to the folder
+// and bytes) in order, then the labels. Independent of where the folder lives.
+std::string DatasetSha256(const Dataset& data);
+
+struct CompareOptions {
+  int64_t batch = 64;
+  int64_t limit = 0;  // first `limit` samples only (0: all)
+  int threads = 0;
+  bool progress = true;
+};
+
+// Both models evaluated on the same data, and how far the second's first output is from the first's.
+struct ModelComparison {
+  std::string data;         // folder as given by the user
+  std::string data_sha256;
+  int64_t samples = 0;
+  bool labelled = false;
+  int64_t batch = 0;
+  double top1_before = 0, top1_after = 0;  // when labelled
+  double agreement = 0;        // fraction of samples whose argmax (top-1 prediction) is unchanged
+  double cosine = 0;           // mean over samples of the cosine similarity of output 0
+  double sqnr_db = 0;          // 10 log10(sum ref^2 / sum (ref - out)^2) over all of output 0; +inf if equal
+  double max_abs_error = 0;
+  double ms_per_sample_before = 0, ms_per_sample_after = 0;  // our executor, at `batch`
+};
+
+ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
+                              const std::string& data_label, const CompareOptions& options);
+
+struct ReportInput {
+  std::string input_path, output_path;
+  int64_t input_bytes = 0;   // model file plus external data files
+  int64_t output_bytes = 0;
+  const Model* before = nullptr;
+  const Model* after = nullptr;
+  Recipe recipe;
+  std::vector<PassRun> passes;
+  std::optional<ModelComparison> comparison;
+  bool checker_ok = false;
+  std::string checker_message;
+  double total_seconds = 0;
+  bool include_timings = true;  // false: "timings" is null (byte-identical reports in tests)
+};
+
+nlohmann::json BuildReport(const ReportInput& in);
+std::string FormatReportMarkdown(const nlohmann::json& report);
+std::string FormatReportSummary(const nlohmann::json& report);  // a few lines for the terminal
+
+// Keys written into the output model's metadata_props.
+inline constexpr const char* kMetaRecipe = "compress.recipe";
+inline constexpr const char* kMetaVersion = "compress.version";
+inline constexpr const char* kMetaDataSha256 = "compress.data_sha256";
+
+}  // namespace compress

@@ -1,0 +1,139 @@
+#include "compress/io/schema.h"
+
+#include <onnx/defs/schema.h>
+#include <onnx/shape_inference/implementation.h>
+
+#include <algorithm>
+#include <exception>
+
+#include "onnx_proto.h"
+
+namespace compress {
+
+namespace {
+
+// "tensor(float)" -> kFloat; kUndefined for anything that is not a plain tensor type.
+DType TensorTypeFromString(const std::string& s) {
+  static const std::map<std::string, DType> kNames = {
+      {"tensor(float)", DType::kFloat},       {"tensor(uint8)", DType::kUInt8},
+      {"tensor(int8)", DType::kInt8},         {"tensor(uint16)", DType::kUInt16},
+      {"tensor(int16)", DType::kInt16},       {"tensor(int32)", DType::kInt32},
+      {"tensor(int64)", DType::kInt64},       {"tensor(string)", DType::kString},
+      {"tensor(bool)", DType::kBool},         {"tensor(float16)", DType::kFloat16},
+      {"tensor(double)", DType::kDouble},     {"tensor(uint32)", DType::kUInt32},
+      {"tensor(uint64)", DType::kUInt64},     {"tensor(complex64)", DType::kComplex64},
+      {"tensor(complex128)", DType::kComplex128}, {"tensor(bfloat16)", DType::kBFloat16},
+  };
+  const auto it = kNames.find(s);
+  return it == kNames.end() ? DType::kUndefined : it->second;
+}
+
+// Copies value_info from `from` into `to` for graphs of identical structure, recursing into subgraphs.
+void CopyValueInfo(const Graph& from, Graph& to) {
+  to.value_info = from.value_info;
+  for (size_t n = 0; n < to.nodes.size() && n < from.nodes.size(); ++n) {
+    auto& to_attrs = to.nodes[n].attributes;
+    const auto& from_attrs = from.nodes[n].attributes;
+    for (size_t a = 0; a < to_attrs.size() && a < from_attrs.size(); ++a) {
+      for (size_t g = 0; g < to_attrs[a].graphs.size() && g < from_attrs[a].graphs.size(); ++g) {
+        CopyValueInfo(from_attrs[a].graphs[g], to_attrs[a].graphs[g]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool InferShapes(Model& model) {
+  onnx::ModelProto proto;
+  io_detail::ModelToProto(model, &proto);
+  // Inference fills value_info with what it derives; start from what the model declared.
+  try {
+    onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
+    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
+  } catch (const std::exception&) {
+    return false;
+  }
+  io_detail::ReadContext ctx;
+  ctx.source = "shape inference";
+  ctx.load_external_data = false;
+  // Only value_info is taken back; strip tensors so the conversion back copies no weights.
+  proto.mutable_graph()->clear_initializer();
+  Model inferred;
+  try {
+    inferred = io_detail::ModelFromProto(proto, ctx);
+  } catch (const std::exception&) {
+    return false;
+  }
+  CopyValueInfo(inferred.graph, model.graph);
+  return true;
+}
+
+const TypeInfo* FindValueType(const Graph& graph, const std::string& name) {
+  for (const auto& v : graph.inputs) {
+    if (v.name == name && v.type.kind != TypeInfo::Kind::kNone) return &v.type;
+  }
+  for (const auto& v : graph.outputs) {
+    if (v.name == name && v.type.kind != TypeInfo::Kind::kNone) return &v.type;
+  }
+  for (const auto& v : graph.value_info) {
+    if (v.name == name && v.type.kind != TypeInfo::Kind::kNone) return &v.type;
+  }
+  return nullptr;
+}
+
+std::string OpSignature::InputTypeStr(size_t index) const {
+  if (index < inputs.size()) return inputs[index].type_str;
+  if (!inputs.empty() && inputs.back().variadic) return inputs.back().type_str;
+  return {};
+}
+
+std::string OpSignature::OutputTypeStr(size_t index) const {
+  if (index < outputs.size()) return outputs[index].type_str;
+  if (!outputs.empty() && outputs.back().variadic) return outputs.back().type_str;
+  return {};
+}
+
+bool OpSignature::Allows(const std::string& type_str, DType t) const {
+  const auto it = allowed.find(type_str);
+  if (it == allowed.end()) return false;
+  for (DType a : it->second) {
+    if (a == t) return true;
+  }
+  return false;
+}
+
+OpSignature LookupSignature(const std::string& domain, const std::string& op_type, int64_t version) {
+  OpSignature sig;
+  const std::string d = domain == "ai.onnx" ? std::string() : domain;
+  const onnx::OpSchema* schema =
+      onnx::OpSchemaRegistry::Schema(op_type, static_cast<int>(version), d);
+  if (schema == nullptr) return sig;
+  sig.found = true;
+  auto add_formals = [&sig](const std::vector<onnx::OpSchema::FormalParameter>& formals,
+                            std::vector<OpSignature::Formal>* out) {
+    for (const auto& f : formals) {
+      OpSignature::Formal formal;
+      formal.name = f.GetName();
+      formal.type_str = f.GetTypeStr();
+      formal.optional = f.GetOption() == onnx::OpSchema::Optional;
+      formal.variadic = f.GetOption() == onnx::OpSchema::Variadic;
+      out->push_back(formal);
+      auto& allowed = sig.allowed[formal.type_str];
+      if (allowed.empty()) {
+        std::vector<DType> types;
+        for (const auto* type : f.GetTypes()) {
+          const DType t = TensorTypeFromString(*type);
+          if (t != DType::kUndefined) types.push_back(t);
+        }
+        std::sort(types.begin(), types.end());
+        allowed = types;
+      }
+    }
+  };
+  add_formals(schema->inputs(), &sig.inputs);
+  add_formals(schema->outputs(), &sig.outputs);
+  return sig;
+}
+
+}  // namespace compress

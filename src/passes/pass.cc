@@ -1,0 +1,120 @@
+#include "compress/passes/pass.h"
+
+#include <sstream>
+
+#include "compress/passes/builders.h"
+#include "compress/util/error.h"
+
+namespace compress {
+
+namespace {
+
+using nlohmann::json;
+
+std::vector<PassInfo> BuildPassList() {
+  std::vector<PassInfo> passes;
+  // Clean-up, in the order the default pipeline runs it: Constant nodes first so that every later pass
+  // sees weights as initializers; Identity/Dropout before folding so that folding sees through them;
+  // dead-node removal last so that it sweeps up what the others disconnected.
+  passes.push_back({"constant_to_initializer", "turn Constant nodes into initializers", true, {},
+                    MakeConstantToInitializerPass});
+  passes.push_back({"remove_identity", "remove Identity nodes and inference-mode Dropout", true, {},
+                    MakeRemoveIdentityPass});
+  passes.push_back({"fold_constants",
+                    "evaluate nodes whose inputs are all constant, including Shape of static shapes",
+                    true,
+                    {{"max_folded_bytes", json(int64_t{64} << 20),
+                      "largest tensor a folded node may produce; larger results stay computed at run time"},
+                     {"fold_shapes", json(true), "replace Shape/Size of values with a static shape by constants"}},
+                    MakeFoldConstantsPass});
+  passes.push_back({"fold_batch_norm",
+                    "fold BatchNormalization into the preceding Conv, ConvTranspose, Gemm or MatMul", true, {},
+                    MakeFoldBatchNormPass});
+  passes.push_back({"share_initializers", "let initializers with identical type, shape and bytes share one tensor",
+                    true, {}, MakeShareInitializersPass});
+  passes.push_back({"remove_dead_nodes", "remove nodes no graph output depends on and unused initializers", true,
+                    {}, MakeRemoveDeadNodesPass});
+  // Compression passes.
+  passes.push_back({"fp16",
+                    "convert float32 weights and computation to float16",
+                    false,
+                    {{"keep_io_types", json(true), "keep graph inputs and outputs float32, with Casts at the boundary"},
+                     {"default_block_ops", json(true), "keep the built-in list of ops in float32"},
+                     {"block_ops", json::array(), "more op types to keep in float32"},
+                     {"block_nodes", json::array(), "node names to keep in float32"}},
+                    MakeFp16Pass});
+  return passes;
+}
+
+std::string TypeName(const json& v) {
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_number_integer()) return "an integer";
+  if (v.is_number()) return "a number";
+  if (v.is_string()) return "a string";
+  if (v.is_array()) return "a list of strings";
+  return "a value";
+}
+
+bool SameType(const json& spec, const json& v) {
+  if (spec.is_boolean()) return v.is_boolean();
+  if (spec.is_number_integer()) return v.is_number_integer();
+  if (spec.is_number()) return v.is_number();
+  if (spec.is_string()) return v.is_string();
+  if (spec.is_array()) {
+    if (!v.is_array()) return false;
+    for (const auto& e : v) {
+      if (!e.is_string()) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+const std::vector<PassInfo>& AllPasses() {
+  static const std::vector<PassInfo> passes = BuildPassList();
+  return passes;
+}
+
+const PassInfo* FindPass(const std::string& name) {
+  for (const auto& p : AllPasses()) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+json ValidatePassOptions(const PassInfo& pass, const json& options, const std::string& origin) {
+  if (!options.is_null() && !options.is_object()) {
+    ThrowUsage(origin + ": options of pass '" + pass.name + "' must be a mapping of option names to values");
+  }
+  json out = json::object();
+  for (const auto& spec : pass.options) out[spec.name] = spec.default_value;
+  if (options.is_null()) return out;
+  for (auto it = options.begin(); it != options.end(); ++it) {
+    const OptionSpec* spec = nullptr;
+    for (const auto& s : pass.options) {
+      if (s.name == it.key()) spec = &s;
+    }
+    if (spec == nullptr) {
+      std::ostringstream os;
+      os << origin << ": unknown option '" << it.key() << "' for pass '" << pass.name << "'";
+      if (pass.options.empty()) {
+        os << " (it takes no options)";
+      } else {
+        os << " (valid: ";
+        for (size_t i = 0; i < pass.options.size(); ++i) os << (i ? ", " : "") << pass.options[i].name;
+        os << ")";
+      }
+      ThrowUsage(os.str());
+    }
+    if (!SameType(spec->default_value, it.value())) {
+      ThrowUsage(origin + ": option '" + it.key() + "' of pass '" + pass.name + "' must be " +
+                 TypeName(spec->default_value) + ", got " + it.value().dump());
+    }
+    out[it.key()] = it.value();
+  }
+  return out;
+}
+
+}  // namespace compress

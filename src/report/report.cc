@@ -1,0 +1,447 @@
+#include "compress/report/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "compress/exec/executor.h"
+#include "compress/util/error.h"
+#include "compress/util/fs.h"
+#include "compress/util/sha256.h"
+#include "compress/version.h"
+
+namespace compress {
+
+namespace {
+
+using nlohmann::json;
+
+// A weight as the report lists it: an initializer or a Constant-node value, keyed by value name.
+struct Weight {
+  std::string name;
+  DType dtype = DType::kUndefined;
+  std::vector<int64_t> dims;
+  int64_t elements = 0;
+  int64_t bytes = 0;
+};
+
+void CollectWeights(const Graph& graph, std::vector<Weight>* out) {
+  for (const auto& t : graph.initializers) {
+    out->push_back({t.name(), t.dtype(), t.dims(), t.numel(), static_cast<int64_t>(t.nbytes())});
+  }
+  for (const auto& sp : graph.sparse_initializers) {
+    out->push_back({sp.values.name(), sp.values.dtype(), sp.dims, sp.values.numel(),
+                    static_cast<int64_t>(sp.values.nbytes() + sp.indices.nbytes())});
+  }
+  for (const auto& node : graph.nodes) {
+    if (node.op_type == "Constant" && node.IsDefaultDomain() && !node.outputs.empty()) {
+      for (const auto& a : node.attributes) {
+        for (const auto& t : a.tensors) {
+          out->push_back({node.outputs[0], t.dtype(), t.dims(), t.numel(), static_cast<int64_t>(t.nbytes())});
+        }
+        for (const auto& sp : a.sparse_tensors) {
+          out->push_back({node.outputs[0], sp.values.dtype(), sp.dims, sp.values.numel(),
+                          static_cast<int64_t>(sp.values.nbytes() + sp.indices.nbytes())});
+        }
+      }
+    }
+    for (const auto& a : node.attributes) {
+      for (const auto& g : a.graphs) CollectWeights(g, out);
+    }
+  }
+}
+
+json ParameterSummary(const std::vector<Weight>& weights) {
+  int64_t total = 0, bytes = 0;
+  std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;
+  for (const auto& w : weights) {
+    total += w.elements;
+    bytes += w.bytes;
+    auto& e = by_dtype[DTypeName(w.dtype)];
+    e.first += w.elements;
+    e.second += w.bytes;
+  }
+  json d = json::object();
+  for (const auto& [name, e] : by_dtype) d[name] = {{"parameters", e.first}, {"bytes", e.second}};
+  return {{"total", total}, {"bytes", bytes}, {"by_dtype", d}};
+}
+
+json TensorTable(const std::vector<Weight>& before, const std::vector<Weight>& after) {
+  std::map<std::string, const Weight*> after_by_name;
+  for (const auto& w : after) after_by_name.emplace(w.name, &w);
+  std::map<std::string, bool> seen;
+  json rows = json::array();
+  auto side = [](const Weight* w, json* row, const char* suffix) {
+    const std::string s = suffix;
+    if (w == nullptr) {
+      (*row)["shape_" + s] = nullptr;
+      (*row)["dtype_" + s] = nullptr;
+      (*row)["bytes_" + s] = nullptr;
+    } else {
+      (*row)["shape_" + s] = w->dims;
+      (*row)["dtype_" + s] = DTypeName(w->dtype);
+      (*row)["bytes_" + s] = w->bytes;
+    }
+  };
+  for (const auto& w : before) {
+    if (seen[w.name]) continue;
+    seen[w.name] = true;
+    json row = {{"name", w.name}};
+    side(&w, &row, "before");
+    const auto it = after_by_name.find(w.name);
+    side(it == after_by_name.end() ? nullptr : it->second, &row, "after");
+    rows.push_back(row);
+  }
+  for (const auto& w : after) {
+    if (seen[w.name]) continue;
+    seen[w.name] = true;
+    json row = {{"name", w.name}};
+    side(nullptr, &row, "before");
+    side(&w, &row, "after");
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::string RelativeTo(const std::string& dir, const std::string& path) {
+  if (!dir.empty() && path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+      path[dir.size()] == '/') {
+    return path.substr(dir.size() + 1);
+  }
+  return BaseName(path);
+}
+
+// Output 0 of every sample must match in shape between the two models for the fidelity measures.
+void CheckComparable(const EvalResult& a, const EvalResult& b) {
+  if (a.outputs.empty() || b.outputs.empty() || a.outputs[0].sample_shape != b.outputs[0].sample_shape ||
+      a.output0.size() != b.output0.size()) {
+    ThrowInvalid("cannot compare the models: their first outputs differ in shape");
+  }
+}
+
+std::string Fixed(double v, int digits) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(digits) << v;
+  return os.str();
+}
+
+std::string Thousands(int64_t v) {
+  std::string s = std::to_string(v < 0 ? -v : v);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return (v < 0 ? "-" : "") + s;
+}
+
+std::string Pct(double fraction) { return Fixed(fraction * 100.0, 2) + "%"; }
+
+std::string DtypeList(const json& by_dtype) {
+  std::string s;
+  for (auto it = by_dtype.begin(); it != by_dtype.end(); ++it) {
+    if (!s.empty()) s += ", ";
+    s += Thousands(it.value()["parameters"].get<int64_t>()) + " " + it.key();
+  }
+  return s.empty() ? "none" : s;
+}
+
+}  // namespace
+
+std::string DatasetSha256(const Dataset& data) {
+  Sha256 sha;
+  for (const auto& path : data.files()) {
+    const std::string rel = RelativeTo(data.dir(), path);
+    sha.Update(rel.data(), rel.size() + 1);  // with its terminating NUL: names cannot run into bytes
+    sha.Update(Sha256OfFile(path));
+  }
+  if (data.has_labels()) {
+    sha.Update("labels", 7);
+    sha.Update(data.labels().data(), data.labels().size() * sizeof(int64_t));
+  }
+  return sha.HexDigest();
+}
+
+ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
+                              const std::string& data_label, const CompareOptions& options) {
+  ModelComparison c;
+  c.data = data_label;
+  c.data_sha256 = DatasetSha256(data);
+  ExecutorOptions exec_opt;
+  exec_opt.threads = options.threads;
+  EvalOptions eval_opt;
+  eval_opt.batch = options.batch;
+  eval_opt.limit = options.limit;
+  eval_opt.progress = options.progress;
+  eval_opt.keep_outputs = true;
+  EvalResult a, b;
+  {
+    Executor exec(before, exec_opt);
+    a = Evaluate(exec, data, eval_opt);
+  }
+  {
+    Executor exec(after, exec_opt);
+    b = Evaluate(exec, data, eval_opt);
+  }
+  CheckComparable(a, b);
+  c.samples = a.samples;
+  c.batch = a.batch;
+  c.labelled = a.has_labels;
+  c.top1_before = a.top1;
+  c.top1_after = b.top1;
+  int64_t agree = 0;
+  for (size_t i = 0; i < a.predictions.size() && i < b.predictions.size(); ++i) agree += a.predictions[i] == b.predictions[i];
+  c.agreement = a.samples > 0 ? static_cast<double>(agree) / static_cast<double>(a.samples) : 0.0;
+  const size_t per_sample = a.samples > 0 ? a.output0.size() / static_cast<size_t>(a.samples) : 0;
+  double signal = 0, noise = 0, cosine_sum = 0;
+  for (int64_t s = 0; s < a.samples; ++s) {
+    double dot = 0, na = 0, nb = 0;
+    for (size_t k = 0; k < per_sample; ++k) {
+      const double x = a.output0[static_cast<size_t>(s) * per_sample + k];
+      const double y = b.output0[static_cast<size_t>(s) * per_sample + k];
+      dot += x * y;
+      na += x * x;
+      nb += y * y;
+      signal += x * x;
+      noise += (x - y) * (x - y);
+      c.max_abs_error = std::max(c.max_abs_error, std::abs(x - y));
+    }
+    // Two all-zero outputs are identical: count them as cosine 1.
+    cosine_sum += (na == 0 && nb == 0) ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / std::sqrt(na * nb);
+  }
+  c.cosine = a.samples > 0 ? cosine_sum / static_cast<double>(a.samples) : 0.0;
+  c.sqnr_db = noise == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(signal / noise);
+  c.ms_per_sample_before = a.samples_per_second > 0 ? 1000.0 / a.samples_per_second : 0.0;
+  c.ms_per_sample_after = b.samples_per_second > 0 ? 1000.0 / b.samples_per_second : 0.0;
+  return c;
+}
+
+json BuildReport(const ReportInput& in) {
+  std::vector<Weight> wb, wa;
+  CollectWeights(in.before->graph, &wb);
+  CollectWeights(in.after->graph, &wa);
+  json r;
+  r["schema"] = "compress.report/1";
+  r["tool"] = {{"name", "compress"}, {"version", COMPRESS_VERSION}};
+  r["recipe"] = in.recipe.ToJson();
+  r["input"] = {{"path", in.input_path}, {"bytes", in.input_bytes}};
+  r["output"] = {{"path", in.output_path},
+                 {"bytes", in.output_bytes},
+                 {"checker", {{"ok", in.checker_ok}, {"message", in.checker_message}}}};
+  r["size_ratio"] = in.output_bytes > 0 ? static_cast<double>(in.input_bytes) / static_cast<double>(in.output_bytes)
+                                        : 0.0;
+  r["parameters"] = {{"before", ParameterSummary(wb)}, {"after", ParameterSummary(wa)}};
+  json passes = json::array();
+  for (const auto& p : in.passes) {
+    json counters = json::object();
+    for (const auto& [k, v] : p.counters) counters[k] = v;
+    passes.push_back({{"pass", p.pass},
+                      {"options", p.options},
+                      {"before", p.before.ToJson()},
+                      {"after", p.after.ToJson()},
+                      {"counters", counters},
+                      {"notes", p.notes},
+                      {"details", p.details.is_null() ? json::object() : p.details}});
+  }
+  r["passes"] = passes;
+  r["tensors"] = TensorTable(wb, wa);
+  if (in.comparison) {
+    const ModelComparison& c = *in.comparison;
+    json e = {{"data", c.data}, {"data_sha256", c.data_sha256}, {"samples", c.samples}, {"labelled", c.labelled},
+              {"batch", c.batch}};
+    if (c.labelled) {
+      e["top1_before"] = c.top1_before;
+      e["top1_after"] = c.top1_after;
+      e["top1_change_pts"] = (c.top1_after - c.top1_before) * 100.0;
+    } else {
+      e["top1_before"] = nullptr;
+      e["top1_after"] = nullptr;
+      e["top1_change_pts"] = nullptr;
+    }
+    e["agreement"] = c.agreement;
+    e["cosine_similarity"] = c.cosine;
+    // JSON has no infinity: identical outputs are reported as null.
+    e["sqnr_db"] = std::isfinite(c.sqnr_db) ? json(c.sqnr_db) : json(nullptr);
+    e["max_abs_error"] = c.max_abs_error;
+    r["evaluation"] = e;
+  } else {
+    r["evaluation"] = nullptr;
+  }
+  if (in.include_timings) {
+    json t = {{"total_seconds", in.total_seconds}};
+    json per_pass = json::array();
+    for (const auto& p : in.passes) per_pass.push_back({{"pass", p.pass}, {"seconds", p.seconds}});
+    t["passes"] = per_pass;
+    if (in.comparison) {
+      const ModelComparison& c = *in.comparison;
+      t["latency"] = {{"batch", c.batch},
+                      {"before_ms_per_sample", c.ms_per_sample_before},
+                      {"after_ms_per_sample", c.ms_per_sample_after},
+                      {"speedup", c.ms_per_sample_after > 0 ? c.ms_per_sample_before / c.ms_per_sample_after : 0.0}};
+    } else {
+      t["latency"] = nullptr;
+    }
+    r["timings"] = t;
+  } else {
+    r["timings"] = nullptr;
+  }
+  return r;
+}
+
+std::string FormatReportSummary(const json& r) {
+  std::ostringstream os;
+  const auto& recipe = r["recipe"];
+  os << "recipe      " << recipe["name"].get<std::string>() << " (";
+  std::string steps;
+  if (recipe["optimize"].get<bool>()) steps = "clean-up";
+  for (const auto& p : recipe["passes"]) steps += (steps.empty() ? "" : " + ") + p["pass"].get<std::string>();
+  os << (steps.empty() ? "no passes" : steps) << ")\n";
+  const int64_t in_bytes = r["input"]["bytes"].get<int64_t>();
+  const int64_t out_bytes = r["output"]["bytes"].get<int64_t>();
+  os << "input       " << r["input"]["path"].get<std::string>() << "  " << Thousands(in_bytes) << " bytes\n";
+  os << "output      " << r["output"]["path"].get<std::string>() << "  " << Thousands(out_bytes) << " bytes ("
+     << Fixed(r["size_ratio"].get<double>(), 2) << "x size ratio; ONNX checker "
+     << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "FAILS") << ")\n";
+  os << "parameters  " << DtypeList(r["parameters"]["before"]["by_dtype"]) << "  ->  "
+     << DtypeList(r["parameters"]["after"]["by_dtype"]) << "\n";
+  os << "graph       " << r["passes"].size() << " passes: ";
+  if (r["passes"].empty()) {
+    os << "none\n";
+  } else {
+    const auto& first = r["passes"].front()["before"];
+    const auto& last = r["passes"].back()["after"];
+    os << first["nodes"].get<int64_t>() << " -> " << last["nodes"].get<int64_t>() << " nodes, "
+       << Thousands(first["weight_bytes"].get<int64_t>()) << " -> " << Thousands(last["weight_bytes"].get<int64_t>())
+       << " weight bytes\n";
+  }
+  const json& e = r["evaluation"];
+  if (!e.is_null()) {
+    if (e["labelled"].get<bool>()) {
+      const double change = e["top1_change_pts"].get<double>();
+      os << "accuracy    top-1 " << Pct(e["top1_before"].get<double>()) << " -> " << Pct(e["top1_after"].get<double>())
+         << " (" << (change >= 0 ? "+" : "") << Fixed(change, 2) << " pt) on " << e["samples"].get<int64_t>()
+         << " samples of " << e["data"].get<std::string>() << "\n";
+    }
+    os << "fidelity    agreement " << Pct(e["agreement"].get<double>()) << ", cosine "
+       << Fixed(e["cosine_similarity"].get<double>(), 6) << ", SQNR "
+       << (e["sqnr_db"].is_null() ? std::string("inf") : Fixed(e["sqnr_db"].get<double>(), 1)) << " dB, max abs error "
+       << e["max_abs_error"].get<double>() << "\n";
+    const json& t = r["timings"];
+    if (!t.is_null() && !t["latency"].is_null()) {
+      os << "latency     " << Fixed(t["latency"]["before_ms_per_sample"].get<double>(), 3) << " -> "
+         << Fixed(t["latency"]["after_ms_per_sample"].get<double>(), 3) << " ms/sample (our executor, batch "
+         << t["latency"]["batch"].get<int64_t>() << ")\n";
+    }
+  }
+  return os.str();
+}
+
+std::string FormatReportMarkdown(const json& r) {
+  std::ostringstream os;
+  os << "# compress report\n\n";
+  os << "compress " << r["tool"]["version"].get<std::string>() << ", recipe `" << r["recipe"]["name"].get<std::string>()
+     << "`\n\n";
+  os << "| | file | bytes |\n|---|---|---:|\n";
+  os << "| input | `" << r["input"]["path"].get<std::string>() << "` | " << Thousands(r["input"]["bytes"].get<int64_t>())
+     << " |\n";
+  os << "| output | `" << r["output"]["path"].get<std::string>() << "` | "
+     << Thousands(r["output"]["bytes"].get<int64_t>()) << " |\n\n";
+  os << "Size ratio **" << Fixed(r["size_ratio"].get<double>(), 2) << "x**. ONNX checker: "
+     << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "fails: " + r["output"]["checker"]["message"].get<std::string>())
+     << ".\n\n";
+
+  os << "## Parameters\n\n| dtype | parameters before | bytes before | parameters after | bytes after |\n"
+        "|---|---:|---:|---:|---:|\n";
+  std::map<std::string, bool> dtypes;
+  for (const char* side : {"before", "after"}) {
+    for (auto it = r["parameters"][side]["by_dtype"].begin(); it != r["parameters"][side]["by_dtype"].end(); ++it) {
+      dtypes[it.key()] = true;
+    }
+  }
+  for (const auto& [dt, unused] : dtypes) {
+    (void)unused;
+    os << "| " << dt;
+    for (const char* side : {"before", "after"}) {
+      const json& d = r["parameters"][side]["by_dtype"];
+      if (d.contains(dt)) {
+        os << " | " << Thousands(d[dt]["parameters"].get<int64_t>()) << " | " << Thousands(d[dt]["bytes"].get<int64_t>());
+      } else {
+        os << " | 0 | 0";
+      }
+    }
+    os << " |\n";
+  }
+  os << "| **total** | " << Thousands(r["parameters"]["before"]["total"].get<int64_t>()) << " | "
+     << Thousands(r["parameters"]["before"]["bytes"].get<int64_t>()) << " | "
+     << Thousands(r["parameters"]["after"]["total"].get<int64_t>()) << " | "
+     << Thousands(r["parameters"]["after"]["bytes"].get<int64_t>()) << " |\n\n";
+
+  if (!r["evaluation"].is_null()) {
+    const json& e = r["evaluation"];
+    os << "## Accuracy and fidelity\n\nOn " << e["samples"].get<int64_t>() << " samples of `"
+       << e["data"].get<std::string>() << "` (sha256 `" << e["data_sha256"].get<std::string>() << "`).\n\n";
+    os << "| measure | value |\n|---|---:|\n";
+    if (e["labelled"].get<bool>()) {
+      os << "| top-1 before | " << Pct(e["top1_before"].get<double>()) << " |\n";
+      os << "| top-1 after | " << Pct(e["top1_after"].get<double>()) << " |\n";
+      os << "| change | " << Fixed(e["top1_change_pts"].get<double>(), 2) << " pt |\n";
+    }
+    os << "| top-1 agreement | " << Pct(e["agreement"].get<double>()) << " |\n";
+    os << "| cosine similarity | " << Fixed(e["cosine_similarity"].get<double>(), 6) << " |\n";
+    os << "| SQNR | " << (e["sqnr_db"].is_null() ? std::string("inf") : Fixed(e["sqnr_db"].get<double>(), 1))
+       << " dB |\n";
+    os << "| max abs error | " << e["max_abs_error"].get<double>() << " |\n\n";
+  }
+
+  os << "## Passes\n\n| pass | nodes | weights | weight bytes | changes |\n|---|---:|---:|---:|---|\n";
+  for (const auto& p : r["passes"]) {
+    std::string changes;
+    for (auto it = p["counters"].begin(); it != p["counters"].end(); ++it) {
+      changes += (changes.empty() ? "" : ", ") + it.key() + " " + std::to_string(it.value().get<int64_t>());
+    }
+    os << "| " << p["pass"].get<std::string>() << " | " << p["before"]["nodes"].get<int64_t>() << " → "
+       << p["after"]["nodes"].get<int64_t>() << " | " << p["before"]["initializers"].get<int64_t>() << " → "
+       << p["after"]["initializers"].get<int64_t>() << " | " << Thousands(p["before"]["weight_bytes"].get<int64_t>())
+       << " → " << Thousands(p["after"]["weight_bytes"].get<int64_t>()) << " | " << (changes.empty() ? "—" : changes)
+       << " |\n";
+  }
+  bool any_note = false;
+  for (const auto& p : r["passes"]) {
+    for (const auto& n : p["notes"]) {
+      if (!any_note) os << "\nNotes:\n\n";
+      any_note = true;
+      os << "- " << p["pass"].get<std::string>() << ": " << n.get<std::string>() << "\n";
+    }
+  }
+
+  os << "\n## Tensors\n\n| name | shape | dtype | bytes before | bytes after |\n|---|---|---|---:|---:|\n";
+  auto shape = [](const json& s) {
+    if (s.is_null()) return std::string("—");
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i].get<int64_t>());
+    return out + "]";
+  };
+  for (const auto& t : r["tensors"]) {
+    const std::string sb = shape(t["shape_before"]), sa = shape(t["shape_after"]);
+    const std::string db = t["dtype_before"].is_null() ? "—" : t["dtype_before"].get<std::string>();
+    const std::string da = t["dtype_after"].is_null() ? "—" : t["dtype_after"].get<std::string>();
+    os << "| `" << t["name"].get<std::string>() << "` | " << (sb == sa ? sb : sb + " → " + sa) << " | "
+       << (db == da ? db : db + " → " + da) << " | "
+       << (t["bytes_before"].is_null() ? "—" : Thousands(t["bytes_before"].get<int64_t>())) << " | "
+       << (t["bytes_after"].is_null() ? "—" : Thousands(t["bytes_after"].get<int64_t>())) << " |\n";
+  }
+
+  if (!r["timings"].is_null()) {
+    const json& t = r["timings"];
+    os << "\n## Timings\n\nTotal " << Fixed(t["total_seconds"].get<double>(), 3) << " s.";
+    if (!t["latency"].is_null()) {
+      os << " Latency in our executor at batch " << t["latency"]["batch"].get<int64_t>() << ": "
+         << Fixed(t["latency"]["before_ms_per_sample"].get<double>(), 3) << " → "
+         << Fixed(t["latency"]["after_ms_per_sample"].get<double>(), 3) << " ms/sample.";
+    }
+    os << "\n";
+  }
+  os << "\n## Recipe\n\n```json\n" << r["recipe"].dump(2) << "\n```\n";
+  return os.str();
+}
+
+}  // namespace compress
