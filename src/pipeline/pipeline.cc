@@ -51,33 +51,39 @@ GraphStats MeasureGraph(const Model& model) {
   return s;
 }
 
+PassRun RunPass(Model& model, const std::string& name, Pass& pass, const nlohmann::json& options,
+                const PipelineOptions& pipeline_options) {
+  PassRun run;
+  run.pass = name;
+  run.options = options;
+  run.before = MeasureGraph(model);
+  PassContext ctx(pipeline_options.threads);
+  const auto start = std::chrono::steady_clock::now();
+  pass.Run(model, ctx);
+  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  try {
+    VerifyModel(model);
+  } catch (const Error& e) {
+    ThrowInternal("pass '" + name + "' produced an invalid graph: " + e.what());
+  }
+  if (!IsTopologicallySorted(model.graph)) {
+    ThrowInternal("pass '" + name + "' left the graph out of topological order");
+  }
+  run.after = MeasureGraph(model);
+  run.counters = ctx.counters();
+  run.notes = ctx.notes();
+  run.details = ctx.details();
+  return run;
+}
+
 std::vector<PassRun> RunPipeline(Model& model, const Recipe& recipe, const PipelineOptions& options) {
   std::vector<PassRun> runs;
   for (const RecipeStep& step : recipe.ExpandedSteps()) {
     const PassInfo* info = FindPass(step.pass);
     if (info == nullptr) ThrowInternal("pipeline: unknown pass '" + step.pass + "'");
     if (options.on_pass) options.on_pass(step);
-    PassRun run;
-    run.pass = step.pass;
-    run.options = step.options;
-    run.before = MeasureGraph(model);
-    PassContext ctx(options.threads);
-    const auto start = std::chrono::steady_clock::now();
-    info->create(step.options)->Run(model, ctx);
-    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    try {
-      VerifyModel(model);
-    } catch (const Error& e) {
-      ThrowInternal("pass '" + step.pass + "' produced an invalid graph: " + e.what());
-    }
-    if (!IsTopologicallySorted(model.graph)) {
-      ThrowInternal("pass '" + step.pass + "' left the graph out of topological order");
-    }
-    run.after = MeasureGraph(model);
-    run.counters = ctx.counters();
-    run.notes = ctx.notes();
-    run.details = ctx.details();
-    runs.push_back(std::move(run));
+    const std::unique_ptr<Pass> pass = info->create(step.options);
+    runs.push_back(RunPass(model, step.pass, *pass, step.options, options));
   }
   return runs;
 }

@@ -40,7 +40,14 @@ struct PipelineOptions {
   std::function<void(const RecipeStep& step)> on_pass;
 };
 
-// Runs recipe.ExpandedSteps() in order. After every pass the model must satisfy VerifyModel and be
+class Pass;
+
+// Runs one pass and checks what it left: the model must satisfy VerifyModel and be topologically sorted,
+// otherwise Error(kInternal) naming the pass.
+PassRun RunPass(Model& model, const std::string& name, Pass& pass, const nlohmann::json& options,
+                const PipelineOptions& pipeline_options = {});
+
+// Runs recipe.ExpandedSteps() in order through RunPass. After every pass the model must satisfy VerifyModel and be
 // topologically sorted; a pass that breaks either is an Error(kInternal) naming the pass.
 std::vector<PassRun> RunPipeline(Model& model, const Recipe& recipe, const PipelineOptions& options = {});
 
