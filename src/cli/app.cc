@@ -48,6 +48,7 @@ struct MainOptions {
   std::string recipe_file;
   bool no_optimize = false;
   bool fp16 = false;
+  bool compact_names = false;
   bool keep_io_types = true;
   std::vector<std::string> fp16_block_ops;
   std::vector<std::string> fp16_block_nodes;
@@ -111,10 +112,12 @@ std::string DefaultOutput(const std::string& input, const std::string& recipe) {
 
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
-  const bool pass_flags = opt.fp16;
+  const bool pass_flags = opt.fp16 || opt.compact_names;
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
-    if (pass_flags) ThrowUsage("--recipe cannot be combined with pass flags (--fp16); put every pass in the recipe");
+    if (pass_flags) {
+      ThrowUsage("--recipe cannot be combined with pass flags (--fp16, --compact-names); put every pass in the recipe");
+    }
     recipe = LoadRecipeFile(opt.recipe_file);
   } else {
     if (opt.fp16) {
@@ -123,6 +126,8 @@ Recipe BuildRecipe(const MainOptions& opt) {
       if (!opt.fp16_block_nodes.empty()) o["block_nodes"] = opt.fp16_block_nodes;
       recipe.steps.push_back(MakeRecipeStep("fp16", o, "--fp16"));
     }
+    // Last, so that every earlier pass (and the report's per-tensor table) sees the original names.
+    if (opt.compact_names) recipe.steps.push_back(MakeRecipeStep("compact_names", nlohmann::json::object(), "--compact-names"));
     for (const auto& step : recipe.steps) recipe.name += (recipe.name.empty() ? "" : "-") + step.pass;
   }
   if (opt.no_optimize) recipe.optimize = false;
@@ -473,6 +478,8 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_flag("--no-optimize", main_opt.no_optimize,
                "Skip the clean-up passes (constant folding, BatchNormalization folding, ...) run by default");
   app.add_flag("--fp16", main_opt.fp16, "Convert float32 weights and computation to float16");
+  app.add_flag("--compact-names", main_opt.compact_names,
+               "Shorten intermediate value names and drop node names (smaller files for small models)");
   app.add_flag("--keep-io-types,!--no-keep-io-types", main_opt.keep_io_types,
                "With --fp16: keep float32 graph inputs and outputs, with Casts at the boundary (default on)");
   app.add_option("--fp16-block-ops", main_opt.fp16_block_ops, "With --fp16: more op types to keep in float32")

@@ -43,6 +43,12 @@ std::vector<PassInfo> BuildPassList() {
                      {"block_ops", json::array(), "more op types to keep in float32"},
                      {"block_nodes", json::array(), "node names to keep in float32"}},
                     MakeFp16Pass});
+  passes.push_back({"compact_names",
+                    "shorten intermediate value names and drop node names (graph inputs, outputs and "
+                    "initializers keep theirs)",
+                    false,
+                    {{"keep_node_names", json(false), "keep node names, shorten only value names"}},
+                    MakeCompactNamesPass});
   return passes;
 }
 
