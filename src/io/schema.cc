@@ -2,6 +2,7 @@
 
 #include <onnx/defs/schema.h>
 #include <onnx/shape_inference/implementation.h>
+#include <onnx/version_converter/convert.h>
 
 #include <algorithm>
 #include <exception>
@@ -134,6 +135,34 @@ OpSignature LookupSignature(const std::string& domain, const std::string& op_typ
   add_formals(schema->inputs(), &sig.inputs);
   add_formals(schema->outputs(), &sig.outputs);
   return sig;
+}
+
+bool ConvertOpset(Model& model, int64_t version, std::string* why) {
+  if (model.OpsetVersion("") == version) return true;
+  onnx::ModelProto proto;
+  io_detail::ModelToProto(model, &proto);
+  onnx::ModelProto converted;
+  try {
+    converted = onnx::version_conversion::ConvertVersion(proto, static_cast<int>(version));
+  } catch (const std::exception& e) {
+    if (why != nullptr) *why = e.what();
+    return false;
+  }
+  io_detail::ReadContext ctx;
+  ctx.source = "opset conversion";
+  ctx.load_external_data = false;
+  try {
+    Model out = io_detail::ModelFromProto(converted, ctx);
+    // The converter drops what it does not model; keep the original's model-level fields.
+    out.metadata_props = model.metadata_props;
+    out.functions = model.functions;
+    out.training_info = model.training_info;
+    model = std::move(out);
+  } catch (const std::exception& e) {
+    if (why != nullptr) *why = e.what();
+    return false;
+  }
+  return true;
 }
 
 }  // namespace compress

@@ -57,7 +57,7 @@ PassRun RunPass(Model& model, const std::string& name, Pass& pass, const nlohman
   run.pass = name;
   run.options = options;
   run.before = MeasureGraph(model);
-  PassContext ctx(pipeline_options.threads);
+  PassContext ctx(pipeline_options.threads, pipeline_options.calibration);
   const auto start = std::chrono::steady_clock::now();
   pass.Run(model, ctx);
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

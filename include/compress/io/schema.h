@@ -20,8 +20,8 @@ namespace compress {
 // inference as a whole fails, e.g. on a model with conflicting declared types.
 bool InferShapes(Model& model);
 
-// The declared type of a value in `graph`: graph input, graph output, value_info or initializer. Null
-// when the graph says nothing about it.
+// The declared type of a value in `graph`: graph input, graph output or value_info (initializers carry
+// their type in the tensor itself). Null when the graph says nothing about it.
 const TypeInfo* FindValueType(const Graph& graph, const std::string& name);
 
 // Formal inputs/outputs of an operator and the element types each type parameter allows.
@@ -48,5 +48,11 @@ struct OpSignature {
 // Schema of `op_type` in `domain` at opset `version` ("" and "ai.onnx" are the same domain).
 // found == false for operators the ONNX library does not know (custom domains).
 OpSignature LookupSignature(const std::string& domain, const std::string& op_type, int64_t version);
+
+// Converts the model's default-domain opset to `version` with the ONNX version converter (adapting
+// nodes whose operator changed between the versions). Returns false and leaves the model unchanged when
+// the converter cannot do it (unsupported operator or version, models with subgraphs it rejects);
+// `why` then says what failed.
+bool ConvertOpset(Model& model, int64_t version, std::string* why = nullptr);
 
 }  // namespace compress

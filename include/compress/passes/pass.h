@@ -19,10 +19,25 @@
 
 namespace compress {
 
+struct CalibrationTable;
+
+// Where a pass that needs activation statistics (static quantization) gets them: calibration of the
+// model as it is when the pass runs, or a table saved by an earlier run. Set by the caller of the
+// pipeline; null when no calibration data was given.
+class CalibrationSource {
+ public:
+  virtual ~CalibrationSource() = default;
+  // Statistics for the named values of `model`; throws Error naming what is missing.
+  virtual const CalibrationTable& Get(const Model& model, const std::vector<std::string>& tensors) = 0;
+  // Hash of the calibration data, for reports and metadata.
+  virtual std::string data_sha256() const = 0;
+};
+
 // What a pass tells the report besides the graph statistics the pipeline measures itself.
 class PassContext {
  public:
-  explicit PassContext(int threads = 1) : threads_(threads) {}
+  explicit PassContext(int threads = 1, CalibrationSource* calibration = nullptr)
+      : threads_(threads), calibration_(calibration) {}
 
   // Adds `n` to a named counter, e.g. "folded_nodes"; counters appear in the report in name order.
   void Count(const std::string& key, int64_t n = 1) { counters_[key] += n; }
@@ -32,12 +47,14 @@ class PassContext {
   nlohmann::json& details() { return details_; }
 
   int threads() const { return threads_; }
+  CalibrationSource* calibration() const { return calibration_; }
   const std::map<std::string, int64_t>& counters() const { return counters_; }
   const std::vector<std::string>& notes() const { return notes_; }
   const nlohmann::json& details() const { return details_; }
 
  private:
   int threads_;
+  CalibrationSource* calibration_;
   std::map<std::string, int64_t> counters_;
   std::vector<std::string> notes_;
   nlohmann::json details_ = nlohmann::json::object();

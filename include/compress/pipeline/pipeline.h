@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compress/ir/graph.h"
+#include "compress/passes/pass.h"
 #include "compress/pipeline/recipe.h"
 
 namespace compress {
@@ -36,11 +37,10 @@ struct PassRun {
 
 struct PipelineOptions {
   int threads = 1;
+  CalibrationSource* calibration = nullptr;  // for passes that need activation statistics
   // Called before each pass (e.g. for a log line); may be empty.
   std::function<void(const RecipeStep& step)> on_pass;
 };
-
-class Pass;
 
 // Runs one pass and checks what it left: the model must satisfy VerifyModel and be topologically sorted,
 // otherwise Error(kInternal) naming the pass.

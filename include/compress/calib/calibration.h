@@ -1,0 +1,83 @@
+// Calibration: per-tensor statistics of a float model's activations over a data folder, and the
+// quantization ranges the four calibration methods derive from them.
+//
+// Statistics are streamed: each tensor keeps its min/max, counts and one fixed-size histogram, so memory
+// does not depend on the number of samples. The table holds raw statistics, not ranges, so it can be
+// saved (--calib-table) and reused with any method without running the model again.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compress/io/dataset.h"
+#include "compress/ir/graph.h"
+#include "compress/ir/tensor.h"
+
+namespace compress {
+
+enum class CalibMethod { kMinMax, kPercentile, kEntropy, kMse };
+const char* CalibMethodName(CalibMethod m);
+// Throws Error(kUsage) listing the valid names.
+CalibMethod CalibMethodFromName(const std::string& name);
+
+// Streaming statistics of one tensor.
+struct TensorStats {
+  int64_t count = 0;       // finite values seen
+  int64_t non_finite = 0;  // NaN and +-Inf values seen (never part of min/max or the histogram)
+  double min = 0, max = 0; // of the finite values (0, 0 when count == 0)
+  // Histogram of the finite values over [-hist_range, hist_range]; bins of equal width. The range only
+  // ever doubles (adjacent bins merge), so the result does not depend on batch boundaries.
+  double hist_range = 0;
+  std::vector<int64_t> hist;
+
+  void Observe(const float* data, int64_t n);
+  void Merge(const TensorStats& other);  // same bin count required
+};
+
+inline constexpr int kDefaultHistogramBins = 2048;
+
+struct CalibrationTable {
+  std::string data_sha256;  // of the calibration data
+  int64_t samples = 0;
+  int bins = kDefaultHistogramBins;
+  std::map<std::string, TensorStats> tensors;  // by value name
+
+  nlohmann::json ToJson() const;  // schema compress.calib/1
+  static CalibrationTable FromJson(const nlohmann::json& doc, const std::string& origin);
+  void Save(const std::string& path) const;                  // atomic write
+  static CalibrationTable Load(const std::string& path);     // Error(kInvalidInput) naming the file on bad content
+};
+
+struct CalibrateOptions {
+  int64_t batch = 32;
+  int64_t limit = 0;  // first `limit` samples only (0: all)
+  int threads = 0;
+  bool progress = true;
+  int bins = kDefaultHistogramBins;
+};
+
+// Runs `model` over `data` and collects statistics of the named float32 values (graph inputs or node
+// outputs of the main graph). A name the model does not compute is Error(kInvalidInput).
+CalibrationTable Calibrate(const Model& model, const Dataset& data, const std::vector<std::string>& tensors,
+                           const CalibrateOptions& options = {});
+
+struct QuantRange {
+  float lo = 0, hi = 0;  // always lo <= 0 <= hi and hi - lo > 0
+};
+
+struct RangeOptions {
+  CalibMethod method = CalibMethod::kMinMax;
+  double percentile = 99.999;  // kPercentile: share of values kept inside the range, in percent
+  bool symmetric = false;      // int8 activations: range symmetric around 0
+  int levels = 256;            // quantization levels of the target type (entropy / MSE search)
+};
+
+// Range for one tensor. Degenerate statistics (no finite values, a constant or all-zero tensor) give a
+// small non-zero range that still contains every value seen, never a zero or infinite scale.
+QuantRange ComputeRange(const TensorStats& stats, const RangeOptions& options);
+
+}  // namespace compress
