@@ -1,0 +1,1 @@
+#include "compress/calib/calibration.h"
