@@ -1,5 +1,7 @@
 #include "compress/io/dataset.h"
 
+#include "compress/util/sha256.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cstring>
@@ -499,6 +501,32 @@ std::vector<std::string> Dataset::files() const {
     for (const auto& s : rec.sources) paths.push_back(s.path);
   }
   return paths;
+}
+
+namespace {
+
+std::string RelativeTo(const std::string& dir, const std::string& path) {
+  if (!dir.empty() && path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+      path[dir.size()] == '/') {
+    return path.substr(dir.size() + 1);
+  }
+  return BaseName(path);
+}
+
+}  // namespace
+
+std::string DatasetSha256(const Dataset& data) {
+  Sha256 sha;
+  for (const auto& path : data.files()) {
+    const std::string rel = RelativeTo(data.dir(), path);
+    sha.Update(rel.data(), rel.size() + 1);  // with its terminating NUL: names cannot run into bytes
+    sha.Update(Sha256OfFile(path));
+  }
+  if (data.has_labels()) {
+    sha.Update("labels", 7);
+    sha.Update(data.labels().data(), data.labels().size() * sizeof(int64_t));
+  }
+  return sha.HexDigest();
 }
 
 }  // namespace compress

@@ -10,7 +10,6 @@
 #include "compress/exec/executor.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
-#include "compress/util/sha256.h"
 #include "compress/version.h"
 
 namespace compress {
@@ -106,14 +105,6 @@ json TensorTable(const std::vector<Weight>& before, const std::vector<Weight>& a
   return rows;
 }
 
-std::string RelativeTo(const std::string& dir, const std::string& path) {
-  if (!dir.empty() && path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
-      path[dir.size()] == '/') {
-    return path.substr(dir.size() + 1);
-  }
-  return BaseName(path);
-}
-
 // Output 0 of every sample must match in shape between the two models for the fidelity measures.
 void CheckComparable(const EvalResult& a, const EvalResult& b) {
   if (a.outputs.empty() || b.outputs.empty() || a.outputs[0].sample_shape != b.outputs[0].sample_shape ||
@@ -146,20 +137,6 @@ std::string DtypeList(const json& by_dtype) {
 }
 
 }  // namespace
-
-std::string DatasetSha256(const Dataset& data) {
-  Sha256 sha;
-  for (const auto& path : data.files()) {
-    const std::string rel = RelativeTo(data.dir(), path);
-    sha.Update(rel.data(), rel.size() + 1);  // with its terminating NUL: names cannot run into bytes
-    sha.Update(Sha256OfFile(path));
-  }
-  if (data.has_labels()) {
-    sha.Update("labels", 7);
-    sha.Update(data.labels().data(), data.labels().size() * sizeof(int64_t));
-  }
-  return sha.HexDigest();
-}
 
 ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
                               const std::string& data_label, const CompareOptions& options) {

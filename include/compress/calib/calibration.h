@@ -16,6 +16,7 @@
 #include "compress/io/dataset.h"
 #include "compress/ir/graph.h"
 #include "compress/ir/tensor.h"
+#include "compress/passes/pass.h"
 
 namespace compress {
 
@@ -79,5 +80,23 @@ struct RangeOptions {
 // Range for one tensor. Degenerate statistics (no finite values, a constant or all-zero tensor) give a
 // small non-zero range that still contains every value seen, never a zero or infinite scale.
 QuantRange ComputeRange(const TensorStats& stats, const RangeOptions& options);
+
+// The calibration source of a command-line run: calibrates on `data` when asked, or reuses the table in
+// `table_path` when that file exists (it must cover every tensor asked for: a table from another model
+// or recipe is an Error(kInvalidInput) naming the first missing tensor); a fresh table is saved there.
+class DataCalibrationSource : public CalibrationSource {
+ public:
+  DataCalibrationSource(const Dataset* data, std::string table_path, CalibrateOptions options);
+  const CalibrationTable& Get(const Model& model, const std::vector<std::string>& tensors) override;
+  std::string data_sha256() const override;
+  bool reused_table() const { return reused_; }
+
+ private:
+  const Dataset* data_;
+  std::string table_path_;
+  CalibrateOptions options_;
+  CalibrationTable table_;
+  bool reused_ = false;
+};
 
 }  // namespace compress

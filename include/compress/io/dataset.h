@@ -94,4 +94,8 @@ class Dataset {
   std::vector<int64_t> labels_;
 };
 
+// Hash of a data folder's contents as a model sees them: every data file (name relative to the folder
+// and bytes) in order, then the labels. Independent of where the folder lives.
+std::string DatasetSha256(const Dataset& data);
+
 }  // namespace compress

@@ -21,10 +21,6 @@
 
 namespace compress {
 
-// Hash of a data folder's contents as a model sees them: every data file (name relative to the folder
-// and bytes) in order, then the labels. Independent of where the folder lives.
-std::string DatasetSha256(const Dataset& data);
-
 struct CompareOptions {
   int64_t batch = 64;
   int64_t limit = 0;  // first `limit` samples only (0: all)
