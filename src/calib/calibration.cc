@@ -449,6 +449,11 @@ DataCalibrationSource::DataCalibrationSource(const Dataset* data, std::string ta
     : data_(data), table_path_(std::move(table_path)), options_(options) {}
 
 const CalibrationTable& DataCalibrationSource::Get(const Model& model, const std::vector<std::string>& tensors) {
+  // Runs of the same recipe with more nodes kept in float (accuracy fallback) ask for a subset.
+  const bool covered = !table_.tensors.empty() && std::all_of(tensors.begin(), tensors.end(), [&](const std::string& n) {
+    return table_.tensors.count(n) > 0;
+  });
+  if (covered) return table_;
   if (!table_path_.empty() && FileExists(table_path_)) {
     table_ = CalibrationTable::Load(table_path_);
     for (const auto& name : tensors) {

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <new>
 #include <optional>
+#include <set>
 
 #include "compress/cli/log.h"
 #include "compress/eval/evaluate.h"
@@ -23,6 +24,8 @@
 #include "compress/pipeline/recipe.h"
 #include "compress/report/inspect.h"
 #include "compress/report/report.h"
+#include "compress/report/gate.h"
+#include "compress/calib/calibration.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
 #include "compress/util/progress.h"
@@ -60,6 +63,24 @@ struct MainOptions {
   int64_t eval_limit = 0;
   int64_t batch = 64;
   int threads = 0;
+  // INT8.
+  bool int8 = false;
+  bool dynamic = false;
+  bool weights_only = false;
+  std::string format;
+  bool per_tensor = false;
+  std::string activation_type;
+  std::string calib_dir;
+  std::string calib_method;
+  std::optional<double> percentile;
+  std::string calib_table;
+  int64_t calib_limit = 0;
+  std::vector<std::string> exclude_nodes;
+  std::vector<std::string> exclude_ops;
+  // Accuracy gate.
+  std::optional<double> max_accuracy_drop;
+  std::optional<double> min_agreement;
+  bool auto_fallback = false;
 };
 
 struct InspectOptions {
@@ -110,32 +131,102 @@ std::string DefaultOutput(const std::string& input, const std::string& recipe) {
   return (dir == "." ? std::string() : dir + "/") + StemOf(input) + "." + recipe + ".onnx";
 }
 
+bool AnyInt8Option(const MainOptions& opt) {
+  return opt.dynamic || opt.weights_only || !opt.calib_method.empty() || opt.percentile.has_value() ||
+         !opt.format.empty() || opt.per_tensor || !opt.activation_type.empty() || !opt.exclude_nodes.empty() ||
+         !opt.exclude_ops.empty();
+}
+
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
-  const bool pass_flags = opt.fp16 || opt.compact_names;
+  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names;
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
     if (pass_flags) {
-      ThrowUsage("--recipe cannot be combined with pass flags (--fp16, --compact-names); put every pass in the recipe");
+      ThrowUsage("--recipe cannot be combined with pass flags (--fp16, --int8, --compact-names); put every pass in "
+                 "the recipe");
     }
     recipe = LoadRecipeFile(opt.recipe_file);
   } else {
+    std::vector<std::string> name;
+    if (opt.fp16 && opt.int8) ThrowUsage("--fp16 and --int8 are alternatives; choose one");
     if (opt.fp16) {
       nlohmann::json o = {{"keep_io_types", opt.keep_io_types}};
       if (!opt.fp16_block_ops.empty()) o["block_ops"] = opt.fp16_block_ops;
       if (!opt.fp16_block_nodes.empty()) o["block_nodes"] = opt.fp16_block_nodes;
       recipe.steps.push_back(MakeRecipeStep("fp16", o, "--fp16"));
+      name.push_back("fp16");
+    }
+    if (opt.int8) {
+      if (opt.dynamic && opt.weights_only) ThrowUsage("--dynamic and --weights-only are alternatives; choose one");
+      nlohmann::json o = nlohmann::json::object();
+      o["mode"] = opt.dynamic ? "dynamic" : opt.weights_only ? "weights_only" : "static";
+      if (!opt.format.empty()) {
+        if (opt.format != "qdq" && opt.format != "qop") ThrowUsage("--format must be qdq or qop, got '" + opt.format + "'");
+        if (opt.format == "qop" && (opt.dynamic || opt.weights_only)) {
+          ThrowUsage("--format applies to static quantization only (dynamic quantization always uses integer operators)");
+        }
+        o["format"] = opt.format;
+      }
+      if (opt.per_tensor) o["per_channel"] = false;
+      if (!opt.activation_type.empty()) {
+        if (opt.activation_type != "uint8" && opt.activation_type != "int8") {
+          ThrowUsage("--activation-type must be uint8 or int8, got '" + opt.activation_type + "'");
+        }
+        o["activation_type"] = opt.activation_type;
+      }
+      if (!opt.calib_method.empty()) {
+        CalibMethodFromName(opt.calib_method);  // a usage error naming the valid methods
+        o["calib_method"] = opt.calib_method;
+      }
+      if (opt.percentile) {
+        if (!(*opt.percentile > 0 && *opt.percentile <= 100)) ThrowUsage("--percentile must be in (0, 100]");
+        o["percentile"] = *opt.percentile;
+      }
+      if (!opt.exclude_nodes.empty()) o["exclude_nodes"] = opt.exclude_nodes;
+      if (!opt.exclude_ops.empty()) o["exclude_ops"] = opt.exclude_ops;
+      recipe.steps.push_back(MakeRecipeStep("quantize", o, "--int8"));
+      name.push_back(opt.dynamic ? "int8-dynamic" : opt.weights_only ? "int8-weights" : opt.format == "qop" ? "int8-qop" : "int8");
     }
     // Last, so that every earlier pass (and the report's per-tensor table) sees the original names.
-    if (opt.compact_names) recipe.steps.push_back(MakeRecipeStep("compact_names", nlohmann::json::object(), "--compact-names"));
-    for (const auto& step : recipe.steps) recipe.name += (recipe.name.empty() ? "" : "-") + step.pass;
+    if (opt.compact_names) {
+      recipe.steps.push_back(MakeRecipeStep("compact_names", nlohmann::json::object(), "--compact-names"));
+      name.push_back("compact");
+    }
+    for (const auto& n : name) recipe.name += (recipe.name.empty() ? "" : "-") + n;
   }
   if (opt.no_optimize) recipe.optimize = false;
   if (recipe.name.empty()) recipe.name = recipe.optimize ? "optimized" : "rewritten";
   if ((!opt.fp16_block_ops.empty() || !opt.fp16_block_nodes.empty() || !opt.keep_io_types) && !opt.fp16) {
     ThrowUsage("--fp16-block-ops, --fp16-block-nodes and --no-keep-io-types only apply with --fp16");
   }
+  if (AnyInt8Option(opt) && !opt.int8) {
+    ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
+               "--exclude-nodes and --exclude-ops only apply with --int8");
+  }
+  if (opt.auto_fallback && !opt.max_accuracy_drop && !opt.min_agreement) {
+    ThrowUsage("--auto-fallback needs a gate: --max-accuracy-drop or --min-agreement");
+  }
+  if (opt.max_accuracy_drop && opt.min_agreement) {
+    ThrowUsage("--max-accuracy-drop and --min-agreement are alternatives; choose one");
+  }
   return recipe;
+}
+
+// True when a step of the recipe needs activation statistics.
+bool NeedsCalibration(const Recipe& recipe) {
+  for (const auto& s : recipe.steps) {
+    if (s.pass == "quantize" && s.options.value("mode", "static") == "static") return true;
+  }
+  return false;
+}
+
+// Op types whose quantization the fallback can undo one node at a time.
+bool IsFallbackCandidate(const std::string& op) {
+  static const std::set<std::string> kOps = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat",
+                                             "AveragePool", "GlobalAveragePool", "MaxPool", "Resize", "Sigmoid",
+                                             "HardSigmoid", "HardSwish", "Softmax"};
+  return kOps.count(op) > 0;
 }
 
 int64_t FileSize(const std::string& path) {
@@ -144,9 +235,51 @@ int64_t FileSize(const std::string& path) {
   return ec ? 0 : static_cast<int64_t>(n);
 }
 
+// The recipe with `nodes` added to what its passes keep in float (quantize: exclude_nodes, fp16:
+// block_nodes).
+Recipe WithFloatNodes(Recipe recipe, const std::vector<std::string>& nodes) {
+  for (auto& step : recipe.steps) {
+    const char* key = step.pass == "quantize" ? "exclude_nodes" : step.pass == "fp16" ? "block_nodes" : nullptr;
+    if (key == nullptr) continue;
+    for (const auto& n : nodes) step.options[key].push_back(n);
+  }
+  return recipe;
+}
+
+std::string FormatGateFailure(const GateCheck& g, const std::string& data) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2);
+  if (g.metric == "top1_drop_pts") {
+    os << "accuracy gate failed: top-1 dropped " << g.value << " pt on " << data << ", more than the "
+       << g.threshold << " allowed (by " << -g.margin << " pt)";
+  } else {
+    os << "accuracy gate failed: top-1 agreement " << std::setprecision(4) << g.value << " on " << data
+       << " is below the required " << g.threshold << " (by " << -g.margin << ")";
+  }
+  return os.str();
+}
+
 int RunMain(const MainOptions& opt, std::ostream& out) {
   const auto start = std::chrono::steady_clock::now();
-  const Recipe recipe = BuildRecipe(opt);
+  const Recipe requested = BuildRecipe(opt);
+  const bool needs_calib = NeedsCalibration(requested);
+  const bool table_exists = !opt.calib_table.empty() && FileExists(opt.calib_table);
+  if (needs_calib && opt.calib_dir.empty() && !table_exists) {
+    ThrowUsage("static INT8 quantization needs calibration data: --calib DIR (or an existing --calib-table FILE); "
+               "--dynamic and --weights-only need none");
+  }
+  if (!opt.calib_table.empty() && !needs_calib) ThrowUsage("--calib-table only applies to static --int8 quantization");
+  GateSpec gate;
+  gate.max_drop_pts = opt.max_accuracy_drop;
+  gate.min_agreement = opt.min_agreement;
+  gate.auto_fallback = opt.auto_fallback;
+  if (gate.max_drop_pts && !(*gate.max_drop_pts >= 0)) ThrowUsage("--max-accuracy-drop must be >= 0 points");
+  if (gate.min_agreement && !(*gate.min_agreement >= 0 && *gate.min_agreement <= 1)) {
+    ThrowUsage("--min-agreement must be a fraction between 0 and 1");
+  }
+  if (gate.active() && opt.eval_dir.empty() && opt.calib_dir.empty()) {
+    ThrowUsage("the accuracy gate needs data to measure on: --eval DIR (or --calib DIR)");
+  }
   for (const std::string* report : {&opt.report_json, &opt.report_md}) {
     if (!report->empty() && (SameFile(*report, opt.model) || (!opt.output.empty() && SameFile(*report, opt.output)))) {
       ThrowUsage(*report + ": the report would overwrite a model file");
@@ -155,29 +288,113 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
 
   LoadInfo info;
   spdlog::debug("loading {}", opt.model);
-  Model model = LoadModel(opt.model, {}, &info);
-  const Model original = model;  // tensors are shared copy-on-write: this costs no weight copies
+  const Model original = LoadModel(opt.model, {}, &info);
   int64_t input_bytes = static_cast<int64_t>(info.file_bytes);
   for (const auto& f : info.external_files) input_bytes += FileSize(f);
 
-  // The evaluation data must fit the model before any work is done.
-  std::optional<Dataset> eval_data;
-  if (!opt.eval_dir.empty()) {
-    DatasetOptions data_opt;
-    data_opt.labels_file = opt.labels;
-    eval_data.emplace(Dataset::Open(opt.eval_dir, ModelInputSpecs(model), data_opt));
-  }
+  // Every data folder must fit the model before any work is done.
+  DatasetOptions eval_opt;
+  eval_opt.labels_file = opt.labels;
+  std::optional<Dataset> eval_data, calib_data;
+  if (!opt.eval_dir.empty()) eval_data.emplace(Dataset::Open(opt.eval_dir, ModelInputSpecs(original), eval_opt));
+  if (!opt.calib_dir.empty()) calib_data.emplace(Dataset::Open(opt.calib_dir, ModelInputSpecs(original)));
 
+  if (gate.max_drop_pts) {
+    const Dataset* d = eval_data ? &*eval_data : calib_data ? &*calib_data : nullptr;
+    if (d != nullptr && !d->has_labels()) {
+      ThrowUsage("--max-accuracy-drop needs labelled data (" + (eval_data ? opt.eval_dir : opt.calib_dir) +
+                 " has no labels); use --min-agreement for unlabelled data");
+    }
+  }
+  CalibrateOptions calib_opt;
+  calib_opt.threads = opt.threads;
+  calib_opt.limit = opt.calib_limit;
+  DataCalibrationSource calibration(calib_data ? &*calib_data : nullptr, opt.calib_table, calib_opt);
   PipelineOptions pipe_opt;
   pipe_opt.threads = opt.threads;
+  pipe_opt.calibration = needs_calib ? &calibration : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
-  const std::vector<PassRun> runs = RunPipeline(model, recipe, pipe_opt);
+
+  Recipe recipe = requested;
+  std::vector<PassRun> runs;
+  auto build = [&](const Recipe& r) {
+    Model m = original;  // tensors are shared copy-on-write: this costs no weight copies
+    runs = RunPipeline(m, r, pipe_opt);
+    return m;
+  };
+  Model model = build(recipe);
+
+  // Evaluation on --eval, or on the calibration data when only the gate asks for it.
+  const Dataset* compare_data = eval_data ? &*eval_data : (gate.active() && calib_data ? &*calib_data : nullptr);
+  const std::string compare_label = eval_data ? opt.eval_dir : opt.calib_dir;
+  CompareOptions cmp;
+  cmp.batch = opt.batch;
+  cmp.limit = opt.eval_limit;
+  cmp.threads = opt.threads;
+  std::optional<ModelComparison> comparison;
+  std::optional<GateInfo> gate_info;
+  if (compare_data != nullptr) comparison = CompareModels(original, model, *compare_data, compare_label, cmp);
+  if (gate.active()) {
+    GateCheck check = CheckGate(gate, *comparison);
+    GateInfo g;
+    g.data = compare_label;
+    g.on_calibration_data = !eval_data.has_value();
+    g.auto_fallback = gate.auto_fallback;
+    if (!check.passed && gate.auto_fallback) {
+      // Candidates: the named compute nodes of the cleaned-up float model, in graph order.
+      Model cleaned = original;
+      Recipe cleanup_only = recipe;
+      cleanup_only.steps.clear();
+      RunPipeline(cleaned, cleanup_only, pipe_opt);
+      std::vector<std::string> names, ops;
+      for (const auto& n : cleaned.graph.nodes) {
+        if (!n.name.empty() && IsFallbackCandidate(n.op_type)) {
+          names.push_back(n.name);
+          ops.push_back(n.op_type);
+        }
+      }
+      const FallbackResult fb = RunFallback(
+          gate, original, names, ops, [&](const std::vector<std::string>& nodes) { return build(WithFloatNodes(requested, nodes)); },
+          *compare_data, compare_label, cmp, /*sensitivity_samples=*/1000);
+      std::vector<std::string> kept;
+      for (const auto& st : fb.steps) {
+        kept.push_back(st.node);
+        g.kept_in_float.push_back({{"node", st.node}, {"op_type", st.op_type},
+                                   {"sqnr_db_alone_in_float", st.sqnr_db_without},
+                                   {"metric_after", st.check.value}});
+      }
+      g.sensitivity_samples = fb.sensitivity_samples;
+      recipe = WithFloatNodes(requested, kept);
+      model = build(recipe);  // also refreshes `runs` for the report
+      comparison = CompareModels(original, model, *compare_data, compare_label, cmp);
+      check = CheckGate(gate, *comparison);
+    }
+    g.metric = check.metric;
+    g.value = check.value;
+    g.threshold = check.threshold;
+    g.margin = check.margin;
+    g.passed = check.passed;
+    gate_info = g;
+  }
 
   model.SetMetadata(kMetaRecipe, recipe.ToJson().dump());
   model.SetMetadata(kMetaVersion, COMPRESS_VERSION);
-  if (eval_data) model.SetMetadata(kMetaDataSha256, DatasetSha256(*eval_data));
+  if (eval_data) model.SetMetadata(kMetaEvalSha256, DatasetSha256(*eval_data));
+  std::optional<CalibrationInfo> calib_info;
+  if (needs_calib) {
+    CalibrationInfo c;
+    c.data = opt.calib_dir;
+    c.data_sha256 = calibration.data_sha256();
+    c.table = opt.calib_table;
+    c.reused_table = calibration.reused_table();
+    c.samples = calib_data ? (opt.calib_limit > 0 ? std::min(opt.calib_limit, calib_data->num_samples())
+                                                  : calib_data->num_samples())
+                           : 0;
+    model.SetMetadata(kMetaCalibSha256, c.data_sha256);
+    calib_info = c;
+  }
 
-  const std::string output = opt.output.empty() ? DefaultOutput(opt.model, recipe.name) : opt.output;
+  const std::string output = opt.output.empty() ? DefaultOutput(opt.model, requested.name) : opt.output;
   SaveOptions save;
   save.external_data = opt.external_data ? SaveOptions::ExternalData::kAlways : SaveOptions::ExternalData::kAuto;
   save.external_threshold = opt.external_threshold;
@@ -190,16 +407,12 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   const CheckResult check = CheckModelFile(output);
   if (!check.ok) spdlog::warn("{}: the ONNX checker rejects the output: {}", output, check.message);
 
-  std::optional<ModelComparison> comparison;
-  if (eval_data) {
-    CompareOptions cmp;
-    cmp.batch = opt.batch;
-    cmp.limit = opt.eval_limit;
-    cmp.threads = opt.threads;
-    comparison = CompareModels(original, model, *eval_data, opt.eval_dir, cmp);
-  }
-
   ReportInput rin;
+  // Per-layer fidelity on the first samples of the evaluation (or calibration) data.
+  const Dataset* layer_data = eval_data ? &*eval_data : calib_data ? &*calib_data : nullptr;
+  if (layer_data != nullptr && !recipe.steps.empty()) {
+    rin.layers = CompareLayers(original, model, *layer_data, 256, opt.threads);
+  }
   rin.input_path = opt.model;
   rin.output_path = output;
   rin.input_bytes = input_bytes;
@@ -211,6 +424,8 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   rin.comparison = comparison;
   rin.checker_ok = check.ok;
   rin.checker_message = check.message;
+  rin.calibration = calib_info;
+  rin.gate = gate_info;
   rin.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const nlohmann::json report = BuildReport(rin);
   if (!opt.report_json.empty()) WriteFileAtomic(opt.report_json, report.dump(2) + "\n");
@@ -219,6 +434,15 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   if (!check.ok && CheckModelFile(opt.model).ok) {
     // The input was valid and the output is not: a pass is at fault. The output stays for inspection.
     ThrowInternal(output + ": the ONNX checker rejects the output although it accepts the input: " + check.message);
+  }
+  if (gate_info && !gate_info->passed) {
+    GateCheck g;
+    g.metric = gate_info->metric;
+    g.value = gate_info->value;
+    g.threshold = gate_info->threshold;
+    g.margin = gate_info->margin;
+    throw Error(ErrorKind::kAccuracyGate,
+                FormatGateFailure(g, compare_label) + "; the output is written for inspection: " + output);
   }
   return 0;
 }
@@ -474,6 +698,26 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_option("--external-data-file", main_opt.external_file,
                  "Name of the external data file, in the output's folder (default <output file>.data)");
   app.add_flag("--overwrite", main_opt.overwrite, "Allow the output to replace the input file");
+  app.add_flag("--int8", main_opt.int8, "INT8 quantization (static QDQ with --calib by default)");
+  app.add_option("--calib", main_opt.calib_dir, "Calibration data folder for static --int8");
+  app.add_option("--calib-method", main_opt.calib_method, "minmax (default), percentile, entropy or mse");
+  app.add_option("--percentile", main_opt.percentile, "With --calib-method percentile: share of values kept (99.999)");
+  app.add_option("--calib-table", main_opt.calib_table,
+                 "Save calibration statistics to FILE, or reuse them when FILE exists (no re-run)");
+  app.add_option("--calib-limit", main_opt.calib_limit, "Calibrate on the first N samples only");
+  app.add_option("--format", main_opt.format, "qdq (default) or qop (QLinearConv, QLinearMatMul, ...)");
+  app.add_flag("--dynamic", main_opt.dynamic, "With --int8: int8 weights, activations quantized at run time");
+  app.add_flag("--weights-only", main_opt.weights_only, "With --int8: int8 weights, computation in float");
+  app.add_flag("--per-tensor", main_opt.per_tensor, "With --int8: one weight scale per tensor, not per channel");
+  app.add_option("--activation-type", main_opt.activation_type, "With --int8: uint8 (default) or int8");
+  app.add_option("--exclude-nodes", main_opt.exclude_nodes, "With --int8: node names kept in float")->delimiter(',');
+  app.add_option("--exclude-ops", main_opt.exclude_ops, "With --int8: op types kept in float")->delimiter(',');
+  app.add_option("--max-accuracy-drop", main_opt.max_accuracy_drop,
+                 "Fail (exit 5) when top-1 drops by more than PTS points on --eval (or --calib) data");
+  app.add_option("--min-agreement", main_opt.min_agreement,
+                 "Fail (exit 5) when top-1 agreement with the original is below FRACTION (unlabelled data)");
+  app.add_flag("--auto-fallback", main_opt.auto_fallback,
+               "When the gate fails, keep the most sensitive layers in float until it holds");
   app.add_option("--recipe", main_opt.recipe_file, "Passes and options from a YAML (.yaml/.yml) or JSON file");
   app.add_flag("--no-optimize", main_opt.no_optimize,
                "Skip the clean-up passes (constant folding, BatchNormalization folding, ...) run by default");

@@ -6,8 +6,11 @@
 #include <limits>
 #include <map>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "compress/exec/executor.h"
+#include "compress/util/half.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
 #include "compress/version.h"
@@ -192,6 +195,65 @@ ModelComparison CompareModels(const Model& before, const Model& after, const Dat
   return c;
 }
 
+std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, const Dataset& data, int64_t samples,
+                                     int threads) {
+  std::vector<LayerSqnr> layers;
+  std::unordered_map<std::string, size_t> index;
+  std::unordered_set<std::string> after_values;
+  for (const auto& n : after.graph.nodes) {
+    for (const auto& o : n.outputs) after_values.insert(o);
+  }
+  for (const auto& n : before.graph.nodes) {
+    if (n.op_type == "Constant") continue;
+    for (const auto& o : n.outputs) {
+      if (!o.empty() && after_values.count(o) && !index.count(o)) {
+        index[o] = layers.size();
+        layers.push_back({o, n.op_type, 0});
+      }
+    }
+  }
+  if (layers.empty()) return layers;
+  std::vector<double> signal(layers.size(), 0), noise(layers.size(), 0);
+  ExecutorOptions opt;
+  opt.threads = threads;
+  Executor ea(before, opt), eb(after, opt);
+  const int64_t total = std::min(samples, data.num_samples());
+  constexpr int64_t kBatch = 32;
+  for (int64_t first = 0; first < total; first += kBatch) {
+    const std::vector<Tensor> inputs = data.ReadSamples(first, std::min(kBatch, total - first));
+    // Reference values of this batch, by layer; compared as the second model produces its own.
+    std::vector<std::vector<float>> ref(layers.size());
+    const ValueObserver keep = [&](const std::string& name, const Tensor& v) {
+      const auto it = index.find(name);
+      if (it != index.end() && v.dtype() == DType::kFloat) {
+        ref[it->second].assign(v.data<float>(), v.data<float>() + v.numel());
+      }
+    };
+    ea.Run(inputs, &keep);
+    const ValueObserver compare = [&](const std::string& name, const Tensor& v) {
+      const auto it = index.find(name);
+      if (it == index.end()) return;
+      const std::vector<float>& r = ref[it->second];
+      if (static_cast<int64_t>(r.size()) != v.numel()) return;
+      for (int64_t i = 0; i < v.numel(); ++i) {
+        double y;
+        if (v.dtype() == DType::kFloat) y = v.data<float>()[i];
+        else if (v.dtype() == DType::kFloat16) y = HalfToFloat(static_cast<const uint16_t*>(v.raw())[i]);
+        else return;
+        const double x = r[static_cast<size_t>(i)];
+        signal[it->second] += x * x;
+        noise[it->second] += (x - y) * (x - y);
+      }
+    };
+    eb.Run(inputs, &compare);
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    layers[i].sqnr_db = noise[i] == 0 ? std::numeric_limits<double>::infinity()
+                                      : 10.0 * std::log10(std::max(signal[i], 1e-300) / noise[i]);
+  }
+  return layers;
+}
+
 json BuildReport(const ReportInput& in) {
   std::vector<Weight> wb, wa;
   CollectWeights(in.before->graph, &wb);
@@ -242,6 +304,28 @@ json BuildReport(const ReportInput& in) {
     r["evaluation"] = e;
   } else {
     r["evaluation"] = nullptr;
+  }
+  json layers = json::array();
+  for (const auto& l : in.layers) {
+    layers.push_back({{"name", l.name}, {"op_type", l.op_type},
+                      {"sqnr_db", std::isfinite(l.sqnr_db) ? json(l.sqnr_db) : json(nullptr)}});
+  }
+  r["layers"] = layers;
+  if (in.calibration) {
+    const CalibrationInfo& c = *in.calibration;
+    r["calibration"] = {{"data", c.data}, {"data_sha256", c.data_sha256}, {"samples", c.samples},
+                        {"table", c.table}, {"reused_table", c.reused_table}};
+  } else {
+    r["calibration"] = nullptr;
+  }
+  if (in.gate) {
+    const GateInfo& g = *in.gate;
+    r["gate"] = {{"metric", g.metric}, {"value", g.value}, {"threshold", g.threshold}, {"margin", g.margin},
+                 {"passed", g.passed}, {"data", g.data}, {"on_calibration_data", g.on_calibration_data},
+                 {"auto_fallback", g.auto_fallback}, {"sensitivity_samples", g.sensitivity_samples},
+                 {"kept_in_float", g.kept_in_float}};
+  } else {
+    r["gate"] = nullptr;
   }
   if (in.include_timings) {
     json t = {{"total_seconds", in.total_seconds}};
@@ -309,6 +393,41 @@ std::string FormatReportSummary(const json& r) {
          << t["latency"]["batch"].get<int64_t>() << ")\n";
     }
   }
+  if (!r["calibration"].is_null()) {
+    const json& c = r["calibration"];
+    os << "calibration " << (c["reused_table"].get<bool>() ? "reused table " + c["table"].get<std::string>()
+                                                           : std::to_string(c["samples"].get<int64_t>()) + " samples of " +
+                                                                 c["data"].get<std::string>())
+       << "\n";
+  }
+  if (!r["layers"].empty()) {
+    // The three layers the compression hurt most: where to look first.
+    std::vector<std::pair<double, std::string>> worst;
+    for (const auto& l : r["layers"]) {
+      if (!l["sqnr_db"].is_null()) worst.emplace_back(l["sqnr_db"].get<double>(), l["name"].get<std::string>());
+    }
+    std::sort(worst.begin(), worst.end());
+    if (!worst.empty()) {
+      os << "worst layers";
+      for (size_t i = 0; i < worst.size() && i < 3; ++i) {
+        os << (i ? ", " : " ") << worst[i].second << " " << Fixed(worst[i].first, 1) << " dB";
+      }
+      os << "\n";
+    }
+  }
+  if (!r["gate"].is_null()) {
+    const json& g = r["gate"];
+    const bool drop = g["metric"] == "top1_drop_pts";
+    os << "gate        " << (g["passed"].get<bool>() ? "passed" : "FAILED") << ": "
+       << (drop ? "top-1 drop " + Fixed(g["value"].get<double>(), 2) + " pt, allowed " + Fixed(g["threshold"].get<double>(), 2)
+                : "agreement " + Fixed(g["value"].get<double>(), 4) + ", required " + Fixed(g["threshold"].get<double>(), 4))
+       << (g["on_calibration_data"].get<bool>() ? " (on the calibration data)" : "");
+    if (!g["kept_in_float"].empty()) {
+      os << "; kept in float:";
+      for (const auto& k : g["kept_in_float"]) os << " " << k["node"].get<std::string>();
+    }
+    os << "\n";
+  }
   return os.str();
 }
 
@@ -369,6 +488,41 @@ std::string FormatReportMarkdown(const json& r) {
     os << "| max abs error | " << e["max_abs_error"].get<double>() << " |\n\n";
   }
 
+  if (!r["gate"].is_null()) {
+    const json& g = r["gate"];
+    os << "## Accuracy gate\n\n" << (g["passed"].get<bool>() ? "**Passed**" : "**Failed**") << ": "
+       << g["metric"].get<std::string>() << " = " << g["value"].get<double>() << ", threshold "
+       << g["threshold"].get<double>() << ", margin " << g["margin"].get<double>() << ", measured on `"
+       << g["data"].get<std::string>() << "`" << (g["on_calibration_data"].get<bool>() ? " (the calibration data)" : "")
+       << ".\n\n";
+    if (!g["kept_in_float"].empty()) {
+      os << "Kept in float by the fallback (most sensitive first; sensitivity on " << g["sensitivity_samples"].get<int64_t>()
+         << " samples):\n\n| node | op | output SQNR with only it in float (dB) | gate metric after |\n|---|---|---:|---:|\n";
+      for (const auto& k : g["kept_in_float"]) {
+        os << "| `" << k["node"].get<std::string>() << "` | " << k["op_type"].get<std::string>() << " | "
+           << Fixed(k["sqnr_db_alone_in_float"].get<double>(), 1) << " | " << k["metric_after"].get<double>() << " |\n";
+      }
+      os << "\n";
+    }
+  }
+  if (!r["calibration"].is_null()) {
+    const json& c = r["calibration"];
+    os << "## Calibration\n\n" << c["samples"].get<int64_t>() << " samples of `" << c["data"].get<std::string>()
+       << "` (sha256 `" << c["data_sha256"].get<std::string>() << "`)";
+    if (!c["table"].get<std::string>().empty()) {
+      os << (c["reused_table"].get<bool>() ? ", statistics reused from `" : ", statistics saved to `")
+         << c["table"].get<std::string>() << "`";
+    }
+    os << ".\n\n";
+  }
+  if (!r["layers"].empty()) {
+    os << "## Layers\n\nSQNR of each layer's output against the original model.\n\n| value | op | SQNR (dB) |\n|---|---|---:|\n";
+    for (const auto& l : r["layers"]) {
+      os << "| `" << l["name"].get<std::string>() << "` | " << l["op_type"].get<std::string>() << " | "
+         << (l["sqnr_db"].is_null() ? std::string("inf") : Fixed(l["sqnr_db"].get<double>(), 1)) << " |\n";
+    }
+    os << "\n";
+  }
   os << "## Passes\n\n| pass | nodes | weights | weight bytes | changes |\n|---|---:|---:|---:|---|\n";
   for (const auto& p : r["passes"]) {
     std::string changes;

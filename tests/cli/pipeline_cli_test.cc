@@ -122,7 +122,7 @@ TEST(PipelineCli, ReportsAreValidDeterministicAndRecordedInTheModel) {
   // The recipe and the data hash are in the output model.
   const Model out = LoadModel(dir / "m1.onnx");
   EXPECT_EQ(json::parse(Meta(out, kMetaRecipe)), r["recipe"]);
-  EXPECT_EQ(Meta(out, kMetaDataSha256), r["evaluation"]["data_sha256"].get<std::string>());
+  EXPECT_EQ(Meta(out, kMetaEvalSha256), r["evaluation"]["data_sha256"].get<std::string>());
 
   // Against the documented schema, with a real JSON Schema validator.
   const auto v = testing::RunCommand({"node", testing::SourcePath("tests/ort/validate.js"),

@@ -46,6 +46,37 @@ struct ModelComparison {
 ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
                               const std::string& data_label, const CompareOptions& options);
 
+// SQNR of every intermediate value the two models share by name (the compressed model's layer outputs
+// against the original's), over the first `samples` of `data`. In graph order of `before`.
+struct LayerSqnr {
+  std::string name;     // value name
+  std::string op_type;  // producer in the original model
+  double sqnr_db = 0;   // +inf when identical
+};
+std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, const Dataset& data, int64_t samples,
+                                     int threads);
+
+// Calibration facts for the report.
+struct CalibrationInfo {
+  std::string data;  // folder, or empty when a saved table was reused without data
+  std::string data_sha256;
+  int64_t samples = 0;
+  std::string table;  // --calib-table path, if any
+  bool reused_table = false;
+};
+
+// The accuracy gate's verdict, for the report.
+struct GateInfo {
+  std::string metric;
+  double value = 0, threshold = 0, margin = 0;
+  bool passed = false;
+  std::string data;
+  bool on_calibration_data = false;
+  bool auto_fallback = false;
+  int64_t sensitivity_samples = 0;
+  std::vector<nlohmann::json> kept_in_float;  // {"node","op_type","sqnr_db_without","metric_after"}
+};
+
 struct ReportInput {
   std::string input_path, output_path;
   int64_t input_bytes = 0;   // model file plus external data files
@@ -59,6 +90,9 @@ struct ReportInput {
   std::string checker_message;
   double total_seconds = 0;
   bool include_timings = true;  // false: "timings" is null (byte-identical reports in tests)
+  std::vector<LayerSqnr> layers;
+  std::optional<CalibrationInfo> calibration;
+  std::optional<GateInfo> gate;
 };
 
 nlohmann::json BuildReport(const ReportInput& in);
@@ -68,6 +102,7 @@ std::string FormatReportSummary(const nlohmann::json& report);  // a few lines f
 // Keys written into the output model's metadata_props.
 inline constexpr const char* kMetaRecipe = "compress.recipe";
 inline constexpr const char* kMetaVersion = "compress.version";
-inline constexpr const char* kMetaDataSha256 = "compress.data_sha256";
+inline constexpr const char* kMetaEvalSha256 = "compress.eval_data_sha256";
+inline constexpr const char* kMetaCalibSha256 = "compress.calib_data_sha256";
 
 }  // namespace compress
