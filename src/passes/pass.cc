@@ -43,6 +43,19 @@ std::vector<PassInfo> BuildPassList() {
                      {"block_ops", json::array(), "more op types to keep in float32"},
                      {"block_nodes", json::array(), "node names to keep in float32"}},
                     MakeFp16Pass});
+  passes.push_back({"quantize",
+                    "INT8 quantization: static (calibrated) QDQ or QOperator, dynamic, or weights only",
+                    false,
+                    {{"mode", json("static"), "static (calibrated activations), dynamic or weights_only"},
+                     {"format", json("qdq"), "qdq (QuantizeLinear/DequantizeLinear pairs) or qop (QLinearConv, "
+                                             "QLinearMatMul, MatMulInteger, ConvInteger where possible)"},
+                     {"per_channel", json(true), "int8 weights with one scale per output channel"},
+                     {"activation_type", json("uint8"), "uint8 (asymmetric) or int8 (symmetric) activations"},
+                     {"calib_method", json("minmax"), "minmax, percentile, entropy or mse"},
+                     {"percentile", json(99.999), "percentile method: share of values kept, in percent"},
+                     {"exclude_nodes", json::array(), "node names kept in float"},
+                     {"exclude_ops", json::array(), "op types kept in float"}},
+                    MakeQuantizePass});
   passes.push_back({"compact_names",
                     "shorten intermediate value names and drop node names (graph inputs, outputs and "
                     "initializers keep theirs)",
