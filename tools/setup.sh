@@ -23,7 +23,7 @@ packages=(
   dataset-fashion-mnist   # the sample data the main job and the tests run on
 )
 if [ "$with_tests" = 1 ]; then
-  packages+=(libgtest-dev googletest libbenchmark-dev libonnx-testdata)
+  packages+=(libgtest-dev googletest libbenchmark-dev libonnx-testdata time)
   command -v node >/dev/null 2>&1 || packages+=(nodejs)
   command -v npm >/dev/null 2>&1 || packages+=(npm)
 fi
