@@ -273,7 +273,8 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   gate.max_drop_pts = opt.max_accuracy_drop;
   gate.min_agreement = opt.min_agreement;
   gate.auto_fallback = opt.auto_fallback;
-  if (gate.max_drop_pts && !(*gate.max_drop_pts >= 0)) ThrowUsage("--max-accuracy-drop must be >= 0 points");
+  // A negative drop demands an improvement: allowed, if rarely useful.
+  if (gate.max_drop_pts && !std::isfinite(*gate.max_drop_pts)) ThrowUsage("--max-accuracy-drop must be a number of points");
   if (gate.min_agreement && !(*gate.min_agreement >= 0 && *gate.min_agreement <= 1)) {
     ThrowUsage("--min-agreement must be a fraction between 0 and 1");
   }
