@@ -37,7 +37,10 @@ QuantParams ActivationParams(const QuantRange& range, DType type) {
   return p;
 }
 
-QuantizedWeight QuantizeWeightSymmetric(const Tensor& weight, int64_t axis) {
+QuantizedWeight QuantizeWeightSymmetric(const Tensor& weight, int64_t axis, int qmax) {
+  if (qmax < 1 || qmax > 127) {
+    ThrowInternal("weight quantization: qmax " + std::to_string(qmax) + " is out of range");
+  }
   if (weight.dtype() != DType::kFloat) {
     ThrowInternal("weight '" + weight.name() + "' is " + DTypeName(weight.dtype()) + ", expected float32");
   }
@@ -65,7 +68,7 @@ QuantizedWeight QuantizeWeightSymmetric(const Tensor& weight, int64_t axis) {
   q.scales.resize(static_cast<size_t>(channels));
   for (int64_t c = 0; c < channels; ++c) {
     const double m = absmax[static_cast<size_t>(c)];
-    q.scales[static_cast<size_t>(c)] = m > 0 ? SafeScale(m / 127.0) : 1.0f;
+    q.scales[static_cast<size_t>(c)] = m > 0 ? SafeScale(m / qmax) : 1.0f;
   }
   q.values = Tensor(DType::kInt8, dims, weight.name() + "_quantized");
   int8_t* out = q.values.mutable_data<int8_t>();
@@ -75,7 +78,8 @@ QuantizedWeight QuantizeWeightSymmetric(const Tensor& weight, int64_t axis) {
       const int64_t base = (o * channels + c) * inner;
       for (int64_t i = 0; i < inner; ++i) {
         const double v = std::isfinite(w[base + i]) ? std::round(double{w[base + i]} / s) : 0.0;
-        out[base + i] = static_cast<int8_t>(std::clamp(v, -127.0, 127.0));
+        const double limit = qmax;
+        out[base + i] = static_cast<int8_t>(std::clamp(v, -limit, limit));
       }
     }
   }

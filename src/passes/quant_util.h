@@ -20,14 +20,14 @@ struct QuantParams {
 // for a range that contains 0. The scale is never 0, infinite or NaN.
 QuantParams ActivationParams(const QuantRange& range, DType type);
 
-// Symmetric int8 weights: q = round(w / scale) clamped to [-127, 127], scale = max|w| / 127 per slice
+// Symmetric int8 weights: q = round(w / scale) clamped to [-qmax, qmax], scale = max|w| / qmax per slice
 // along `axis` (per channel), or over the whole tensor when axis < 0. All-zero slices get scale 1.
 struct QuantizedWeight {
   Tensor values;               // int8, same shape as the weight
   std::vector<float> scales;   // one per slice along axis, or one
   int64_t axis = -1;
 };
-QuantizedWeight QuantizeWeightSymmetric(const Tensor& weight, int64_t axis);
+QuantizedWeight QuantizeWeightSymmetric(const Tensor& weight, int64_t axis, int qmax = 127);
 
 // int32 bias with scale = input_scale * weight_scale[c] per channel (zero point 0):
 // q = round(b / scale), saturated to int32. `weight_scales` has one entry, or one per channel.

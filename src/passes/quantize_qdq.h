@@ -1,0 +1,32 @@
+// The QDQ forms of the quantize pass: static (calibrated activations) and weights only. Both assume the
+// caller has settled the opset: >= 10 always, >= 13 when per_channel is set.
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "compress/calib/calibration.h"
+#include "compress/ir/graph.h"
+#include "compress/passes/pass.h"
+
+namespace compress::passes {
+
+struct QdqOptions {
+  bool per_channel = true;
+  DType activation_type = DType::kUInt8;  // kUInt8 (asymmetric) or kInt8 (symmetric)
+  RangeOptions range;                     // method and percentile; `symmetric` follows activation_type
+  std::set<std::string> exclude_nodes, exclude_ops;
+};
+
+// Op types that already carry quantized data; a model holding any of them is left alone.
+bool IsQuantizedOp(const std::string& op_type);
+
+// QuantizeLinear/DequantizeLinear pairs on the activations of the covered ops, int8 weights and int32
+// biases behind DequantizeLinear. Needs ctx.calibration().
+void QuantizeStaticQdq(Model& model, const QdqOptions& options, PassContext& ctx);
+
+// int8 weights of Conv, ConvTranspose, Gemm, MatMul and Gather tables behind DequantizeLinear; all
+// computation stays float.
+void QuantizeWeightsOnly(Model& model, const QdqOptions& options, PassContext& ctx);
+
+}  // namespace compress::passes
