@@ -227,6 +227,7 @@ CalibMethod CalibMethodFromName(const std::string& name) {
 
 void TensorStats::Observe(const float* data, int64_t n) {
   double batch_absmax = 0;
+  int64_t finite = 0;
   bool any = false;
   double lo = 0, hi = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -235,6 +236,7 @@ void TensorStats::Observe(const float* data, int64_t n) {
       ++non_finite;
       continue;
     }
+    ++finite;
     if (!any) {
       lo = hi = v;
       any = true;
@@ -268,11 +270,7 @@ void TensorStats::Observe(const float* data, int64_t n) {
     const int64_t k = static_cast<int64_t>(std::floor(double{v} * inv + half));
     ++hist[static_cast<size_t>(std::clamp<int64_t>(k, 0, last))];
   }
-  count += [&] {
-    int64_t c = 0;
-    for (int64_t i = 0; i < n; ++i) c += std::isfinite(data[i]) ? 1 : 0;
-    return c;
-  }();
+  count += finite;
 }
 
 void TensorStats::Merge(const TensorStats& other) {

@@ -334,6 +334,9 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   cmp.threads = opt.threads;
   std::optional<ModelComparison> comparison;
   std::optional<GateInfo> gate_info;
+  // Hashed once: the fallback below compares many times on the same data.
+  const std::string compare_sha256 =
+      eval_data ? DatasetSha256(*eval_data) : compare_data != nullptr ? calibration.data_sha256() : std::string();
   if (compare_data != nullptr) comparison = CompareModels(original, model, *compare_data, compare_label, cmp);
   if (gate.active()) {
     GateCheck check = CheckGate(gate, *comparison);
@@ -370,17 +373,14 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
       comparison = CompareModels(original, model, *compare_data, compare_label, cmp);
       check = CheckGate(gate, *comparison);
     }
-    g.metric = check.metric;
-    g.value = check.value;
-    g.threshold = check.threshold;
-    g.margin = check.margin;
-    g.passed = check.passed;
+    g.check = check;
     gate_info = g;
   }
+  if (comparison) comparison->data_sha256 = compare_sha256;
 
   model.SetMetadata(kMetaRecipe, recipe.ToJson().dump());
   model.SetMetadata(kMetaVersion, COMPRESS_VERSION);
-  if (eval_data) model.SetMetadata(kMetaEvalSha256, DatasetSha256(*eval_data));
+  if (eval_data) model.SetMetadata(kMetaEvalSha256, comparison->data_sha256);
   std::optional<CalibrationInfo> calib_info;
   if (needs_calib) {
     CalibrationInfo c;
@@ -436,14 +436,9 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
     // The input was valid and the output is not: a pass is at fault. The output stays for inspection.
     ThrowInternal(output + ": the ONNX checker rejects the output although it accepts the input: " + check.message);
   }
-  if (gate_info && !gate_info->passed) {
-    GateCheck g;
-    g.metric = gate_info->metric;
-    g.value = gate_info->value;
-    g.threshold = gate_info->threshold;
-    g.margin = gate_info->margin;
-    throw Error(ErrorKind::kAccuracyGate,
-                FormatGateFailure(g, compare_label) + "; the output is written for inspection: " + output);
+  if (gate_info && !gate_info->check.passed) {
+    throw Error(ErrorKind::kAccuracyGate, FormatGateFailure(gate_info->check, compare_label) +
+                                              "; the output is written for inspection: " + output);
   }
   return 0;
 }

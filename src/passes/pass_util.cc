@@ -163,6 +163,16 @@ void RenameValue(Graph& graph, const std::string& from, const std::string& to) {
   ReplaceUses(graph, from, to);
 }
 
+void EraseInitializers(Graph& graph, const std::unordered_set<std::string>& names) {
+  if (names.empty()) return;
+  auto& inits = graph.initializers;
+  inits.erase(std::remove_if(inits.begin(), inits.end(), [&](const Tensor& t) { return names.count(t.name()) > 0; }),
+              inits.end());
+  auto& inputs = graph.inputs;
+  inputs.erase(std::remove_if(inputs.begin(), inputs.end(), [&](const ValueInfo& v) { return names.count(v.name) > 0; }),
+               inputs.end());
+}
+
 void EraseValueInfo(Graph& graph, const std::unordered_set<std::string>& names) {
   if (names.empty()) return;
   auto& vi = graph.value_info;

@@ -44,6 +44,10 @@ void ReplaceUses(Graph& graph, const std::string& from, const std::string& to);
 // then its uses.
 void RenameValue(Graph& graph, const std::string& from, const std::string& to);
 
+// Removes these initializers, and, where they are listed as graph inputs too (before IR version 4), those
+// input entries.
+void EraseInitializers(Graph& graph, const std::unordered_set<std::string>& names);
+
 // Drops value_info entries of these names.
 void EraseValueInfo(Graph& graph, const std::unordered_set<std::string>& names);
 

@@ -601,15 +601,7 @@ class Converter {
         unused.insert(t.name());
       }
     }
-    auto& inits = g_.initializers;
-    inits.erase(std::remove_if(inits.begin(), inits.end(),
-                               [&](const Tensor& t) { return unused.count(t.name()) > 0; }),
-                inits.end());
-    // Before IR version 4 those initializers were listed as graph inputs too.
-    auto& inputs = g_.inputs;
-    inputs.erase(std::remove_if(inputs.begin(), inputs.end(),
-                                [&](const ValueInfo& v) { return unused.count(v.name) > 0; }),
-                 inputs.end());
+    passes::EraseInitializers(g_, unused);
   }
 
   void CountKeptQdq() {

@@ -350,15 +350,7 @@ class DynamicQuantizer {
     for (const auto& name : consumed_) {
       if (!uses.count(name)) unused.insert(name);
     }
-    auto& inits = g.initializers;
-    inits.erase(std::remove_if(inits.begin(), inits.end(),
-                               [&](const Tensor& t) { return unused.count(t.name()) > 0; }),
-                inits.end());
-    // Before IR version 4 those initializers were listed as graph inputs too.
-    auto& inputs = g.inputs;
-    inputs.erase(std::remove_if(inputs.begin(), inputs.end(),
-                                [&](const ValueInfo& v) { return unused.count(v.name) > 0; }),
-                 inputs.end());
+    passes::EraseInitializers(g, unused);
   }
 
   Model& model_;

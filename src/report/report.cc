@@ -145,7 +145,6 @@ ModelComparison CompareModels(const Model& before, const Model& after, const Dat
                               const std::string& data_label, const CompareOptions& options) {
   ModelComparison c;
   c.data = data_label;
-  c.data_sha256 = DatasetSha256(data);
   ExecutorOptions exec_opt;
   exec_opt.threads = options.threads;
   EvalOptions eval_opt;
@@ -320,8 +319,8 @@ json BuildReport(const ReportInput& in) {
   }
   if (in.gate) {
     const GateInfo& g = *in.gate;
-    r["gate"] = {{"metric", g.metric}, {"value", g.value}, {"threshold", g.threshold}, {"margin", g.margin},
-                 {"passed", g.passed}, {"data", g.data}, {"on_calibration_data", g.on_calibration_data},
+    r["gate"] = {{"metric", g.check.metric}, {"value", g.check.value}, {"threshold", g.check.threshold},
+                 {"margin", g.check.margin}, {"passed", g.check.passed}, {"data", g.data}, {"on_calibration_data", g.on_calibration_data},
                  {"auto_fallback", g.auto_fallback}, {"sensitivity_samples", g.sensitivity_samples},
                  {"kept_in_float", g.kept_in_float}};
   } else {

@@ -76,24 +76,6 @@ DType InitDType(const Graph& g, const std::string& name) {
 
 float HalfAt(const Tensor& t, int64_t i) { return HalfToFloat(static_cast<const uint16_t*>(t.raw())[i]); }
 
-// The ONNX checker on the saved file, then shape inference with type checking in strict mode (what ONNX
-// Runtime does when it loads a model: every type parameter must bind one type, declared types must match).
-std::string CheckerAndTypeErrors(const Model& m) {
-  testing::TempDir dir;
-  SaveModel(m, dir / "m.onnx");
-  const CheckResult check = CheckModelFile(dir / "m.onnx");
-  if (!check.ok) return "checker: " + check.message;
-  onnx::ModelProto proto;
-  if (!proto.ParseFromString(testing::ReadBytes(dir / "m.onnx"))) return "unparsable";
-  try {
-    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
-    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
-  } catch (const std::exception& e) {
-    return std::string("type check: ") + e.what();
-  }
-  return "";
-}
-
 // Largest |a - b| over two outputs, relative to max(1, largest |a|).
 double RelativeDiff(const Tensor& ref, const Tensor& got) {
   EXPECT_EQ(ref.dims(), got.dims());
@@ -156,7 +138,7 @@ TEST(Fp16, TinyModelKeepsFloat32InputsAndOutputsWithCastsAtTheBoundary) {
   EXPECT_EQ(Counter(ctx, "inserted_casts"), 2);
   EXPECT_EQ(Counter(ctx, "blocked_nodes"), 0);
   EXPECT_EQ(Counter(ctx, "clamped_values"), 0);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 
   Executor before(original), after(m);
   const Tensor x = Ramp({5, 4}, 0.37f, -1.3f);
@@ -178,7 +160,7 @@ TEST(Fp16, WithoutKeepIoTypesInputsAndOutputsBecomeFloat16) {
   EXPECT_EQ(m.graph.outputs[0].name, "y");
   EXPECT_EQ(m.graph.outputs[0].type.elem_type, DType::kFloat16);
   EXPECT_EQ(NodeNamed(m.graph, "add").outputs, (std::vector<std::string>{"y"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 
   Executor before(original), after(m);
   const Tensor x = Ramp({3, 4}, 0.25f, 0.5f);
@@ -227,7 +209,7 @@ TEST(Fp16, BlockedNodeStaysFloat32WithCastsAroundIt) {
   EXPECT_EQ(Counter(ctx, "converted_initializers"), 1);
   EXPECT_EQ(Counter(ctx, "inserted_casts"), 4);
   EXPECT_EQ(ctx.details()["blocked"], (json{{"'matmul' (MatMul)", "listed in block_nodes"}}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 
   Executor before(original), after(m);
   const Tensor x = Ramp({2, 4}, 0.5f, 0.1f);
@@ -279,7 +261,7 @@ TEST(Fp16, InitializerReadInBothPrecisionsIsKeptTwice) {
   EXPECT_EQ(NodeNamed(m.graph, "matmul").inputs, (std::vector<std::string>{"h_fp32", "W"}));
   EXPECT_EQ(NodeNamed(m.graph, "matmul2").inputs, (std::vector<std::string>{"h", "W_fp16"}));
   EXPECT_EQ(Counter(ctx, "converted_initializers"), 2);  // b in place, W as a copy
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   Executor before(original), after(m);
   const Tensor x = Ramp({2, 4}, 0.3f, 0.2f);
   const auto want = before.Run({x});
@@ -296,7 +278,7 @@ TEST(Fp16, NewNamesDoNotCollideWithExistingOnes) {
   m.graph.nodes[1].inputs[0] = "x_fp16";
   RunFp16(m);
   EXPECT_EQ(Casts(m.graph)[0], "x_cast_fp16_1:x->x_fp16_1,to=10");
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 }
 
 TEST(Fp16, SecondRunChangesNothing) {
@@ -380,7 +362,7 @@ TEST(Fp16, ConstantNodesAreConverted) {
   EXPECT_EQ(Counter(ctx, "converted_nodes"), 10);
   EXPECT_EQ(Counter(ctx, "converted_initializers"), 1);
   EXPECT_EQ(Counter(ctx, "inserted_casts"), 2);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 
   Executor before(original), after(m);
   const Tensor x = Ramp({2, 4}, 0.4f, -0.2f);
@@ -416,7 +398,7 @@ TEST(Fp16, ConstantReadInBothPrecisionsGetsATwin) {
   // Right after the original (which follows the Cast of the graph input).
   EXPECT_EQ(NodeNames(t.graph)[1], "w_const");
   EXPECT_EQ(NodeNames(t.graph)[2], "w_const_fp16");
-  EXPECT_EQ(CheckerAndTypeErrors(t), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(t), "");
 }
 
 // x -> Resize(roi, scales) -> y, opset 13, nearest upsampling x2.
@@ -451,7 +433,7 @@ TEST(Fp16, ResizeKeepsFloat32ScalesAndIsBlockedByDefault) {
   EXPECT_EQ(InitDType(blocked.graph, "scales"), DType::kFloat);
   EXPECT_EQ(InitDType(blocked.graph, "k"), DType::kFloat16);
   EXPECT_EQ(cb.details()["blocked"], (json{{"'resize' (Resize)", "op type is blocked"}}));
-  EXPECT_EQ(CheckerAndTypeErrors(blocked), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(blocked), "");
 
   Model converted = original;
   const PassContext cc = RunFp16(converted, {{"default_block_ops", false}});
@@ -462,7 +444,7 @@ TEST(Fp16, ResizeKeepsFloat32ScalesAndIsBlockedByDefault) {
   EXPECT_EQ(NodeNamed(converted.graph, "resize").outputs, (std::vector<std::string>{"y_fp16"}));
   EXPECT_EQ(InitDType(converted.graph, "scales"), DType::kFloat);
   EXPECT_EQ(Counter(cc, "converted_initializers"), 1);
-  EXPECT_EQ(CheckerAndTypeErrors(converted), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(converted), "");
 
   Executor ref(original), b(blocked), c(converted);
   const Tensor x = Tensor::FromVector<float>({1, 1, 2, 3}, {1.0f, -2.0f, 3.5f, 0.1f, 7.25f, -0.3f});
@@ -483,7 +465,7 @@ TEST(Fp16, CastToFloatBecomesCastToFloat16) {
   EXPECT_EQ(NodeNamed(m.graph, "cast").AttrInt("to", 0), static_cast<int64_t>(DType::kFloat16));
   EXPECT_EQ(NodeNamed(m.graph, "add_d").inputs, (std::vector<std::string>{"y0", "df"}));
   EXPECT_EQ(NodeNamed(m.graph, "add_d").outputs, (std::vector<std::string>{"y_fp16"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   Executor before(original), after(m);
   const Tensor x = Ramp({2, 4}, 0.5f, 0.0f);
   const Tensor d = Tensor::FromVector<double>({3}, {1.0, -4.25, 0.125});
@@ -511,7 +493,7 @@ TEST(Fp16, ShapeArithmeticStaysFloat32) {
                                       "to_float:s->sf,to=1", "to_int:sa->size,to=7"}));
   EXPECT_EQ(ctx.details()["blocked"].size(), 4u);
   EXPECT_EQ(ctx.details()["blocked"]["'shift' (Add)"], "computes from integers (shape arithmetic)");
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   Executor after(m);
   const auto out = after.Run({Tensor(DType::kFloat, {4097, 4})});
   ASSERT_EQ(out[1].dtype(), DType::kInt64);
@@ -607,7 +589,7 @@ TEST(Fp16, IfBodiesStayFloat32AndReadOuterValuesThroughACast) {
   EXPECT_EQ(NodeNamed(m.graph, "matmul").inputs, (std::vector<std::string>{"h", "W"}));
   EXPECT_EQ(ctx.details()["blocked"], (json{{"'if' (If)", "has subgraphs, which stay float32"}}));
   EXPECT_EQ(m.graph.outputs[1].type.elem_type, DType::kFloat);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 }
 
 TEST(Fp16, IfBodyReadingAGraphInputWithoutKeepIoTypes) {
@@ -622,7 +604,7 @@ TEST(Fp16, IfBodyReadingAGraphInputWithoutKeepIoTypes) {
   // z comes from the float32 If: a Cast makes the float16 graph output, and If writes under a new name.
   EXPECT_EQ(NodeNamed(m.graph, "if").outputs, (std::vector<std::string>{"z_fp32"}));
   EXPECT_EQ(m.graph.outputs[1].type.elem_type, DType::kFloat16);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 }
 
 TEST(Fp16, OldIrVersionListsNewInitializersAsGraphInputs) {
@@ -643,7 +625,7 @@ TEST(Fp16, OldIrVersionListsNewInitializersAsGraphInputs) {
   EXPECT_EQ(m.graph.inputs[3].name, "W_fp16");
   EXPECT_EQ(m.graph.inputs[3].type.elem_type, DType::kFloat16);
   EXPECT_EQ(InitDType(m.graph, "W_fp16"), DType::kFloat16);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 }
 
 TEST(Fp16, TypeParameterWithoutFloat16StaysFloat32) {
@@ -666,7 +648,7 @@ TEST(Fp16, TypeParameterWithoutFloat16StaysFloat32) {
   EXPECT_EQ(InitDType(m.graph, "start"), DType::kFloat);
   EXPECT_EQ(Counter(ctx, "blocked_nodes"), 0);
   EXPECT_EQ(Counter(ctx, "converted_nodes"), 1);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 }
 
 TEST(Fp16, LayerNormalizationStatisticsStayFloat32) {
@@ -691,7 +673,7 @@ TEST(Fp16, LayerNormalizationStatisticsStayFloat32) {
   EXPECT_EQ(Casts(m.graph),
             (std::vector<std::string>{"x_cast_fp16:x->x_fp16,to=10", "y_cast_fp32:y_fp16->y,to=1"}));
   EXPECT_EQ(InitDType(m.graph, "scale"), DType::kFloat16);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   Executor before(original), after(m);
   const Tensor x = Tensor::FromVector<float>({2, 4}, {1, 2, 3, 4, -1, 0.5f, 8, 2});
   const auto want = before.Run({x});
@@ -708,7 +690,7 @@ TEST(Fp16, ValueInfoFollowsTheConversion) {
   RunFp16(m, {{"block_nodes", {"add"}}});
   EXPECT_EQ(m.graph.value_info[0].type.elem_type, DType::kFloat16);
   EXPECT_EQ(m.graph.value_info[1].type.elem_type, DType::kFloat16);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 }
 
 TEST(Fp16, OldOpsetWithoutNumericCastIsLeftUnchanged) {
@@ -781,7 +763,7 @@ TEST(Fp16, SmallCnnMatchesFloat32WithinTolerance) {
   EXPECT_EQ(Counter(ctx, "converted_nodes"), 8);
   EXPECT_EQ(Counter(ctx, "converted_initializers"), 8);
   EXPECT_EQ(Counter(ctx, "inserted_casts"), 2);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   Executor before(original), after(m);
   const Tensor x = Ramp({3, 2, 6, 6}, 0.11f, 0.05f);
   const auto want = before.Run({x});

@@ -35,40 +35,6 @@ constexpr double kFloatOutputTolerance = 1e-4;
 // Relative slack on a step bound, for the float rounding of the dequantization itself.
 constexpr double kStepSlack = 1e-4;
 
-std::string CheckerAndTypeErrors(const Model& m) {
-  TempDir dir;
-  SaveModel(m, dir / "m.onnx");
-  const CheckResult check = CheckModelFile(dir / "m.onnx");
-  if (!check.ok) return "checker: " + check.message;
-  onnx::ModelProto proto;
-  if (!proto.ParseFromString(ReadBytes(dir / "m.onnx"))) return "unparsable";
-  try {
-    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
-    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
-  } catch (const std::exception& e) {
-    return std::string("type check: ") + e.what();
-  }
-  return "";
-}
-
-std::vector<Tensor> RunInOrt(const Model& model, const std::vector<Tensor>& inputs) {
-  TempDir dir;
-  SaveModel(model, dir / "m.onnx");
-  std::vector<std::string> args{"run", dir / "m.onnx", dir / "out"};
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    args.push_back(dir / ("in" + std::to_string(k) + ".npy"));
-    WriteNpy(args.back(), inputs[k]);
-  }
-  const CommandResult r = RunOrt(args);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  std::vector<Tensor> out;
-  if (r.exit_code != 0) return out;
-  for (size_t k = 0; k < model.graph.outputs.size(); ++k) {
-    out.push_back(ReadNpy(dir / ("out/output_" + std::to_string(k) + ".npy")));
-  }
-  return out;
-}
-
 PassContext Convert(Model& m) {
   PassContext ctx;
   ConvertQdqToQOperator(m, ctx);
@@ -227,10 +193,10 @@ void ExpectSameOutputs(const Model& qdq, const Model& qop, const std::vector<Ten
   if (tolerance == 0) tolerance = kOutputSteps * y_scale;
   const auto want = RunModel(qdq, in), got = RunModel(qop, in);
   ExpectClose(want, got, y_scale, tolerance, "QOperator vs QDQ, our executor");
-  const auto ort = RunInOrt(qop, in);
+  const auto ort = testing::RunModelInOrt(qop, in);
   ASSERT_EQ(ort.size(), got.size());
   ExpectClose(got, ort, y_scale, tolerance, "QOperator, ONNX Runtime vs our executor");
-  const auto ort_qdq = RunInOrt(qdq, in);
+  const auto ort_qdq = testing::RunModelInOrt(qdq, in);
   ASSERT_EQ(ort_qdq.size(), got.size());
   std::cout << "[qop] QDQ model in ONNX Runtime vs QOperator model in ONNX Runtime: max diff "
             << MaxAbsDiff(ort_qdq, ort) / y_scale << " output steps\n";
@@ -313,7 +279,7 @@ TEST(QOperator, ConvWithQAfterBecomesQLinearConv) {
   EXPECT_EQ(g.FindInitializer("w_zero"), nullptr);
   EXPECT_EQ(g.FindInitializer("b_scale"), nullptr);
   EXPECT_EQ(g.nodes[2].inputs[0], "yq");
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {c.x}, c.y.scale);
 }
 
@@ -331,7 +297,7 @@ TEST(QOperator, SevenBitWeightsStayInt8) {
   const Tensor& wz = Init(m.graph, qc.inputs[5]);
   EXPECT_EQ(wz.dtype(), DType::kInt8);
   EXPECT_EQ(Ints(wz), (std::vector<int32_t>{0, 0, 0, 0}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {c.x}, c.y.scale);
 }
 
@@ -346,7 +312,7 @@ TEST(QOperator, ReluBeforeZeroPointZeroIsAbsorbed) {
   ASSERT_EQ(OpTypes(m.graph),
             (std::vector<std::string>{"QuantizeLinear", "QLinearConv", "DequantizeLinear"}));
   EXPECT_EQ(m.graph.nodes[1].outputs, (std::vector<std::string>{"yq"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {c.x}, c.y.scale);
 }
 
@@ -391,7 +357,7 @@ TEST(QOperator, ReluBeforeNonZeroZeroPointStays) {
   }
   EXPECT_EQ(g.nodes[4].outputs, (std::vector<std::string>{"c"}));
   EXPECT_EQ(g.nodes[5].inputs, (std::vector<std::string>{"c"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {c.x}, c.y.scale);
 }
 
@@ -409,7 +375,7 @@ TEST(QOperator, Int8ActivationsKeepInt8Weights) {
   EXPECT_EQ(Init(m.graph, qc.inputs[5]).dtype(), DType::kInt8);
   EXPECT_EQ(Ints(Init(m.graph, qc.inputs[5])), (std::vector<int32_t>{0, 0, 0, 0}));
   EXPECT_EQ(Init(m.graph, qc.inputs[7]).dtype(), DType::kInt8);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {c.x}, c.y.scale);
 }
 
@@ -449,7 +415,7 @@ TEST(QOperator, MatMulWithQAfterBecomesQLinearMatMul) {
   EXPECT_EQ(Ints(wz), (std::vector<int32_t>(5, 128)));
   EXPECT_EQ(qm.inputs[6], "y_scale");
   EXPECT_EQ(qm.outputs, (std::vector<std::string>{"yq"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {x}, ya.scale);
 }
 
@@ -485,10 +451,10 @@ TEST(QOperator, MatMulWithFloatOutputBecomesMatMulInteger) {
     EXPECT_EQ(scale.data<float>()[n], xa.scale * q.WeightScales("w")[static_cast<size_t>(n)]);
   EXPECT_EQ(g.nodes[3].outputs, (std::vector<std::string>{"mm"}));
   EXPECT_EQ(g.nodes[4].inputs, (std::vector<std::string>{"mm", "bias"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   const auto want = RunModel(qdq, {x}), got = RunModel(m, {x});
   EXPECT_LE(MaxAbsDiff(want, got), kFloatOutputTolerance);
-  const auto ort = RunInOrt(m, {x});
+  const auto ort = testing::RunModelInOrt(m, {x});
   EXPECT_LE(MaxAbsDiff(got, ort), kFloatOutputTolerance);
 }
 
@@ -529,7 +495,7 @@ TEST(QOperator, GemmBecomesMatMulIntegerAndKeepsItsQ) {
   EXPECT_EQ(Init(g, g.nodes[4].inputs[1]).dims(), (std::vector<int64_t>{6}));
   EXPECT_EQ(g.nodes[4].outputs, (std::vector<std::string>{"gm"}));
   EXPECT_EQ(g.nodes[5].inputs[0], "gm");
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {x}, ya.scale);
 }
 
@@ -576,7 +542,7 @@ TEST(QOperator, MaxPoolBetweenConvsStaysQdq) {
   EXPECT_EQ(g.nodes[4].outputs, (std::vector<std::string>{"p_q"}));
   EXPECT_EQ(g.nodes[5].inputs[0], "p_q");
   EXPECT_EQ(g.nodes[5].outputs, (std::vector<std::string>{"yq"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   // conv1's output may land one step (a1.scale) apart in the two forms, as in the single-conv tests; MaxPool
   // passes such a difference on unchanged, and conv2 multiplies it by at most the sum of |w2| over one
   // output channel's window before its own one-step rounding.
@@ -618,10 +584,10 @@ TEST(QOperator, MatMulOfTwoActivations) {
   EXPECT_EQ(qm.inputs[3], "b_q");
   EXPECT_EQ(qm.inputs[4], "b_scale");
   EXPECT_EQ(qm.inputs[5], "b_zero");
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   const auto want = RunModel(qdq, {a, b}), got = RunModel(m, {a, b});
   ExpectClose(want, got, ya.scale, kOutputSteps * ya.scale, "two activations, our executor");
-  const auto ort = RunInOrt(m, {a, b});
+  const auto ort = testing::RunModelInOrt(m, {a, b});
   ExpectClose(got, ort, ya.scale, kOutputSteps * ya.scale, "two activations, ONNX Runtime vs our executor");
 }
 
@@ -644,7 +610,7 @@ TEST(QOperator, RequantizeToAnotherTypeKeepsFloatOutput) {
   EXPECT_EQ(Counter(ctx, "conv_integer"), 1);
   EXPECT_EQ(OpTypes(m.graph), (std::vector<std::string>{"QuantizeLinear", "ConvInteger", "Cast", "Mul", "Add",
                                                         "QuantizeLinear", "DequantizeLinear"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   ExpectSameOutputs(qdq, m, {c.x}, y8.scale);
 }
 

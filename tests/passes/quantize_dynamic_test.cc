@@ -36,41 +36,6 @@ constexpr double kOrtTolerance = 1e-5;
 // The weight zero point of the uint8 storage of int8 weights.
 constexpr int kShift = 128;
 
-std::string CheckerAndTypeErrors(const Model& m) {
-  TempDir dir;
-  SaveModel(m, dir / "m.onnx");
-  const CheckResult check = CheckModelFile(dir / "m.onnx");
-  if (!check.ok) return "checker: " + check.message;
-  onnx::ModelProto proto;
-  if (!proto.ParseFromString(ReadBytes(dir / "m.onnx"))) return "unparsable";
-  try {
-    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
-    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
-  } catch (const std::exception& e) {
-    return std::string("type check: ") + e.what();
-  }
-  return "";
-}
-
-// The model's outputs in ONNX Runtime for `inputs` (in the order of its real inputs).
-std::vector<Tensor> RunInOrt(const Model& model, const std::vector<Tensor>& inputs) {
-  TempDir dir;
-  SaveModel(model, dir / "m.onnx");
-  std::vector<std::string> args{"run", dir / "m.onnx", dir / "out"};
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    args.push_back(dir / ("in" + std::to_string(k) + ".npy"));
-    WriteNpy(args.back(), inputs[k]);
-  }
-  const CommandResult r = RunOrt(args);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  std::vector<Tensor> out;
-  if (r.exit_code != 0) return out;
-  for (size_t k = 0; k < model.graph.outputs.size(); ++k) {
-    out.push_back(ReadNpy(dir / ("out/output_" + std::to_string(k) + ".npy")));
-  }
-  return out;
-}
-
 PassContext Quantize(Model& m, const json& options = json::object()) {
   PassContext ctx;
   QuantizeDynamic(m, options, ctx);
@@ -187,7 +152,7 @@ double ExpectWithinBound(const Tensor& want, const Tensor& got, const Tensor& bo
 
 void ExpectOrtMatches(const Model& m, const std::vector<Tensor>& inputs) {
   const std::vector<Tensor> ours = RunModel(m, inputs);
-  const std::vector<Tensor> ort = RunInOrt(m, inputs);
+  const std::vector<Tensor> ort = testing::RunModelInOrt(m, inputs);
   ASSERT_EQ(ort.size(), ours.size());
   EXPECT_LE(MaxAbsDiff(ours, ort), kOrtTolerance);
 }
@@ -259,7 +224,7 @@ TEST(QuantizeDynamic, MatMulPerColumnStructureAndError) {
     EXPECT_EQ(largest, 127);
   }
   EXPECT_EQ(g.FindInitializer("W"), nullptr) << "the float weight is no longer read";
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 
   const Tensor x = Uniform({2, 3, 16}, 8, -1.0f, 1.5f);
   const Tensor bound = ErrorBound(before.graph.nodes[0], x, w, 1, ws, DynamicScale(x));
@@ -326,7 +291,7 @@ TEST(QuantizeDynamic, GemmTransBAlphaBeta) {
   for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(c.data<float>()[i], 2.0f * c0.data<float>()[i]);
   EXPECT_EQ(g.FindInitializer("B"), nullptr);
   EXPECT_EQ(g.FindInitializer("C"), nullptr);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 
   const Tensor x = Uniform({4, 12}, 13, -2.0f, 1.0f);
   ExpectWithinBound(RunModel(before, {x})[0], RunModel(m, {x})[0],
@@ -370,7 +335,7 @@ TEST(QuantizeDynamic, ConvPerChannel) {
   const Tensor& bias = Init(g, g.nodes[5].inputs[1]);
   EXPECT_EQ(bias.dims(), (std::vector<int64_t>{6, 1, 1}));
   EXPECT_EQ(Values(bias), Values(Init(before.graph, "b")));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 
   const Tensor x = Uniform({2, 4, 7, 7}, 23, -0.5f, 2.0f);
   const double used = ExpectWithinBound(RunModel(before, {x})[0], RunModel(m, {x})[0],
@@ -403,7 +368,7 @@ TEST(QuantizeDynamic, SharesActivationAndWeightQuantization) {
   EXPECT_EQ(a->inputs[3], c->inputs[3]) << "one zero point initializer for every weight";
   // W and W2 quantized, plus the zero point and three scale initializers.
   EXPECT_EQ(m.graph.initializers.size(), 6u);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
 }
 
 TEST(QuantizeDynamic, ListsNodesLeftInFloatWithReasons) {
@@ -464,7 +429,7 @@ TEST(QuantizeDynamic, UpgradesOpsetBelowEleven) {
   EXPECT_EQ(ctx.notes()[0], "converted the model from opset 9 to 11 for DynamicQuantizeLinear");
   EXPECT_EQ(OpTypes(m.graph), (std::vector<std::string>{"DynamicQuantizeLinear", "Mul", "MatMulInteger",
                                                         "Cast", "Mul", "Add"}));
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   const Tensor x = Uniform({2, 6}, 53, -1.0f, 1.0f);
   ExpectWithinBound(RunModel(before, {x})[0], RunModel(m, {x})[0],
                     ErrorBound(before.graph.nodes[0], x, w, 1, SymmetricScales(w, 1), DynamicScale(x)));
@@ -516,7 +481,7 @@ TEST(QuantizeDynamic, IrVersion3ListsInitializersAsInputs) {
   for (const auto& t : m.graph.initializers) expected.push_back(t.name());
   EXPECT_EQ(inputs, expected);
   EXPECT_EQ(m.graph.initializers.size(), 3u);
-  EXPECT_EQ(CheckerAndTypeErrors(m), "");
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
   const Tensor x = Uniform({2, 6}, 57, -1.0f, 1.0f);
   const Tensor w = Init(before.graph, "W");
   ExpectWithinBound(RunModel(before, {x})[0], RunModel(m, {x})[0],
@@ -565,7 +530,7 @@ TEST(QuantizeDynamic, OnnxRuntimeExactWhereInt8PairSumsWouldSaturate) {
   mmi->inputs[1] = "w_int8";
   mmi->inputs.resize(3);
   const std::vector<Tensor> exact = RunModel(s8, {x});
-  const std::vector<Tensor> ort = RunInOrt(s8, {x});
+  const std::vector<Tensor> ort = testing::RunModelInOrt(s8, {x});
   ASSERT_EQ(ort.size(), 1u);
   std::cout << "[dynamic] uint8 x int8 MatMulInteger in ONNX Runtime: max |ORT - exact| = "
             << MaxAbsDiff(exact, ort) << "\n";

@@ -13,6 +13,11 @@
 #include <gtest/gtest.h>
 
 #include "compress/exec/executor.h"
+#include "compress/io/npy.h"
+#include "compress/io/onnx_io.h"
+#include "onnx/defs/schema.h"
+#include "onnx/onnx_pb.h"
+#include "onnx/shape_inference/implementation.h"
 #include "compress/util/error.h"
 
 namespace compress::testing {
@@ -166,5 +171,39 @@ std::vector<Tensor> RunNode(const Node& node, const std::vector<Tensor>& inputs,
 }
 
 std::string SourcePath(const std::string& relative) { return std::string(COMPRESS_SOURCE_DIR) + "/" + relative; }
+
+std::string CheckerAndTypeErrors(const Model& m) {
+  TempDir dir;
+  SaveModel(m, dir / "m.onnx");
+  const CheckResult check = CheckModelFile(dir / "m.onnx");
+  if (!check.ok) return "checker: " + check.message;
+  onnx::ModelProto proto;
+  if (!proto.ParseFromString(ReadBytes(dir / "m.onnx"))) return "unparsable";
+  try {
+    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
+    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
+  } catch (const std::exception& e) {
+    return std::string("type check: ") + e.what();
+  }
+  return "";
+}
+
+std::vector<Tensor> RunModelInOrt(const Model& model, const std::vector<Tensor>& inputs) {
+  TempDir dir;
+  SaveModel(model, dir / "m.onnx");
+  std::vector<std::string> args{"run", dir / "m.onnx", dir / "out"};
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    args.push_back(dir / ("in" + std::to_string(k) + ".npy"));
+    WriteNpy(args.back(), inputs[k]);
+  }
+  const CommandResult r = RunOrt(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::vector<Tensor> out;
+  if (r.exit_code != 0) return out;
+  for (size_t k = 0; k < model.graph.outputs.size(); ++k) {
+    out.push_back(ReadNpy(dir / ("out/output_" + std::to_string(k) + ".npy")));
+  }
+  return out;
+}
 
 }  // namespace compress::testing

@@ -47,6 +47,15 @@ Model TinyModel();
 
 std::string SourcePath(const std::string& relative);  // path inside the source tree
 
+// "" when the saved model passes the ONNX checker and then shape inference with type checking in strict
+// mode (what ONNX Runtime does when it loads a model: every type parameter binds one type, declared
+// types match); otherwise what failed.
+std::string CheckerAndTypeErrors(const Model& m);
+
+// The model's outputs in ONNX Runtime for `inputs` (in the order of its real inputs); empty, with a test
+// failure, when ONNX Runtime rejects it.
+std::vector<Tensor> RunModelInOrt(const Model& model, const std::vector<Tensor>& inputs);
+
 // Runs one node in a model of its own (default domain, given opset) through the executor. Inputs are
 // bound to the node's inputs in order ("" entries of node.inputs are omitted optional inputs and take no
 // tensor); inputs flagged in `constant` become initializers, so kernels see them at build time.

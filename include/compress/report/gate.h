@@ -20,15 +20,6 @@ struct GateSpec {
   bool active() const { return max_drop_pts.has_value() || min_agreement.has_value(); }
 };
 
-struct GateCheck {
-  std::string metric;  // "top1_drop_pts" or "agreement"
-  double value = 0;
-  double threshold = 0;
-  bool passed = false;
-  // How far from the threshold, in the metric's unit: positive = margin left, negative = violation.
-  double margin = 0;
-};
-
 // Judges a comparison. Throws Error(kUsage) for --max-accuracy-drop on unlabelled data.
 GateCheck CheckGate(const GateSpec& spec, const ModelComparison& c);
 

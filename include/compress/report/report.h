@@ -31,7 +31,7 @@ struct CompareOptions {
 // Both models evaluated on the same data, and how far the second's first output is from the first's.
 struct ModelComparison {
   std::string data;         // folder as given by the user
-  std::string data_sha256;
+  std::string data_sha256;  // set by the caller: hashing reads every byte, once per run is enough
   int64_t samples = 0;
   bool labelled = false;
   int64_t batch = 0;
@@ -65,11 +65,19 @@ struct CalibrationInfo {
   bool reused_table = false;
 };
 
+// An accuracy gate's verdict on one comparison (see compress/report/gate.h).
+struct GateCheck {
+  std::string metric;  // "top1_drop_pts" or "agreement"
+  double value = 0;
+  double threshold = 0;
+  bool passed = false;
+  // How far from the threshold, in the metric's unit: positive = margin left, negative = violation.
+  double margin = 0;
+};
+
 // The accuracy gate's verdict, for the report.
 struct GateInfo {
-  std::string metric;
-  double value = 0, threshold = 0, margin = 0;
-  bool passed = false;
+  GateCheck check;
   std::string data;
   bool on_calibration_data = false;
   bool auto_fallback = false;
