@@ -1,15 +1,16 @@
-// compact_names: shortens the names of intermediate values (and, unless asked to keep them, drops node
-// names) so that a small model's file is not dominated by its wiring.
+// compact_names: shortens the names of intermediate values and initializers (and, unless asked to keep
+// them, drops node names) so that a small model's file is not dominated by its wiring.
 //
-//   Before:  Conv "/stem/stem.0/Conv" -> "/stem/stem.0/Conv_output_0" -> Relu "/stem/stem.1/Relu" -> ...
-//   After:   Conv -> "t0" -> Relu -> ...
+//   Before:  Conv "/stem/stem.0/Conv" ("onnx::Conv_55_q" ...) -> "/stem/stem.0/Conv_output_0" -> Relu ...
+//   After:   Conv ("c3" ...) -> "t0" -> Relu -> ...
 //
 // Exporters name every value after its producer ("<node name>_output_0"), so a value's name costs its
 // bytes once where it is produced and again wherever it is read. On a model of a few hundred kilobytes
-// those names are several percent of the file. Graph inputs, graph outputs and initializers keep their
-// names: they are the model's interface and the names reports refer to. Values defined inside subgraphs
-// keep theirs too; references from subgraphs to renamed outer values follow the rename. The computation
-// is unchanged; only names change. Opt-in (not part of the clean-up): names help when debugging a model.
+// those names are several percent of the file. Graph inputs and graph outputs keep their names: they are
+// the model's interface. Initializers are renamed "c<N>" unless keep_initializer_names is set (an
+// initializer that is also a graph input keeps its name either way). Values defined inside subgraphs keep
+// theirs; references from subgraphs to renamed outer values follow the rename. The computation is
+// unchanged; only names change. Opt-in (not part of the clean-up): names help when debugging a model.
 
 #include <unordered_map>
 #include <unordered_set>
@@ -58,29 +59,46 @@ void ApplyRenames(Graph& graph, const Renames& renames, bool is_root) {
 
 class CompactNamesPass : public Pass {
  public:
-  explicit CompactNamesPass(const nlohmann::json& options) : keep_node_names_(options.at("keep_node_names")) {}
+  explicit CompactNamesPass(const nlohmann::json& options)
+      : keep_node_names_(options.at("keep_node_names")),
+        keep_initializer_names_(options.at("keep_initializer_names")) {}
 
   void Run(Model& model, PassContext& ctx) override {
     Graph& g = model.graph;
     std::unordered_set<std::string> keep;
     for (const auto& v : g.inputs) keep.insert(v.name);
     for (const auto& v : g.outputs) keep.insert(v.name);
-    for (const auto& t : g.initializers) keep.insert(t.name());
+    if (keep_initializer_names_) {
+      for (const auto& t : g.initializers) keep.insert(t.name());
+    }
     for (const auto& s : g.sparse_initializers) keep.insert(s.values.name());
     passes::NameGenerator names(g);
     Renames renames;
     int64_t saved = 0;
+    auto add = [&](const std::string& old, const std::string& prefix, size_t index) {
+      std::string fresh = names.Make(prefix + std::to_string(index));
+      if (fresh.size() >= old.size()) return false;  // already short
+      saved += static_cast<int64_t>(old.size() - fresh.size());
+      renames.emplace(old, std::move(fresh));
+      return true;
+    };
+    int64_t renamed_initializers = 0;
+    for (auto& t : g.initializers) {
+      if (keep.count(t.name()) || renames.count(t.name())) continue;
+      if (add(t.name(), "c", static_cast<size_t>(renamed_initializers))) {
+        t.set_name(renames.at(t.name()));
+        ++renamed_initializers;
+      }
+    }
     for (const auto& n : g.nodes) {
       for (const auto& o : n.outputs) {
         if (o.empty() || keep.count(o) || renames.count(o)) continue;
-        std::string fresh = names.Make("t" + std::to_string(renames.size()));
-        if (fresh.size() >= o.size()) continue;  // already short
-        saved += static_cast<int64_t>(o.size() - fresh.size());
-        renames.emplace(o, std::move(fresh));
+        add(o, "t", renames.size() - static_cast<size_t>(renamed_initializers));
       }
     }
     ApplyRenames(g, renames, true);
-    ctx.Count("renamed_values", static_cast<int64_t>(renames.size()));
+    ctx.Count("renamed_values", static_cast<int64_t>(renames.size()) - renamed_initializers);
+    ctx.Count("renamed_initializers", renamed_initializers);
     if (!keep_node_names_) {
       int64_t cleared = 0;
       for (auto& n : g.nodes) {
@@ -97,6 +115,7 @@ class CompactNamesPass : public Pass {
 
  private:
   bool keep_node_names_;
+  bool keep_initializer_names_;
 };
 
 }  // namespace

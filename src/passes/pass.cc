@@ -57,10 +57,11 @@ std::vector<PassInfo> BuildPassList() {
                      {"exclude_ops", json::array(), "op types kept in float"}},
                     MakeQuantizePass});
   passes.push_back({"compact_names",
-                    "shorten intermediate value names and drop node names (graph inputs, outputs and "
-                    "initializers keep theirs)",
+                    "shorten intermediate value and initializer names and drop node names (graph inputs "
+                    "and outputs keep theirs)",
                     false,
-                    {{"keep_node_names", json(false), "keep node names, shorten only value names"}},
+                    {{"keep_node_names", json(false), "keep node names, shorten only value names"},
+                     {"keep_initializer_names", json(false), "keep initializer names"}},
                     MakeCompactNamesPass});
   return passes;
 }

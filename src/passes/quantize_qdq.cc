@@ -184,6 +184,10 @@ class QdqWriter {
     return name;
   }
 
+  // Activation zero points are stored even when they equal QuantizeLinear's default (uint8, 0): ONNX
+  // Runtime 1.30 rejects a Conv QDQ group whose activation pair leaves the zero point out ("two nodes with
+  // same node name") at its extended optimization level. Weights and biases, read by DequantizeLinear
+  // alone, carry none: their type comes from the stored values.
   std::string ZeroPoint(DType type, int32_t value) {
     if (type == DType::kUInt8) {
       return Intern(Tensor::FromVector<uint8_t>({}, {static_cast<uint8_t>(value)}),

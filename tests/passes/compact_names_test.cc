@@ -11,10 +11,11 @@ namespace {
 
 using nlohmann::json;
 
-PassContext Compact(Model& m, bool keep_node_names) {
+PassContext Compact(Model& m, bool keep_node_names, bool keep_initializer_names = false) {
   const PassInfo* info = FindPass("compact_names");
   EXPECT_NE(info, nullptr);
-  const json options = ValidatePassOptions(*info, {{"keep_node_names", keep_node_names}}, "test");
+  const json options = ValidatePassOptions(
+      *info, {{"keep_node_names", keep_node_names}, {"keep_initializer_names", keep_initializer_names}}, "test");
   PassContext ctx;
   info->create(options)->Run(m, ctx);
   VerifyModel(m);
@@ -104,6 +105,39 @@ TEST(CompactNames, KeepNodeNamesAndSubgraphCaptures) {
   testing::TempDir dir;
   SaveModel(m, dir / "m.onnx");
   EXPECT_TRUE(CheckModelFile(dir / "m.onnx").ok) << CheckModelFile(dir / "m.onnx").message;
+}
+
+// NamedModel with long initializer names; "b" is also listed as a graph input (old-style default).
+Model LongInitializerModel() {
+  Model m = NamedModel();
+  m.graph.nodes[1].inputs[1] = "onnx::MatMul_weight_long";
+  m.graph.FindInitializer("W")->set_name("onnx::MatMul_weight_long");
+  const Tensor& b = *m.graph.FindInitializer("b");
+  m.graph.inputs.push_back({"b", TypeInfo::Tensor(b.dtype(), {Dim::Fixed(4)}), ""});
+  return m;
+}
+
+TEST(CompactNames, RenamesInitializersButNotGraphInputs) {
+  Model m = LongInitializerModel();
+  const Model before = m;
+  const PassContext ctx = Compact(m, false);
+  const auto& g = m.graph;
+  EXPECT_EQ(g.nodes[1].inputs, std::vector<std::string>({"t0", "c0"}));
+  EXPECT_EQ(g.FindInitializer("onnx::MatMul_weight_long"), nullptr);
+  ASSERT_NE(g.FindInitializer("c0"), nullptr);
+  EXPECT_TRUE(g.FindInitializer("c0")->SameContent(*before.graph.FindInitializer("onnx::MatMul_weight_long")));
+  EXPECT_EQ(g.nodes[2].inputs, std::vector<std::string>({"t1", "b"}));  // a graph input keeps its name
+  EXPECT_NE(g.FindInitializer("b"), nullptr);
+  EXPECT_EQ(ctx.counters().at("renamed_initializers"), 1);
+  EXPECT_EQ(ctx.counters().at("renamed_values"), 2);
+  const Tensor x = Tensor::FromVector<float>({2, 4}, {1, -2, 3, -4, 0.5f, 6, -7, 8});
+  Executor a(before), b(m);
+  EXPECT_TRUE(a.Run({x})[0].SameContent(b.Run({x})[0]));
+
+  Model kept = LongInitializerModel();
+  const PassContext ctx2 = Compact(kept, false, true);
+  EXPECT_EQ(kept.graph.nodes[1].inputs, std::vector<std::string>({"t0", "onnx::MatMul_weight_long"}));
+  EXPECT_EQ(ctx2.counters().at("renamed_initializers"), 0);
 }
 
 TEST(CompactNames, NamesAlreadyShortStay) {

@@ -578,6 +578,35 @@ TEST(Quantize, ExcludedNodesAndOpsStayFloat) {
   }
 }
 
+TEST(Quantize, Uint8ZeroPointOfZeroIsStoredOnce) {
+  // After a Relu the range starts at 0. The zero point 0 is still stored (ONNX Runtime rejects Conv groups
+  // without it), as one shared tensor; weights and biases carry none.
+  Model m = ConvModel();
+  std::map<std::string, TensorStats> stats = ConvStats();
+  for (const std::string v : {"r", "p", "f"}) stats[v] = Stats(0.0f, 5.1f);
+  TableSource source(stats);
+  Quantize(m, &source);
+  const Graph& g = m.graph;
+  std::set<std::string> zero_points;
+  for (const std::string v : {"r", "p", "f"}) {
+    ASSERT_EQ(QuantizersOf(g, v).size(), 1u) << v;
+    const Node& q = *QuantizersOf(g, v)[0];
+    ASSERT_EQ(q.inputs.size(), 3u) << v;
+    EXPECT_EQ(Init(g, q.inputs[2]).dtype(), DType::kUInt8);
+    EXPECT_EQ(Init(g, q.inputs[2]).data<uint8_t>()[0], 0);
+    zero_points.insert(q.inputs[2]);
+    const Node& dq = *Readers(g, q.outputs[0])[0];
+    EXPECT_EQ(dq.inputs, (std::vector<std::string>{q.outputs[0], q.inputs[1], q.inputs[2]})) << v;
+  }
+  EXPECT_EQ(zero_points.size(), 1u);
+  for (const auto& n : g.nodes) {
+    if (n.op_type == "DequantizeLinear" && g.FindInitializer(n.inputs[0]) != nullptr) {
+      EXPECT_EQ(n.inputs.size(), 2u) << n.outputs[0];
+    }
+  }
+  EXPECT_TRUE(CheckWithOnnx(m).ok);
+}
+
 TEST(Quantize, Int8ActivationsShareOneZeroPoint) {
   Model m = ConvModel();
   TableSource source(ConvStats());
