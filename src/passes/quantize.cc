@@ -107,6 +107,7 @@ class QuantizePass : public Pass {
       passes::QuantizeWeightsOnly(model, qdq, ctx);
       return;
     }
+    qdq.derive_bias_scales = format_ != "qop";
     passes::QuantizeStaticQdq(model, qdq, ctx);
     if (format_ == "qop") ConvertQdqToQOperator(model, ctx);
   }

@@ -140,6 +140,7 @@ class QdqWriter {
   struct QWeight {
     std::string dq;
     std::vector<float> scales;
+    std::string scale;  // the initializer holding `scales`
   };
 
   const Tensor* Const(const std::string& name) const {
@@ -212,7 +213,7 @@ class QdqWriter {
     new_inits_.push_back(std::move(q.values));
     replaced_.insert(w);
     ++quantized_weights_;
-    return weights_[key] = QWeight{dq, q.scales};
+    return weights_[key] = QWeight{dq, q.scales, scale};
   }
 
   // Puts the new nodes in place (each right before its reader or right after its producer, so a sorted
@@ -695,9 +696,12 @@ class StaticQuantizer : public QdqWriter {
     return const_dq_[c] = dq;
   }
 
-  // int32 bias with scale input_scale x weight_scale per output channel, zero point 0.
-  std::string Bias(const std::string& b, float input_scale, const std::vector<float>& weight_scales,
-                   size_t before) {
+  // int32 bias with scale input_scale x weight_scale per output channel, zero point 0. The scale is a Mul
+  // of the input's and the weight's scale tensors (one per pair) when derive_bias_scales is set, else a
+  // tensor of its own.
+  std::string Bias(const std::string& b, const Group& input, const QWeight& weight, size_t before) {
+    const float input_scale = input.params.scale;
+    const std::vector<float>& weight_scales = weight.scales;
     const auto key = std::make_tuple(b, input_scale, weight_scales);
     if (auto it = biases_.find(key); it != biases_.end()) return it->second;
     const Tensor& t = *Const(b);
@@ -710,11 +714,27 @@ class StaticQuantizer : public QdqWriter {
     }
     Tensor q = QuantizeBias(t, input_scale, ws);
     q.set_name(names_.Make(b + "_q"));
-    std::vector<float> scales(ws.size());
-    for (size_t c = 0; c < ws.size(); ++c) scales[c] = input_scale * ws[c];
-    const std::string scale = Intern(ScaleTensor(scales, ""), b + "_scale");
+    std::string scale;
+    if (opt_.derive_bias_scales && ws.size() == weight_scales.size()) {
+      // float32 products, exactly what the stored tensor would hold.
+      const auto pair = std::make_pair(input.scale, weight.scale);
+      if (auto it = bias_scales_.find(pair); it != bias_scales_.end()) {
+        scale = it->second;
+      } else {
+        scale = bias_scales_[pair] = names_.Make(b + "_scale");
+        Node mul;
+        mul.op_type = "Mul";
+        mul.inputs = {input.scale, weight.scale};
+        mul.outputs = {scale};
+        before_[before].push_back(std::move(mul));
+      }
+    } else {
+      std::vector<float> scales(ws.size());
+      for (size_t c = 0; c < ws.size(); ++c) scales[c] = input_scale * ws[c];
+      scale = Intern(ScaleTensor(scales, ""), b + "_scale");
+    }
     const std::string dq = names_.Make(b + "_dq");
-    before_[before].push_back(QdqNode("DequantizeLinear", {q.name(), scale}, dq, scales.size() > 1 ? 0 : -1));
+    before_[before].push_back(QdqNode("DequantizeLinear", {q.name(), scale}, dq, ws.size() > 1 ? 0 : -1));
     new_inits_.push_back(std::move(q));
     replaced_.insert(b);
     ++quantized_biases_;
@@ -743,16 +763,14 @@ class StaticQuantizer : public QdqWriter {
       if (role_[idx] != Role::kCompute) continue;
       ++quantized_nodes_;
       const Spec& s = spec_[idx];
-      std::vector<float> weight_scales;
+      const QWeight* weight = nullptr;
       if (s.weight >= 0) {
-        const QWeight& w = Weight(n.inputs[static_cast<size_t>(s.weight)], s.axis, idx);
-        n.inputs[static_cast<size_t>(s.weight)] = w.dq;
-        weight_scales = w.scales;
+        weight = &Weight(n.inputs[static_cast<size_t>(s.weight)], s.axis, idx);
+        n.inputs[static_cast<size_t>(s.weight)] = weight->dq;
       }
-      if (s.bias >= 0) {
-        const float input_scale = GroupOf(original[s.activations[0]]).params.scale;
+      if (s.bias >= 0 && weight != nullptr) {
         n.inputs[static_cast<size_t>(s.bias)] =
-            Bias(n.inputs[static_cast<size_t>(s.bias)], input_scale, weight_scales, idx);
+            Bias(n.inputs[static_cast<size_t>(s.bias)], GroupOf(original[s.activations[0]]), *weight, idx);
       }
       for (size_t i : s.constants) n.inputs[i] = ConstOperand(n.inputs[i], idx);
     }
@@ -794,6 +812,7 @@ class StaticQuantizer : public QdqWriter {
   std::map<std::string, std::string> dq_of_;
   std::map<std::string, std::string> const_dq_;
   std::map<std::tuple<std::string, float, std::vector<float>>, std::string> biases_;
+  std::map<std::pair<std::string, std::string>, std::string> bias_scales_;
   json tensors_ = json::array();
   float min_scale_ = std::numeric_limits<float>::infinity(), max_scale_ = 0;
   int64_t quantized_nodes_ = 0, quantized_biases_ = 0, quantized_constants_ = 0, subgraph_nodes_ = 0;

@@ -16,6 +16,10 @@ struct QdqOptions {
   DType activation_type = DType::kUInt8;  // kUInt8 (asymmetric) or kInt8 (symmetric)
   RangeOptions range;                     // method and percentile; `symmetric` follows activation_type
   std::set<std::string> exclude_nodes, exclude_ops;
+  // Bias scales (input scale x weight scales) computed by a Mul of the two stored scales instead of being
+  // stored a second time. ONNX Runtime folds the Mul when it loads the model and still fuses the integer
+  // kernels. Off when the QDQ graph is converted to QOperator form, which reads bias scales as constants.
+  bool derive_bias_scales = true;
 };
 
 // Op types that already carry quantized data; a model holding any of them is left alone.

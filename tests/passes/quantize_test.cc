@@ -235,6 +235,7 @@ TEST(Quantize, ConvReluMaxPoolReshapeGemmStructure) {
   }
 
   // Bias: int32 with scale x_scale * w_scale per channel, per-axis DequantizeLinear without zero point.
+  // The scale is not stored again: a Mul of the input's and the weight's scale tensors computes it.
   const Node* bdq = Producer(g, conv.inputs[2]);
   ASSERT_NE(bdq, nullptr);
   EXPECT_EQ(bdq->op_type, "DequantizeLinear");
@@ -242,7 +243,15 @@ TEST(Quantize, ConvReluMaxPoolReshapeGemmStructure) {
   EXPECT_EQ(bdq->AttrInt("axis", -1), 0);
   const Tensor& bq = Init(g, bdq->inputs[0]);
   ASSERT_EQ(bq.dtype(), DType::kInt32);
-  const std::vector<float> bs = Floats(Init(g, bdq->inputs[1]));
+  const Node* bmul = Producer(g, bdq->inputs[1]);
+  ASSERT_NE(bmul, nullptr);
+  EXPECT_EQ(bmul->op_type, "Mul");
+  EXPECT_EQ(bmul->inputs, (std::vector<std::string>{xq.inputs[1], wdq->inputs[1]}));
+  EXPECT_EQ(g.FindInitializer(bdq->inputs[1]), nullptr);
+  // Scalar input scale times per-channel weight scales, in float32 as Mul computes it.
+  ASSERT_EQ(Init(g, bmul->inputs[0]).numel(), 1);
+  std::vector<float> bs = Floats(Init(g, bmul->inputs[1]));
+  for (float& v : bs) v *= Init(g, bmul->inputs[0]).data<float>()[0];
   ASSERT_EQ(bs.size(), 3u);
   for (size_t c = 0; c < 3; ++c) {
     EXPECT_EQ(bs[c], xs * ws[c]);
@@ -642,7 +651,13 @@ TEST(Quantize, PerTensorWeights) {
   Tensor flat = Init(ConvModel().graph, "W");
   flat.Reshape({1, flat.numel()});
   EXPECT_EQ(scale.data<float>()[0], WeightScales(flat, 0, kStaticWeightMax)[0]);
-  EXPECT_EQ(Init(m.graph, Producer(m.graph, conv.inputs[2])->inputs[1]).rank(), 0);
+  const Node* bdq = Producer(m.graph, conv.inputs[2]);
+  EXPECT_EQ(bdq->FindAttr("axis"), nullptr);
+  const Node* bmul = Producer(m.graph, bdq->inputs[1]);
+  ASSERT_NE(bmul, nullptr);
+  EXPECT_EQ(bmul->inputs[1], wdq->inputs[1]);
+  EXPECT_EQ(Init(m.graph, bmul->inputs[0]).rank(), 0);
+  EXPECT_EQ(Init(m.graph, bmul->inputs[1]).rank(), 0);
   EXPECT_EQ(m.OpsetVersion(""), 17);
 }
 
