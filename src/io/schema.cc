@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <set>
 
 #include "onnx_proto.h"
 
@@ -101,6 +102,41 @@ bool OpSignature::Allows(const std::string& type_str, DType t) const {
   for (DType a : it->second) {
     if (a == t) return true;
   }
+  return false;
+}
+
+bool IsDefaultAttribute(const std::string& domain, const std::string& op_type, int64_t version,
+                        const Attribute& a) {
+  const std::string d = domain == "ai.onnx" ? std::string() : domain;
+  const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(op_type, static_cast<int>(version), d);
+  if (schema == nullptr) return false;
+  const auto it = schema->attributes().find(a.name);
+  if (it == schema->attributes().end() || !a.ref_attr_name.empty()) return false;
+  const onnx::AttributeProto& def = it->second.default_value;
+  const bool declared = def.type() != onnx::AttributeProto::UNDEFINED && !it->second.required;
+  if (declared && static_cast<int>(def.type()) == static_cast<int>(a.type)) {
+    switch (a.type) {
+      case AttrType::kInt:
+        return def.i() == a.i;
+      case AttrType::kFloat:
+        return def.f() == a.f;
+      case AttrType::kString:
+        return def.s() == a.s;
+      case AttrType::kInts:
+        return std::equal(a.ints.begin(), a.ints.end(), def.ints().begin(), def.ints().end());
+      case AttrType::kFloats:
+        return std::equal(a.floats.begin(), a.floats.end(), def.floats().begin(), def.floats().end());
+      default:
+        return false;
+    }
+  }
+  // Defaults the convolution and pooling schemas state only in their documentation.
+  static const std::set<std::string> spatial = {"Conv",        "ConvTranspose", "ConvInteger", "QLinearConv",
+                                                "MaxPool",     "AveragePool",   "LpPool"};
+  if (!d.empty() || spatial.count(op_type) == 0 || a.type != AttrType::kInts || a.ints.empty()) return false;
+  auto all = [&a](int64_t v) { return std::all_of(a.ints.begin(), a.ints.end(), [v](int64_t x) { return x == v; }); };
+  if (a.name == "strides" || a.name == "dilations") return all(1);
+  if (a.name == "pads" || a.name == "output_padding") return all(0);
   return false;
 }
 

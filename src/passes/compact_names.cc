@@ -9,12 +9,16 @@
 // those names are several percent of the file. Graph inputs and graph outputs keep their names: they are
 // the model's interface. Initializers are renamed "c<N>" unless keep_initializer_names is set (an
 // initializer that is also a graph input keeps its name either way). Values defined inside subgraphs keep
-// theirs; references from subgraphs to renamed outer values follow the rename. The computation is
-// unchanged; only names change. Opt-in (not part of the clean-up): names help when debugging a model.
+// theirs; references from subgraphs to renamed outer values follow the rename. Attributes that hold the
+// value the operator takes when they are absent (Conv's dilations [1,1], group 1, ...) are dropped unless
+// keep_default_attributes is set. The computation is unchanged. Opt-in (not part of the clean-up): names
+// help when debugging a model.
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "compress/io/schema.h"
 #include "compress/passes/builders.h"
 #include "pass_util.h"
 
@@ -57,11 +61,30 @@ void ApplyRenames(Graph& graph, const Renames& renames, bool is_root) {
   }
 }
 
+// Removes attributes equal to their operator's default from the nodes of `graph` and its subgraphs.
+int64_t DropDefaultAttributes(const Model& model, Graph& graph) {
+  int64_t dropped = 0;
+  for (auto& n : graph.nodes) {
+    const int64_t version = model.OpsetVersion(n.domain);
+    auto& attrs = n.attributes;
+    for (auto& a : attrs) {
+      for (auto& g : a.graphs) dropped += DropDefaultAttributes(model, g);
+    }
+    const auto end = std::remove_if(attrs.begin(), attrs.end(), [&](const Attribute& a) {
+      return version > 0 && IsDefaultAttribute(n.domain, n.op_type, version, a);
+    });
+    dropped += static_cast<int64_t>(attrs.end() - end);
+    attrs.erase(end, attrs.end());
+  }
+  return dropped;
+}
+
 class CompactNamesPass : public Pass {
  public:
   explicit CompactNamesPass(const nlohmann::json& options)
       : keep_node_names_(options.at("keep_node_names")),
-        keep_initializer_names_(options.at("keep_initializer_names")) {}
+        keep_initializer_names_(options.at("keep_initializer_names")),
+        keep_default_attributes_(options.at("keep_default_attributes")) {}
 
   void Run(Model& model, PassContext& ctx) override {
     Graph& g = model.graph;
@@ -111,11 +134,15 @@ class CompactNamesPass : public Pass {
       ctx.Count("cleared_node_names", cleared);
     }
     ctx.Count("name_bytes_saved", saved);
+    if (!keep_default_attributes_) {
+      ctx.Count("dropped_default_attributes", DropDefaultAttributes(model, g));
+    }
   }
 
  private:
   bool keep_node_names_;
   bool keep_initializer_names_;
+  bool keep_default_attributes_;
 };
 
 }  // namespace

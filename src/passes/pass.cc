@@ -57,11 +57,12 @@ std::vector<PassInfo> BuildPassList() {
                      {"exclude_ops", json::array(), "op types kept in float"}},
                     MakeQuantizePass});
   passes.push_back({"compact_names",
-                    "shorten intermediate value and initializer names and drop node names (graph inputs "
-                    "and outputs keep theirs)",
+                    "shorten intermediate value and initializer names, drop node names and attributes "
+                    "that hold their default (graph inputs and outputs keep their names)",
                     false,
                     {{"keep_node_names", json(false), "keep node names, shorten only value names"},
-                     {"keep_initializer_names", json(false), "keep initializer names"}},
+                     {"keep_initializer_names", json(false), "keep initializer names"},
+                     {"keep_default_attributes", json(false), "keep attributes that hold their default"}},
                     MakeCompactNamesPass});
   return passes;
 }

@@ -11,11 +11,15 @@ namespace {
 
 using nlohmann::json;
 
-PassContext Compact(Model& m, bool keep_node_names, bool keep_initializer_names = false) {
+PassContext Compact(Model& m, bool keep_node_names, bool keep_initializer_names = false,
+                    bool keep_default_attributes = false) {
   const PassInfo* info = FindPass("compact_names");
   EXPECT_NE(info, nullptr);
-  const json options = ValidatePassOptions(
-      *info, {{"keep_node_names", keep_node_names}, {"keep_initializer_names", keep_initializer_names}}, "test");
+  const json options = ValidatePassOptions(*info,
+                                           {{"keep_node_names", keep_node_names},
+                                            {"keep_initializer_names", keep_initializer_names},
+                                            {"keep_default_attributes", keep_default_attributes}},
+                                           "test");
   PassContext ctx;
   info->create(options)->Run(m, ctx);
   VerifyModel(m);
@@ -138,6 +142,55 @@ TEST(CompactNames, RenamesInitializersButNotGraphInputs) {
   const PassContext ctx2 = Compact(kept, false, true);
   EXPECT_EQ(kept.graph.nodes[1].inputs, std::vector<std::string>({"t0", "onnx::MatMul_weight_long"}));
   EXPECT_EQ(ctx2.counters().at("renamed_initializers"), 0);
+}
+
+TEST(CompactNames, DropsAttributesThatHoldTheirDefault) {
+  // x [1,1,5,5] -> Conv (every attribute spelled out) -> MaxPool -> y
+  Model m;
+  m.ir_version = 8;
+  m.SetOpsetVersion("", 17);
+  m.graph.name = "g";
+  m.graph.inputs.push_back({"x", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(5), Dim::Fixed(5)}), ""});
+  m.graph.initializers.push_back(Tensor::FromVector<float>({2, 1, 3, 3}, std::vector<float>(18, 0.25f), "W"));
+  Node conv;
+  conv.op_type = "Conv";
+  conv.inputs = {"x", "W"};
+  conv.outputs = {"c"};
+  conv.attributes = {Attribute::Ints("dilations", {1, 1}), Attribute::Int("group", 1),
+                     Attribute::Ints("kernel_shape", {3, 3}), Attribute::Ints("pads", {1, 1, 1, 1}),
+                     Attribute::Ints("strides", {1, 1}), Attribute::String("auto_pad", "NOTSET")};
+  Node pool;
+  pool.op_type = "MaxPool";
+  pool.inputs = {"c"};
+  pool.outputs = {"y"};
+  pool.attributes = {Attribute::Ints("kernel_shape", {2, 2}), Attribute::Ints("pads", {0, 0, 0, 0}),
+                     Attribute::Ints("strides", {2, 2}), Attribute::Int("ceil_mode", 0)};
+  m.graph.nodes = {conv, pool};
+  m.graph.outputs.push_back({"y", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(2), Dim::Fixed(2)}), ""});
+  VerifyModel(m);
+  const Model before = m;
+  Model kept = m;
+
+  const PassContext ctx = Compact(m, false);
+  auto names = [](const Node& n) {
+    std::vector<std::string> out;
+    for (const auto& a : n.attributes) out.push_back(a.name);
+    return out;
+  };
+  EXPECT_EQ(names(m.graph.nodes[0]), (std::vector<std::string>{"kernel_shape", "pads"}));
+  EXPECT_EQ(names(m.graph.nodes[1]), (std::vector<std::string>{"kernel_shape", "strides"}));
+  EXPECT_EQ(ctx.counters().at("dropped_default_attributes"), 6);
+  std::vector<float> xv(25);
+  for (size_t i = 0; i < xv.size(); ++i) xv[i] = static_cast<float>(i % 7) - 3.0f;
+  const Tensor x = Tensor::FromVector<float>({1, 1, 5, 5}, xv);
+  Executor a(before), b(m);
+  EXPECT_TRUE(a.Run({x})[0].SameContent(b.Run({x})[0]));
+  testing::TempDir dir;
+  SaveModel(m, dir / "m.onnx");
+  EXPECT_TRUE(CheckModelFile(dir / "m.onnx").ok) << CheckModelFile(dir / "m.onnx").message;
+
+  Compact(kept, false, false, true);
+  EXPECT_EQ(kept.graph.nodes[0].attributes.size(), 6u);
 }
 
 TEST(CompactNames, NamesAlreadyShortStay) {

@@ -49,6 +49,13 @@ struct OpSignature {
 // found == false for operators the ONNX library does not know (custom domains).
 OpSignature LookupSignature(const std::string& domain, const std::string& op_type, int64_t version);
 
+// True when attribute `a` of an `op_type` node holds exactly the value the operator takes when the
+// attribute is absent: the schema's declared default, or for the convolution and pooling operators the
+// documented implicit ones (strides and dilations all 1, pads and output_padding all 0). Unknown
+// operators and attributes without a default give false.
+bool IsDefaultAttribute(const std::string& domain, const std::string& op_type, int64_t version,
+                        const Attribute& a);
+
 // Converts the model's default-domain opset to `version` with the ONNX version converter (adapting
 // nodes whose operator changed between the versions). Returns false and leaves the model unchanged when
 // the converter cannot do it (unsupported operator or version, models with subgraphs it rejects);
