@@ -77,6 +77,7 @@ struct MainOptions {
   int64_t calib_limit = 0;
   std::vector<std::string> exclude_nodes;
   std::vector<std::string> exclude_ops;
+  std::optional<int64_t> min_conv_depth;
   // Accuracy gate.
   std::optional<double> max_accuracy_drop;
   std::optional<double> min_agreement;
@@ -134,7 +135,7 @@ std::string DefaultOutput(const std::string& input, const std::string& recipe) {
 bool AnyInt8Option(const MainOptions& opt) {
   return opt.dynamic || opt.weights_only || !opt.calib_method.empty() || opt.percentile.has_value() ||
          !opt.format.empty() || opt.per_tensor || !opt.activation_type.empty() || !opt.exclude_nodes.empty() ||
-         !opt.exclude_ops.empty();
+         !opt.exclude_ops.empty() || opt.min_conv_depth.has_value();
 }
 
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
@@ -185,6 +186,11 @@ Recipe BuildRecipe(const MainOptions& opt) {
       }
       if (!opt.exclude_nodes.empty()) o["exclude_nodes"] = opt.exclude_nodes;
       if (!opt.exclude_ops.empty()) o["exclude_ops"] = opt.exclude_ops;
+      if (opt.min_conv_depth) {
+        if (opt.dynamic || opt.weights_only) ThrowUsage("--min-conv-depth applies to static quantization only");
+        if (*opt.min_conv_depth < 0) ThrowUsage("--min-conv-depth must be >= 0");
+        o["min_conv_depth"] = *opt.min_conv_depth;
+      }
       recipe.steps.push_back(MakeRecipeStep("quantize", o, "--int8"));
       name.push_back(opt.dynamic ? "int8-dynamic" : opt.weights_only ? "int8-weights" : opt.format == "qop" ? "int8-qop" : "int8");
     }
@@ -202,7 +208,7 @@ Recipe BuildRecipe(const MainOptions& opt) {
   }
   if (AnyInt8Option(opt) && !opt.int8) {
     ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
-               "--exclude-nodes and --exclude-ops only apply with --int8");
+               "--exclude-nodes, --exclude-ops and --min-conv-depth only apply with --int8");
   }
   if (opt.auto_fallback && !opt.max_accuracy_drop && !opt.min_agreement) {
     ThrowUsage("--auto-fallback needs a gate: --max-accuracy-drop or --min-agreement");
@@ -708,6 +714,9 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_option("--activation-type", main_opt.activation_type, "With --int8: uint8 (default) or int8");
   app.add_option("--exclude-nodes", main_opt.exclude_nodes, "With --int8: node names kept in float")->delimiter(',');
   app.add_option("--exclude-ops", main_opt.exclude_ops, "With --int8: op types kept in float")->delimiter(',');
+  app.add_option("--min-conv-depth", main_opt.min_conv_depth,
+                 "With static --int8: keep in float each Conv whose input channels per group x kernel elements is "
+                 "below K (default 64; 0 quantizes every Conv)");
   app.add_option("--max-accuracy-drop", main_opt.max_accuracy_drop,
                  "Fail (exit 5) when top-1 drops by more than PTS points on --eval (or --calib) data");
   app.add_option("--min-agreement", main_opt.min_agreement,

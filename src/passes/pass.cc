@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "compress/passes/builders.h"
+#include "quantize_qdq.h"
 #include "compress/util/error.h"
 
 namespace compress {
@@ -54,7 +55,10 @@ std::vector<PassInfo> BuildPassList() {
                      {"calib_method", json("minmax"), "minmax, percentile, entropy or mse"},
                      {"percentile", json(99.999), "percentile method: share of values kept, in percent"},
                      {"exclude_nodes", json::array(), "node names kept in float"},
-                     {"exclude_ops", json::array(), "op types kept in float"}},
+                     {"exclude_ops", json::array(), "op types kept in float"},
+                     {"min_conv_depth", json(passes::kDefaultMinConvDepth),
+                      "static mode: Conv nodes whose input channels per group x kernel elements is below this "
+                      "stay float (0: quantize every Conv)"}},
                     MakeQuantizePass});
   passes.push_back({"compact_names",
                     "shorten intermediate value and initializer names, drop node names and attributes "

@@ -145,6 +145,10 @@ std::unique_ptr<Pass> MakeQuantizePass(const json& options) {
   }
   qdq.exclude_nodes = StringSet(options.value("exclude_nodes", json::array()));
   qdq.exclude_ops = StringSet(options.value("exclude_ops", json::array()));
+  qdq.min_conv_depth = options.value("min_conv_depth", passes::kDefaultMinConvDepth);
+  if (qdq.min_conv_depth < 0) {
+    ThrowUsage("pass 'quantize': option 'min_conv_depth' must be >= 0, got " + std::to_string(qdq.min_conv_depth));
+  }
   return std::make_unique<QuantizePass>(options, mode, format, std::move(qdq));
 }
 

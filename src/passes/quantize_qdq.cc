@@ -376,6 +376,14 @@ class StaticQuantizer : public QdqWriter {
       if (!(why = weight(1, conv ? 0 : 1, 3)).empty()) return why;
       s->activations = {0};
       const auto& dims = Const(n.inputs[1])->dims();
+      if (conv && opt_.min_conv_depth > 0) {
+        int64_t depth = dims[1];
+        for (size_t d = 2; d < dims.size(); ++d) depth *= dims[d];
+        if (depth < opt_.min_conv_depth) {
+          return "reduction depth " + std::to_string(depth) + " (input channels per group x kernel) is below " +
+                 "min_conv_depth " + std::to_string(opt_.min_conv_depth);
+        }
+      }
       bias(2, conv ? dims[0] : dims[1] * n.AttrInt("group", 1));
     } else if (op == "Gemm" || op == "MatMul") {
       if (n.inputs.size() < 2) return "missing inputs";
@@ -607,7 +615,20 @@ class StaticQuantizer : public QdqWriter {
 
   void Calibrate() {
     const std::vector<std::string> names(quantized_.begin(), quantized_.end());
-    const CalibrationTable& table = ctx_.calibration()->Get(model_, names);
+    // Statistics are gathered for every float activation, not only for those this recipe quantizes, so
+    // that a saved table (--calib-table) serves other recipes of the same model (other exclusions, another
+    // min_conv_depth) without another calibration run.
+    std::set<std::string> wanted(quantized_.begin(), quantized_.end());
+    for (const auto& v : g_.inputs) {
+      if (IsFloat(v.name) && Const(v.name) == nullptr && g_.FindInitializer(v.name) == nullptr) wanted.insert(v.name);
+    }
+    for (const auto& n : g_.nodes) {
+      for (const auto& o : n.outputs) {
+        if (!o.empty() && IsFloat(o) && Const(o) == nullptr) wanted.insert(o);
+      }
+    }
+    const CalibrationTable& table =
+        ctx_.calibration()->Get(model_, std::vector<std::string>(wanted.begin(), wanted.end()));
     RangeOptions ro = opt_.range;
     ro.symmetric = Type() == DType::kInt8;
     ro.levels = ro.symmetric ? 255 : 256;

@@ -11,11 +11,19 @@
 
 namespace compress::passes {
 
+inline constexpr int64_t kDefaultMinConvDepth = 64;
+
 struct QdqOptions {
   bool per_channel = true;
   DType activation_type = DType::kUInt8;  // kUInt8 (asymmetric) or kInt8 (symmetric)
   RangeOptions range;                     // method and percentile; `symmetric` follows activation_type
   std::set<std::string> exclude_nodes, exclude_ops;
+  // Static mode: a Conv whose reduction depth (input channels per group x kernel elements) is below this
+  // stays float. Integer convolution kernels gain little on shallow reductions (a 3x3 stem over one input
+  // channel, depthwise convolutions) and can be much slower than float ones: ONNX Runtime on AVX2 without
+  // VNNI runs the sample CNN's 1-channel 3x3 stem 4x slower in INT8 than in float (BENCHMARKS.md). 0
+  // quantizes every Conv.
+  int64_t min_conv_depth = kDefaultMinConvDepth;
   // Bias scales (input scale x weight scales) computed by a Mul of the two stored scales instead of being
   // stored a second time. ONNX Runtime folds the Mul when it loads the model and still fuses the integer
   // kernels. Off when the QDQ graph is converted to QOperator form, which reads bias scales as constants.

@@ -217,11 +217,15 @@ std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, co
   opt.threads = threads;
   Executor ea(before, opt), eb(after, opt);
   const int64_t total = std::min(samples, data.num_samples());
-  constexpr int64_t kBatch = 32;
+  // Small batches: the reference copy of every layer's values is held while the second model runs, next
+  // to that model's own buffers. At 32 samples this step set the peak memory of a whole INT8 run of the
+  // sample CNN, and how high depended on malloc's layout of those large blocks, not on the data.
+  constexpr int64_t kBatch = 8;
+  // Reference values of the current batch, by layer; compared as the second model produces its own.
+  std::vector<std::vector<float>> ref(layers.size());
   for (int64_t first = 0; first < total; first += kBatch) {
     const std::vector<Tensor> inputs = data.ReadSamples(first, std::min(kBatch, total - first));
-    // Reference values of this batch, by layer; compared as the second model produces its own.
-    std::vector<std::vector<float>> ref(layers.size());
+    for (auto& r : ref) r.clear();
     const ValueObserver keep = [&](const std::string& name, const Tensor& v) {
       const auto it = index.find(name);
       if (it != index.end() && v.dtype() == DType::kFloat) {

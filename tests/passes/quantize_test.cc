@@ -45,10 +45,7 @@ class TableSource : public CalibrationSource {
   explicit TableSource(std::map<std::string, TensorStats> stats) { table_.tensors = std::move(stats); }
   const CalibrationTable& Get(const Model&, const std::vector<std::string>& tensors) override {
     ++calls;
-    asked = tensors;
-    for (const auto& t : tensors) {
-      if (!table_.tensors.count(t)) ThrowInvalid("test table has no statistics for '" + t + "'");
-    }
+    asked = tensors;  // the pass itself rejects a table without the values it quantizes
     return table_;
   }
   std::string data_sha256() const override { return "test"; }
@@ -83,9 +80,11 @@ class RunSource : public CalibrationSource {
   CalibrationTable table_;
 };
 
-PassContext Quantize(Model& m, CalibrationSource* source, const json& options = json::object()) {
+// The test graphs' convolutions are shallow: unless a test says otherwise, every Conv is quantized.
+PassContext Quantize(Model& m, CalibrationSource* source, json options = json::object()) {
   const PassInfo* info = FindPass("quantize");
   EXPECT_NE(info, nullptr);
+  if (!options.contains("min_conv_depth")) options["min_conv_depth"] = 0;
   PassContext ctx(1, source);
   info->create(ValidatePassOptions(*info, options, "test"))->Run(m, ctx);
   VerifyModel(m);
@@ -129,6 +128,15 @@ std::vector<const Node*> QuantizersOf(const Graph& g, const std::string& value) 
     if (n->op_type == "QuantizeLinear") out.push_back(n);
   }
   return out;
+}
+
+// The values a QuantizeLinear reads, sorted: those that got a pair.
+std::vector<std::string> QuantizedValues(const Graph& g) {
+  std::set<std::string> out;
+  for (const auto& n : g.nodes) {
+    if (n.op_type == "QuantizeLinear") out.insert(n.inputs[0]);
+  }
+  return {out.begin(), out.end()};
 }
 
 const Tensor& Init(const Graph& g, const std::string& name) {
@@ -201,9 +209,10 @@ TEST(Quantize, ConvReluMaxPoolReshapeGemmStructure) {
   const PassContext ctx = Quantize(m, &source);
   const Graph& g = m.graph;
 
-  // One calibration request, for exactly the values that get a pair.
+  // One calibration request, for every float activation (so that a saved table serves other recipes);
+  // pairs go on x, r, p and f only.
   EXPECT_EQ(source.calls, 1);
-  EXPECT_EQ(source.asked, (std::vector<std::string>{"f", "p", "r", "x"}));
+  EXPECT_EQ(source.asked, (std::vector<std::string>{"c", "f", "p", "r", "x", "y"}));
 
   // The input pair: uint8 with the table's range.
   const auto [xs, xzp] = Uint8Params(-1.0f, 1.55f);
@@ -510,7 +519,7 @@ TEST(Quantize, HardSigmoidTimesInputIsOneQuantizedHardSwish) {
   EXPECT_EQ(NodeNamed(q, "conv2").inputs[0], "m_dq");
   EXPECT_EQ(Counter(ctx, "qdq_pairs"), 3);
   EXPECT_EQ(Counter(ctx, "quantized_nodes"), 4);
-  EXPECT_EQ(source.asked, (std::vector<std::string>{"c", "m", "x"}));
+  EXPECT_EQ(QuantizedValues(m.graph), (std::vector<std::string>{"c", "m", "x"}));
 }
 
 TEST(Quantize, GroupedConvTransposeAndClipAtZero) {
@@ -545,7 +554,7 @@ TEST(Quantize, GroupedConvTransposeAndClipAtZero) {
   EXPECT_EQ(NodeNamed(q, "clip").inputs[0], "t");
   EXPECT_TRUE(QuantizersOf(q, "t").empty());
   EXPECT_EQ(NodeNamed(q, "out").inputs[0], "k_dq");
-  EXPECT_EQ(source.asked, (std::vector<std::string>{"k", "x"}));
+  EXPECT_EQ(QuantizedValues(m.graph), (std::vector<std::string>{"k", "x"}));
   EXPECT_TRUE(CheckWithOnnx(m).ok);
 }
 
@@ -568,7 +577,7 @@ TEST(Quantize, ExcludedNodesAndOpsStayFloat) {
     EXPECT_EQ(floats[2], (json{{"node", "pool"}, {"op", "MaxPool"}, {"why", "input is not quantized"}}));
     EXPECT_EQ(floats[3], (json{{"node", "reshape"}, {"op", "Reshape"}, {"why", "input is not quantized"}}));
     EXPECT_EQ(Counter(ctx, "quantized_weights"), 1);
-    EXPECT_EQ(source.asked, std::vector<std::string>{"f"});
+    EXPECT_EQ(QuantizedValues(m.graph), std::vector<std::string>{"f"});
   }
   {
     Model m = ConvModel();
@@ -583,7 +592,7 @@ TEST(Quantize, ExcludedNodesAndOpsStayFloat) {
     EXPECT_EQ(floats[0],
               (json{{"node", "reshape"}, {"op", "Reshape"}, {"why", "output is only read in float"}}));
     EXPECT_EQ(floats[1], (json{{"node", "fc"}, {"op", "Gemm"}, {"why", "excluded by exclude_ops"}}));
-    EXPECT_EQ(source.asked, (std::vector<std::string>{"p", "r", "x"}));
+    EXPECT_EQ(QuantizedValues(m.graph), (std::vector<std::string>{"p", "r", "x"}));
   }
 }
 
@@ -636,6 +645,36 @@ TEST(Quantize, Int8ActivationsShareOneZeroPoint) {
             static_cast<float>(double{1.55f} / 127.0));
   EXPECT_EQ(Init(m.graph, QuantizersOf(m.graph, "r")[0]->inputs[1]).data<float>()[0],
             static_cast<float>(double{5.1f} / 127.0));
+  EXPECT_TRUE(CheckWithOnnx(m).ok);
+}
+
+TEST(Quantize, ShallowConvsStayFloatBelowMinConvDepth) {
+  const PassInfo* info = FindPass("quantize");
+  const auto spec = std::find_if(info->options.begin(), info->options.end(),
+                                 [](const OptionSpec& o) { return o.name == "min_conv_depth"; });
+  ASSERT_NE(spec, info->options.end());
+  EXPECT_EQ(spec->default_value, 64);
+  // The Conv's weight is [3, 2, 3, 3]: depth 2 x 3 x 3 = 18.
+  {
+    Model m = ConvModel();
+    TableSource source(ConvStats());
+    Quantize(m, &source, {{"min_conv_depth", 18}});
+    EXPECT_EQ(Producer(m.graph, NodeNamed(m.graph, "conv").inputs[1])->op_type, "DequantizeLinear");
+  }
+  Model m = ConvModel();
+  TableSource source(ConvStats());
+  const PassContext ctx = Quantize(m, &source, {{"min_conv_depth", 19}});
+  const Graph& g = m.graph;
+  const Node& conv = NodeNamed(g, "conv");
+  EXPECT_EQ(conv.inputs, (std::vector<std::string>{"x", "W", "B"}));  // float input, weight and bias
+  EXPECT_TRUE(QuantizersOf(g, "x").empty());
+  // The Gemm further on is still quantized.
+  EXPECT_EQ(Producer(g, NodeNamed(g, "fc").inputs[1])->op_type, "DequantizeLinear");
+  std::map<std::string, std::string> floats;
+  for (const auto& f : ctx.details().at("float_nodes")) floats[f["node"]] = f["why"];
+  EXPECT_EQ(floats["conv"], "reduction depth 18 (input channels per group x kernel) is below min_conv_depth 19");
+  EXPECT_EQ(floats.size(), 4u);  // and the Relu, MaxPool and Reshape on its float output
+  EXPECT_EQ(floats["pool"], "input is not quantized");
   EXPECT_TRUE(CheckWithOnnx(m).ok);
 }
 
