@@ -8,7 +8,7 @@
 #
 #   bench/int8_ort.sh [--min-seconds S] [--rounds N] [MODEL ...]     (default: models/{cnn,mlp,vit}.onnx)
 #
-# The CNN is also quantized with --min-conv-depth 64 (its shallow convolutions kept in float).
+# The CNN is also quantized with --min-conv-depth 0 (every Conv quantized, its 1-channel stem included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 min_seconds=3
@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 # Each entry: MODEL or MODEL|extra compress flags.
-[ ${#models[@]} -gt 0 ] || models=(models/cnn.onnx "models/cnn.onnx|--min-conv-depth 64" models/mlp.onnx models/vit.onnx)
+[ ${#models[@]} -gt 0 ] || models=(models/cnn.onnx "models/cnn.onnx|--min-conv-depth 0" models/mlp.onnx models/vit.onnx)
 
 tools/setup.sh --tests >/dev/null
 command -v /usr/bin/time >/dev/null 2>&1 || { echo "bench: needs GNU time (apt-get install time)" >&2; exit 2; }
