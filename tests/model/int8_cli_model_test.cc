@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "compress/io/npy.h"
@@ -110,6 +111,44 @@ TEST(Int8CliModel, EveryCalibrationMethodAndFormatOnTheCnn) {
     EXPECT_GE(m.agreement, kMinAgreement);
     EXPECT_GE(m.size_ratio, v.min_size_ratio);
   }
+}
+
+// Op types of the graph ONNX Runtime runs (after its portable optimizations), by "domain:op".
+std::map<std::string, int> OrtOptimizedOps(const std::string& model, const testing::TempDir& tmp) {
+  const std::string out = tmp / "ort_optimized.onnx";
+  const auto r = testing::RunOrt({"optimize", model, out});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::string, int> ops;
+  for (const auto& n : LoadModel(out).graph.nodes) ++ops[n.domain + ":" + n.op_type];
+  return ops;
+}
+
+TEST(Int8CliModel, OnnxRuntimeRunsTheConvolutionsAsIntegerKernels) {
+  testing::TempDir tmp;
+  const std::string model = testing::SourcePath("models/cnn.onnx");
+  // Default: the stem (depth 9), the depthwise (9) and the 1x1 (32) convolutions stay float; conv2 and
+  // conv3 become QLinearConv, with one QuantizeLinear where float turns into uint8. The bias-scale Muls
+  // are folded away.
+  const auto r = testing::RunCompress(
+      {model, "--int8", "--calib", testing::SourcePath("models/calib"), "-o", tmp / "default.onnx", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::string, int> ops = OrtOptimizedOps(tmp / "default.onnx", tmp);
+  EXPECT_EQ(ops[":QLinearConv"], 2);
+  EXPECT_EQ(ops[":Conv"] + ops["com.microsoft:FusedConv"], 3);  // FusedConv: a Conv with its Relu
+  EXPECT_EQ(ops[":QuantizeLinear"], 1);
+  EXPECT_EQ(ops[":Mul"], 0);
+  EXPECT_EQ(ops["com.microsoft:QLinearGlobalAveragePool"], 1);
+  // Every Conv quantized: five QLinearConv, the residual Add as QLinearAdd, still one QuantizeLinear (the
+  // graph input).
+  const auto all = testing::RunCompress({model, "--int8", "--calib", testing::SourcePath("models/calib"),
+                                         "--min-conv-depth", "0", "-o", tmp / "all.onnx", "-q"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  ops = OrtOptimizedOps(tmp / "all.onnx", tmp);
+  EXPECT_EQ(ops[":QLinearConv"], 5);
+  EXPECT_EQ(ops[":Conv"] + ops["com.microsoft:FusedConv"], 0);
+  EXPECT_EQ(ops[":QuantizeLinear"], 1);
+  EXPECT_EQ(ops["com.microsoft:QLinearAdd"], 1);
+  EXPECT_EQ(ops[":Mul"], 0);
 }
 
 TEST(Int8CliModel, DynamicAndWeightsOnlyOnTheMlpAndTransformer) {

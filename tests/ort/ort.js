@@ -10,6 +10,9 @@
 //       top-1 over all rows of IMAGES (single-input models); prints JSON.
 //   node tests/ort/ort.js bench MODEL IMAGES.npy [--batch B] [--threads N] [--min-seconds S]
 //       repeated runs on the first B rows; prints JSON with the median and mean seconds per run.
+//   node tests/ort/ort.js optimize MODEL OUT.onnx
+//       writes the graph ONNX Runtime runs after its portable optimizations (level "extended": constant
+//       folding, QDQ fusion into integer kernels; no hardware-specific layouts).
 'use strict';
 
 const fs = require('fs');
@@ -162,8 +165,13 @@ async function main() {
     const mean = times.reduce((a, b) => a + b, 0) / times.length;
     console.log(JSON.stringify({batch: opts.batch, threads: opts.threads, runs: times.length,
       median_seconds: times[Math.floor(times.length / 2)], mean_seconds: mean, min_seconds: times[0]}));
+  } else if (cmd === 'optimize') {
+    const [model, out] = pos;
+    await ort.InferenceSession.create(model, {
+      intraOpNumThreads: 1, graphOptimizationLevel: 'extended', logSeverityLevel: 3, optimizedModelFilePath: out,
+    });
   } else {
-    console.error('usage: ort.js run|eval|bench ...');
+    console.error('usage: ort.js run|runlist|eval|bench|optimize ...');
     process.exit(2);
   }
 }
