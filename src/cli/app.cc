@@ -728,7 +728,8 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
                "Skip the clean-up passes (constant folding, BatchNormalization folding, ...) run by default");
   app.add_flag("--fp16", main_opt.fp16, "Convert float32 weights and computation to float16");
   app.add_flag("--compact-names", main_opt.compact_names,
-               "Shorten intermediate value names and drop node names (smaller files for small models)");
+               "Shorten intermediate value and initializer names, drop node names and attributes that hold "
+               "their default (smaller files for small models)");
   app.add_flag("--keep-io-types,!--no-keep-io-types", main_opt.keep_io_types,
                "With --fp16: keep float32 graph inputs and outputs, with Casts at the boundary (default on)");
   app.add_option("--fp16-block-ops", main_opt.fp16_block_ops, "With --fp16: more op types to keep in float32")

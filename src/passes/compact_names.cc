@@ -98,29 +98,28 @@ class CompactNamesPass : public Pass {
     passes::NameGenerator names(g);
     Renames renames;
     int64_t saved = 0;
-    auto add = [&](const std::string& old, const std::string& prefix, size_t index) {
-      std::string fresh = names.Make(prefix + std::to_string(index));
-      if (fresh.size() >= old.size()) return false;  // already short
+    // Renames `old` to `prefix` + the count of earlier renames of its kind, unless that is no shorter.
+    auto add = [&](const std::string& old, const char* prefix, int64_t& count) {
+      std::string fresh = names.Make(prefix + std::to_string(count));
+      if (fresh.size() >= old.size()) return;  // already short
       saved += static_cast<int64_t>(old.size() - fresh.size());
       renames.emplace(old, std::move(fresh));
-      return true;
+      ++count;
     };
-    int64_t renamed_initializers = 0;
+    int64_t renamed_initializers = 0, renamed_values = 0;
     for (auto& t : g.initializers) {
       if (keep.count(t.name()) || renames.count(t.name())) continue;
-      if (add(t.name(), "c", static_cast<size_t>(renamed_initializers))) {
-        t.set_name(renames.at(t.name()));
-        ++renamed_initializers;
-      }
+      add(t.name(), "c", renamed_initializers);
+      if (const auto it = renames.find(t.name()); it != renames.end()) t.set_name(it->second);
     }
     for (const auto& n : g.nodes) {
       for (const auto& o : n.outputs) {
         if (o.empty() || keep.count(o) || renames.count(o)) continue;
-        add(o, "t", renames.size() - static_cast<size_t>(renamed_initializers));
+        add(o, "t", renamed_values);
       }
     }
     ApplyRenames(g, renames, true);
-    ctx.Count("renamed_values", static_cast<int64_t>(renames.size()) - renamed_initializers);
+    ctx.Count("renamed_values", renamed_values);
     ctx.Count("renamed_initializers", renamed_initializers);
     if (!keep_node_names_) {
       int64_t cleared = 0;

@@ -24,6 +24,7 @@
 #include "compress/passes/builders.h"
 #include "compress/util/error.h"
 #include "compress/util/half.h"
+#include "pass_util.h"
 
 namespace compress {
 
@@ -173,7 +174,12 @@ struct Fp16Options {
 class Converter {
  public:
   Converter(Model& model, PassContext& ctx, const Fp16Options& options)
-      : model_(model), g_(model.graph), ctx_(ctx), opt_(options), opset_(model.OpsetVersion("")) {}
+      : model_(model),
+        g_(model.graph),
+        ctx_(ctx),
+        opt_(options),
+        opset_(model.OpsetVersion("")),
+        names_(model.graph) {}
 
   void Run() {
     if (opset_ == 0) {
@@ -187,7 +193,6 @@ class Converter {
       CountAll();
       return;
     }
-    CollectNames();
     CollectTypes();
     order_ = TopologicalOrder(g_);
     Plan();
@@ -200,28 +205,8 @@ class Converter {
  private:
   // ---- names ----------------------------------------------------------------------------------------
 
-  void CollectNames() {
-    ForEachGraph(static_cast<const Graph&>(g_), [this](const Graph& g) {
-      for (const auto& v : g.inputs) used_.insert(v.name);
-      for (const auto& v : g.outputs) used_.insert(v.name);
-      for (const auto& v : g.value_info) used_.insert(v.name);
-      for (const auto& t : g.initializers) used_.insert(t.name());
-      for (const auto& s : g.sparse_initializers) used_.insert(s.values.name());
-      for (const auto& n : g.nodes) {
-        used_.insert(n.name);
-        for (const auto& s : n.inputs) used_.insert(s);
-        for (const auto& s : n.outputs) used_.insert(s);
-      }
-    });
-  }
-
   // `base`, or `base_1`, `base_2`, ... : the first name no graph of the model uses yet.
-  std::string Fresh(const std::string& base) {
-    std::string name = base;
-    for (int k = 1; used_.count(name); ++k) name = base + "_" + std::to_string(k);
-    used_.insert(name);
-    return name;
-  }
+  std::string Fresh(const std::string& base) { return names_.Make(base); }
 
   // ---- types ----------------------------------------------------------------------------------------
 
@@ -815,7 +800,7 @@ class Converter {
   const Fp16Options& opt_;
   const int64_t opset_;
 
-  std::unordered_set<std::string> used_;
+  passes::NameGenerator names_;
   std::map<std::string, ValueType> types_;
   std::map<std::string, OpSignature> sigs_;
   std::vector<size_t> order_;

@@ -220,6 +220,28 @@ std::string NameGenerator::Make(const std::string& base) {
   return name;
 }
 
+Node NamedNode(NameGenerator& names, const std::string& op, std::vector<std::string> inputs,
+               std::vector<std::string> outputs, const std::string& base) {
+  Node n;
+  n.name = names.Make(base + "_" + op);
+  n.op_type = op;
+  n.inputs = std::move(inputs);
+  n.outputs = std::move(outputs);
+  return n;
+}
+
+std::string PendingInitializers::Add(Tensor t, NameGenerator& names, const std::string& base) {
+  t.set_name(names.Make(base));
+  std::string name = t.name();
+  pending_.push_back(std::move(t));
+  return name;
+}
+
+void PendingInitializers::Flush(const Model& model, Graph& graph) {
+  for (auto& t : pending_) AddInitializer(model, graph, std::move(t));
+  pending_.clear();
+}
+
 std::optional<std::vector<double>> ToDoubles(const Tensor& t) {
   std::vector<double> out(static_cast<size_t>(t.numel()));
   auto copy = [&](auto tag) {

@@ -68,6 +68,23 @@ class NameGenerator {
   std::unordered_set<std::string> used_;
 };
 
+// A default-domain `op` node named `base`_`op` (made unique by `names`).
+Node NamedNode(NameGenerator& names, const std::string& op, std::vector<std::string> inputs,
+               std::vector<std::string> outputs, const std::string& base);
+
+// New initializers of a pass that still holds pointers into the graph's initializer list: they wait here
+// until Flush(), since adding them at once could move the tensors those pointers point into.
+class PendingInitializers {
+ public:
+  // Keeps `t` under a fresh name made from `base`; returns that name.
+  std::string Add(Tensor t, NameGenerator& names, const std::string& base);
+  // Adds the waiting tensors to `graph` (see AddInitializer) and forgets them.
+  void Flush(const Model& model, Graph& graph);
+
+ private:
+  std::vector<Tensor> pending_;
+};
+
 // Elements of a numeric tensor (float16 and bfloat16 included) as doubles; nullopt for other types.
 std::optional<std::vector<double>> ToDoubles(const Tensor& t);
 // Elements of an int32 or int64 tensor; nullopt for other types.

@@ -124,7 +124,7 @@ class Converter {
     }
     g_.nodes = std::move(nodes);
     names_ = nullptr;
-    FlushInitializers();
+    pending_.Flush(model_, g_);
     Sweep();
     passes::EraseValueInfo(g_, gone_values_);
     CountKeptQdq();
@@ -231,19 +231,8 @@ class Converter {
     return it->second[0];
   }
 
-  // New initializers wait in pending_ until the rewrite is done: adding them to the graph would move the
-  // initializers that Tensor pointers held during the rewrite point into.
-  std::string AddInit(Tensor t, const std::string& base) {
-    t.set_name(names_->Make(base));
-    const std::string name = t.name();
-    pending_.push_back(std::move(t));
-    return name;
-  }
-
-  void FlushInitializers() {
-    for (auto& t : pending_) passes::AddInitializer(model_, g_, std::move(t));
-    pending_.clear();
-  }
+  // New initializers wait in pending_ until the rewrite is done (Tensor pointers into the graph are held).
+  std::string AddInit(Tensor t, const std::string& base) { return pending_.Add(std::move(t), *names_, base); }
 
   static Tensor ZeroPointTensor(DType type, const std::vector<int64_t>& dims, int32_t value) {
     Tensor t(type, dims);
@@ -325,12 +314,7 @@ class Converter {
 
   Node MakeNode(const std::string& op, std::vector<std::string> inputs, std::vector<std::string> outputs,
                 const std::string& base) {
-    Node n;
-    n.name = names_->Make(base + "_" + op);
-    n.op_type = op;
-    n.inputs = std::move(inputs);
-    n.outputs = std::move(outputs);
-    return n;
+    return passes::NamedNode(*names_, op, std::move(inputs), std::move(outputs), base);
   }
 
   // The float bias of a Conv / Gemm (one value per element of its initializer), or an error in `why`.
@@ -625,7 +609,7 @@ class Converter {
   std::unordered_set<std::string> outputs_;
   std::unordered_map<std::string, int> uses_;
   passes::NameGenerator* names_ = nullptr;
-  std::vector<Tensor> pending_;
+  passes::PendingInitializers pending_;
   std::vector<std::vector<Node>> replacement_;
   std::vector<bool> replaced_, removed_;
   std::map<std::string, std::string> cache_;

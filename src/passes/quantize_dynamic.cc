@@ -183,19 +183,8 @@ class DynamicQuantizer {
     }
   }
 
-  // New initializers wait in pending_ until the rewrite is done: adding them to the graph would move the
-  // initializers that Tensor pointers held during the rewrite point into.
-  std::string AddInit(Tensor t, const std::string& base) {
-    t.set_name(names_->Make(base));
-    const std::string name = t.name();
-    pending_.push_back(std::move(t));
-    return name;
-  }
-
-  void FlushInitializers() {
-    for (auto& t : pending_) passes::AddInitializer(model_, model_.graph, std::move(t));
-    pending_.clear();
-  }
+  // New initializers wait in pending_ until the rewrite is done (Tensor pointers into the graph are held).
+  std::string AddInit(Tensor t, const std::string& base) { return pending_.Add(std::move(t), *names_, base); }
 
   std::string WeightZeroPoint() {
     if (weight_zero_point_.empty()) {
@@ -246,12 +235,7 @@ class DynamicQuantizer {
 
   Node MakeNode(const std::string& op, std::vector<std::string> inputs, std::vector<std::string> outputs,
                 const std::string& base) {
-    Node n;
-    n.name = names_->Make(base + "_" + op);
-    n.op_type = op;
-    n.inputs = std::move(inputs);
-    n.outputs = std::move(outputs);
-    return n;
+    return passes::NamedNode(*names_, op, std::move(inputs), std::move(outputs), base);
   }
 
   void Quantize(const Node& n, Kind kind, std::vector<Node>& out) {
@@ -342,7 +326,7 @@ class DynamicQuantizer {
     }
     g.nodes = std::move(out);
     names_ = nullptr;
-    FlushInitializers();
+    pending_.Flush(model_, model_.graph);
 
     // Float weights no node reads any more.
     const auto uses = passes::UseCounts(g);
@@ -358,7 +342,7 @@ class DynamicQuantizer {
   bool per_channel_ = true;
   std::unordered_set<std::string> exclude_nodes_, exclude_ops_;
   passes::NameGenerator* names_ = nullptr;
-  std::vector<Tensor> pending_;
+  passes::PendingInitializers pending_;
   std::map<std::string, QuantizedActivation> activations_;
   std::map<std::string, StoredWeight> weights_;
   std::string weight_zero_point_;
