@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 # Each entry: MODEL or MODEL|extra compress flags.
-[ ${#models[@]} -gt 0 ] || models=(models/cnn.onnx "models/cnn.onnx|--min-conv-depth 0" models/mlp.onnx models/vit.onnx)
+[ ${#models[@]} -gt 0 ] || models=(models/cnn.onnx "models/cnn.onnx|--min-conv-depth 0" models/mlp.onnx "models/mlp.onnx|--format qop" models/vit.onnx)
 
 tools/setup.sh --tests >/dev/null
 command -v /usr/bin/time >/dev/null 2>&1 || { echo "bench: needs GNU time (apt-get install time)" >&2; exit 2; }

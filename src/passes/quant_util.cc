@@ -112,4 +112,10 @@ Tensor ScaleTensor(const std::vector<float>& scales, const std::string& name) {
   return Tensor::FromVector<float>({static_cast<int64_t>(scales.size())}, scales, name);
 }
 
+Tensor WeightZeroPoint(size_t channels) {
+  const std::vector<int8_t> zeros(channels, 0);
+  if (channels == 1) return Tensor::FromVector<int8_t>({}, zeros);
+  return Tensor::FromVector<int8_t>({static_cast<int64_t>(channels)}, zeros);
+}
+
 }  // namespace compress::passes

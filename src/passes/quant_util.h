@@ -35,5 +35,7 @@ Tensor QuantizeBias(const Tensor& bias, float input_scale, const std::vector<flo
 
 // A float32 tensor of the scales (rank 0 when there is one, rank 1 otherwise).
 Tensor ScaleTensor(const std::vector<float>& scales, const std::string& name);
+// int8 zeros shaped like a weight scale from ScaleTensor: a scalar for one channel, else [channels].
+Tensor WeightZeroPoint(size_t channels);
 
 }  // namespace compress::passes
