@@ -442,6 +442,9 @@ class StaticQuantizer : public QdqWriter {
       if (!why.empty()) {
         spec_[idx] = Spec{};
         FloatNode(idx, why);
+        if (IsOp(n, "Conv") || IsOp(n, "ConvTranspose") || IsOp(n, "Gemm") || IsOp(n, "MatMul")) {
+          kept_float_compute_.insert(idx);
+        }
         continue;
       }
       role_[idx] = Role::kCompute;
@@ -501,13 +504,22 @@ class StaticQuantizer : public QdqWriter {
   // and Softmax. Between DQ and Q, ONNX Runtime replaces Softmax by QLinearSoftmax, whose table-based
   // arithmetic is up to 5 quantization steps away from Softmax (5.6% of the attention probabilities of the
   // sample ViT, and 0.6% of its predictions); fed a float value it stays a plain Softmax.
-  bool ReadsFloat(const Node& n) const { return !Excluded(n).empty() || IsOp(n, "Softmax"); }
+  // Nodes that read the original float values rather than dequantized ones: excluded nodes, Softmax, and
+  // matrix products and convolutions kept in float. ONNX Runtime quantizes a Conv, ConvTranspose or Gemm
+  // that reads a per-tensor DequantizeLinear and holds float weights by itself (WeightBiasQuantization:
+  // int8 per-tensor weights and a Div/Round/Cast bias, Round even below opset 11, where it does not
+  // exist), so "kept in float" would not stay float in deployment, and at opset 10 ONNX Runtime would
+  // reject the model.
+  bool ReadsFloat(size_t idx) const {
+    const Node& n = g_.nodes[idx];
+    return !Excluded(n).empty() || IsOp(n, "Softmax") || kept_float_compute_.count(idx) != 0;
+  }
 
   bool HasQuantizedReader(const std::string& value) const {
     const auto it = consumers_.find(value);
     if (it == consumers_.end()) return false;
     return std::any_of(it->second.begin(), it->second.end(),
-                       [&](size_t r) { return !ReadsFloat(g_.nodes[r]); });
+                       [&](size_t r) { return !ReadsFloat(r); });
   }
 
   // The output of compute node `idx` gets a pair, after a Relu/Clip that alone reads it if there is one.
@@ -781,7 +793,7 @@ class StaticQuantizer : public QdqWriter {
     for (size_t idx = 0; idx < g_.nodes.size(); ++idx) {
       Node& n = g_.nodes[idx];
       // Nodes that read float values (ReadsFloat) keep their inputs.
-      if (ReadsFloat(n)) continue;
+      if (ReadsFloat(idx)) continue;
       const std::vector<std::string> original = n.inputs;
       for (auto& in : n.inputs) {
         if (auto it = dq_of_.find(in); it != dq_of_.end()) in = it->second;
@@ -831,6 +843,7 @@ class StaticQuantizer : public QdqWriter {
 
   std::vector<Role> role_;
   std::vector<Spec> spec_;
+  std::set<size_t> kept_float_compute_;  // matrix products and convolutions left in float (ReadsFloat)
   std::set<size_t> in_swish_;        // the Mul of each HardSigmoid + Mul pair
   std::set<std::string> quantized_;  // values that get a Q/DQ pair
   std::unordered_map<std::string, std::string> parent_;
