@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <map>
 #include <set>
 
 #include "onnx_proto.h"
@@ -173,15 +174,110 @@ OpSignature LookupSignature(const std::string& domain, const std::string& op_typ
   return sig;
 }
 
+namespace {
+
+// The op type of the first default-domain node (subgraphs included) with no schema at `version`, or "".
+std::string FirstOpMissingAt(const onnx::GraphProto& graph, int64_t version) {
+  for (const auto& node : graph.node()) {
+    if ((node.domain().empty() || node.domain() == "ai.onnx") &&
+        onnx::OpSchemaRegistry::Schema(node.op_type(), static_cast<int>(version), "") == nullptr) {
+      return node.op_type();
+    }
+    for (const auto& attr : node.attribute()) {
+      std::vector<const onnx::GraphProto*> subgraphs;
+      if (attr.has_g()) subgraphs.push_back(&attr.g());
+      for (const auto& g : attr.graphs()) subgraphs.push_back(&g);
+      for (const auto* g : subgraphs) {
+        if (std::string m = FirstOpMissingAt(*g, version); !m.empty()) return m;
+      }
+    }
+  }
+  return "";
+}
+
+// Longest target shape taken from a Reshape (ONNX tensors of higher rank do not occur in practice).
+constexpr int64_t kMaxTensorRank = 64;
+
+// Rounds of shape inference alternated with AddReshapeRanks: each round can only add ranks further down
+// the graph, and the chains that need it (Reshape -> ... -> Softmax) are short.
+constexpr int kMaxRankRounds = 4;
+
+// ONNX 1.12 infers no rank for a Reshape whose target shape is computed at run time (paddle2onnx and
+// tf2onnx build it from Shape/Slice/Concat), although the target's length gives it. Records that rank
+// (dims unknown) for such outputs; returns whether anything was added.
+bool AddReshapeRanks(onnx::GraphProto* graph) {
+  std::map<std::string, const onnx::TypeProto*> types;
+  for (const auto& v : graph->input()) types[v.name()] = &v.type();
+  for (const auto& v : graph->value_info()) types[v.name()] = &v.type();
+  for (const auto& v : graph->output()) types[v.name()] = &v.type();
+  std::vector<onnx::ValueInfoProto> added;
+  for (const auto& node : graph->node()) {
+    if (node.op_type() != "Reshape" || !(node.domain().empty() || node.domain() == "ai.onnx") ||
+        node.input_size() < 2 || node.output_size() < 1) {
+      continue;
+    }
+    const auto out = types.find(node.output(0));
+    if (out != types.end() && out->second->tensor_type().has_shape()) continue;
+    const auto target = types.find(node.input(1));
+    const auto data = types.find(node.input(0));
+    if (target == types.end() || data == types.end() || !target->second->tensor_type().has_shape()) continue;
+    const auto& target_shape = target->second->tensor_type().shape();
+    if (target_shape.dim_size() != 1 || !target_shape.dim(0).has_dim_value()) continue;
+    const int64_t rank = target_shape.dim(0).dim_value();
+    if (rank < 0 || rank > kMaxTensorRank) continue;
+    onnx::ValueInfoProto vi;
+    vi.set_name(node.output(0));
+    auto* tensor = vi.mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(data->second->tensor_type().elem_type());
+    auto* shape = tensor->mutable_shape();
+    for (int64_t d = 0; d < rank; ++d) shape->add_dim();
+    added.push_back(std::move(vi));
+  }
+  for (auto& vi : added) {
+    if (types.count(vi.name())) {
+      for (auto& existing : *graph->mutable_value_info()) {
+        if (existing.name() == vi.name()) existing = vi;
+      }
+    } else {
+      *graph->add_value_info() = std::move(vi);
+    }
+  }
+  return !added.empty();
+}
+
+}  // namespace
+
 bool ConvertOpset(Model& model, int64_t version, std::string* why) {
   if (model.OpsetVersion("") == version) return true;
   onnx::ModelProto proto;
   io_detail::ModelToProto(model, &proto);
+  // Some adapters need ranks the exporter did not record (Softmax 12 -> 13 reshapes around its axis), so
+  // the converter sees inferred shapes; the inferred entries are dropped again afterwards.
+  std::set<std::string> declared;
+  for (const auto& vi : proto.graph().value_info()) declared.insert(vi.name());
+  try {
+    onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_propagation=*/true);
+    for (int round = 0; round < kMaxRankRounds; ++round) {
+      onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
+      if (!AddReshapeRanks(proto.mutable_graph())) break;
+    }
+  } catch (const std::exception&) {
+    // Conversion is still attempted with what the model declares.
+  }
   onnx::ModelProto converted;
   try {
     converted = onnx::version_conversion::ConvertVersion(proto, static_cast<int>(version));
   } catch (const std::exception& e) {
     if (why != nullptr) *why = e.what();
+    return false;
+  }
+  auto* value_info = converted.mutable_graph()->mutable_value_info();
+  value_info->erase(std::remove_if(value_info->begin(), value_info->end(),
+                                   [&](const onnx::ValueInfoProto& vi) { return !declared.count(vi.name()); }),
+                    value_info->end());
+  // The converter can leave operators that the target opset does not have: refuse such a result.
+  if (const std::string missing = FirstOpMissingAt(converted.graph(), version); !missing.empty()) {
+    if (why != nullptr) *why = "the converted graph holds " + missing + ", which opset " + std::to_string(version) + " does not have";
     return false;
   }
   io_detail::ReadContext ctx;
