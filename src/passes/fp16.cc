@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "compress/calib/calibration.h"
 #include "compress/io/schema.h"
 #include "compress/ir/verify.h"
 #include "compress/passes/builders.h"
@@ -194,6 +195,7 @@ class Converter {
       return;
     }
     CollectTypes();
+    if (ctx_.calibration() != nullptr) FindOverflowingValues();
     order_ = TopologicalOrder(g_);
     Plan();
     Require();
@@ -240,6 +242,31 @@ class Converter {
       if (t != DType::kUndefined) types_[n.outputs[0]] = {TypeInfo::Kind::kTensor, t};
     }
     PropagateTypes();
+  }
+
+  // With calibration data: the computed float32 values whose magnitude exceeds float16's range on that
+  // data (power spectra, unnormalised sums). Their producers stay float32 (BlockReason), where float16
+  // would give infinities and then NaN.
+  void FindOverflowingValues() {
+    std::vector<std::string> names;
+    for (const auto& n : g_.nodes) {
+      if (n.op_type == "Constant") continue;
+      for (const auto& o : n.outputs) {
+        const auto it = types_.find(o);
+        if (!o.empty() && it != types_.end() && it->second.kind == TypeInfo::Kind::kTensor &&
+            it->second.elem == DType::kFloat) {
+          names.push_back(o);
+        }
+      }
+    }
+    if (names.empty()) return;
+    const CalibrationTable& table = ctx_.calibration()->Get(model_, names);
+    for (const auto& name : names) {
+      const auto it = table.tensors.find(name);
+      if (it == table.tensors.end()) continue;
+      const double peak = std::max(std::abs(it->second.min), std::abs(it->second.max));
+      if (peak > kHalfMax) overflow_.insert(name);
+    }
   }
 
   static DType ConstantDType(const Node& n) {
@@ -316,6 +343,9 @@ class Converter {
     if (opt_.block_nodes.count(n.name)) return "listed in block_nodes";
     if (!n.IsDefaultDomain()) return "domain '" + n.domain + "' is not converted";
     if (opt_.block_ops.count(n.op_type)) return "op type is blocked";
+    for (const auto& o : n.outputs) {
+      if (overflow_.count(o)) return "its output exceeds float16's range (65504) on the calibration data";
+    }
     if (HasSubgraph(n)) return "has subgraphs, which stay float32";
     if (IsAttributeTyped(n.op_type)) return "output type is set by an attribute";
     if (HasFloat32OnlyBody(n.op_type)) return "its ONNX function body is float32 only";
@@ -816,6 +846,7 @@ class Converter {
 
   int64_t converted_initializers_ = 0, converted_nodes_ = 0, casts_ = 0, blocked_nodes_ = 0, clamped_ = 0;
   std::map<std::string, int64_t> blocked_by_reason_;
+  std::set<std::string> overflow_;  // values beyond float16's range on the calibration data
 };
 
 class Fp16Pass : public Pass {
