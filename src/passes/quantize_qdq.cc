@@ -33,6 +33,11 @@
 
 namespace compress::passes {
 
+// Matrix products with a weight dimension at most this wide gain less from integer kernels than their
+// quantize/dequantize steps cost in ONNX Runtime: the sample transformer (64-wide) runs at 0.9-0.94x of
+// FP32 in INT8 while the MLP (784x256...) runs 2x faster (BENCHMARKS.md).
+constexpr int64_t kNarrowProductWidth = 64;
+
 namespace {
 
 using nlohmann::json;
@@ -216,6 +221,13 @@ class QdqWriter {
     const std::string dq = names_.Make(w + "_dq");
     before_[before].push_back(
         QdqNode("DequantizeLinear", {q.values.name(), scale, zp}, dq, q.scales.size() > 1 ? axis : -1));
+    const Tensor& original = *Const(w);
+    quantized_weight_elems_ += original.numel();
+    const Node& reader = g_.nodes[before];
+    if ((IsOp(reader, "MatMul") || IsOp(reader, "Gemm")) && original.dims().size() == 2 &&
+        std::min(original.dims()[0], original.dims()[1]) <= kNarrowProductWidth) {
+      narrow_weight_elems_ += original.numel();
+    }
     new_inits_.push_back(std::move(q.values));
     replaced_.insert(w);
     ++quantized_weights_;
@@ -314,6 +326,9 @@ class QdqWriter {
 
   std::map<std::pair<std::string, int64_t>, QWeight> weights_;
   std::unordered_map<std::string, std::string> interned_;
+
+ protected:
+  int64_t quantized_weight_elems_ = 0, narrow_weight_elems_ = 0;  // for the expected-speed note
 };
 
 // ---- static ------------------------------------------------------------------------------------------
@@ -833,6 +848,12 @@ class StaticQuantizer : public QdqWriter {
     if (subgraph_nodes_ > 0) {
       ctx_.Note("quantize: " + std::to_string(subgraph_nodes_) +
                 " node(s) with subgraphs left alone; their bodies stay float");
+    }
+    if (quantized_weight_elems_ > 0 && 2 * narrow_weight_elems_ > quantized_weight_elems_) {
+      d["expected_slower"] = true;
+      ctx_.Note("quantize: most quantized weights are in matrix products " + std::to_string(kNarrowProductWidth) +
+                " or fewer wide, where an integer kernel saves less than the QuantizeLinear/DequantizeLinear steps "
+                "around it cost: expect the INT8 model to be slower than FP32 in ONNX Runtime (BENCHMARKS.md)");
     }
     ctx_.Note("quantize: static QDQ (" + std::string(DTypeName(Type())) + " activations, " +
               CalibMethodName(opt_.range.method) + " ranges): " + std::to_string(quantized_nodes_) +

@@ -130,6 +130,19 @@ std::string Thousands(int64_t v) {
 
 std::string Pct(double fraction) { return Fixed(fraction * 100.0, 2) + "%"; }
 
+// Our executor computes int8 and float16 models through float32, so their latency there says nothing
+// about their speed in a runtime with integer or float16 kernels; null when nothing is simulated.
+json SimulatedPrecision(const json& by_dtype) {
+  if (by_dtype.contains("int8") || by_dtype.contains("uint8")) return "INT8 simulated in float";
+  if (by_dtype.contains("float16")) return "float16 computed in float32";
+  return nullptr;
+}
+
+std::string LatencySuffix(const json& latency) {
+  return latency["simulated"].is_null() ? std::string()
+                                        : "; " + latency["simulated"].get<std::string>() + ", not deployment speed";
+}
+
 std::string DtypeList(const json& by_dtype) {
   std::string s;
   for (auto it = by_dtype.begin(); it != by_dtype.end(); ++it) {
@@ -340,7 +353,8 @@ json BuildReport(const ReportInput& in) {
       t["latency"] = {{"batch", c.batch},
                       {"before_ms_per_sample", c.ms_per_sample_before},
                       {"after_ms_per_sample", c.ms_per_sample_after},
-                      {"speedup", c.ms_per_sample_after > 0 ? c.ms_per_sample_before / c.ms_per_sample_after : 0.0}};
+                      {"speedup", c.ms_per_sample_after > 0 ? c.ms_per_sample_before / c.ms_per_sample_after : 0.0},
+                      {"simulated", SimulatedPrecision(r["parameters"]["after"]["by_dtype"])}};
     } else {
       t["latency"] = nullptr;
     }
@@ -393,7 +407,7 @@ std::string FormatReportSummary(const json& r) {
     if (!t.is_null() && !t["latency"].is_null()) {
       os << "latency     " << Fixed(t["latency"]["before_ms_per_sample"].get<double>(), 3) << " -> "
          << Fixed(t["latency"]["after_ms_per_sample"].get<double>(), 3) << " ms/sample (our executor, batch "
-         << t["latency"]["batch"].get<int64_t>() << ")\n";
+         << t["latency"]["batch"].get<int64_t>() << LatencySuffix(t["latency"]) << ")\n";
     }
   }
   if (!r["calibration"].is_null()) {
@@ -570,7 +584,11 @@ std::string FormatReportMarkdown(const json& r) {
     if (!t["latency"].is_null()) {
       os << " Latency in our executor at batch " << t["latency"]["batch"].get<int64_t>() << ": "
          << Fixed(t["latency"]["before_ms_per_sample"].get<double>(), 3) << " → "
-         << Fixed(t["latency"]["after_ms_per_sample"].get<double>(), 3) << " ms/sample.";
+         << Fixed(t["latency"]["after_ms_per_sample"].get<double>(), 3) << " ms/sample"
+         << (t["latency"]["simulated"].is_null() ? std::string()
+                                                 : " (" + t["latency"]["simulated"].get<std::string>() +
+                                                       ", not deployment speed)")
+         << ".";
     }
     os << "\n";
   }

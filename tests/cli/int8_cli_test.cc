@@ -70,7 +70,10 @@ TEST(Int8Cli, ImpossibleGateExitsFiveAndStillWritesTheOutputAndReport) {
   EXPECT_TRUE(Has(r.err, "accuracy gate failed: top-1 dropped")) << r.err;
   EXPECT_TRUE(Has(r.err, "the output is written for inspection")) << r.err;
   EXPECT_TRUE(Has(r.out, "gate        FAILED")) << r.out;
+  // Our executor's INT8 latency is not presented as deployment speed.
+  EXPECT_TRUE(Has(r.out, "INT8 simulated in float, not deployment speed")) << r.out;
   const json rep = json::parse(ReadBytes(dir / "r.json"));
+  EXPECT_EQ(rep["timings"]["latency"]["simulated"], "INT8 simulated in float");
   EXPECT_FALSE(rep["gate"]["passed"].get<bool>());
   EXPECT_TRUE(rep["gate"]["on_calibration_data"].get<bool>());
   EXPECT_LT(rep["gate"]["margin"].get<double>(), -99.0);

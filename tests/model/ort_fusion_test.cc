@@ -80,7 +80,17 @@ TEST(OrtFusion, EveryQuantizedProductOfEverySampleModelRunsAsAnIntegerKernel) {
       ASSERT_EQ(r.exit_code, 0) << r.err;
       const int quantized = QuantizedProducts(LoadModel(out));
       EXPECT_GT(quantized, 0);
-      const std::set<std::string> kept = KeptInFloat(json::parse(testing::ReadBytes(report)));
+      const json rep = json::parse(testing::ReadBytes(report));
+      const std::set<std::string> kept = KeptInFloat(rep);
+      if (mode == "static") {
+        // Only the transformer's 64-wide products run slower in INT8 than in FP32 (BENCHMARKS.md); the
+        // report says so for it alone.
+        for (const auto& p : rep["passes"]) {
+          if (p["pass"] == "quantize") {
+            EXPECT_EQ(p["details"].value("expected_slower", false), name == "vit");
+          }
+        }
+      }
 
       const std::string optimized = tmp / (name + "." + mode + ".ort.onnx");
       const auto o = testing::RunOrt({"optimize", out, optimized});
