@@ -230,7 +230,12 @@ TEST(Quantize, ConvReluMaxPoolReshapeGemmStructure) {
   const Node* wdq = Producer(g, conv.inputs[1]);
   ASSERT_NE(wdq, nullptr);
   EXPECT_EQ(wdq->op_type, "DequantizeLinear");
-  EXPECT_EQ(wdq->inputs.size(), 2u) << "int8 weights use the default zero point";
+  // An explicit zero point: ONNX Runtime's QGemm/QLinearMatMul fusions append every input of the weight's
+  // DequantizeLinear, so one without it is not fused (quantize_qdq.cc, Weight).
+  ASSERT_EQ(wdq->inputs.size(), 3u);
+  EXPECT_EQ(Init(g, wdq->inputs[2]).dtype(), DType::kInt8);
+  EXPECT_EQ(Init(g, wdq->inputs[2]).dims(), (std::vector<int64_t>{3}));
+  for (int64_t c = 0; c < 3; ++c) EXPECT_EQ(Init(g, wdq->inputs[2]).data<int8_t>()[c], 0);
   EXPECT_EQ(wdq->AttrInt("axis", -1), 0);
   const Tensor& wq = Init(g, wdq->inputs[0]);
   EXPECT_EQ(wq.dtype(), DType::kInt8);
@@ -598,7 +603,7 @@ TEST(Quantize, ExcludedNodesAndOpsStayFloat) {
 
 TEST(Quantize, Uint8ZeroPointOfZeroIsStoredOnce) {
   // After a Relu the range starts at 0. The zero point 0 is still stored (ONNX Runtime rejects Conv groups
-  // without it), as one shared tensor; weights and biases carry none.
+  // without it), as one shared tensor; weights carry int8 zeros of their scale's shape, biases none.
   Model m = ConvModel();
   std::map<std::string, TensorStats> stats = ConvStats();
   for (const std::string v : {"r", "p", "f"}) stats[v] = Stats(0.0f, 5.1f);
@@ -619,7 +624,13 @@ TEST(Quantize, Uint8ZeroPointOfZeroIsStoredOnce) {
   EXPECT_EQ(zero_points.size(), 1u);
   for (const auto& n : g.nodes) {
     if (n.op_type == "DequantizeLinear" && g.FindInitializer(n.inputs[0]) != nullptr) {
-      EXPECT_EQ(n.inputs.size(), 2u) << n.outputs[0];
+      const bool bias = Init(g, n.inputs[0]).dtype() == DType::kInt32;
+      ASSERT_EQ(n.inputs.size(), bias ? 2u : 3u) << n.outputs[0];
+      if (!bias) {
+        const Tensor& zp = Init(g, n.inputs[2]);
+        EXPECT_EQ(zp.dtype(), DType::kInt8) << n.outputs[0];
+        EXPECT_EQ(zp.dims(), Init(g, n.inputs[1]).dims()) << n.outputs[0];
+      }
     }
   }
   EXPECT_TRUE(CheckWithOnnx(m).ok);
