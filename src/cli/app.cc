@@ -676,7 +676,7 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
   const Model model = LoadModel(opt.model);
   // A model that declares a fixed batch runs only that batch.
   const int64_t batch = InferBatchLayout(ModelInputSpecs(model)).BatchSize(opt.batch);
-  if (batch != opt.batch) spdlog::info("{}: the model takes batches of exactly {} samples", opt.model, batch);
+  if (batch != opt.batch) spdlog::info("{}: the model declares a fixed batch of {}; timing that", opt.model, batch);
   const std::vector<Tensor> inputs = BenchInputs(model, opt, batch);
   ExecutorOptions exec_opt;
   exec_opt.threads = opt.threads;
