@@ -697,6 +697,11 @@ BatchPlan Dataset::PlanBatches(int64_t total, int64_t batch) const {
     for (int64_t first = 0; first + f <= total; first += f) plan.batches.push_back({first, f});
     plan.samples = total / f * f;
     plan.skipped = total - plan.samples;
+    if (plan.samples == 0) {
+      ThrowInvalid(dir_ + ": " + std::to_string(total) + " sample(s) to run (the folder holds " +
+                   std::to_string(num_samples_) + "), fewer than the model's fixed batch of " + std::to_string(f) +
+                   "; expected at least " + std::to_string(f));
+    }
     return plan;
   }
   size_t r = 0;

@@ -177,6 +177,9 @@ TEST_F(BatchDataTest, FixedBatchOfFourSkipsTheRemainder) {
   plan = ds.PlanBatches(5, 1);  // --limit 5: one batch of four, one sample left
   EXPECT_EQ(Ranges(plan), (Pairs{{0, 4}}));
   EXPECT_EQ(plan.skipped, 1);
+  EXPECT_EQ(MessageOf([&] { ds.PlanBatches(3, 64); }),
+            tmp_.path() + ": 3 sample(s) to run (the folder holds 10), fewer than the model's fixed batch of 4; "
+                          "expected at least 4");
   const Tensor b = ds.ReadSamples(4, 4)[0];
   EXPECT_EQ(b.dims(), (std::vector<int64_t>{4, 2}));
   EXPECT_EQ(Values(b), (std::vector<float>{8, 9, 10, 11, 12, 13, 14, 15}));

@@ -111,8 +111,9 @@ class Dataset {
   const BatchLayout& batch_layout() const { return batching_; }
   // How to run the first `total` samples (all when total <= 0 or beyond the data) in batches of at most
   // `batch` samples. With a fixed batch F the batches are [0,F), [F,2F), ... and a remainder shorter
-  // than F is skipped (counted in `skipped`). Otherwise a batch also ends where the next record cannot
-  // join it: other free dims, or another value of a rank-0 input (read when the folder is opened).
+  // than F is skipped (counted in `skipped`); fewer than F samples in all is Error(kInvalidInput).
+  // Otherwise a batch also ends where the next record cannot join it: other free dims, or another value
+  // of a rank-0 input (read when the folder is opened).
   BatchPlan PlanBatches(int64_t total, int64_t batch) const;
 
   bool has_labels() const { return !labels_.empty(); }
