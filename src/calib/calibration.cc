@@ -422,11 +422,13 @@ CalibrationTable Calibrate(const Model& model, const Dataset& data, const std::v
     seen.insert(name);
   };
   const ValueObserver observer = observe;
-  const int64_t total = options.limit > 0 ? std::min(options.limit, data.num_samples()) : data.num_samples();
+  // Batches as the model takes them: with a fixed batch, a remainder that cannot fill it is skipped.
+  const BatchPlan plan = data.PlanBatches(options.limit, options.batch);
+  const int64_t total = plan.samples;
   ProgressBar bar("calibrating", total, options.progress);
-  for (int64_t first = 0; first < total; first += options.batch) {
-    const int64_t n = std::min(options.batch, total - first);
-    const std::vector<Tensor> inputs = data.ReadSamples(first, n);
+  for (const SampleRange& range : plan.batches) {
+    const int64_t n = range.count;
+    const std::vector<Tensor> inputs = data.ReadSamples(range.first, n);
     for (size_t i = 0; i < inputs.size() && i < executor.inputs().size(); ++i) {
       observe(executor.inputs()[i].name, inputs[i]);
     }

@@ -305,6 +305,18 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   std::optional<Dataset> eval_data, calib_data;
   if (!opt.eval_dir.empty()) eval_data.emplace(Dataset::Open(opt.eval_dir, ModelInputSpecs(original), eval_opt));
   if (!opt.calib_dir.empty()) calib_data.emplace(Dataset::Open(opt.calib_dir, ModelInputSpecs(original)));
+  // A model with a fixed batch runs only whole batches: say so when data is left out.
+  const auto note_skipped = [](const Dataset& d, int64_t limit, const std::string& what) {
+    const BatchPlan plan = d.PlanBatches(limit, 1);
+    if (plan.skipped > 0) {
+      spdlog::warn("{}: the model takes batches of exactly {} samples; the last {} of {} samples are skipped ({})",
+                   d.dir(), plan.batch, plan.skipped, plan.samples + plan.skipped, what);
+    }
+    return plan;
+  };
+  if (eval_data) note_skipped(*eval_data, opt.eval_limit, "evaluation");
+  std::optional<BatchPlan> calib_plan;
+  if (calib_data) calib_plan = note_skipped(*calib_data, opt.calib_limit, "calibration");
 
   if (gate.max_drop_pts) {
     const Dataset* d = eval_data ? &*eval_data : calib_data ? &*calib_data : nullptr;
@@ -398,9 +410,8 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
     c.data_sha256 = calibration.data_sha256();
     c.table = opt.calib_table;
     c.reused_table = calibration.reused_table();
-    c.samples = calib_data ? (opt.calib_limit > 0 ? std::min(opt.calib_limit, calib_data->num_samples())
-                                                  : calib_data->num_samples())
-                           : 0;
+    c.samples = calib_plan ? calib_plan->samples : 0;
+    c.skipped = calib_plan ? calib_plan->skipped : 0;
     model.SetMetadata(kMetaCalibSha256, c.data_sha256);
     calib_info = c;
   }
@@ -488,6 +499,7 @@ int RunEval(const EvalCliOptions& opt, std::ostream& out) {
   doc["model"] = opt.model;
   doc["data"] = opt.data;
   doc["samples"] = r.samples;
+  doc["skipped"] = r.skipped;
   doc["batch"] = r.batch;
   doc["threads"] = r.threads;
   doc["top1"] = r.has_labels ? nlohmann::json(r.top1) : nlohmann::json(nullptr);
@@ -504,7 +516,9 @@ int RunEval(const EvalCliOptions& opt, std::ostream& out) {
     return 0;
   }
   out << "model       " << opt.model << "\n";
-  out << "data        " << opt.data << " (" << r.samples << " samples, " << data.layout() << ")\n";
+  out << "data        " << opt.data << " (" << r.samples << " samples, " << data.layout();
+  if (r.skipped > 0) out << "; the last " << r.skipped << " skipped: too few for the model's fixed batch of " << r.batch;
+  out << ")\n";
   if (r.has_labels) out << "top-1       " << Percent(r.top1) << " (" << r.correct << "/" << r.samples << ")\n";
   for (const auto& o : r.outputs) {
     out << "output      " << o.name << " " << ShapeToString(o.sample_shape) << ": mean " << o.mean << ", std "
@@ -549,25 +563,57 @@ int RunRun(const RunCliOptions& opt, std::ostream& out) {
   std::filesystem::create_directories(opt.out, ec);
   if (ec || !IsDirectory(opt.out)) ThrowIO("cannot create output folder '" + opt.out + "': " + ec.message());
 
-  // Either one run per record as stored, or fixed-size batches of samples.
-  std::vector<std::pair<std::string, std::vector<Tensor>>> jobs;
+  // Either one run per record as stored, or batches of samples as Dataset::PlanBatches forms them. A model
+  // with a fixed batch F runs a record of another size in groups of F, its outputs joined along their
+  // batch axes; samples that cannot fill a group are skipped.
+  const BatchLayout& layout = data.batch_layout();
+  const int64_t fixed = layout.fixed_batch;
+  std::vector<int> output_axes;
+  for (const auto& o : executor.outputs()) output_axes.push_back(layout.OutputAxis(o.type.shape));
+  const auto run_record = [&](size_t rec) {
+    const int64_t rows = data.record_rows(rec), first = data.record_first_sample(rec);
+    if (fixed == 0 || rows == fixed) return executor.Run(data.ReadRecord(rec));
+    std::vector<std::vector<Tensor>> parts;
+    for (int64_t k = 0; k + fixed <= rows; k += fixed) parts.push_back(executor.Run(data.ReadSamples(first + k, fixed)));
+    if (parts.empty()) return std::vector<Tensor>();
+    std::vector<Tensor> joined;
+    for (size_t o = 0; o < parts[0].size(); ++o) {
+      std::vector<Tensor> pieces;
+      for (auto& p : parts) {
+        const int axis = output_axes[o];
+        if (axis >= p[o].rank() || p[o].dims()[static_cast<size_t>(axis)] != fixed) {
+          ThrowInvalid(data.record_name(rec) + ": output '" + executor.outputs()[o].name + "' has shape " +
+                       ShapeToString(p[o].dims()) + ", with no batch axis of " + std::to_string(fixed) +
+                       " to join the record's runs along; use --batch to write one output per run");
+        }
+        pieces.push_back(std::move(p[o]));
+      }
+      joined.push_back(ConcatAlongAxis(pieces, output_axes[o]));
+    }
+    return joined;
+  };
+  std::optional<BatchPlan> plan;
+  if (opt.batch > 0) plan = data.PlanBatches(0, opt.batch);
   size_t files = 0;
-  const int64_t units = opt.batch > 0 ? (data.num_samples() + opt.batch - 1) / opt.batch
-                                      : static_cast<int64_t>(data.num_records());
+  int64_t skipped = plan ? plan->skipped : 0;
+  const int64_t units = plan ? static_cast<int64_t>(plan->batches.size()) : static_cast<int64_t>(data.num_records());
   ProgressBar bar("running", units);
   for (int64_t u = 0; u < units; ++u) {
     std::string name;
-    std::vector<Tensor> inputs;
-    if (opt.batch > 0) {
+    std::vector<Tensor> outputs;
+    if (plan) {
       std::ostringstream os;
       os << "batch_" << std::setw(5) << std::setfill('0') << u;
       name = os.str();
-      inputs = data.ReadSamples(u * opt.batch, std::min(opt.batch, data.num_samples() - u * opt.batch));
+      const SampleRange& range = plan->batches[static_cast<size_t>(u)];
+      outputs = executor.Run(data.ReadSamples(range.first, range.count));
     } else {
-      name = SafeFileName(StripDataExtension(data.record_name(static_cast<size_t>(u))));
-      inputs = data.ReadRecord(static_cast<size_t>(u));
+      const size_t rec = static_cast<size_t>(u);
+      name = SafeFileName(StripDataExtension(data.record_name(rec)));
+      outputs = run_record(rec);
+      if (fixed > 0) skipped += data.record_rows(rec) % fixed;
+      if (outputs.empty()) continue;
     }
-    const std::vector<Tensor> outputs = executor.Run(inputs);
     const std::string dir = opt.out + "/" + name;
     std::filesystem::create_directories(dir, ec);
     if (ec) ThrowIO("cannot create output folder '" + dir + "': " + ec.message());
@@ -578,33 +624,42 @@ int RunRun(const RunCliOptions& opt, std::ostream& out) {
     bar.Advance(1);
   }
   bar.Finish();
-  out << "wrote " << files << " files for " << units << (opt.batch > 0 ? " batches" : " records") << " to "
+  if (skipped > 0) {
+    spdlog::warn("{}: the model takes batches of exactly {} samples; {} samples that cannot fill one are skipped",
+                 opt.data, fixed, skipped);
+  }
+  out << "wrote " << files << " files for " << units << (plan ? " batches" : " records") << " to "
       << opt.out << "\n";
   return 0;
 }
 
 // Inputs for timing: the first `batch` samples of a data folder, or deterministic pseudo-random values
-// (standard normal for floats, zeros otherwise) shaped after the declaration with the batch dim set.
-std::vector<Tensor> BenchInputs(const Model& model, const BenchCliOptions& opt) {
+// (standard normal for floats, zeros otherwise) shaped after the declaration with `batch` on each input's
+// batch axis. `batch` is the model's fixed batch when it declares one.
+std::vector<Tensor> BenchInputs(const Model& model, const BenchCliOptions& opt, int64_t batch) {
   const auto specs = ModelInputSpecs(model);
   if (!opt.data.empty()) {
     const Dataset data = Dataset::Open(opt.data, specs);
-    if (data.num_samples() < opt.batch) {
-      ThrowInvalid("data folder '" + opt.data + "' holds " + std::to_string(data.num_samples()) +
-                   " samples, fewer than the batch of " + std::to_string(opt.batch));
+    const BatchPlan plan = data.PlanBatches(batch, batch);
+    if (plan.batches.empty() || plan.batches[0].count < batch) {
+      ThrowInvalid("data folder '" + opt.data + "' holds " + std::to_string(data.num_samples()) + " samples, " +
+                   (plan.batches.empty() ? std::to_string(plan.skipped) : std::to_string(plan.batches[0].count)) +
+                   " of which can share a first batch; fewer than the batch of " + std::to_string(batch));
     }
-    return data.ReadSamples(0, opt.batch);
+    return data.ReadSamples(0, batch);
   }
+  const BatchLayout layout = InferBatchLayout(specs);
   std::vector<Tensor> inputs;
   uint64_t state = 0x9e3779b97f4a7c15ull;
   auto uniform = [&state]() {
     state = state * 6364136223846793005ull + 1442695040888963407ull;
     return (static_cast<double>(state >> 11) + 0.5) / 9007199254740992.0;
   };
-  for (const auto& spec : specs) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& spec = specs[i];
     std::vector<int64_t> dims;
     for (size_t d = 0; d < spec.shape.size(); ++d) {
-      if (d == 0) dims.push_back(opt.batch);
+      if (static_cast<int>(d) == layout.input_axes[i]) dims.push_back(batch);
       else if (spec.shape[d].value) dims.push_back(*spec.shape[d].value);
       else ThrowUsage("input '" + spec.name + "' has a free dimension '" + spec.shape[d].ToString() +
                       "'; give --data to bench this model");
@@ -612,8 +667,8 @@ std::vector<Tensor> BenchInputs(const Model& model, const BenchCliOptions& opt) 
     Tensor t(spec.dtype, dims, spec.name);
     if (spec.dtype == DType::kFloat) {
       float* p = t.mutable_data<float>();
-      for (int64_t i = 0; i < t.numel(); ++i) {
-        p[i] = static_cast<float>(std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()));
+      for (int64_t k = 0; k < t.numel(); ++k) {
+        p[k] = static_cast<float>(std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()));
       }
     }
     inputs.push_back(std::move(t));
@@ -623,7 +678,10 @@ std::vector<Tensor> BenchInputs(const Model& model, const BenchCliOptions& opt) 
 
 int RunBench(const BenchCliOptions& opt, std::ostream& out) {
   const Model model = LoadModel(opt.model);
-  const std::vector<Tensor> inputs = BenchInputs(model, opt);
+  // A model that declares a fixed batch runs only that batch.
+  const int64_t batch = InferBatchLayout(ModelInputSpecs(model)).BatchSize(opt.batch);
+  if (batch != opt.batch) spdlog::info("{}: the model declares a fixed batch of {}; timing that", opt.model, batch);
+  const std::vector<Tensor> inputs = BenchInputs(model, opt, batch);
   ExecutorOptions exec_opt;
   exec_opt.threads = opt.threads;
   exec_opt.reference_kernels = opt.reference;
@@ -647,13 +705,13 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
   nlohmann::json doc;
   doc["schema"] = "compress.bench/1";
   doc["model"] = opt.model;
-  doc["batch"] = opt.batch;
+  doc["batch"] = batch;
   doc["threads"] = executor.threads();
   doc["runs"] = times.size();
   doc["median_seconds"] = median;
   doc["mean_seconds"] = mean;
   doc["min_seconds"] = sorted.front();
-  doc["samples_per_second"] = static_cast<double>(opt.batch) / median;
+  doc["samples_per_second"] = static_cast<double>(batch) / median;
   double total = 0;
   const auto profile = executor.Profile();
   for (const auto& p : profile) total += p.seconds;
@@ -668,10 +726,10 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
     out << doc.dump(2) << "\n";
     return 0;
   }
-  out << opt.model << "  batch " << opt.batch << "  threads " << executor.threads() << "\n";
+  out << opt.model << "  batch " << batch << "  threads " << executor.threads() << "\n";
   out << std::fixed << std::setprecision(3) << "median " << median * 1e3 << " ms  mean " << mean * 1e3 << " ms  min "
       << sorted.front() * 1e3 << " ms  (" << times.size() << " runs)  " << std::setprecision(0)
-      << static_cast<double>(opt.batch) / median << " samples/s\n";
+      << static_cast<double>(batch) / median << " samples/s\n";
   if (opt.profile) {
     for (const auto& p : profile) {
       out << "  " << std::left << std::setw(24) << p.op_type << std::right << std::setw(6) << std::setprecision(1)

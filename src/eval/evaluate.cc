@@ -46,23 +46,38 @@ double ElementAsDouble(const Tensor& t, int64_t i) {
   }
 }
 
+// The axis of `out` that holds the `count` samples of a run: the declared batch axis; with one sample per
+// run, -1 (the whole output belongs to the sample) when the output has no such axis.
+int SampleAxis(const Tensor& out, int declared, int64_t count) {
+  if (declared < out.rank() && out.dims()[static_cast<size_t>(declared)] == count) return declared;
+  if (count == 1) return -1;
+  ThrowInvalid("output '" + out.name() + "' has shape " + ShapeToString(out.dims()) +
+               "; evaluation needs its batch axis " + std::to_string(declared) + " to hold the " +
+               std::to_string(count) + " samples of the run");
+}
+
 }  // namespace
 
 EvalResult Evaluate(Executor& executor, const Dataset& data, const EvalOptions& options) {
-  if (options.batch <= 0) ThrowUsage("batch size must be positive, got " + std::to_string(options.batch));
+  const BatchPlan plan = data.PlanBatches(options.limit, options.batch);
   EvalResult r;
-  r.batch = options.batch;
+  r.batch = plan.batch;
   r.threads = executor.threads();
-  r.samples = options.limit > 0 ? std::min(options.limit, data.num_samples()) : data.num_samples();
+  r.samples = plan.samples;
+  r.skipped = plan.skipped;
   r.has_labels = data.has_labels();
   r.predictions.reserve(static_cast<size_t>(r.samples));
   std::vector<Moments> moments(executor.outputs().size());
   r.outputs.resize(executor.outputs().size());
-  for (size_t k = 0; k < r.outputs.size(); ++k) r.outputs[k].name = executor.outputs()[k].name;
+  std::vector<int> declared_axes(r.outputs.size());
+  for (size_t k = 0; k < r.outputs.size(); ++k) {
+    r.outputs[k].name = executor.outputs()[k].name;
+    declared_axes[k] = data.batch_layout().OutputAxis(executor.outputs()[k].type.shape);
+  }
 
   ProgressBar bar("evaluating", r.samples, options.progress);
-  for (int64_t first = 0; first < r.samples; first += options.batch) {
-    const int64_t count = std::min(options.batch, r.samples - first);
+  for (const SampleRange& range : plan.batches) {
+    const int64_t first = range.first, count = range.count;
     const std::vector<Tensor> inputs = data.ReadSamples(first, count);
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<Tensor> outputs = executor.Run(inputs);
@@ -70,21 +85,34 @@ EvalResult Evaluate(Executor& executor, const Dataset& data, const EvalOptions& 
 
     for (size_t k = 0; k < outputs.size(); ++k) {
       const Tensor& out = outputs[k];
-      if (out.rank() == 0 || out.dims()[0] != count) {
-        ThrowInvalid("output '" + out.name() + "' has shape " + ShapeToString(out.dims()) +
-                     "; evaluation needs a leading batch dimension of " + std::to_string(count));
+      const int axis = SampleAxis(out, declared_axes[k], count);
+      if (first == 0) {
+        r.outputs[k].sample_shape = out.dims();
+        if (axis >= 0) r.outputs[k].sample_shape.erase(r.outputs[k].sample_shape.begin() + axis);
       }
-      if (first == 0) r.outputs[k].sample_shape.assign(out.dims().begin() + 1, out.dims().end());
       for (int64_t i = 0; i < out.numel(); ++i) moments[k].Add(ElementAsDouble(out, i));
     }
-    // Top-1 from output 0: argmax over the per-sample elements (first maximum wins, as numpy does).
+    // Top-1 from output 0: argmax over the per-sample elements (first maximum wins, as numpy does). The
+    // elements of sample s are the rows s of every block before the batch axis: index (o*count+s)*inner+i.
     const Tensor& logits = outputs.at(0);
-    const int64_t per_sample = logits.numel() / count;
+    const int axis = SampleAxis(logits, declared_axes[0], count);
+    int64_t outer = 1, inner = logits.numel();
+    if (axis >= 0) {
+      inner = 1;
+      for (int64_t d = 0; d < logits.rank(); ++d) {
+        if (d < axis) outer *= logits.dims()[static_cast<size_t>(d)];
+        if (d > axis) inner *= logits.dims()[static_cast<size_t>(d)];
+      }
+    }
+    const int64_t per_sample = outer * inner;
+    const auto element = [&](int64_t s, int64_t c) {
+      return ElementAsDouble(logits, ((c / inner) * count + s) * inner + c % inner);
+    };
     for (int64_t s = 0; s < count; ++s) {
       int64_t best = 0;
-      double best_v = ElementAsDouble(logits, s * per_sample);
+      double best_v = per_sample > 0 ? element(s, 0) : 0.0;
       for (int64_t c = 1; c < per_sample; ++c) {
-        const double v = ElementAsDouble(logits, s * per_sample + c);
+        const double v = element(s, c);
         if (v > best_v) {
           best_v = v;
           best = c;
@@ -93,9 +121,7 @@ EvalResult Evaluate(Executor& executor, const Dataset& data, const EvalOptions& 
       r.predictions.push_back(best);
       if (r.has_labels && data.labels()[static_cast<size_t>(first + s)] == best) ++r.correct;
       if (options.keep_outputs) {
-        for (int64_t c = 0; c < per_sample; ++c) {
-          r.output0.push_back(static_cast<float>(ElementAsDouble(logits, s * per_sample + c)));
-        }
+        for (int64_t c = 0; c < per_sample; ++c) r.output0.push_back(static_cast<float>(element(s, c)));
       }
     }
     bar.Advance(count);

@@ -6,6 +6,9 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <optional>
+#include <cctype>
 
 #include "compress/io/npy.h"
 #include "compress/util/error.h"
@@ -83,8 +86,30 @@ std::string DimsToString(const std::vector<Dim>& dims, size_t from) {
   return s + "]";
 }
 
-std::vector<int64_t> SampleDims(const std::vector<int64_t>& shape, bool batched) {
-  return batched ? std::vector<int64_t>(shape.begin() + 1, shape.end()) : shape;
+// The shape of one sample: the file's shape without the batch axis when it holds a batch.
+std::vector<int64_t> SampleDims(const std::vector<int64_t>& shape, bool batched, int axis) {
+  std::vector<int64_t> dims = shape;
+  if (batched && axis >= 0) dims.erase(dims.begin() + axis);
+  return dims;
+}
+
+// The declared shape without the batch axis ("[16,96]"), and with N there ("[N,16,96]", "[2,N,64]").
+std::string SampleShapeString(const std::vector<Dim>& dims, int axis) {
+  std::string s = "[";
+  bool first = true;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (static_cast<int>(i) == axis) continue;
+    s += (first ? "" : ",") + dims[i].ToString();
+    first = false;
+  }
+  return s + "]";
+}
+std::string BatchShapeString(const std::vector<Dim>& dims, int axis) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) {
+    s += (i > 0 ? "," : "") + (static_cast<int>(i) == axis ? std::string("N") : dims[i].ToString());
+  }
+  return s + "]";
 }
 
 struct FileHeader {
@@ -112,8 +137,9 @@ FileHeader ReadFileHeader(const std::string& path) {
   return h;
 }
 
-// Whether the file holds a batch (full rank) rather than one sample; throws when it fits neither.
-bool CheckFileFitsInput(const std::string& path, const InputSpec& input, const FileHeader& h) {
+// Whether the file holds a batch (full rank, `axis` = rows) rather than one sample (the declared shape
+// without `axis`); throws when it fits neither.
+bool CheckFileFitsInput(const std::string& path, const InputSpec& input, int axis, const FileHeader& h) {
   const size_t rank = input.shape.size();
   bool fits = h.dtype == input.dtype;
   const bool batched = rank > 0 && h.shape.size() == rank;
@@ -123,25 +149,52 @@ bool CheckFileFitsInput(const std::string& path, const InputSpec& input, const F
     } else if (!batched && h.shape.size() != rank - 1) {
       fits = false;
     } else {
-      const size_t skip = batched ? 0 : 1;
-      for (size_t k = 1; k < rank && fits; ++k) {
+      for (size_t k = 0, f = 0; k < rank && fits; ++k) {
+        if (static_cast<int>(k) == axis) {
+          if (batched) ++f;  // any number of samples
+          continue;
+        }
         const Dim& d = input.shape[k];
-        fits = !d.value || *d.value == h.shape[k - skip];
+        fits = !d.value || *d.value == h.shape[f];
+        ++f;
       }
     }
   }
   if (!fits) {
     const std::string declared = std::string(DTypeName(input.dtype)) + DimsToString(input.shape, 0);
     const std::string forms = rank == 0 ? "one scalar per file"
-                                        : "one sample " + DimsToString(input.shape, 1) + " or a batch [N" +
-                                              (rank > 1 ? "," : "") + DimsToString(input.shape, 1).substr(1);
+                                        : "one sample " + SampleShapeString(input.shape, axis) + " or a batch " +
+                                              BatchShapeString(input.shape, axis);
     ThrowInvalid(path + ": input '" + input.name + "' expects " + declared + " (" + forms + "), got " +
                  DTypeName(h.dtype) + ShapeToString(h.shape));
   }
-  if (batched && h.shape[0] == 0) {
+  if (batched && h.shape[static_cast<size_t>(axis)] == 0) {
     ThrowInvalid(path + ": holds a batch of 0 samples for input '" + input.name + "'; expected at least one");
   }
   return batched;
+}
+
+// Axis `axis` of `dims` splits the elements into outer blocks of dims[axis] rows of `inner` elements.
+void AxisExtents(const std::vector<int64_t>& dims, int axis, int64_t* outer, int64_t* inner) {
+  *outer = 1;
+  *inner = 1;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (static_cast<int>(i) < axis) *outer *= dims[i];
+    if (static_cast<int>(i) > axis) *inner *= dims[i];
+  }
+}
+
+// Bytes per element of a type that can be sliced by rows (not the packed 4-bit types, not strings).
+size_t ElemBytes(DType t) {
+  const int bits = DTypeBits(t);
+  if (bits <= 0 || bits % 8 != 0) ThrowInvalid(std::string("cannot batch tensors of element type ") + DTypeName(t));
+  return static_cast<size_t>(bits / 8);
+}
+
+bool LooksLikeBatchName(const std::string& name) {
+  std::string lower;
+  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower.find("batch") != std::string::npos || lower == "n";
 }
 
 std::vector<int64_t> LabelsFromNpy(const std::string& path) {
@@ -216,6 +269,143 @@ std::vector<InputSpec> ModelInputSpecs(const Model& model) {
   return specs;
 }
 
+int BatchLayout::OutputAxis(const std::vector<Dim>& shape) const {
+  if (!batch_dim.empty()) {
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (!shape[i].value && shape[i].param == batch_dim) return static_cast<int>(i);
+    }
+  }
+  if (fixed_batch > 0) {
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i].value && *shape[i].value == fixed_batch) return static_cast<int>(i);
+    }
+  }
+  return 0;
+}
+
+BatchLayout InferBatchLayout(const std::vector<InputSpec>& inputs) {
+  BatchLayout layout;
+  layout.input_axes.assign(inputs.size(), -1);
+  std::vector<size_t> batched;  // inputs of rank >= 1
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].shape.empty()) batched.push_back(i);
+  }
+  if (batched.empty()) {
+    layout.fixed_batch = 1;  // nothing to stack samples along: one sample per run
+    return layout;
+  }
+  // Sets every batched input's axis to the first of its dims `match` accepts; false when one has none.
+  const auto assign = [&](const std::function<bool(const Dim&)>& match) {
+    std::vector<int> axes;
+    for (size_t i : batched) {
+      const auto& shape = inputs[i].shape;
+      const auto it = std::find_if(shape.begin(), shape.end(), match);
+      if (it == shape.end()) return false;
+      axes.push_back(static_cast<int>(it - shape.begin()));
+    }
+    for (size_t k = 0; k < batched.size(); ++k) layout.input_axes[batched[k]] = axes[k];
+    return true;
+  };
+  const std::vector<Dim>& first = inputs[batched[0]].shape;
+  if (batched.size() > 1) {
+    // 1. A symbolic dim every batched input declares; names that say "batch" first.
+    for (int pass = 0; pass < 2; ++pass) {
+      for (const Dim& d : first) {
+        if (d.value || d.param.empty() || (pass == 0 && !LooksLikeBatchName(d.param))) continue;
+        if (assign([&](const Dim& o) { return !o.value && o.param == d.param; })) {
+          layout.batch_dim = d.param;
+          return layout;
+        }
+      }
+    }
+    // 2. Exactly one unnamed free dim per input.
+    const auto unnamed = [](const Dim& o) { return !o.value && o.param.empty(); };
+    if (std::all_of(batched.begin(), batched.end(), [&](size_t i) {
+          return std::count_if(inputs[i].shape.begin(), inputs[i].shape.end(), unnamed) == 1;
+        })) {
+      assign(unnamed);
+      return layout;
+    }
+    // 3. A fixed size every batched input declares: the model's fixed batch.
+    for (const Dim& d : first) {
+      if (!d.value) continue;
+      const int64_t v = *d.value;
+      if (assign([&](const Dim& o) { return o.value && *o.value == v; })) {
+        layout.fixed_batch = v;
+        return layout;
+      }
+    }
+  }
+  // 4. The first axis.
+  // Fixed when every input declares the same size there.
+  const int64_t fixed = first[0].value.value_or(0);
+  bool same = fixed > 0;
+  for (size_t i : batched) {
+    layout.input_axes[i] = 0;
+    same = same && inputs[i].shape[0].value.value_or(0) == fixed;
+  }
+  if (same) layout.fixed_batch = fixed;
+  if (!first[0].value) layout.batch_dim = first[0].param;
+  return layout;
+}
+
+Tensor SliceAlongAxis(const Tensor& t, int axis, int64_t first, int64_t count) {
+  if (axis < 0 || axis >= t.rank() || first < 0 || count < 0 || first > t.dims()[static_cast<size_t>(axis)] ||
+      count > t.dims()[static_cast<size_t>(axis)] - first) {
+    ThrowInternal("slice [" + std::to_string(first) + ", " + std::to_string(first + count) + ") along axis " +
+                  std::to_string(axis) + " of " + ShapeToString(t.dims()) + " is out of range");
+  }
+  int64_t outer = 0, inner = 0;
+  AxisExtents(t.dims(), axis, &outer, &inner);
+  const int64_t rows = t.dims()[static_cast<size_t>(axis)];
+  std::vector<int64_t> dims = t.dims();
+  dims[static_cast<size_t>(axis)] = count;
+  Tensor out(t.dtype(), std::move(dims), t.name());
+  const size_t block = static_cast<size_t>(count * inner) * ElemBytes(t.dtype());
+  const size_t row_bytes = static_cast<size_t>(inner) * ElemBytes(t.dtype());
+  const char* src = static_cast<const char*>(t.raw());
+  char* dst = static_cast<char*>(out.mutable_raw());
+  for (int64_t o = 0; o < outer && block > 0; ++o) {
+    std::memcpy(dst + static_cast<size_t>(o) * block,
+                src + static_cast<size_t>(o * rows + first) * row_bytes, block);
+  }
+  return out;
+}
+
+Tensor ConcatAlongAxis(const std::vector<Tensor>& pieces, int axis) {
+  if (pieces.empty()) ThrowInternal("nothing to concatenate");
+  if (pieces.size() == 1) return pieces[0];
+  const Tensor& head = pieces[0];
+  if (axis < 0 || axis >= head.rank()) {
+    ThrowInternal("cannot concatenate " + ShapeToString(head.dims()) + " along axis " + std::to_string(axis));
+  }
+  std::vector<int64_t> dims = head.dims();
+  dims[static_cast<size_t>(axis)] = 0;
+  for (const Tensor& p : pieces) {
+    std::vector<int64_t> a = p.dims(), b = head.dims();
+    if (p.dtype() != head.dtype() || a.size() != b.size()) {
+      ThrowInternal("cannot concatenate " + ShapeToString(a) + " and " + ShapeToString(b));
+    }
+    a[static_cast<size_t>(axis)] = b[static_cast<size_t>(axis)] = 0;
+    if (a != b) ThrowInternal("cannot concatenate " + ShapeToString(p.dims()) + " and " + ShapeToString(head.dims()));
+    dims[static_cast<size_t>(axis)] += p.dims()[static_cast<size_t>(axis)];
+  }
+  int64_t outer = 0, inner = 0;
+  AxisExtents(dims, axis, &outer, &inner);
+  Tensor out(head.dtype(), std::move(dims), head.name());
+  const size_t elem = ElemBytes(head.dtype());
+  char* dst = static_cast<char*>(out.mutable_raw());
+  for (int64_t o = 0; o < outer; ++o) {
+    for (const Tensor& p : pieces) {
+      const size_t block = static_cast<size_t>(p.dims()[static_cast<size_t>(axis)] * inner) * elem;
+      if (block == 0) continue;
+      std::memcpy(dst, static_cast<const char*>(p.raw()) + static_cast<size_t>(o) * block, block);
+      dst += block;
+    }
+  }
+  return out;
+}
+
 Dataset Dataset::Open(const std::string& dir, const std::vector<InputSpec>& inputs,
                       const DatasetOptions& options) {
   Dataset ds;
@@ -233,6 +423,7 @@ Dataset Dataset::Open(const std::string& dir, const std::vector<InputSpec>& inpu
                    ")");
     }
   }
+  ds.batching_ = InferBatchLayout(inputs);
   if (!FileExists(ds.dir_)) ThrowIO("data folder '" + ds.dir_ + "' does not exist");
   if (!IsDirectory(ds.dir_)) ThrowIO("'" + ds.dir_ + "' is not a folder; expected a folder of data files");
   const Listing top = ListFolder(ds.dir_);
@@ -255,23 +446,34 @@ Dataset Dataset::Open(const std::string& dir, const std::vector<InputSpec>& inpu
     Source& s = rec->sources[input];
     s.path = path;
     s.is_npy = h.is_npy;
-    s.batched = CheckFileFitsInput(path, ds.inputs_[input], h);
+    s.axis = ds.batching_.input_axes[input];
+    s.batched = CheckFileFitsInput(path, ds.inputs_[input], s.axis, h);
     s.data_offset = h.data_offset;
     s.dtype = h.dtype;
     s.shape = h.shape;
+    if (s.axis < 0) {
+      // A rank-0 input's value decides which samples may share a batch: read it now (a few bytes).
+      const Tensor t = h.is_npy ? ReadNpy(path) : ReadTensorProtoFile(path);
+      s.scalar.assign(static_cast<const char*>(t.raw()), t.nbytes());
+    }
   };
-  // Every input of a record feeds the same samples, so all must hold the same number of rows.
+  // Every batched input of a record feeds the same samples, so all must hold the same number of rows
+  // along their batch axes. A rank-0 input's value applies to every sample of the record.
   const auto finish_record = [&](Record rec, const std::string& where) {
+    size_t head = rec.sources.size();
+    rec.rows = 1;
     for (size_t i = 0; i < rec.sources.size(); ++i) {
       const Source& s = rec.sources[i];
-      const int64_t rows = s.batched ? s.shape[0] : 1;
-      if (i == 0) {
+      if (s.axis < 0) continue;
+      const int64_t rows = s.batched ? s.shape[static_cast<size_t>(s.axis)] : 1;
+      if (head == rec.sources.size()) {
+        head = i;
         rec.rows = rows;
       } else if (rows != rec.rows) {
-        ThrowInvalid(where + ": input '" + inputs[0].name + "' has " + std::to_string(rec.rows) +
-                     " sample(s) (" + BaseName(rec.sources[0].path) + ") but input '" + inputs[i].name +
-                     "' has " + std::to_string(rows) + " (" + BaseName(s.path) +
-                     "); expected the same number");
+        ThrowInvalid(where + ": input '" + inputs[head].name + "' has " + std::to_string(rec.rows) +
+                     " sample(s) (" + BaseName(rec.sources[head].path) + ") but input '" + inputs[i].name +
+                     "' has " + std::to_string(rows) + " (" + BaseName(s.path) + "); expected the same number" +
+                     " along each input's batch axis");
       }
     }
     rec.first_sample = ds.num_samples_;
@@ -393,7 +595,7 @@ Dataset Dataset::Open(const std::string& dir, const std::vector<InputSpec>& inpu
 
 Tensor Dataset::ReadSourceRows(const Source& s, size_t input, int64_t first, int64_t count) const {
   Tensor t;
-  if (s.is_npy && s.batched) {
+  if (s.is_npy && s.batched && s.axis == 0) {
     NpyInfo info;
     info.dtype = s.dtype;
     info.shape = s.shape;
@@ -405,34 +607,35 @@ Tensor Dataset::ReadSourceRows(const Source& s, size_t input, int64_t first, int
       ThrowInvalid(s.path + ": changed while in use: expected " + DTypeName(s.dtype) +
                    ShapeToString(s.shape) + ", found " + DTypeName(t.dtype()) + ShapeToString(t.dims()));
     }
-    if (!s.batched && !inputs_[input].shape.empty()) {
+    if (!s.batched && s.axis >= 0) {
       std::vector<int64_t> dims = t.dims();
-      dims.insert(dims.begin(), 1);
+      dims.insert(dims.begin() + s.axis, 1);
       t.Reshape(std::move(dims));
     }
-    if (s.batched && (first != 0 || count != s.shape[0])) {
-      const size_t row_bytes = t.nbytes() / static_cast<size_t>(s.shape[0]);
-      std::vector<int64_t> dims = t.dims();
-      dims[0] = count;
-      t = Tensor::FromBytes(t.dtype(), std::move(dims),
-                            static_cast<const char*>(t.raw()) + static_cast<size_t>(first) * row_bytes,
-                            static_cast<size_t>(count) * row_bytes);
+    if (s.batched && (first != 0 || count != s.shape[static_cast<size_t>(s.axis)])) {
+      t = SliceAlongAxis(t, s.axis, first, count);
     }
   }
   t.set_name(inputs_[input].name);
   return t;
 }
 
+bool Dataset::Compatible(size_t a, size_t b) const {
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    const Source& x = records_[a].sources[i];
+    const Source& y = records_[b].sources[i];
+    if (x.axis < 0 ? x.scalar != y.scalar
+                   : SampleDims(x.shape, x.batched, x.axis) != SampleDims(y.shape, y.batched, y.axis)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::vector<Tensor> Dataset::ReadSamples(int64_t first, int64_t count) const {
   if (first < 0 || count <= 0 || first > num_samples_ || count > num_samples_ - first) {
     ThrowInvalid(dir_ + ": samples [" + std::to_string(first) + ", " + std::to_string(first + count) +
                  ") requested; the data holds samples [0, " + std::to_string(num_samples_) + ")");
-  }
-  for (const auto& in : inputs_) {
-    if (in.shape.empty() && count != 1) {
-      ThrowInvalid(in.ToString() + " has no batch dimension; its samples are read one at a time, not " +
-                   std::to_string(count));
-    }
   }
   struct Piece {
     size_t record;
@@ -454,44 +657,78 @@ std::vector<Tensor> Dataset::ReadSamples(int64_t first, int64_t count) const {
   std::vector<Tensor> out;
   out.reserve(inputs_.size());
   for (size_t i = 0; i < inputs_.size(); ++i) {
-    // Shapes are known from the headers: refuse a mixed batch before reading any data.
+    // Shapes (and rank-0 values) are known from opening: refuse a mixed batch before reading any data.
     const Source& head = records_[pieces[0].record].sources[i];
-    const std::vector<int64_t> sample = SampleDims(head.shape, head.batched);
+    const std::vector<int64_t> sample = SampleDims(head.shape, head.batched, head.axis);
     for (const Piece& p : pieces) {
       const Source& s = records_[p.record].sources[i];
-      const std::vector<int64_t> other = SampleDims(s.shape, s.batched);
+      const std::string where = dir_ + ": samples " + std::to_string(first) + " (" + head.path + ") and " +
+                                std::to_string(records_[p.record].first_sample + p.first) + " (" + s.path +
+                                ") of input '" + inputs_[i].name + "'";
+      if (head.axis < 0 && s.scalar != head.scalar) {
+        ThrowInvalid(where + " hold different values; the input has no batch dimension, so samples with " +
+                     "different values cannot share a batch");
+      }
+      const std::vector<int64_t> other = SampleDims(s.shape, s.batched, s.axis);
       if (other != sample) {
-        ThrowInvalid(dir_ + ": samples " + std::to_string(first) + " (" + head.path + ") and " +
-                     std::to_string(records_[p.record].first_sample + p.first) + " (" + s.path +
-                     ") of input '" + inputs_[i].name + "' have shapes " + ShapeToString(sample) + " and " +
-                     ShapeToString(other) +
+        ThrowInvalid(where + " have shapes " + ShapeToString(sample) + " and " + ShapeToString(other) +
                      "; samples whose free dimensions differ cannot share a batch (use batch size 1)");
       }
     }
-    if (pieces.size() == 1) {
-      out.push_back(ReadSourceRows(records_[pieces[0].record].sources[i], i, pieces[0].first, count));
+    if (pieces.size() == 1 || head.axis < 0) {
+      out.push_back(ReadSourceRows(head, i, pieces[0].first, head.axis < 0 ? 1 : pieces[0].count));
       continue;
     }
-    std::vector<int64_t> dims = sample;
-    dims.insert(dims.begin(), count);
-    Tensor batch(head.dtype, std::move(dims), inputs_[i].name);
-    char* dst = static_cast<char*>(batch.mutable_raw());
-    for (const Piece& p : pieces) {
-      const Tensor part = ReadSourceRows(records_[p.record].sources[i], i, p.first, p.count);
-      if (part.nbytes() != 0) std::memcpy(dst, part.raw(), part.nbytes());
-      dst += part.nbytes();
-    }
-    out.push_back(std::move(batch));
+    std::vector<Tensor> parts;
+    parts.reserve(pieces.size());
+    for (const Piece& p : pieces) parts.push_back(ReadSourceRows(records_[p.record].sources[i], i, p.first, p.count));
+    out.push_back(ConcatAlongAxis(parts, head.axis));
   }
   return out;
+}
+
+BatchPlan Dataset::PlanBatches(int64_t total, int64_t batch) const {
+  if (batch <= 0) ThrowUsage("batch size must be positive, got " + std::to_string(batch));
+  total = total > 0 ? std::min(total, num_samples_) : num_samples_;
+  BatchPlan plan;
+  plan.batch = batching_.BatchSize(batch);
+  if (batching_.fixed_batch > 0) {
+    const int64_t f = batching_.fixed_batch;
+    for (int64_t first = 0; first + f <= total; first += f) plan.batches.push_back({first, f});
+    plan.samples = total / f * f;
+    plan.skipped = total - plan.samples;
+    if (plan.samples == 0) {
+      ThrowInvalid(dir_ + ": " + std::to_string(total) + " sample(s) to run (the folder holds " +
+                   std::to_string(num_samples_) + "), fewer than the model's fixed batch of " + std::to_string(f) +
+                   "; expected at least " + std::to_string(f));
+    }
+    return plan;
+  }
+  size_t r = 0;
+  for (int64_t pos = 0; pos < total;) {
+    while (records_[r].first_sample + records_[r].rows <= pos) ++r;
+    const size_t head = r;
+    SampleRange range{pos, 0};
+    while (true) {
+      const Record& rec = records_[r];
+      const int64_t n = std::min({rec.first_sample + rec.rows - pos, total - pos, batch - range.count});
+      range.count += n;
+      pos += n;
+      if (range.count == batch || pos == total) break;
+      ++r;  // the record is used up: does the next one fit with this batch?
+      if (!Compatible(head, r)) break;
+    }
+    plan.batches.push_back(range);
+  }
+  plan.samples = total;
+  return plan;
 }
 
 std::vector<Tensor> Dataset::ReadRecord(size_t i) const {
   const Record& rec = records_.at(i);
   std::vector<Tensor> out;
   out.reserve(rec.sources.size());
-  for (size_t k = 0; k < rec.sources.size(); ++k)
-    out.push_back(ReadSourceRows(rec.sources[k], k, 0, rec.rows));
+  for (size_t k = 0; k < rec.sources.size(); ++k) out.push_back(ReadSourceRows(rec.sources[k], k, 0, rec.rows));
   return out;
 }
 

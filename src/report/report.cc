@@ -176,6 +176,7 @@ ModelComparison CompareModels(const Model& before, const Model& after, const Dat
   }
   CheckComparable(a, b);
   c.samples = a.samples;
+  c.skipped = a.skipped;
   c.batch = a.batch;
   c.labelled = a.has_labels;
   c.top1_before = a.top1;
@@ -229,15 +230,14 @@ std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, co
   ExecutorOptions opt;
   opt.threads = threads;
   Executor ea(before, opt), eb(after, opt);
-  const int64_t total = std::min(samples, data.num_samples());
   // Small batches: the reference copy of every layer's values is held while the second model runs, next
   // to that model's own buffers. At 32 samples this step set the peak memory of a whole INT8 run of the
   // sample CNN, and how high depended on malloc's layout of those large blocks, not on the data.
   constexpr int64_t kBatch = 8;
   // Reference values of the current batch, by layer; compared as the second model produces its own.
   std::vector<std::vector<float>> ref(layers.size());
-  for (int64_t first = 0; first < total; first += kBatch) {
-    const std::vector<Tensor> inputs = data.ReadSamples(first, std::min(kBatch, total - first));
+  for (const SampleRange& range : data.PlanBatches(samples, kBatch).batches) {
+    const std::vector<Tensor> inputs = data.ReadSamples(range.first, range.count);
     for (auto& r : ref) r.clear();
     const ValueObserver keep = [&](const std::string& name, const Tensor& v) {
       const auto it = index.find(name);
@@ -301,8 +301,8 @@ json BuildReport(const ReportInput& in) {
   r["tensors"] = TensorTable(wb, wa);
   if (in.comparison) {
     const ModelComparison& c = *in.comparison;
-    json e = {{"data", c.data}, {"data_sha256", c.data_sha256}, {"samples", c.samples}, {"labelled", c.labelled},
-              {"batch", c.batch}};
+    json e = {{"data", c.data}, {"data_sha256", c.data_sha256}, {"samples", c.samples},
+              {"skipped_samples", c.skipped}, {"labelled", c.labelled}, {"batch", c.batch}};
     if (c.labelled) {
       e["top1_before"] = c.top1_before;
       e["top1_after"] = c.top1_after;
@@ -330,7 +330,7 @@ json BuildReport(const ReportInput& in) {
   if (in.calibration) {
     const CalibrationInfo& c = *in.calibration;
     r["calibration"] = {{"data", c.data}, {"data_sha256", c.data_sha256}, {"samples", c.samples},
-                        {"table", c.table}, {"reused_table", c.reused_table}};
+                        {"skipped_samples", c.skipped}, {"table", c.table}, {"reused_table", c.reused_table}};
   } else {
     r["calibration"] = nullptr;
   }
@@ -403,6 +403,11 @@ std::string FormatReportSummary(const json& r) {
        << Fixed(e["cosine_similarity"].get<double>(), 6) << ", SQNR "
        << (e["sqnr_db"].is_null() ? std::string("inf") : Fixed(e["sqnr_db"].get<double>(), 1)) << " dB, max abs error "
        << e["max_abs_error"].get<double>() << "\n";
+    if (e.value("skipped_samples", int64_t{0}) > 0) {
+      os << "            " << e["samples"].get<int64_t>() << " samples evaluated, the last "
+         << e["skipped_samples"].get<int64_t>() << " skipped: too few for the model's fixed batch of "
+         << e["batch"].get<int64_t>() << "\n";
+    }
     const json& t = r["timings"];
     if (!t.is_null() && !t["latency"].is_null()) {
       os << "latency     " << Fixed(t["latency"]["before_ms_per_sample"].get<double>(), 3) << " -> "
@@ -491,7 +496,12 @@ std::string FormatReportMarkdown(const json& r) {
   if (!r["evaluation"].is_null()) {
     const json& e = r["evaluation"];
     os << "## Accuracy and fidelity\n\nOn " << e["samples"].get<int64_t>() << " samples of `"
-       << e["data"].get<std::string>() << "` (sha256 `" << e["data_sha256"].get<std::string>() << "`).\n\n";
+       << e["data"].get<std::string>() << "` (sha256 `" << e["data_sha256"].get<std::string>() << "`)";
+    if (e.value("skipped_samples", int64_t{0}) > 0) {
+      os << "; the last " << e["skipped_samples"].get<int64_t>() << " samples were skipped: too few for the model's "
+         << "fixed batch of " << e["batch"].get<int64_t>();
+    }
+    os << ".\n\n";
     os << "| measure | value |\n|---|---:|\n";
     if (e["labelled"].get<bool>()) {
       os << "| top-1 before | " << Pct(e["top1_before"].get<double>()) << " |\n";
@@ -526,6 +536,10 @@ std::string FormatReportMarkdown(const json& r) {
     const json& c = r["calibration"];
     os << "## Calibration\n\n" << c["samples"].get<int64_t>() << " samples of `" << c["data"].get<std::string>()
        << "` (sha256 `" << c["data_sha256"].get<std::string>() << "`)";
+    if (c.value("skipped_samples", int64_t{0}) > 0) {
+      os << "; the last " << c["skipped_samples"].get<int64_t>() << " samples were skipped: too few for the model's "
+         << "fixed batch";
+    }
     if (!c["table"].get<std::string>().empty()) {
       os << (c["reused_table"].get<bool>() ? ", statistics reused from `" : ", statistics saved to `")
          << c["table"].get<std::string>() << "`";

@@ -33,6 +33,7 @@ struct ModelComparison {
   std::string data;         // folder as given by the user
   std::string data_sha256;  // set by the caller: hashing reads every byte, once per run is enough
   int64_t samples = 0;
+  int64_t skipped = 0;      // trailing samples too few to fill the model's fixed batch (not evaluated)
   bool labelled = false;
   int64_t batch = 0;
   double top1_before = 0, top1_after = 0;  // when labelled
@@ -47,7 +48,8 @@ ModelComparison CompareModels(const Model& before, const Model& after, const Dat
                               const std::string& data_label, const CompareOptions& options);
 
 // SQNR of every intermediate value the two models share by name (the compressed model's layer outputs
-// against the original's), over the first `samples` of `data`. In graph order of `before`.
+// against the original's), over the first `samples` of `data` (in the batches Dataset::PlanBatches
+// forms). In graph order of `before`.
 struct LayerSqnr {
   std::string name;     // value name
   std::string op_type;  // producer in the original model
@@ -61,6 +63,7 @@ struct CalibrationInfo {
   std::string data;  // folder, or empty when a saved table was reused without data
   std::string data_sha256;
   int64_t samples = 0;
+  int64_t skipped = 0;  // trailing samples too few to fill the model's fixed batch (not used)
   std::string table;  // --calib-table path, if any
   bool reused_table = false;
 };
