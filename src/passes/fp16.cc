@@ -333,7 +333,6 @@ class Converter {
       } else if (overwrite) {
         it->second = t;
       }
-      (void)conflicting;
     };
     auto add = [&](const ValueInfo& v) {
       if (v.type.kind != TypeInfo::Kind::kNone) set(v.name, {v.type.kind, v.type.elem_type}, false);
