@@ -10,9 +10,22 @@
 // well typed. Inputs of a fixed type (Resize `scales` is tensor(float)) or of a parameter that has no
 // float16 keep float32. Initializers and Constant nodes are not cast at run time: they are stored in the
 // precision their readers want (both, under two names, when readers disagree).
+//
+// The bodies of If, Loop and Scan are converted the same way, each by a converter of its own. Everything
+// crossing a body's boundary stays float32: body inputs and outputs (so If/Loop/Scan outputs keep their
+// types), and values captured from an enclosing scope are read under the name of the precision the body
+// wants, which the enclosing scope provides (a constant is stored in that precision, a computed value
+// gets a Cast next to its producer).
+//
+//   Before:  W:f32 (outer initializer) ; If(then: x -> Conv(W) -> y)
+//   After:   W:f16                      ; If(then: x -> Cast -> Conv(W) -> y_fp16 -> Cast -> y)
+//
+// LSTM, GRU and RNN stay float32 by default (ONNX Runtime has no float16 CPU kernel for them); their
+// weights W, R and B are still stored in float16, behind a Cast to float32 that runtimes fold at load time.
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <unordered_set>
@@ -76,7 +89,10 @@ const std::set<std::string>& DefaultBlockOps() {
       // Random generators (RandomUniformLike is on onnxconverter-common's list, the others are added):
       // float16 samples round onto a coarse grid (a uniform sample can round up to `high`, outside
       // [low, high)), so the distribution is not the one the model asks for.
-      "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "Multinomial", "Bernoulli"};
+      "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "Multinomial", "Bernoulli",
+      // Recurrent ops: ONNX Runtime's CPU provider implements LSTM, GRU and RNN for float32 only, so a float16
+      // one does not load there. Their weights are stored in float16 all the same (see IsRecurrentWeight).
+      "LSTM", "GRU", "RNN"};
   return ops;
 }
 
@@ -112,6 +128,18 @@ bool HasSubgraph(const Node& n) {
   return false;
 }
 
+// Control flow whose bodies this pass converts (their outputs and body boundaries stay float32).
+bool IsControlFlow(const Node& n) {
+  return n.IsDefaultDomain() && (n.op_type == "If" || n.op_type == "Loop" || n.op_type == "Scan");
+}
+
+// W, R and B of a recurrent op (inputs 1 to 3): weights whose float16 copy a Cast to float32 can feed
+// when the op itself stays float32.
+bool IsRecurrentWeight(const Node& n, size_t input) {
+  return n.IsDefaultDomain() && (n.op_type == "LSTM" || n.op_type == "GRU" || n.op_type == "RNN") && input >= 1 &&
+         input <= 3;
+}
+
 std::vector<std::string> StringList(const json& v) {
   std::vector<std::string> out;
   if (v.is_array()) {
@@ -144,12 +172,16 @@ struct ValueType {
 
 // What the pass knows and decides about one float32 value of the main graph.
 struct ValueState {
-  enum class Source { kGraphInput, kInitializer, kSparseInitializer, kConstantNode, kNode };
+  // kOuter: a float32 value of an enclosing scope read in this (sub)graph; stored in whichever precision
+  // the readers here want, under the names the enclosing scope gives it.
+  enum class Source { kGraphInput, kInitializer, kSparseInitializer, kConstantNode, kNode, kOuter };
   Source source = Source::kNode;
   size_t node = 0;         // producer, for kConstantNode and kNode
   bool flex = false;       // a constant: stored in whichever precision its readers want
   Prec home = Prec::kF32;  // the precision the producer writes (for constants: the one keeping the name)
   bool need[2] = {false, false};
+  bool need_any = false;    // read by an op indifferent to precision (Shape, Size)
+  bool weight_f32 = false;  // read as float32 by a recurrent op's weight input (only; see IsRecurrentWeight)
   bool graph_output = false;
   Prec output_prec = Prec::kF32;
   std::string names[2];  // the name holding the value in each precision; "" when not made
@@ -160,6 +192,7 @@ enum class Req { kNone, kF32, kF16, kAny };
 
 struct NodePlan {
   bool touches = false;      // reads or writes float32 tensors (or values of unknown type)
+  bool control_flow = false;  // If/Loop/Scan whose bodies are converted; the node itself stays float32
   std::string block_reason;  // non-empty: kept in float32
   bool converted = false;    // computes in float16
   std::vector<Req> in;       // per input
@@ -172,6 +205,19 @@ struct Fp16Options {
   std::set<std::string> block_nodes;
 };
 
+// What all converters of one model (main graph and bodies) share: value names are unique across the model,
+// so one type table serves every graph.
+struct Shared {
+  explicit Shared(const Graph& root) : names(root) {}
+  passes::NameGenerator names;
+  std::map<std::string, ValueType> types;
+  std::map<std::string, OpSignature> sigs;
+  std::unordered_set<std::string> int_derived;  // float32 values computed from integers
+  int64_t converted_initializers = 0, converted_nodes = 0, casts = 0, blocked_nodes = 0, clamped = 0,
+          subgraphs = 0, weight_casts = 0;
+  std::map<std::string, int64_t> blocked_by_reason;
+};
+
 class Converter {
  public:
   Converter(Model& model, PassContext& ctx, const Fp16Options& options)
@@ -180,7 +226,21 @@ class Converter {
         ctx_(ctx),
         opt_(options),
         opset_(model.OpsetVersion("")),
-        names_(model.graph) {}
+        owned_(std::make_unique<Shared>(model.graph)),
+        sh_(*owned_),
+        outer_(nullptr),
+        io_f32_(options.keep_io_types) {}
+
+  // The converter of a body of an If/Loop/Scan node of `outer`'s graph.
+  Converter(Converter& outer, Graph& body)
+      : model_(outer.model_),
+        g_(body),
+        ctx_(outer.ctx_),
+        opt_(outer.opt_),
+        opset_(outer.opset_),
+        sh_(outer.sh_),
+        outer_(&outer),
+        io_f32_(true) {}
 
   void Run() {
     if (opset_ == 0) {
@@ -196,52 +256,114 @@ class Converter {
     }
     CollectTypes();
     if (ctx_.calibration() != nullptr) FindOverflowingValues();
-    order_ = TopologicalOrder(g_);
-    Plan();
-    Require();
-    Resolve();
-    Rewrite();
+    PlanAndRequire();
+    ResolveAndRewrite();
     CountAll();
   }
 
  private:
+  // Plans this graph, and (from PlanNode) every body below it, then records what each value must be
+  // available as; requirements on values of enclosing scopes are passed up.
+  void PlanAndRequire() {
+    order_ = TopologicalOrder(g_);
+    Plan();
+    Require();
+  }
+
+  // Top-down: the names in this graph are fixed first, then each body picks the outer names it reads.
+  // Bodies are rewritten before this graph, whose rewrite moves the nodes holding them.
+  void ResolveAndRewrite() {
+    Resolve();
+    for (auto& body : bodies_) body->ResolveAndRewrite();
+    Rewrite();
+  }
+
+  // Called by a body: it reads outer value `name` in precision `p`.
+  void NeedFromBody(const std::string& name, Prec p) {
+    ValueState* s = State(name);
+    if (s == nullptr) ThrowInternal("fp16: body reads '" + name + "', which its enclosing graph does not track");
+    s->need[static_cast<int>(p)] = true;
+  }
+
+  // Called by a body: it reads outer value `name` in whichever precision it has.
+  void NeedAnyFromBody(const std::string& name) {
+    ValueState* s = State(name);
+    if (s == nullptr) ThrowInternal("fp16: body reads '" + name + "', which its enclosing graph does not track");
+    s->need_any = true;
+  }
+
+  // Called by a body after this graph is resolved: the precision outer value `name` is held in.
+  Prec HomeForBody(const std::string& name) {
+    const ValueState* s = State(name);
+    if (s == nullptr) ThrowInternal("fp16: no state for '" + name + "' in the enclosing graph");
+    return s->home;
+  }
+
+  // Called by a body after this graph is resolved: the name holding outer value `name` in precision `p`.
+  std::string NameForBody(const std::string& name, Prec p) {
+    const ValueState* s = State(name);
+    if (s == nullptr || s->names[static_cast<int>(p)].empty()) {
+      ThrowInternal("fp16: no " + std::string(p == Prec::kF16 ? "float16" : "float32") + " name for '" + name +
+                    "' in the enclosing graph");
+    }
+    return s->names[static_cast<int>(p)];
+  }
+
   // ---- names ----------------------------------------------------------------------------------------
 
   // `base`, or `base_1`, `base_2`, ... : the first name no graph of the model uses yet.
-  std::string Fresh(const std::string& base) { return names_.Make(base); }
+  std::string Fresh(const std::string& base) { return sh_.names.Make(base); }
 
   // ---- types ----------------------------------------------------------------------------------------
 
   const OpSignature& Sig(const std::string& op_type) {
-    auto it = sigs_.find(op_type);
-    if (it == sigs_.end()) it = sigs_.emplace(op_type, LookupSignature("", op_type, opset_)).first;
+    auto it = sh_.sigs.find(op_type);
+    if (it == sh_.sigs.end()) it = sh_.sigs.emplace(op_type, LookupSignature("", op_type, opset_)).first;
     return it->second;
   }
 
+  // Types of the values of every graph of the model. Sibling bodies may reuse a name; a name declared with
+  // two different types is left untyped (its readers stay float32).
   void CollectTypes() {
     Model typed = model_;  // tensors share their buffers, so the copy is cheap
     InferShapes(typed);
-    auto add = [this](const ValueInfo& v) {
-      if (v.type.kind != TypeInfo::Kind::kNone && !types_.count(v.name)) {
-        types_[v.name] = {v.type.kind, v.type.elem_type};
+    std::set<std::string> conflicting;
+    auto set = [&](const std::string& name, ValueType t, bool overwrite) {
+      auto it = sh_.types.find(name);
+      if (it == sh_.types.end()) {
+        sh_.types[name] = t;
+      } else if (overwrite) {
+        it->second = t;
       }
     };
-    for (const Graph* g : {&g_, &typed.graph}) {
-      for (const auto& v : g->inputs) add(v);
-      for (const auto& v : g->outputs) add(v);
-      for (const auto& v : g->value_info) add(v);
+    auto add = [&](const ValueInfo& v) {
+      if (v.type.kind != TypeInfo::Kind::kNone) set(v.name, {v.type.kind, v.type.elem_type}, false);
+    };
+    for (const Graph* root : {&g_, &typed.graph}) {
+      ForEachGraph(*root, [&](const Graph& g) {
+        for (const auto& v : g.inputs) add(v);
+        for (const auto& v : g.outputs) add(v);
+        for (const auto& v : g.value_info) add(v);
+      });
     }
     // What the data says wins over any declaration.
-    for (const auto& t : g_.initializers) types_[t.name()] = {TypeInfo::Kind::kTensor, t.dtype()};
-    for (const auto& s : g_.sparse_initializers) {
-      types_[s.values.name()] = {TypeInfo::Kind::kTensor, s.values.dtype()};
-    }
-    for (const auto& n : g_.nodes) {
-      if (n.op_type != "Constant" || !n.IsDefaultDomain() || n.outputs.empty()) continue;
-      const DType t = ConstantDType(n);
-      if (t != DType::kUndefined) types_[n.outputs[0]] = {TypeInfo::Kind::kTensor, t};
-    }
-    PropagateTypes();
+    std::map<std::string, DType> data_types;
+    ForEachGraph(g_, [&](const Graph& g) {
+      auto record = [&](const std::string& name, DType t) {
+        const auto [it, inserted] = data_types.emplace(name, t);
+        if (!inserted && it->second != t) conflicting.insert(name);
+        set(name, {TypeInfo::Kind::kTensor, t}, true);
+      };
+      for (const auto& t : g.initializers) record(t.name(), t.dtype());
+      for (const auto& s : g.sparse_initializers) record(s.values.name(), s.values.dtype());
+      for (const auto& n : g.nodes) {
+        if (n.op_type != "Constant" || !n.IsDefaultDomain() || n.outputs.empty()) continue;
+        const DType t = ConstantDType(n);
+        if (t != DType::kUndefined) record(n.outputs[0], t);
+      }
+    });
+    for (const auto& name : conflicting) sh_.types.erase(name);
+    ForEachGraph(g_, [this](const Graph& g) { PropagateTypes(g); });
   }
 
   // With calibration data: the computed float32 values whose magnitude exceeds float16's range on that
@@ -282,17 +404,17 @@ class Converter {
 
   // Where shape inference left an output untyped, the schema often still says its element type: a fixed
   // type, the type of an input bound to the same type parameter, or Cast's `to`.
-  void PropagateTypes() {
-    for (size_t idx : TopologicalOrder(g_)) {
-      const Node& n = g_.nodes[idx];
+  void PropagateTypes(const Graph& graph) {
+    for (size_t idx : TopologicalOrder(graph)) {
+      const Node& n = graph.nodes[idx];
       if (!n.IsDefaultDomain()) continue;
       for (size_t k = 0; k < n.outputs.size(); ++k) {
         const std::string& out = n.outputs[k];
-        if (out.empty() || types_.count(out)) continue;
+        if (out.empty() || sh_.types.count(out)) continue;
         if (n.op_type == "Cast") {
           const Attribute* to = n.FindAttr("to");
           if (to != nullptr && to->type == AttrType::kInt && IsKnownDType(static_cast<int32_t>(to->i))) {
-            types_[out] = {TypeInfo::Kind::kTensor, static_cast<DType>(to->i)};
+            sh_.types[out] = {TypeInfo::Kind::kTensor, static_cast<DType>(to->i)};
           }
           continue;
         }
@@ -301,14 +423,14 @@ class Converter {
         const std::string ts = sig.OutputTypeStr(k);
         const auto allowed = sig.allowed.find(ts);
         if (ts.rfind("tensor(", 0) == 0 && allowed != sig.allowed.end() && allowed->second.size() == 1) {
-          types_[out] = {TypeInfo::Kind::kTensor, allowed->second[0]};
+          sh_.types[out] = {TypeInfo::Kind::kTensor, allowed->second[0]};
           continue;
         }
         for (size_t i = 0; i < n.inputs.size(); ++i) {
           if (n.inputs[i].empty() || sig.InputTypeStr(i) != ts) continue;
           const ValueType* t = TypeOf(n.inputs[i]);
           if (t != nullptr && t->kind == TypeInfo::Kind::kTensor) {
-            types_[out] = *t;
+            sh_.types[out] = *t;
             break;
           }
         }
@@ -317,8 +439,8 @@ class Converter {
   }
 
   const ValueType* TypeOf(const std::string& name) const {
-    const auto it = types_.find(name);
-    return it == types_.end() ? nullptr : &it->second;
+    const auto it = sh_.types.find(name);
+    return it == sh_.types.end() ? nullptr : &it->second;
   }
 
   bool IsFloat32(const std::string& name) const {
@@ -346,7 +468,10 @@ class Converter {
     for (const auto& o : n.outputs) {
       if (overflow_.count(o)) return "its output exceeds float16's range (65504) on the calibration data";
     }
-    if (HasSubgraph(n)) return "has subgraphs, which stay float32";
+    if (HasSubgraph(n) && !(IsControlFlow(n) && model_.ir_version >= 4)) {
+      // Before IR version 4 a body cannot hold the new initializers a conversion may need.
+      return "has subgraphs, which stay float32";
+    }
     if (IsAttributeTyped(n.op_type)) return "output type is set by an attribute";
     if (HasFloat32OnlyBody(n.op_type)) return "its ONNX function body is float32 only";
     if (!untyped.empty()) return "type of '" + untyped + "' is unknown";
@@ -370,8 +495,14 @@ class Converter {
       if (!IsFloat32(v->name)) continue;
       ValueState s;
       s.source = ValueState::Source::kGraphInput;
-      s.home = opt_.keep_io_types ? Prec::kF32 : Prec::kF16;
+      s.home = io_f32_ ? Prec::kF32 : Prec::kF16;
       AddValue(v->name, s);
+    }
+    if (outer_ != nullptr) {
+      for (const auto& v : g_.inputs) local_.insert(v.name);
+      for (const auto& t : g_.initializers) local_.insert(t.name());
+      for (const auto& sp : g_.sparse_initializers) local_.insert(sp.values.name());
+      for (const auto& n : g_.nodes) local_.insert(n.outputs.begin(), n.outputs.end());
     }
     for (const auto& t : g_.initializers) {
       if (t.dtype() != DType::kFloat) continue;
@@ -390,11 +521,25 @@ class Converter {
     for (size_t idx : order_) PlanNode(idx);
   }
 
+  // In a body: a float32 value of an enclosing scope read here (or by a body below) gets a kOuter state.
+  void TrackOuter(const std::string& name) {
+    if (outer_ == nullptr || name.empty() || local_.count(name) || State(name) != nullptr) return;
+    if (!IsFloat32(name) || outer_->State(name) == nullptr) return;
+    ValueState s;
+    s.source = ValueState::Source::kOuter;
+    s.flex = true;
+    AddValue(name, s);
+  }
+
   void PlanNode(size_t idx) {
-    const Node& n = g_.nodes[idx];
+    Node& n = g_.nodes[idx];
     NodePlan& p = plans_[idx];
     p.in.assign(n.inputs.size(), Req::kNone);
     p.out16.assign(n.outputs.size(), false);
+    for (const auto& s : n.inputs) TrackOuter(s);
+    if (HasSubgraph(n)) {
+      for (const auto& s : OuterScopeInputs(n)) TrackOuter(s);
+    }
     std::string untyped, non_tensor;
     auto look = [&](const std::string& name) {
       if (name.empty()) return;
@@ -430,11 +575,22 @@ class Converter {
     }
     if (FromIntegers(n)) {
       for (const auto& out : n.outputs) {
-        if (!out.empty() && IsFloat32(out)) int_derived_.insert(out);
+        if (!out.empty() && IsFloat32(out)) sh_.int_derived.insert(out);
       }
       if (p.block_reason.empty()) p.block_reason = "computes from integers (shape arithmetic)";
     }
-    if (p.block_reason.empty()) Switch(n, p);
+    if (p.block_reason.empty() && IsControlFlow(n)) {
+      p.control_flow = true;
+      for (auto& a : n.attributes) {
+        for (auto& body : a.graphs) {
+          bodies_.push_back(std::make_unique<Converter>(*this, body));
+          bodies_.back()->PlanAndRequire();
+          ++sh_.subgraphs;
+        }
+      }
+    } else if (p.block_reason.empty()) {
+      Switch(n, p);
+    }
     for (size_t i = 0; i < n.inputs.size(); ++i) {
       if (p.in[i] == Req::kNone && !n.inputs[i].empty() && IsFloat32(n.inputs[i])) p.in[i] = Req::kF32;
     }
@@ -458,7 +614,7 @@ class Converter {
       const std::string& in = n.inputs[i];
       if (in.empty()) continue;
       if (IsFloat32(in)) {
-        if (int_derived_.count(in)) {
+        if (sh_.int_derived.count(in)) {
           from_ints = true;
           continue;
         }
@@ -549,16 +705,24 @@ class Converter {
       for (size_t i = 0; i < n.inputs.size(); ++i) {
         ValueState* s = State(n.inputs[i]);
         if (s == nullptr) continue;
-        if (p.in[i] == Req::kF32) s->need[0] = true;
+        if (p.in[i] == Req::kF32) {
+          if (s->flex && s->source != ValueState::Source::kOuter && !p.block_reason.empty() &&
+              IsRecurrentWeight(n, i)) {
+            s->weight_f32 = true;
+          } else {
+            s->need[0] = true;
+          }
+        }
         if (p.in[i] == Req::kF16) s->need[1] = true;
+        if (p.in[i] == Req::kAny) s->need_any = true;
       }
-      if (HasSubgraph(n)) {
+      if (HasSubgraph(n) && !p.control_flow) {
         for (const auto& name : OuterScopeInputs(n)) {
           if (ValueState* s = State(name)) s->need[0] = true;
         }
       }
     }
-    const Prec io = opt_.keep_io_types ? Prec::kF32 : Prec::kF16;
+    const Prec io = io_f32_ ? Prec::kF32 : Prec::kF16;
     for (const auto& v : g_.outputs) {
       ValueState* s = State(v.name);
       if (s == nullptr) continue;
@@ -569,11 +733,32 @@ class Converter {
       if (!s->flex && s->home != io && s->source != ValueState::Source::kNode) s->output_prec = s->home;
       s->need[static_cast<int>(s->output_prec)] = true;
     }
+    for (auto& [name, s] : values_) {
+      // A recurrent weight with no other float32 reader is stored in float16 behind a Cast.
+      if (s.weight_f32 && !s.need[0]) s.need[1] = true;
+      if (s.weight_f32 && s.need[0]) s.weight_f32 = false;
+      if (s.source != ValueState::Source::kOuter) continue;
+      for (int p = 0; p < 2; ++p) {
+        if (s.need[p]) outer_->NeedFromBody(name, static_cast<Prec>(p));
+      }
+      if (s.need_any) outer_->NeedAnyFromBody(name);
+    }
   }
 
   void Resolve() {
     for (const auto& name : value_order_) {
       ValueState& s = values_.at(name);
+      if (s.source == ValueState::Source::kOuter) {
+        for (int p = 0; p < 2; ++p) {
+          if (s.need[p]) s.names[p] = outer_->NameForBody(name, static_cast<Prec>(p));
+        }
+        s.home = s.need[1] && !s.need[0] ? Prec::kF16 : Prec::kF32;
+        if (s.need_any && !s.need[0] && !s.need[1]) {
+          s.home = outer_->HomeForBody(name);
+          s.names[static_cast<int>(s.home)] = outer_->NameForBody(name, s.home);
+        }
+        continue;
+      }
       if (s.flex) {
         if (s.graph_output) {
           s.home = s.output_prec;
@@ -588,6 +773,11 @@ class Converter {
           CopyConstant(s, name, s.names[static_cast<int>(other)], other);
         }
         if (s.home == Prec::kF16) ConvertConstantInPlace(s, name);
+        if (s.weight_f32) {
+          s.names[0] = Fresh(name + Suffix(Prec::kF32));
+          AddCast(s, name, name, s.names[0], Prec::kF32);
+          ++sh_.weight_casts;
+        }
         continue;
       }
       const Prec home = s.home;
@@ -620,7 +810,7 @@ class Converter {
     } else {
       at_start_.push_back(std::move(c));
     }
-    ++casts_;
+    ++sh_.casts;
   }
 
   void ConvertConstantInPlace(const ValueState& s, const std::string& value) {
@@ -632,10 +822,10 @@ class Converter {
       for (auto& in : g_.inputs) {
         if (in.name == value) in.type.elem_type = DType::kFloat16;
       }
-      ++converted_initializers_;
+      ++sh_.converted_initializers;
     } else {
       ConvertConstantAttrs(g_.nodes[s.node], &clamped);
-      ++converted_nodes_;
+      ++sh_.converted_nodes;
     }
     RecordClamped(value, clamped);
   }
@@ -655,7 +845,7 @@ class Converter {
         in.type.elem_type = ToDType(prec);
         new_inputs_.push_back(std::move(in));
       }
-      if (prec == Prec::kF16) ++converted_initializers_;
+      if (prec == Prec::kF16) ++sh_.converted_initializers;
     } else {
       const Node& c = g_.nodes[s.node];
       Node twin = c;
@@ -663,7 +853,7 @@ class Converter {
       twin.outputs = {new_name};
       if (prec == Prec::kF16) {
         ConvertConstantAttrs(twin, &clamped);
-        ++converted_nodes_;
+        ++sh_.converted_nodes;
       }
       after_[s.node].push_back(std::move(twin));
     }
@@ -690,7 +880,7 @@ class Converter {
 
   void RecordClamped(const std::string& name, int64_t n) {
     if (n == 0) return;
-    clamped_ += n;
+    sh_.clamped += n;
     json& per_tensor = ctx_.details()["clamped"];
     if (!per_tensor.is_object()) per_tensor = json::object();
     per_tensor[name] = per_tensor.value(name, int64_t{0}) + n;
@@ -704,12 +894,12 @@ class Converter {
       const NodePlan& p = plans_[idx];
       if (!p.block_reason.empty()) {
         // Described before any output is renamed, so that the report names the node as the user knows it.
-        ++blocked_nodes_;
+        ++sh_.blocked_nodes;
         ctx_.details()["blocked"][n.Describe()] = p.block_reason;
-        ++blocked_by_reason_[p.block_reason];
+        ++sh_.blocked_by_reason[p.block_reason];
       }
       if (p.converted) {
-        ++converted_nodes_;
+        ++sh_.converted_nodes;
         if (n.op_type == "Cast" && p.out16[0])
           n.SetAttr(Attribute::Int("to", static_cast<int64_t>(DType::kFloat16)));
         if (n.op_type == "ConstantOfShape" && p.out16[0]) ConvertConstantOfShape(n);
@@ -726,7 +916,7 @@ class Converter {
           out = s->names[static_cast<int>(s->home)];
         }
       }
-      if (HasSubgraph(n)) {
+      if (HasSubgraph(n) && !p.control_flow) {
         for (const auto& name : OuterScopeInputs(n)) {
           const ValueState* s = State(name);
           if (s == nullptr || s->names[0] == name) continue;
@@ -737,7 +927,20 @@ class Converter {
       }
     }
 
-    if (!opt_.keep_io_types) {
+    if (outer_ != nullptr) {
+      // Outer values a body returns as they are: the float32 name, as the body's output type says.
+      for (auto& v : g_.outputs) {
+        const ValueState* s = State(v.name);
+        if (s != nullptr && s->source == ValueState::Source::kOuter) v.name = s->names[0];
+      }
+      // The enclosing graph describes its own values; a copy here could go stale.
+      std::unordered_set<std::string> outer_names;
+      for (const auto& [name, s] : values_) {
+        if (s.source == ValueState::Source::kOuter) outer_names.insert(name);
+      }
+      passes::EraseValueInfo(g_, outer_names);
+    }
+    if (!io_f32_) {
       for (auto& v : g_.inputs) {
         const ValueState* s = State(v.name);
         if (s != nullptr && s->source == ValueState::Source::kGraphInput) v.type.elem_type = DType::kFloat16;
@@ -756,7 +959,7 @@ class Converter {
 
     // New nodes go right after their producer, so a sorted graph stays sorted.
     std::vector<Node> nodes;
-    nodes.reserve(g_.nodes.size() + at_start_.size() + casts_);
+    nodes.reserve(g_.nodes.size() + at_start_.size() + after_.size());
     for (auto& c : at_start_) nodes.push_back(std::move(c));
     for (size_t idx = 0; idx < g_.nodes.size(); ++idx) {
       nodes.push_back(std::move(g_.nodes[idx]));
@@ -768,10 +971,10 @@ class Converter {
     for (auto& t : new_initializers_) g_.initializers.push_back(std::move(t));
     for (auto& v : new_inputs_) g_.inputs.push_back(std::move(v));
 
-    if (blocked_nodes_ > 0) {
-      std::string note = "fp16: kept " + std::to_string(blocked_nodes_) + " node(s) in float32:";
+    if (outer_ == nullptr && sh_.blocked_nodes > 0) {
+      std::string note = "fp16: kept " + std::to_string(sh_.blocked_nodes) + " node(s) in float32:";
       bool first = true;
-      for (const auto& [reason, count] : blocked_by_reason_) {
+      for (const auto& [reason, count] : sh_.blocked_by_reason) {
         note += (first ? " " : "; ") + reason + " (" + std::to_string(count) + ")";
         first = false;
       }
@@ -817,11 +1020,13 @@ class Converter {
   }
 
   void CountAll() {
-    ctx_.Count("converted_initializers", converted_initializers_);
-    ctx_.Count("converted_nodes", converted_nodes_);
-    ctx_.Count("inserted_casts", casts_);
-    ctx_.Count("blocked_nodes", blocked_nodes_);
-    ctx_.Count("clamped_values", clamped_);
+    ctx_.Count("converted_initializers", sh_.converted_initializers);
+    ctx_.Count("converted_nodes", sh_.converted_nodes);
+    ctx_.Count("inserted_casts", sh_.casts);
+    ctx_.Count("blocked_nodes", sh_.blocked_nodes);
+    ctx_.Count("clamped_values", sh_.clamped);
+    if (sh_.subgraphs > 0) ctx_.Count("converted_subgraphs", sh_.subgraphs);
+    if (sh_.weight_casts > 0) ctx_.Count("float16_weights_cast_to_float32", sh_.weight_casts);
   }
 
   Model& model_;
@@ -830,23 +1035,24 @@ class Converter {
   const Fp16Options& opt_;
   const int64_t opset_;
 
-  passes::NameGenerator names_;
-  std::map<std::string, ValueType> types_;
-  std::map<std::string, OpSignature> sigs_;
+  std::unique_ptr<Shared> owned_;  // the root converter owns what all converters share
+  Shared& sh_;
+  Converter* outer_;  // the converter of the enclosing graph; null for the main graph
+  const bool io_f32_;  // graph inputs and outputs stay float32 (always in bodies)
+  std::unordered_set<std::string> local_;  // in a body: names defined in it
+  std::vector<std::unique_ptr<Converter>> bodies_;
   std::vector<size_t> order_;
   std::vector<NodePlan> plans_;
   std::map<std::string, ValueState> values_;
   std::vector<std::string> value_order_;  // first-seen order, so that new names do not depend on map order
-  std::unordered_set<std::string> int_derived_;  // float32 values computed from integers
 
   std::vector<Node> at_start_;
   std::map<size_t, std::vector<Node>> after_;
   std::vector<Tensor> new_initializers_;
   std::vector<ValueInfo> new_inputs_;
 
-  int64_t converted_initializers_ = 0, converted_nodes_ = 0, casts_ = 0, blocked_nodes_ = 0, clamped_ = 0;
-  std::map<std::string, int64_t> blocked_by_reason_;
-  std::set<std::string> overflow_;  // values beyond float16's range on the calibration data
+  // Values of the main graph beyond float16's range on the calibration data (FindOverflowingValues).
+  std::set<std::string> overflow_;
 };
 
 class Fp16Pass : public Pass {

@@ -3,7 +3,9 @@
 //   static        calibrated activation ranges, QuantizeLinear/DequantizeLinear pairs (format qdq),
 //   optionally
 //                 turned into integer operators afterwards (format qop)
-//   dynamic       activations quantized at run time (quantize_dynamic.cc)
+//   dynamic       activations quantized at run time (quantize_dynamic.cc); LSTM, GRU and RNN weights as in
+//                 weights_only (ONNX Runtime's DynamicQuantizeLSTM is not used: the compress executor has no
+//                 kernel for it, so --eval could not run the result; GRU and RNN have no integer kernel)
 //   weights_only  int8 weights behind DequantizeLinear, float computation
 //
 // QuantizeLinear/DequantizeLinear exist from opset 10; their per-axis form (per-channel weights) from 13.
@@ -87,6 +89,7 @@ class QuantizePass : public Pass {
   void Run(Model& model, PassContext& ctx) override {
     if (mode_ == "dynamic") {
       QuantizeDynamic(model, options_, ctx);
+      QuantizeRecurrentWeights(model, ctx);
       return;
     }
     if (mode_ == "static" && ctx.calibration() == nullptr) {
@@ -113,6 +116,32 @@ class QuantizePass : public Pass {
   }
 
  private:
+  static bool HasRecurrent(const Model& model) {
+    bool found = false;
+    ForEachGraph(model.graph, [&](const Graph& g) {
+      for (const auto& n : g.nodes) {
+        found = found || (n.IsDefaultDomain() && (n.op_type == "LSTM" || n.op_type == "GRU" || n.op_type == "RNN"));
+      }
+    });
+    return found;
+  }
+
+  // Dynamic mode: int8 W and R behind DequantizeLinear for the recurrent ops, per channel where the opset
+  // allows it (13), per tensor from 10; the opset is not changed for this.
+  void QuantizeRecurrentWeights(Model& model, PassContext& ctx) const {
+    if (!HasRecurrent(model)) return;
+    const int64_t opset = model.OpsetVersion("");
+    if (opset < kPerTensorOpset) {
+      ctx.Note("quantize: LSTM/GRU/RNN weights stay float: DequantizeLinear needs opset 10, the model has " +
+               std::to_string(opset));
+      return;
+    }
+    passes::QdqOptions qdq = qdq_;
+    qdq.recurrent_only = true;
+    qdq.per_channel = qdq.per_channel && opset >= kPerChannelOpset;
+    passes::QuantizeWeightsOnly(model, qdq, ctx);
+  }
+
   json options_;
   std::string mode_, format_;
   passes::QdqOptions qdq_;

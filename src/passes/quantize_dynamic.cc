@@ -22,6 +22,10 @@
 // several nodes is quantized once. DynamicQuantizeLinear needs opset 11: an older model is converted to 11
 // first, and when that fails every node stays in float. Nodes left in float are listed in
 // details["float_nodes"] with the reason, and in the notes.
+//
+// Nodes inside If/Loop/Scan bodies are quantized too, with weights from the body or an enclosing scope:
+// the quantized copy and the DynamicQuantizeLinear live in the body, next to their readers. LSTM, GRU and
+// RNN get int8 W and R behind DequantizeLinear (the weights-only form, see quantize.cc).
 
 #include "compress/passes/quantize_dynamic.h"
 
@@ -73,10 +77,7 @@ class DynamicQuantizer {
 
   void Run() {
     ctx_.details()["float_nodes"] = json::array();
-    std::vector<std::string> reasons = Assess();
-    bool any = false;
-    for (size_t i = 0; i < reasons.size(); ++i)
-      any = any || (IsCandidate(model_.graph.nodes[i]) && reasons[i].empty());
+    bool any = AnyQuantizable(model_.graph, nullptr);
     const int64_t opset = model_.OpsetVersion("");
     if (any && opset < kMinOpset) {
       std::string why;
@@ -84,28 +85,95 @@ class DynamicQuantizer {
         const std::string reason = "opset " + std::to_string(opset) +
                                    " has no DynamicQuantizeLinear (opset " + std::to_string(kMinOpset) +
                                    ") and converting the model failed: " + why.substr(0, why.find('\n'));
-        for (auto& r : reasons) {
-          if (r.empty()) r = reason;
-        }
-        Report(reasons);
+        ForEachGraph(model_.graph, [&](Graph& g) {
+          g_ = &g;
+          std::vector<std::string> reasons = Assess();
+          for (size_t i = 0; i < reasons.size(); ++i) {
+            if (IsCandidate(g.nodes[i]) && reasons[i].empty()) reasons[i] = reason;
+          }
+          Report(reasons);
+        });
+        g_ = nullptr;
         return;
       }
       ctx_.Note("converted the model from opset " + std::to_string(opset) + " to " +
                 std::to_string(kMinOpset) + " for DynamicQuantizeLinear");
       ctx_.details()["opset"] = {{"from", opset}, {"to", kMinOpset}};
-      // The converter rebuilt the graph: assess it again.
-      reasons = Assess();
     }
-    Report(reasons);
-    if (any) Rewrite(reasons);
+    InGraph(model_.graph, nullptr, any);
+    if (any) {
+      // Float weights no node (and no body) reads any more, in whichever graph defines them.
+      ForEachGraph(model_.graph, [&](Graph& g) {
+        const auto uses = passes::UseCounts(g);
+        std::unordered_set<std::string> unused;
+        for (const auto& t : g.initializers) {
+          if (consumed_.count(t.name()) && !uses.count(t.name())) unused.insert(t.name());
+        }
+        passes::EraseInitializers(g, unused);
+      });
+    }
   }
 
  private:
+  // The constant initializers visible in `g`: its own, then those of enclosing scopes.
+  using Scope = std::map<std::string, const Tensor*>;
+
+  Scope Visible(const Graph& g, const Scope* outer) const {
+    Scope visible = outer != nullptr ? *outer : Scope{};
+    for (const auto& t : g.initializers) {
+      if (!passes::IsOverridable(model_, g, t.name())) visible[t.name()] = &t;
+    }
+    return visible;
+  }
+
+  bool AnyQuantizable(Graph& g, const Scope* outer) {
+    g_ = &g;
+    scope_ = outer;
+    const std::vector<std::string> reasons = Assess();
+    bool any = false;
+    for (size_t i = 0; i < reasons.size(); ++i) any = any || (IsCandidate(g.nodes[i]) && reasons[i].empty());
+    const Scope visible = Visible(g, outer);
+    for (auto& n : g.nodes) {
+      for (auto& a : n.attributes) {
+        for (auto& body : a.graphs) any = AnyQuantizable(body, &visible) || any;
+      }
+    }
+    g_ = nullptr;
+    scope_ = nullptr;
+    return any;
+  }
+
+  // Bodies first (their nodes keep their place while the bodies are rewritten), then `g` itself.
+  void InGraph(Graph& g, const Scope* outer, bool rewrite) {
+    const Scope visible = Visible(g, outer);
+    for (auto& n : g.nodes) {
+      for (auto& a : n.attributes) {
+        for (auto& body : a.graphs) InGraph(body, &visible, rewrite);
+      }
+    }
+    g_ = &g;
+    scope_ = outer;
+    const std::vector<std::string> reasons = Assess();
+    Report(reasons);
+    if (rewrite) Rewrite(reasons);
+    g_ = nullptr;
+    scope_ = nullptr;
+    activations_.clear();
+    weights_.clear();
+    weight_zero_point_.clear();
+  }
+
   static bool IsCandidate(const Node& n) { return IsOp(n, "MatMul") || IsOp(n, "Gemm") || IsOp(n, "Conv"); }
 
+  // A constant initializer of the current graph or of an enclosing scope.
   const Tensor* ConstantInit(const std::string& name) const {
-    if (name.empty() || passes::IsOverridable(model_, model_.graph, name)) return nullptr;
-    return model_.graph.FindInitializer(name);
+    if (name.empty()) return nullptr;
+    if (const Tensor* t = g_->FindInitializer(name)) return passes::IsOverridable(model_, *g_, name) ? nullptr : t;
+    if (scope_ != nullptr) {
+      const auto it = scope_->find(name);
+      if (it != scope_->end()) return it->second;
+    }
+    return nullptr;
   }
 
   static bool AllFinite(const Tensor& t) {
@@ -125,10 +193,10 @@ class DynamicQuantizer {
     return "";
   }
 
-  // One entry per node of the main graph: "" when the node is quantized, the reason otherwise (also "" for
-  // nodes that are not candidates at all).
+  // One entry per node of the current graph: "" when the node is quantized, the reason otherwise (also ""
+  // for nodes that are not candidates at all).
   std::vector<std::string> Assess() const {
-    const Graph& g = model_.graph;
+    const Graph& g = *g_;
     std::vector<std::string> reasons(g.nodes.size());
     for (size_t i = 0; i < g.nodes.size(); ++i) {
       const Node& n = g.nodes[i];
@@ -173,7 +241,7 @@ class DynamicQuantizer {
   }
 
   void Report(const std::vector<std::string>& reasons) {
-    const Graph& g = model_.graph;
+    const Graph& g = *g_;
     for (size_t i = 0; i < g.nodes.size(); ++i) {
       const Node& n = g.nodes[i];
       if (!IsCandidate(n) || reasons[i].empty()) continue;
@@ -309,8 +377,8 @@ class DynamicQuantizer {
   }
 
   void Rewrite(const std::vector<std::string>& reasons) {
-    Graph& g = model_.graph;
-    passes::NameGenerator names(g);
+    Graph& g = *g_;
+    passes::NameGenerator names(model_.graph);
     names_ = &names;
     const std::vector<Node> old = std::move(g.nodes);
     g.nodes.clear();
@@ -326,19 +394,13 @@ class DynamicQuantizer {
     }
     g.nodes = std::move(out);
     names_ = nullptr;
-    pending_.Flush(model_, model_.graph);
-
-    // Float weights no node reads any more.
-    const auto uses = passes::UseCounts(g);
-    std::unordered_set<std::string> unused;
-    for (const auto& name : consumed_) {
-      if (!uses.count(name)) unused.insert(name);
-    }
-    passes::EraseInitializers(g, unused);
+    pending_.Flush(model_, g);
   }
 
   Model& model_;
   PassContext& ctx_;
+  Graph* g_ = nullptr;             // the graph being assessed or rewritten
+  const Scope* scope_ = nullptr;   // constants of its enclosing scopes
   bool per_channel_ = true;
   std::unordered_set<std::string> exclude_nodes_, exclude_ops_;
   passes::NameGenerator* names_ = nullptr;

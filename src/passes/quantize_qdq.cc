@@ -119,14 +119,18 @@ Node QdqNode(const char* op, std::vector<std::string> inputs, std::string output
 // int8 weights, and the final assembly of the node list.
 class QdqWriter {
  public:
-  QdqWriter(Model& model, const QdqOptions& options, PassContext& ctx, int weight_max)
+  // `graph` is the model's main graph or one of its bodies; `outer` holds the constants of the enclosing
+  // scopes that nodes of a body may read (null for the main graph).
+  QdqWriter(Model& model, const QdqOptions& options, PassContext& ctx, int weight_max, Graph* graph = nullptr,
+            const std::map<std::string, Tensor>* outer = nullptr)
       : model_(model),
-        g_(model.graph),
+        g_(graph != nullptr ? *graph : model.graph),
         opt_(options),
         ctx_(ctx),
         names_(model.graph),
         weight_max_(weight_max) {
     TopologicalSort(g_);
+    if (outer != nullptr) consts_ = *outer;
     for (const auto& t : g_.initializers) {
       if (!IsOverridable(model_, g_, t.name())) consts_[t.name()] = t;
     }
@@ -138,8 +142,12 @@ class QdqWriter {
     const GraphIndex index(g_);
     producer_ = index.producer;
     consumers_ = index.consumers;
-    CollectTypes();
+    if (&g_ == &model_.graph) CollectTypes();
   }
+
+  // The constants visible in this graph (its own and those of enclosing scopes), for the bodies below it.
+  const std::map<std::string, Tensor>& constants() const { return consts_; }
+  const std::set<std::string>& replaced() const { return replaced_; }
 
  protected:
   struct QWeight {
@@ -277,9 +285,9 @@ class QdqWriter {
 
   void ReportFloatNodes() {
     if (float_nodes_.empty()) return;
-    json list = json::array();
+    json& list = ctx_.details()["float_nodes"];
+    if (!list.is_array()) list = json::array();
     for (const auto& [idx, entry] : float_nodes_) list.push_back(entry);
-    ctx_.details()["float_nodes"] = std::move(list);
   }
 
   Model& model_;
@@ -883,17 +891,26 @@ class StaticQuantizer : public QdqWriter {
 
 class WeightsOnlyQuantizer : public QdqWriter {
  public:
-  WeightsOnlyQuantizer(Model& model, const QdqOptions& options, PassContext& ctx)
-      : QdqWriter(model, options, ctx, kFullWeightMax) {}
+  WeightsOnlyQuantizer(Model& model, const QdqOptions& options, PassContext& ctx, Graph& graph,
+                       const std::map<std::string, Tensor>* outer)
+      : QdqWriter(model, options, ctx, kFullWeightMax, &graph, outer) {}
 
-  void Run() {
+  // Quantizes the weights read in this graph; returns the number of nodes reading an int8 weight now.
+  int64_t Run() {
     int64_t nodes = 0;
     for (size_t idx = 0; idx < g_.nodes.size(); ++idx) {
       Node& n = g_.nodes[idx];
       if (!n.IsDefaultDomain() || n.inputs.size() < 2) continue;
       const std::string& op = n.op_type;
+      if (opt_.recurrent_only && !IsRecurrent(op)) continue;
       size_t wi = 1;
       int64_t axis = -1;
+      if (IsRecurrent(op)) {
+        // W [directions, gates x hidden, input] and R [directions, gates x hidden, hidden]: one scale per
+        // row (per gate unit) along axis 1. The bias B stays float.
+        QuantizeRecurrent(idx, &nodes);
+        continue;
+      }
       if (op == "Gather") {
         // Only lookups in a constant table are weights; Gather on activations is data movement.
         const Tensor* t = Const(n.inputs[0]);
@@ -925,14 +942,103 @@ class WeightsOnlyQuantizer : public QdqWriter {
       ++nodes;
     }
     Commit();
-    ctx_.Count("quantized_nodes", nodes);
-    ctx_.Count("quantized_weights", quantized_weights_);
     ReportFloatNodes();
-    ctx_.Note("quantize: weights only: " + std::to_string(quantized_weights_) + " int8 weight(s) " +
-              (opt_.per_channel ? "per channel" : "per tensor") +
-              " behind DequantizeLinear; computation stays float");
+    return nodes;
   }
+
+  int64_t quantized_weights() const { return quantized_weights_; }
+
+ private:
+  static bool IsRecurrent(const std::string& op) { return op == "LSTM" || op == "GRU" || op == "RNN"; }
+
+  void QuantizeRecurrent(size_t idx, int64_t* nodes) {
+    Node& n = g_.nodes[idx];
+    std::string why = Excluded(n);
+    if (why.empty() && n.inputs.size() < 3) why = "missing W or R";
+    for (size_t wi = 1; why.empty() && wi <= 2; ++wi) {
+      const Tensor* w = Const(n.inputs[wi]);
+      if (w == nullptr) {
+        why = "weight '" + n.inputs[wi] + "' is computed at run time";
+      } else if (w->dtype() != DType::kFloat) {
+        why = "weight '" + n.inputs[wi] + "' is not float32";
+      } else if (w->rank() != 3) {
+        why = "weight '" + n.inputs[wi] + "' has rank " + std::to_string(w->rank()) + ", not 3";
+      }
+    }
+    if (!why.empty()) {
+      FloatNode(idx, why);
+      return;
+    }
+    for (size_t wi = 1; wi <= 2; ++wi) n.inputs[wi] = Weight(n.inputs[wi], opt_.per_channel ? 1 : -1, idx).dq;
+    ++*nodes;
+    ++recurrent_nodes_;
+  }
+
+ public:
+  int64_t recurrent_nodes_ = 0;
 };
+
+// Runs the weights-only quantizer on `graph` and, first, on the bodies of its nodes (bottom up, so that a
+// body is rewritten before the node holding it moves). `outer` holds the constants of enclosing scopes.
+void WeightsOnlyInGraph(Model& model, Graph& graph, const std::map<std::string, Tensor>* outer,
+                        const QdqOptions& options, PassContext& ctx, std::set<std::string>* replaced,
+                        int64_t totals[3]) {
+  bool has_bodies = false;
+  for (const auto& n : graph.nodes) has_bodies = has_bodies || HasSubgraph(n);
+  if (has_bodies) {
+    // The constants the bodies see: this graph's and the enclosing ones (a body's own shadow them).
+    std::map<std::string, Tensor> visible = outer != nullptr ? *outer : std::map<std::string, Tensor>{};
+    for (const auto& t : graph.initializers) {
+      if (!IsOverridable(model, graph, t.name())) visible[t.name()] = t;
+    }
+    for (const auto& n : graph.nodes) {
+      if (!IsOp(n, "Constant")) continue;
+      if (auto v = ConstantNodeValue(n)) visible[n.outputs[0]] = std::move(*v);
+    }
+    for (auto& n : graph.nodes) {
+      for (auto& a : n.attributes) {
+        for (auto& body : a.graphs) WeightsOnlyInGraph(model, body, &visible, options, ctx, replaced, totals);
+      }
+    }
+  }
+  WeightsOnlyQuantizer q(model, options, ctx, graph, outer);
+  totals[0] += q.Run();
+  totals[1] += q.quantized_weights();
+  totals[2] += q.recurrent_nodes_;
+  replaced->insert(q.replaced().begin(), q.replaced().end());
+}
+
+// Float constants of enclosing scopes that bodies read through an int8 copy now: removed from the graph
+// defining them once nothing (no node, no body) reads them any more.
+void EraseUnreadConstants(Graph& graph, const std::set<std::string>& names) {
+  for (auto& n : graph.nodes) {
+    for (auto& a : n.attributes) {
+      for (auto& body : a.graphs) EraseUnreadConstants(body, names);
+    }
+  }
+  const auto uses = UseCounts(graph);
+  std::unordered_set<std::string> unused;
+  auto unread = [&](const std::string& name) {
+    if (!names.count(name)) return false;
+    const auto it = uses.find(name);
+    return it == uses.end() || it->second == 0;
+  };
+  for (const auto& t : graph.initializers) {
+    if (unread(t.name())) unused.insert(t.name());
+  }
+  for (const auto& n : graph.nodes) {
+    if (IsOp(n, "Constant") && n.outputs.size() == 1 && unread(n.outputs[0])) unused.insert(n.outputs[0]);
+  }
+  if (unused.empty()) return;
+  EraseInitializers(graph, unused);
+  graph.nodes.erase(std::remove_if(graph.nodes.begin(), graph.nodes.end(),
+                                   [&](const Node& n) {
+                                     return IsOp(n, "Constant") && n.outputs.size() == 1 &&
+                                            unused.count(n.outputs[0]) != 0;
+                                   }),
+                    graph.nodes.end());
+  EraseValueInfo(graph, unused);
+}
 
 }  // namespace
 
@@ -948,7 +1054,25 @@ void QuantizeStaticQdq(Model& model, const QdqOptions& options, PassContext& ctx
 }
 
 void QuantizeWeightsOnly(Model& model, const QdqOptions& options, PassContext& ctx) {
-  WeightsOnlyQuantizer(model, options, ctx).Run();
+  std::set<std::string> replaced;
+  int64_t totals[3] = {0, 0, 0};  // nodes, weights, recurrent nodes
+  WeightsOnlyInGraph(model, model.graph, nullptr, options, ctx, &replaced, totals);
+  EraseUnreadConstants(model.graph, replaced);
+  ctx.Count("quantized_nodes", totals[0]);
+  ctx.Count("quantized_weights", totals[1]);
+  if (totals[2] > 0) ctx.Count("quantized_recurrent_nodes", totals[2]);
+  if (options.recurrent_only) {
+    if (totals[2] > 0) {
+      ctx.Note("quantize: " + std::to_string(totals[2]) +
+               " LSTM/GRU/RNN node(s): W and R stored int8 behind DequantizeLinear (weights only, float "
+               "computation); ONNX Runtime's DynamicQuantizeLSTM is not used because the compress executor has "
+               "no kernel for it, and GRU and RNN have no integer kernel in ONNX Runtime");
+    }
+    return;
+  }
+  ctx.Note("quantize: weights only: " + std::to_string(totals[1]) + " int8 weight(s) " +
+           (options.per_channel ? "per channel" : "per tensor") +
+           " behind DequantizeLinear; computation stays float");
 }
 
 }  // namespace compress::passes

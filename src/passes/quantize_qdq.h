@@ -28,6 +28,8 @@ struct QdqOptions {
   // stored a second time. ONNX Runtime folds the Mul when it loads the model and still fuses the integer
   // kernels. Off when the QDQ graph is converted to QOperator form, which reads bias scales as constants.
   bool derive_bias_scales = true;
+  // Weights-only mode: only LSTM, GRU and RNN weights (what dynamic quantization adds for them).
+  bool recurrent_only = false;
 };
 
 // Op types that already carry quantized data; a model holding any of them is left alone.
@@ -37,8 +39,9 @@ bool IsQuantizedOp(const std::string& op_type);
 // biases behind DequantizeLinear. Needs ctx.calibration().
 void QuantizeStaticQdq(Model& model, const QdqOptions& options, PassContext& ctx);
 
-// int8 weights of Conv, ConvTranspose, Gemm, MatMul and Gather tables behind DequantizeLinear; all
-// computation stays float.
+// int8 weights of Conv, ConvTranspose, Gemm, MatMul, Gather tables and LSTM/GRU/RNN (W and R) behind
+// DequantizeLinear, in the main graph and in the bodies of If/Loop/Scan (a body's copy of a weight of an
+// enclosing scope is stored in the body); all computation stays float.
 void QuantizeWeightsOnly(Model& model, const QdqOptions& options, PassContext& ctx);
 
 }  // namespace compress::passes

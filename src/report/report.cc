@@ -391,6 +391,13 @@ std::string FormatReportSummary(const json& r) {
        << Thousands(first["weight_bytes"].get<int64_t>()) << " -> " << Thousands(last["weight_bytes"].get<int64_t>())
        << " weight bytes\n";
   }
+  for (const auto& p : r["passes"]) {
+    // A compression pass that converted less than half of the weight bytes says so, with the main reason.
+    const json& d = p["details"];
+    if (d.is_object() && d.contains("coverage") && d["coverage"].contains("summary")) {
+      os << "coverage    " << d["coverage"]["summary"].get<std::string>() << "\n";
+    }
+  }
   const json& e = r["evaluation"];
   if (!e.is_null()) {
     if (e["labelled"].get<bool>()) {

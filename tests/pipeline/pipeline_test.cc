@@ -107,5 +107,38 @@ TEST(Pipeline, RunPipelineRunsTheExpandedStepsInOrder) {
   EXPECT_EQ(runs.back().after.weight_bytes, runs.front().before.weight_bytes);
 }
 
+PassRun RunNamedPass(Model& m, const std::string& name, const nlohmann::json& options) {
+  const PassInfo* info = FindPass(name);
+  EXPECT_NE(info, nullptr);
+  const nlohmann::json full = ValidatePassOptions(*info, options, "test");
+  return RunPass(m, name, *info->create(full), full);
+}
+
+TEST(Pipeline, CompressionPassConvertingLittleSaysWhyInOneNote) {
+  // TinyModel: W [4,3] and b [3] float32 (60 bytes). With MatMul excluded only nothing is converted.
+  Model m = testing::TinyModel();
+  const PassRun run = RunNamedPass(m, "quantize", {{"mode", "weights_only"}, {"exclude_ops", {"MatMul"}}});
+  ASSERT_FALSE(run.notes.empty());
+  const std::string want =
+      "quantize: converted 0% of weight bytes; most of the rest stays float32: excluded by exclude_ops (1 node)";
+  EXPECT_EQ(std::count(run.notes.begin(), run.notes.end(), want), 1);
+  EXPECT_EQ(run.details["coverage"]["summary"], want);
+  EXPECT_EQ(run.details["coverage"]["weight_bytes"], 60);
+  EXPECT_EQ(run.details["coverage"]["converted_bytes"], 0);
+
+  // Mostly int64 constants: fp16 converts the 60 float bytes of 460, 13%.
+  Model big = testing::TinyModel();
+  big.graph.initializers.push_back(Tensor(DType::kInt64, {50}, "shape_table"));
+  const PassRun fp16 = RunNamedPass(big, "fp16", nlohmann::json::object());
+  EXPECT_EQ(fp16.details["coverage"]["summary"],
+            "fp16: converted 13% of weight bytes; most of the rest is in int64 tensors (shape constants, indices)");
+
+  // Converting everything says nothing.
+  Model all = testing::TinyModel();
+  const PassRun full = RunNamedPass(all, "quantize", {{"mode", "weights_only"}});
+  EXPECT_FALSE(full.details.contains("coverage"));
+  for (const auto& n : full.notes) EXPECT_EQ(n.find("of weight bytes"), std::string::npos) << n;
+}
+
 }  // namespace
 }  // namespace compress

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -128,6 +129,71 @@ Model TinyModel() {
   g.nodes.push_back(Node{"relu", "Relu", "", {"x"}, {"h"}, {}, ""});
   g.nodes.push_back(Node{"matmul", "MatMul", "", {"h", "W"}, {"hw"}, {}, ""});
   g.nodes.push_back(Node{"add", "Add", "", {"hw", "b"}, {"y"}, {}, ""});
+  return m;
+}
+
+namespace {
+
+Tensor Wave(std::vector<int64_t> dims, float scale, float phase, const std::string& name) {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = scale * std::sin(0.37f * static_cast<float>(i) + phase);
+  return Tensor::FromVector<float>(std::move(dims), v, name);
+}
+
+Attribute GraphAttr(const std::string& name, Graph g) {
+  Attribute a;
+  a.name = name;
+  a.type = AttrType::kGraph;
+  a.graphs.push_back(std::move(g));
+  return a;
+}
+
+}  // namespace
+
+Model IfConvLstmModel() {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", 17}};
+  m.producer_name = "compress-tests";
+  Graph& g = m.graph;
+  g.name = "if_conv_lstm";
+  g.inputs.push_back({"x", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(1), Dim::Fixed(4), Dim::Fixed(16)}), ""});
+  g.inputs.push_back({"flag", TypeInfo::Tensor(DType::kBool, {}), ""});
+  const TypeInfo out_type = TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(6)});
+  g.outputs.push_back({"z", out_type, ""});
+  g.initializers.push_back(Wave({8, 4, 3}, 0.5f, 0.1f, "Wc"));
+  g.initializers.push_back(Wave({8}, 0.2f, 0.7f, "bc"));
+
+  Graph then_g;
+  then_g.name = "then";
+  then_g.initializers.push_back(Wave({1, 24, 8}, 0.4f, 0.3f, "W_lstm"));
+  then_g.initializers.push_back(Wave({1, 24, 6}, 0.4f, 1.1f, "R_lstm"));
+  then_g.initializers.push_back(Wave({1, 48}, 0.1f, 0.5f, "B_lstm"));
+  Node conv{"conv", "Conv", "", {"x", "Wc", "bc"}, {"conv_out"}, {}, ""};
+  conv.attributes.push_back(Attribute::Ints("pads", {1, 1}));
+  Node tr{"then_transpose", "Transpose", "", {"conv_out"}, {"seq"}, {}, ""};
+  tr.attributes.push_back(Attribute::Ints("perm", {2, 0, 1}));
+  Node lstm{"lstm", "LSTM", "", {"seq", "W_lstm", "R_lstm", "B_lstm"}, {"lstm_y", "lstm_h"}, {}, ""};
+  lstm.attributes.push_back(Attribute::Int("hidden_size", 6));
+  then_g.nodes = {conv, tr, lstm};
+  then_g.outputs.push_back({"lstm_h", out_type, ""});
+
+  Graph else_g;
+  else_g.name = "else";
+  else_g.initializers.push_back(Wave({4, 6}, 0.5f, 0.9f, "Wm"));
+  Node etr{"else_transpose", "Transpose", "", {"x"}, {"xt"}, {}, ""};
+  etr.attributes.push_back(Attribute::Ints("perm", {2, 0, 1}));
+  Node mm{"matmul", "MatMul", "", {"xt", "Wm"}, {"mm_out"}, {}, ""};
+  Node mean{"mean", "ReduceMean", "", {"mm_out"}, {"else_out"}, {}, ""};
+  mean.attributes.push_back(Attribute::Ints("axes", {0}));
+  else_g.nodes = {etr, mm, mean};
+  else_g.outputs.push_back({"else_out", out_type, ""});
+
+  Node iff{"if", "If", "", {"flag"}, {"z"}, {}, ""};
+  iff.attributes = {GraphAttr("then_branch", std::move(then_g)), GraphAttr("else_branch", std::move(else_g))};
+  g.nodes.push_back(std::move(iff));
   return m;
 }
 

@@ -45,6 +45,17 @@ std::vector<std::string> ListDir(const std::string& dir);  // sorted names, with
 // A small valid model: input x float32[N,4] -> Relu -> MatMul(W [4,3]) -> Add(b [3]) -> y.
 Model TinyModel();
 
+// A model whose weights sit in If branches and an enclosing scope (opset 17, IR 8), like exported
+// voice-activity detectors:
+//   inputs x float32[1,4,16], flag bool[]; output z float32[1,1,6]
+//   main graph: initializers Wc [8,4,3], bc [8] (read by the then branch only); If(flag) -> z
+//   then ("then"):  Conv(x, Wc, bc; pads 1) -> Transpose [16,1,8] -> LSTM(W [1,24,8], R [1,24,6],
+//                   B [1,48]; hidden 6; node "lstm") -> Y_h [1,1,6]        (node names "conv", "lstm")
+//   else ("else"):  Transpose(x) [16,1,4] -> MatMul(Wm [4,6]) -> ReduceMean(axis 0) -> [1,1,6]
+//                   (node name "matmul")
+// Weights are deterministic, of magnitude up to about 0.5.
+Model IfConvLstmModel();
+
 std::string SourcePath(const std::string& relative);  // path inside the source tree
 
 // "" when the saved model passes the ONNX checker and then shape inference with type checking in strict

@@ -21,6 +21,7 @@ struct GraphStats {
   int64_t nodes = 0;
   int64_t initializers = 0;  // initializers and Constant-node tensors
   int64_t weight_bytes = 0;  // their storage bytes
+  std::map<DType, int64_t> bytes_by_dtype;  // weight_bytes split by element type (not in ToJson)
   nlohmann::json ToJson() const;
 };
 GraphStats MeasureGraph(const Model& model);
@@ -41,6 +42,9 @@ struct PipelineOptions {
   // Called before each pass (e.g. for a log line); may be empty.
   std::function<void(const RecipeStep& step)> on_pass;
 };
+
+// Below this share of the weight bytes converted, a compression pass (fp16, quantize) says so in one note, with the main reason, and in details["coverage"]; the run's summary repeats it.
+inline constexpr double kLowCoverage = 0.5;
 
 // Runs one pass and checks what it left: the model must satisfy VerifyModel and be topologically sorted,
 // otherwise Error(kInternal) naming the pass.
