@@ -374,8 +374,8 @@ class Converter {
     for (const auto& n : g_.nodes) {
       if (n.op_type == "Constant") continue;
       for (const auto& o : n.outputs) {
-        const auto it = types_.find(o);
-        if (!o.empty() && it != types_.end() && it->second.kind == TypeInfo::Kind::kTensor &&
+        const auto it = sh_.types.find(o);
+        if (!o.empty() && it != sh_.types.end() && it->second.kind == TypeInfo::Kind::kTensor &&
             it->second.elem == DType::kFloat) {
           names.push_back(o);
         }
