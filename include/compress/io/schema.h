@@ -56,10 +56,25 @@ OpSignature LookupSignature(const std::string& domain, const std::string& op_typ
 bool IsDefaultAttribute(const std::string& domain, const std::string& op_type, int64_t version,
                         const Attribute& a);
 
+// Checks every node against the ONNX operator schemas, in the main graph and in every subgraph, and
+// throws Error(kInvalidInput) with one line naming the node and what was expected vs found:
+//  - every opset import of the default domain ("" / "ai.onnx") and of ai.onnx.ml is a version the schema
+//    registry knows (1 to its newest); every node's domain is imported by the model;
+//  - for nodes of the default domain and ai.onnx.ml (other domains, and model-local functions, pass
+//    unchecked): the operator exists at the imported opset; the number of inputs and outputs is within the
+//    schema's bounds and no required (single) input or output is given as an empty name; every required
+//    attribute is present, no attribute is unknown or given twice, and each has the declared type;
+//  - what kernels and passes rely on for convolutions and pooling (Conv, ConvTranspose, ConvInteger,
+//    QLinearConv, MaxPool, AveragePool, LpPool): group >= 1 and dividing the channel counts where the
+//    shapes are known; kernel_shape, strides and dilations positive, pads non-negative; each of these
+//    with one entry per spatial axis (two for pads) when the number of spatial axes is known.
+void VerifyOperators(const Model& model);
+
 // Converts the model's default-domain opset to `version` with the ONNX version converter (adapting
 // nodes whose operator changed between the versions). Returns false and leaves the model unchanged when
 // the converter cannot do it (unsupported operator or version, models with subgraphs it rejects);
-// `why` then says what failed.
+// `why` then says what failed. The model is first checked with VerifyOperators (which throws): the
+// converter itself trusts its input.
 bool ConvertOpset(Model& model, int64_t version, std::string* why = nullptr);
 
 }  // namespace compress
