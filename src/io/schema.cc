@@ -52,6 +52,12 @@ void CopyValueInfo(const Graph& from, Graph& to) {
 }  // namespace
 
 bool InferShapes(Model& model) {
+  // ONNX's inference functions trust the attributes they read (a zero stride divides by zero).
+  try {
+    VerifyOperators(model);
+  } catch (const Error&) {
+    return false;
+  }
   onnx::ModelProto proto;
   io_detail::ModelToProto(model, &proto);
   // Inference fills value_info with what it derives; start from what the model declared.

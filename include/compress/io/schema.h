@@ -17,7 +17,8 @@ namespace compress {
 // replaces value_info of the main graph and of every subgraph with the inferred types of intermediate
 // values. Declared graph inputs and outputs are left as they are. A node the inference cannot handle
 // leaves its outputs without a type; it is never an error. Returns false (and changes nothing) when the
-// inference as a whole fails, e.g. on a model with conflicting declared types.
+// inference as a whole fails, e.g. on a model with conflicting declared types, or when the model fails
+// VerifyOperators (ONNX's inference functions are not safe on such nodes).
 bool InferShapes(Model& model);
 
 // The declared type of a value in `graph`: graph input, graph output or value_info (initializers carry
