@@ -470,7 +470,13 @@ void VerifyOperators(const Model& model) {
 
 bool ConvertOpset(Model& model, int64_t version, std::string* why) {
   if (model.OpsetVersion("") == version) return true;
-  VerifyOperators(model);  // the version converter does not survive malformed nodes
+  // The version converter does not survive malformed nodes (it crashes on an opset-9 Upsample without scales).
+  try {
+    VerifyOperators(model);
+  } catch (const Error& e) {
+    if (why != nullptr) *why = e.what();
+    return false;
+  }
   onnx::ModelProto proto;
   io_detail::ModelToProto(model, &proto);
   onnx::ModelProto converted;

@@ -74,8 +74,8 @@ void VerifyOperators(const Model& model);
 // Converts the model's default-domain opset to `version` with the ONNX version converter (adapting
 // nodes whose operator changed between the versions). Returns false and leaves the model unchanged when
 // the converter cannot do it (unsupported operator or version, models with subgraphs it rejects);
-// `why` then says what failed. The model is first checked with VerifyOperators (which throws): the
-// converter itself trusts its input.
+// `why` then says what failed. A model that fails VerifyOperators is never given to the converter (which
+// trusts its input): that is a failure too, with the verification's message as `why`.
 bool ConvertOpset(Model& model, int64_t version, std::string* why = nullptr);
 
 }  // namespace compress
