@@ -59,10 +59,10 @@ bool IsDefaultAttribute(const std::string& domain, const std::string& op_type, i
 
 // Checks every node against the ONNX operator schemas, in the main graph and in every subgraph, and
 // throws Error(kInvalidInput) with one line naming the node and what was expected vs found:
-//  - every opset import of the default domain ("" / "ai.onnx") and of ai.onnx.ml is a version the schema
-//    registry knows (1 to its newest); every node's domain is imported by the model;
-//  - for nodes of the default domain and ai.onnx.ml (other domains, and model-local functions, pass
-//    unchecked): the operator exists at the imported opset; the number of inputs and outputs is within the
+//  - every opset import of the default domain ("" / "ai.onnx") is a version the schema registry knows (1 to
+//    its newest), of ai.onnx.ml at least 1; every node's domain is imported by the model;
+//  - for nodes of the default domain and ai.onnx.ml (other domains, model-local functions and ai.onnx.ml
+//    imports newer than the registry's pass unchecked): the operator exists at the imported opset; the number of inputs and outputs is within the
 //    schema's bounds and no required (single) input or output is given as an empty name; every required
 //    attribute is present, no attribute is unknown or given twice, and each has the declared type;
 //  - what kernels and passes rely on for convolutions and pooling (Conv, ConvTranspose, ConvInteger,
