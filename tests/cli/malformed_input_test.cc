@@ -457,6 +457,18 @@ TEST(OperatorChecks, ContribNodePasses) {
   EXPECT_EQ(out.graph.nodes[0].AttrInt("whatever", 0), 1);
 }
 
+// ONNX Runtime writes ai.onnx.ml version 5 into the models it optimizes: newer than ONNX 1.12 knows, but
+// accepted (only the default domain's opset is capped).
+TEST(OperatorChecks, NewerMlOpsetImportPasses) {
+  TempDir dir;
+  Model m = OneNodeModel(13, Node{"relu", "Relu", "", {"x"}, {"y"}, {}, ""});
+  m.opset_imports.push_back({"ai.onnx.ml", 5});
+  const auto args = WriteModel(dir, m);
+  const auto r = testing::RunCompress({args[0], "--no-optimize", "-o", args[2]});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(LoadModel(args[2]).OpsetVersion("ai.onnx.ml"), 5);
+}
+
 // Valid uses the checks must keep accepting: an omitted optional input given as an empty name, trailing
 // optional outputs, a variadic operator, and a grouped convolution with every window attribute.
 TEST(OperatorChecks, ValidOptionalAndVariadicUsesPass) {
