@@ -6,6 +6,7 @@
 #include <climits>
 #include <memory>
 
+#include "compress/io/schema.h"
 #include "compress/ir/verify.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
@@ -63,6 +64,7 @@ Model ParseModel(const std::string& bytes, const std::string& base_dir, const st
   if (options.verify) {
     try {
       VerifyModel(model);
+      VerifyOperators(model);
     } catch (const Error& e) {
       throw Error(e.kind(), source_name + ": " + e.what());
     }

@@ -5,10 +5,15 @@
 #include <onnx/version_converter/convert.h>
 
 #include <algorithm>
+#include <cctype>
+#include <climits>
 #include <exception>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
 
+#include "compress/util/error.h"
 #include "onnx_proto.h"
 
 namespace compress {
@@ -48,6 +53,12 @@ void CopyValueInfo(const Graph& from, Graph& to) {
 }  // namespace
 
 bool InferShapes(Model& model) {
+  // ONNX's inference functions trust the attributes they read (a zero stride divides by zero).
+  try {
+    VerifyOperators(model);
+  } catch (const Error&) {
+    return false;
+  }
   onnx::ModelProto proto;
   io_detail::ModelToProto(model, &proto);
   // Inference fills value_info with what it derives; start from what the model declared.
@@ -247,8 +258,304 @@ bool AddReshapeRanks(onnx::GraphProto* graph) {
 
 }  // namespace
 
+// ---- Operator verification -------------------------------------------------------------------------
+
+namespace {
+
+const char* kDefaultDomainName = "ai.onnx";
+
+std::string DomainName(const std::string& d) { return d.empty() ? std::string(kDefaultDomainName) : d; }
+
+std::string UpperTypeName(AttrType t) {
+  std::string s = AttrTypeName(t);
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string Count(size_t n, const char* what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+}
+
+// "exactly 2", "2 to 3", "at least 1".
+std::string Range(int lo, int hi) {
+  if (lo == hi) return "exactly " + std::to_string(lo);
+  if (hi == INT_MAX) return "at least " + std::to_string(lo);
+  return std::to_string(lo) + " to " + std::to_string(hi);
+}
+
+std::string JoinInts(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+constexpr int64_t kUnknownDim = -1;
+
+// What is known about the shape of a value of `graph`: the dims of an initializer, or the declared
+// shape (unknown dims are kUnknownDim). Nullopt when the rank is unknown.
+std::optional<std::vector<int64_t>> KnownShape(const Graph& graph, const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  if (const Tensor* t = graph.FindInitializer(name)) return t->dims();
+  const TypeInfo* type = FindValueType(graph, name);
+  if (type == nullptr || type->kind != TypeInfo::Kind::kTensor || !type->has_shape) return std::nullopt;
+  std::vector<int64_t> dims;
+  for (const auto& d : type->shape) dims.push_back(d.value ? *d.value : kUnknownDim);
+  return dims;
+}
+
+struct OperatorVerifier {
+  const Model& model;
+  std::map<std::string, int64_t> imports;                   // domain ("" for ai.onnx) -> version
+  std::set<std::pair<std::string, std::string>> functions;  // model-local (domain, name)
+
+  explicit OperatorVerifier(const Model& m) : model(m) {
+    const auto& known = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+    for (const auto& imp : m.opset_imports) {
+      const std::string d = imp.domain == kDefaultDomainName ? std::string() : imp.domain;
+      imports.emplace(d, imp.version);
+      if (d.empty() || d == "ai.onnx.ml") {
+        // ai.onnx.ml imports newer than the registry's (ONNX Runtime writes version 5 into the models it
+        // optimizes) are accepted; their nodes then pass unchecked, as the schemas here may be outdated.
+        const int newest = d.empty() ? known.at(d).second : INT_MAX;
+        if (imp.version < 1 || imp.version > newest) {
+          ThrowInvalid("opset_import of domain '" + DomainName(d) + "' has version " + std::to_string(imp.version) +
+                       (newest == INT_MAX ? std::string(", expected at least 1")
+                                          : ", expected 1 to " + std::to_string(newest) +
+                                                " (the newest opset this build knows)"));
+        }
+      }
+    }
+    for (const auto& bytes : m.functions) {
+      onnx::FunctionProto f;
+      if (f.ParseFromString(bytes)) functions.emplace(f.domain() == kDefaultDomainName ? "" : f.domain(), f.name());
+    }
+  }
+
+  void VerifyGraph(const Graph& graph, const std::string& scope) {
+    for (size_t i = 0; i < graph.nodes.size(); ++i) {
+      const Node& node = graph.nodes[i];
+      const std::string op = node.IsDefaultDomain() ? node.op_type : node.domain + "::" + node.op_type;
+      const std::string where =
+          (node.name.empty() ? "node #" + std::to_string(i) + " (" + op + ")" : "node " + node.Describe()) + scope;
+      VerifyNode(graph, node, where);
+      for (const auto& a : node.attributes) {
+        for (const auto& g : a.graphs) {
+          VerifyGraph(g, " in attribute '" + a.name + "' of " + where);
+        }
+      }
+    }
+  }
+
+  void VerifyNode(const Graph& graph, const Node& node, const std::string& where) {
+    const std::string d = node.IsDefaultDomain() ? std::string() : node.domain;
+    const auto imp = imports.find(d);
+    if (imp == imports.end()) {
+      std::string have;
+      for (const auto& [dom, v] : imports) have += (have.empty() ? "" : ", ") + DomainName(dom) + " " + std::to_string(v);
+      ThrowInvalid(where + " is in domain '" + DomainName(d) + "', which the model does not import (opset_import: " +
+                   have + ")");
+    }
+    if (functions.count({d, node.op_type})) return;  // a model-local function: no schema
+    if (!d.empty() && d != "ai.onnx.ml") return;      // other domains are not ours to check
+    const int newest = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map().at(d).second;
+    if (imp->second > newest) return;  // a newer ai.onnx.ml than the schemas know
+    const int version = static_cast<int>(imp->second);
+    const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(node.op_type, version, d);
+    if (schema == nullptr) {
+      for (int v = version + 1; v <= newest; ++v) {
+        if (onnx::OpSchemaRegistry::Schema(node.op_type, v, d) != nullptr) {
+          ThrowInvalid(where + ": operator '" + node.op_type + "' is not in opset " + std::to_string(version) +
+                       " of " + DomainName(d) + " (it first appears in opset " + std::to_string(v) + ")");
+        }
+      }
+      ThrowInvalid(where + ": '" + node.op_type + "' is not an operator of " + DomainName(d) + " (opset " +
+                   std::to_string(version) + ")");
+    }
+    const std::string sig = node.op_type + "-" + std::to_string(schema->since_version());
+    CheckArity(node.inputs, schema->inputs(), schema->min_input(), schema->max_input(), "input", where, sig);
+    CheckArity(node.outputs, schema->outputs(), schema->min_output(), schema->max_output(), "output", where, sig);
+    CheckAttributes(node, *schema, where, sig);
+    CheckConvolution(graph, node, where);
+  }
+
+  static void CheckArity(const std::vector<std::string>& names,
+                         const std::vector<onnx::OpSchema::FormalParameter>& formals, int lo, int hi,
+                         const char* what, const std::string& where, const std::string& sig) {
+    const int n = static_cast<int>(std::min<size_t>(names.size(), INT_MAX));
+    if (n < lo || n > hi) {
+      ThrowInvalid(where + " has " + Count(names.size(), what) + ", expected " + Range(lo, hi) + " (" + sig + ")");
+    }
+    for (size_t k = 0; k < names.size() && k < formals.size(); ++k) {
+      if (names[k].empty() && formals[k].GetOption() == onnx::OpSchema::Single) {
+        ThrowInvalid(where + ": " + what + " " + std::to_string(k) + " ('" + formals[k].GetName() + "') of " + sig +
+                     " is required but given as an empty name");
+      }
+    }
+  }
+
+  static void CheckAttributes(const Node& node, const onnx::OpSchema& schema, const std::string& where,
+                              const std::string& sig) {
+    const auto& declared = schema.attributes();
+    std::set<std::string> seen;
+    for (const auto& a : node.attributes) {
+      if (!seen.insert(a.name).second) ThrowInvalid(where + ": attribute '" + a.name + "' is given twice");
+      const auto it = declared.find(a.name);
+      if (it == declared.end()) {
+        // Names starting with "__" are implementation details the ONNX checker ignores too.
+        if (a.name.rfind("__", 0) == 0) continue;
+        std::string known;
+        for (const auto& [name, attr] : declared) known += (known.empty() ? "" : ", ") + name;
+        ThrowInvalid(where + ": unknown attribute '" + a.name + "' (" + sig +
+                     (known.empty() ? std::string(" has no attributes") : " has: " + known) + ")");
+      }
+      const auto want = static_cast<AttrType>(static_cast<int>(it->second.type));
+      if (a.type != want) {
+        ThrowInvalid(where + ": attribute '" + a.name + "' has type " + UpperTypeName(a.type) + ", expected " +
+                     UpperTypeName(want) + " (" + sig + ")");
+      }
+    }
+    for (const auto& [name, attr] : declared) {
+      if (attr.required && !seen.count(name)) {
+        ThrowInvalid(where + ": required attribute '" + name + "' (" + UpperTypeName(static_cast<AttrType>(
+                         static_cast<int>(attr.type))) + ") of " + sig + " is missing");
+      }
+    }
+  }
+
+  // Checks the attributes of convolutions and pooling that kernels and passes index with. Attribute types
+  // have been checked already.
+  static void CheckConvolution(const Graph& graph, const Node& node, const std::string& where) {
+    struct Layout {
+      int x, w;  // input indices of the data and the weight (-1: none)
+      bool group, transpose;
+    };
+    static const std::map<std::string, Layout> kOps = {
+        {"Conv", {0, 1, true, false}},        {"ConvTranspose", {0, 1, true, true}},
+        {"ConvInteger", {0, 1, true, false}}, {"QLinearConv", {0, 3, true, false}},
+        {"MaxPool", {0, -1, false, false}},   {"AveragePool", {0, -1, false, false}},
+        {"LpPool", {0, -1, false, false}},
+    };
+    if (!node.domain.empty() && node.domain != kDefaultDomainName) return;
+    const auto op = kOps.find(node.op_type);
+    if (op == kOps.end()) return;
+    const Layout& layout = op->second;
+    auto input = [&node](int k) { return k >= 0 && static_cast<size_t>(k) < node.inputs.size() ? node.inputs[k] : ""; };
+    const auto x = KnownShape(graph, input(layout.x));
+    const auto w = KnownShape(graph, input(layout.w));
+    if (x && x->size() < 2) {
+      ThrowInvalid(where + ": input '" + input(layout.x) + "' has rank " + std::to_string(x->size()) +
+                   ", expected at least 2 (batch, channels, spatial axes)");
+    }
+    if (w && w->size() < 2) {
+      ThrowInvalid(where + ": weight '" + input(layout.w) + "' has rank " + std::to_string(w->size()) +
+                   ", expected at least 2 (channels, channels, spatial axes)");
+    }
+    if (x && w && x->size() != w->size()) {
+      ThrowInvalid(where + ": input '" + input(layout.x) + "' has rank " + std::to_string(x->size()) + " but weight '" +
+                   input(layout.w) + "' has rank " + std::to_string(w->size()) + ", expected equal ranks");
+    }
+    std::optional<size_t> spatial;
+    if (w) spatial = w->size() - 2;
+    else if (x) spatial = x->size() - 2;
+
+    auto ints = [&](const char* name, int64_t min_value, size_t per_axis) {
+      const Attribute* a = node.FindAttr(name);
+      if (a == nullptr || a->type != AttrType::kInts) return;
+      for (int64_t v : a->ints) {
+        if (v < min_value) {
+          ThrowInvalid(where + ": attribute '" + std::string(name) + "' is " + JoinInts(a->ints) + ", expected " +
+                       (min_value > 0 ? "positive values" : "non-negative values"));
+        }
+      }
+      if (!spatial && per_axis == 1 && std::string(name) == "kernel_shape") spatial = a->ints.size();
+      if (spatial && a->ints.size() != per_axis * *spatial) {
+        ThrowInvalid(where + ": attribute '" + std::string(name) + "' has " + Count(a->ints.size(), "value") +
+                     ", expected " + std::to_string(per_axis * *spatial) + " (" +
+                     (per_axis == 2 ? "a begin and an end for each of " : "one for each of ") +
+                     std::to_string(*spatial) + (*spatial == 1 ? " spatial axis" : " spatial axes") + ")");
+      }
+    };
+    ints("kernel_shape", 1, 1);
+    ints("strides", 1, 1);
+    ints("dilations", 1, 1);
+    ints("pads", 0, 2);
+    if (layout.transpose) {
+      ints("output_padding", 0, 1);
+      ints("output_shape", 0, 1);
+    }
+    if (const Attribute* a = node.FindAttr("auto_pad"); a != nullptr && a->type == AttrType::kString) {
+      static const std::set<std::string> kModes = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"};
+      if (!kModes.count(a->s)) {
+        ThrowInvalid(where + ": attribute 'auto_pad' is '" + a->s +
+                     "', expected NOTSET, SAME_UPPER, SAME_LOWER or VALID");
+      }
+    }
+    // The kernel size is the weight's spatial shape; kernel_shape, when given, must agree.
+    if (w) {
+      const std::vector<int64_t> ks = node.AttrInts("kernel_shape", {});
+      for (size_t k = 0; k < ks.size() && k + 2 < w->size(); ++k) {
+        const int64_t dim = (*w)[k + 2];
+        if (dim != kUnknownDim && dim != ks[k]) {
+          ThrowInvalid(where + ": attribute 'kernel_shape' is " + JoinInts(ks) + " but weight '" + input(layout.w) +
+                       "' has spatial size " + std::to_string(dim) + " on axis " + std::to_string(k + 2) +
+                       ", expected them to agree");
+        }
+      }
+    }
+    if (!layout.group) return;
+    const int64_t group = node.AttrInt("group", 1);
+    if (group < 1) {
+      ThrowInvalid(where + ": attribute 'group' is " + std::to_string(group) + ", expected a positive integer");
+    }
+    const int64_t channels = x ? (*x)[1] : kUnknownDim;
+    if (channels != kUnknownDim && channels % group != 0) {
+      ThrowInvalid(where + ": input '" + input(layout.x) + "' has " + std::to_string(channels) +
+                   " channels, which group " + std::to_string(group) + " does not divide");
+    }
+    if (!w) return;
+    const int64_t w0 = (*w)[0], w1 = (*w)[1];
+    const std::string wname = "weight '" + input(layout.w) + "'";
+    if (layout.transpose) {
+      // ConvTranspose weight: (C, M / group, k...).
+      if (w0 != kUnknownDim && w0 % group != 0) {
+        ThrowInvalid(where + ": " + wname + " has " + std::to_string(w0) + " input channels (axis 0), which group " +
+                     std::to_string(group) + " does not divide");
+      }
+      if (w0 != kUnknownDim && channels != kUnknownDim && w0 != channels) {
+        ThrowInvalid(where + ": " + wname + " has " + std::to_string(w0) + " input channels (axis 0), expected " +
+                     std::to_string(channels) + " as input '" + input(layout.x) + "' has");
+      }
+    } else {
+      // Conv weight: (M, C / group, k...).
+      if (w0 != kUnknownDim && w0 % group != 0) {
+        ThrowInvalid(where + ": " + wname + " has " + std::to_string(w0) + " output channels (axis 0), which group " +
+                     std::to_string(group) + " does not divide");
+      }
+      if (w1 != kUnknownDim && channels != kUnknownDim && w1 != channels / group) {
+        ThrowInvalid(where + ": " + wname + " has " + std::to_string(w1) + " input channels per group (axis 1), "
+                     "expected " + std::to_string(channels / group) + " (" + std::to_string(channels) +
+                     " channels of input '" + input(layout.x) + "' / group " + std::to_string(group) + ")");
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void VerifyOperators(const Model& model) {
+  OperatorVerifier verifier(model);
+  verifier.VerifyGraph(model.graph, "");
+}
+
 bool ConvertOpset(Model& model, int64_t version, std::string* why) {
   if (model.OpsetVersion("") == version) return true;
+  // The version converter does not survive malformed nodes (it crashes on an opset-9 Upsample without scales).
+  try {
+    VerifyOperators(model);
+  } catch (const Error& e) {
+    if (why != nullptr) *why = e.what();
+    return false;
+  }
   onnx::ModelProto proto;
   io_detail::ModelToProto(model, &proto);
   // Some adapters need ranks the exporter did not record (Softmax 12 -> 13 reshapes around its axis), so

@@ -132,15 +132,25 @@ TEST(Cli, InspectCountsConstantNodeWeightsAndReportsCheckerFailure) {
   EXPECT_EQ(doc["parameters"], 12 + 3 + 2);
   EXPECT_EQ(doc["largest_tensors"][0]["kind"], "constant");
 
-  // A structurally valid model that the ONNX checker rejects (Relu has no attribute "alpha").
+  // A model compress loads but the ONNX checker rejects: before IR version 4 every initializer must also
+  // be a graph input.
   Model bad = testing::TinyModel();
-  bad.graph.nodes[0].attributes.push_back(Attribute::Float("alpha", 1.0f));
+  bad.ir_version = 3;
   SaveModel(bad, dir / "bad.onnx");
   r = RunCompress({"inspect", "--json", dir / "bad.onnx"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   doc = nlohmann::json::parse(r.out);
   EXPECT_EQ(doc["checker"]["ok"], false);
-  EXPECT_TRUE(Has(doc["checker"]["message"].get<std::string>(), "alpha")) << doc["checker"];
+  EXPECT_TRUE(Has(doc["checker"]["message"].get<std::string>(), "W in initializer but not in graph input"))
+      << doc["checker"];
+
+  // A node the operator schema rejects (Relu has no attribute "alpha") is refused when loading.
+  Model invalid = testing::TinyModel();
+  invalid.graph.nodes[0].attributes.push_back(Attribute::Float("alpha", 1.0f));
+  SaveModel(invalid, dir / "invalid.onnx");
+  r = RunCompress({"inspect", "--json", dir / "invalid.onnx"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(Has(r.err, "node 'relu' (Relu): unknown attribute 'alpha'")) << r.err;
 }
 
 }  // namespace

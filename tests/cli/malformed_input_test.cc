@@ -59,6 +59,66 @@ void MakeExternal(onnx::ModelProto& p, const std::vector<std::pair<std::string, 
 
 std::string WeightBytes() { return std::string(48, '\x01'); }
 
+
+// One-node models for the operator checks. The graph reads x (float32 of `x_dims`) and writes y.
+Model OneNodeModel(int64_t opset, Node node, std::vector<Tensor> initializers = {},
+                   std::vector<int64_t> x_dims = {1, 4, 8, 8}) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", opset}};
+  m.graph.name = "g";
+  std::vector<Dim> dims;
+  for (int64_t d : x_dims) dims.push_back(Dim::Fixed(d));
+  m.graph.inputs.push_back({"x", TypeInfo::Tensor(DType::kFloat, dims), ""});
+  TypeInfo out;
+  out.kind = TypeInfo::Kind::kTensor;
+  out.elem_type = DType::kFloat;
+  m.graph.outputs.push_back({"y", out, ""});
+  m.graph.initializers = std::move(initializers);
+  m.graph.nodes.push_back(std::move(node));
+  return m;
+}
+
+// x[1,4,8,8] -> Conv(W [4,2,3,3], group 2) -> y: valid until `edit` changes it.
+std::vector<std::string> ConvWith(const TempDir& dir, const std::function<void(Node&)>& edit) {
+  Node conv{"conv", "Conv", "", {"x", "W"}, {"y"}, {Attribute::Int("group", 2)}, ""};
+  edit(conv);
+  const Model m = OneNodeModel(13, conv, {Tensor::FromVector<float>({4, 2, 3, 3}, std::vector<float>(72, 0.5f), "W")});
+  testing::WriteBytes(dir / "model.onnx", SerializeModel(m));
+  return {dir / "model.onnx", "-o", dir / "out.onnx"};
+}
+
+// An opset-9 Upsample without its second input (scales), which the ONNX version converter crashes on.
+std::vector<std::string> UpsampleWithoutScales(const TempDir& dir, std::vector<std::string> flags) {
+  Node up{"up", "Upsample", "", {"x"}, {"y"}, {Attribute::String("mode", "nearest")}, ""};
+  testing::WriteBytes(dir / "model.onnx", SerializeModel(OneNodeModel(9, up, {}, {1, 1, 4, 4})));
+  std::vector<std::string> args = {dir / "model.onnx"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.insert(args.end(), {"-o", dir / "out.onnx"});
+  return args;
+}
+
+std::vector<std::string> WriteModel(const TempDir& dir, const Model& m) {
+  testing::WriteBytes(dir / "model.onnx", SerializeModel(m));
+  return {dir / "model.onnx", "-o", dir / "out.onnx"};
+}
+
+// cond -> If(then_branch: Identity(x)) -> y, without else_branch.
+Model IfWithoutElse() {
+  Model m = OneNodeModel(13, Node{"if", "If", "", {"cond"}, {"y"}, {}, ""});
+  m.graph.inputs.push_back({"cond", TypeInfo::Tensor(DType::kBool, {}), ""});
+  Graph then_branch;
+  then_branch.name = "then";
+  then_branch.nodes.push_back(Node{"", "Identity", "", {"x"}, {"t"}, {}, ""});
+  then_branch.outputs.push_back({"t", m.graph.outputs[0].type, ""});
+  Attribute a;
+  a.name = "then_branch";
+  a.type = AttrType::kGraph;
+  a.graphs.push_back(then_branch);
+  m.graph.nodes[0].attributes.push_back(a);
+  return m;
+}
+
 struct Case {
   std::string name;
   // Prepares the folder and returns the arguments (the model path is <dir>/model.onnx unless changed).
@@ -174,6 +234,82 @@ std::vector<Case> Cases() {
                        s->add_dims(10);
                      });
                    }, kExitInvalid, {"'S'", "sparse index 1000 is out of range"}});
+  // Operators checked against their ONNX schema (arity, attributes, opset) and convolution attributes.
+  cases.push_back({"upsample9_without_scales", [](const TempDir& d) { return UpsampleWithoutScales(d, {}); },
+                   kExitInvalid, {"model.onnx", "'up' (Upsample)", "1 input", "expected exactly 2"}});
+  cases.push_back({"upsample9_without_scales_int8_dynamic",
+                   [](const TempDir& d) { return UpsampleWithoutScales(d, {"--int8", "--dynamic"}); },
+                   kExitInvalid, {"model.onnx", "'up' (Upsample)", "1 input", "expected exactly 2"}});
+  cases.push_back({"upsample9_without_scales_int8_weights_only",
+                   [](const TempDir& d) { return UpsampleWithoutScales(d, {"--int8", "--weights-only"}); },
+                   kExitInvalid, {"model.onnx", "'up' (Upsample)", "1 input", "expected exactly 2"}});
+  cases.push_back({"conv_without_weight", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.inputs = {"x"}; });
+                   }, kExitInvalid, {"model.onnx", "'conv' (Conv)", "1 input", "expected 2 to 3"}});
+  cases.push_back({"conv_weight_empty_name", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.inputs = {"x", ""}; });
+                   }, kExitInvalid, {"'conv' (Conv)", "input 1 ('W')", "required but given as an empty name"}});
+  cases.push_back({"gemm_one_input", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"gemm", "Gemm", "", {"x"}, {"y"}, {}, ""}, {}, {2, 4}));
+                   }, kExitInvalid, {"'gemm' (Gemm)", "1 input", "expected 2 to 3"}});
+  cases.push_back({"if_without_else_branch", [](const TempDir& d) { return WriteModel(d, IfWithoutElse()); },
+                   kExitInvalid, {"'if' (If)", "required attribute 'else_branch' (GRAPH)", "missing"}});
+  cases.push_back({"conv_group_float", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes = {Attribute::Float("group", 2.0f)}; });
+                   }, kExitInvalid, {"'conv' (Conv)", "'group'", "type FLOAT, expected INT"}});
+  cases.push_back({"conv_group_string", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes = {Attribute::String("group", "two")}; });
+                   }, kExitInvalid, {"'conv' (Conv)", "'group'", "type STRING, expected INT"}});
+  cases.push_back({"conv_group_negative", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes = {Attribute::Int("group", -2)}; });
+                   }, kExitInvalid, {"'conv' (Conv)", "'group' is -2", "expected a positive integer"}});
+  cases.push_back({"conv_group_not_dividing_channels", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes = {Attribute::Int("group", 3)}; });
+                   }, kExitInvalid, {"'conv' (Conv)", "4 channels", "group 3 does not divide"}});
+  cases.push_back({"conv_kernel_shape_int", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes.push_back(Attribute::Int("kernel_shape", 3)); });
+                   }, kExitInvalid, {"'conv' (Conv)", "'kernel_shape'", "type INT, expected INTS"}});
+  cases.push_back({"conv_zero_stride", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes.push_back(Attribute::Ints("strides", {1, 0})); });
+                   }, kExitInvalid, {"'conv' (Conv)", "'strides' is [1,0]", "expected positive values"}});
+  cases.push_back({"conv_negative_pads", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes.push_back(Attribute::Ints("pads", {0, -1, 0, 0})); });
+                   }, kExitInvalid, {"'conv' (Conv)", "'pads' is [0,-1,0,0]", "expected non-negative values"}});
+  cases.push_back({"conv_pads_wrong_length", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes.push_back(Attribute::Ints("pads", {1, 1})); });
+                   }, kExitInvalid, {"'conv' (Conv)", "'pads' has 2 values", "expected 4", "2 spatial axes"}});
+  cases.push_back({"conv_kernel_shape_not_weight", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes.push_back(Attribute::Ints("kernel_shape", {5, 5})); });
+                   }, kExitInvalid, {"'conv' (Conv)", "'kernel_shape' is [5,5]", "spatial size 3"}});
+  cases.push_back({"op_not_in_declared_opset", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(9, Node{"round", "Round", "", {"x"}, {"y"}, {}, ""}));
+                   }, kExitInvalid, {"'round' (Round)", "not in opset 9", "first appears in opset 11"}});
+  cases.push_back({"unknown_operator", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"", "Frobnicate", "", {"x"}, {"y"}, {}, ""}));
+                   }, kExitInvalid, {"node #0 (Frobnicate)", "not an operator of ai.onnx"}});
+  cases.push_back({"ml_domain_not_imported", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"norm", "Normalizer", "ai.onnx.ml", {"x"}, {"y"}, {}, ""}));
+                   }, kExitInvalid, {"'norm' (ai.onnx.ml::Normalizer)", "domain 'ai.onnx.ml'", "does not import"}});
+  cases.push_back({"custom_domain_not_imported", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"", "Thing", "foo", {"x"}, {"y"}, {}, ""}));
+                   }, kExitInvalid, {"node #0 (foo::Thing)", "domain 'foo'", "does not import"}});
+  cases.push_back({"opset_99", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(99, Node{"relu", "Relu", "", {"x"}, {"y"}, {}, ""}));
+                   }, kExitInvalid, {"model.onnx", "domain 'ai.onnx' has version 99", "expected 1 to 17"}});
+  cases.push_back({"relu_unknown_attribute", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(14, Node{"relu", "Relu", "", {"x"}, {"y"},
+                                                                {Attribute::Float("alpha", 0.1f)}, ""}));
+                   }, kExitInvalid, {"'relu' (Relu)", "unknown attribute 'alpha'", "Relu-14 has no attributes"}});
+  cases.push_back({"bad_node_inside_subgraph", [](const TempDir& d) {
+                     Model m = IfWithoutElse();
+                     Attribute e = m.graph.nodes[0].attributes[0];
+                     e.name = "else_branch";
+                     e.graphs[0].nodes[0].op_type = "Relu";
+                     e.graphs[0].nodes[0].attributes.push_back(Attribute::Int("beta", 1));
+                     m.graph.nodes[0].attributes.push_back(e);
+                     return WriteModel(d, m);
+                   }, kExitInvalid, {"node #0 (Relu) in attribute 'else_branch' of node 'if' (If)",
+                                     "unknown attribute 'beta'"}});
   // External data.
   cases.push_back({"external_parent_dir", [](const TempDir& d) {
                      return ModelWith(d, [](onnx::ModelProto& p) { MakeExternal(p, {{"location", "../w.bin"}}); });
@@ -304,6 +440,52 @@ INSTANTIATE_TEST_SUITE_P(Cases, MalformedInput, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<Case>& param) { return param.param.name; });
 
 TEST(MalformedInputSuite, HasAtLeastTwentyCases) { EXPECT_GE(Cases().size(), 20u); }
+
+// Operators outside the ONNX domains are not checked against any schema: a com.microsoft node with
+// attributes of its own loads and is written back unchanged.
+TEST(OperatorChecks, ContribNodePasses) {
+  TempDir dir;
+  Model m = OneNodeModel(13, Node{"gelu", "Gelu", "com.microsoft", {"x"}, {"y"}, {Attribute::Int("whatever", 1)}, ""});
+  m.opset_imports.push_back({"com.microsoft", 1});
+  const auto args = WriteModel(dir, m);
+  const auto r = testing::RunCompress({args[0], "--no-optimize", "-o", args[2]});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("Sanitizer"), std::string::npos) << r.err;
+  const Model out = LoadModel(args[2]);
+  ASSERT_EQ(out.graph.nodes.size(), 1u);
+  EXPECT_EQ(out.graph.nodes[0].domain, "com.microsoft");
+  EXPECT_EQ(out.graph.nodes[0].AttrInt("whatever", 0), 1);
+}
+
+// ONNX Runtime writes ai.onnx.ml version 5 into the models it optimizes: newer than ONNX 1.12 knows, but
+// accepted (only the default domain's opset is capped).
+TEST(OperatorChecks, NewerMlOpsetImportPasses) {
+  TempDir dir;
+  Model m = OneNodeModel(13, Node{"relu", "Relu", "", {"x"}, {"y"}, {}, ""});
+  m.opset_imports.push_back({"ai.onnx.ml", 5});
+  const auto args = WriteModel(dir, m);
+  const auto r = testing::RunCompress({args[0], "--no-optimize", "-o", args[2]});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(LoadModel(args[2]).OpsetVersion("ai.onnx.ml"), 5);
+}
+
+// Valid uses the checks must keep accepting: an omitted optional input given as an empty name, trailing
+// optional outputs, a variadic operator, and a grouped convolution with every window attribute.
+TEST(OperatorChecks, ValidOptionalAndVariadicUsesPass) {
+  TempDir dir;
+  Model m = OneNodeModel(13, Node{"conv", "Conv", "", {"x", "W", ""}, {"c"},
+                                  {Attribute::Int("group", 2), Attribute::Ints("kernel_shape", {3, 3}),
+                                   Attribute::Ints("strides", {1, 1}), Attribute::Ints("dilations", {1, 1}),
+                                   Attribute::Ints("pads", {1, 1, 1, 1})},
+                                  ""},
+                         {Tensor::FromVector<float>({4, 2, 3, 3}, std::vector<float>(72, 0.5f), "W")});
+  m.graph.nodes.push_back(Node{"drop", "Dropout", "", {"c", "", ""}, {"d", ""}, {}, ""});
+  m.graph.nodes.push_back(Node{"sum", "Sum", "", {"d", "c", "x"}, {"y"}, {}, ""});
+  const auto args = WriteModel(dir, m);
+  const auto r = testing::RunCompress({args[0], "--no-optimize", "-o", args[2]});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(LoadModel(args[2]).graph.nodes.size(), 3u);
+}
 
 }  // namespace
 }  // namespace compress

@@ -14,7 +14,7 @@ namespace compress {
 struct LoadOptions {
   // Read tensors stored in external files. When false, a model with external data is rejected.
   bool load_external_data = true;
-  // Run VerifyModel after conversion.
+  // Run VerifyModel and VerifyOperators (compress/io/schema.h) after conversion.
   bool verify = true;
 };
 

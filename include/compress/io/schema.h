@@ -17,7 +17,8 @@ namespace compress {
 // replaces value_info of the main graph and of every subgraph with the inferred types of intermediate
 // values. Declared graph inputs and outputs are left as they are. A node the inference cannot handle
 // leaves its outputs without a type; it is never an error. Returns false (and changes nothing) when the
-// inference as a whole fails, e.g. on a model with conflicting declared types.
+// inference as a whole fails, e.g. on a model with conflicting declared types, or when the model fails
+// VerifyOperators (ONNX's inference functions are not safe on such nodes).
 bool InferShapes(Model& model);
 
 // The declared type of a value in `graph`: graph input, graph output or value_info (initializers carry
@@ -56,10 +57,25 @@ OpSignature LookupSignature(const std::string& domain, const std::string& op_typ
 bool IsDefaultAttribute(const std::string& domain, const std::string& op_type, int64_t version,
                         const Attribute& a);
 
+// Checks every node against the ONNX operator schemas, in the main graph and in every subgraph, and
+// throws Error(kInvalidInput) with one line naming the node and what was expected vs found:
+//  - every opset import of the default domain ("" / "ai.onnx") is a version the schema registry knows (1 to
+//    its newest), of ai.onnx.ml at least 1; every node's domain is imported by the model;
+//  - for nodes of the default domain and ai.onnx.ml (other domains, model-local functions and ai.onnx.ml
+//    imports newer than the registry's pass unchecked): the operator exists at the imported opset; the number of inputs and outputs is within the
+//    schema's bounds and no required (single) input or output is given as an empty name; every required
+//    attribute is present, no attribute is unknown or given twice, and each has the declared type;
+//  - what kernels and passes rely on for convolutions and pooling (Conv, ConvTranspose, ConvInteger,
+//    QLinearConv, MaxPool, AveragePool, LpPool): group >= 1 and dividing the channel counts where the
+//    shapes are known; kernel_shape, strides and dilations positive, pads non-negative; each of these
+//    with one entry per spatial axis (two for pads) when the number of spatial axes is known.
+void VerifyOperators(const Model& model);
+
 // Converts the model's default-domain opset to `version` with the ONNX version converter (adapting
 // nodes whose operator changed between the versions). Returns false and leaves the model unchanged when
 // the converter cannot do it (unsupported operator or version, models with subgraphs it rejects);
-// `why` then says what failed.
+// `why` then says what failed. A model that fails VerifyOperators is never given to the converter (which
+// trusts its input): that is a failure too, with the verification's message as `why`.
 bool ConvertOpset(Model& model, int64_t version, std::string* why = nullptr);
 
 }  // namespace compress
