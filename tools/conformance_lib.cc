@@ -26,7 +26,8 @@ const std::set<std::string>& SelectedOps() {
       "Squeeze", "Unsqueeze", "Gather", "Shape", "Size", "Cast", "Constant", "ConstantOfShape", "Identity",
       "Dropout", "Resize", "Upsample", "Pad", "Expand", "Where", "Equal", "Less", "Greater", "Not", "And", "Tile",
       "Range", "ArgMax", "ArgMin", "MatMulInteger", "ConvInteger", "QuantizeLinear", "DequantizeLinear",
-      "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"};
+      "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "GreaterOrEqual", "LessOrEqual", "If", "Loop",
+      "LSTM"};
   return ops;
 }
 

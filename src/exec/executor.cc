@@ -93,18 +93,26 @@ bool IsConstantNode(const Node& n) { return n.op_type == "Constant" && n.IsDefau
 std::vector<std::string> Executor::UnsupportedOps(const Model& model) {
   std::set<std::string> missing;
   const KernelRegistry& registry = KernelRegistry::Default();
-  for (const auto& n : model.graph.nodes) {
-    if (IsConstantNode(n)) continue;
-    const int64_t opset = model.OpsetVersion(n.domain);
-    if (registry.Find(n.domain, n.op_type, opset) == nullptr) {
-      missing.insert((n.IsDefaultDomain() ? n.op_type : n.domain + "::" + n.op_type) + " (opset " +
-                     std::to_string(opset) + ")");
+  ForEachGraph(model.graph, [&](const Graph& g) {
+    for (const auto& n : g.nodes) {
+      if (IsConstantNode(n)) continue;
+      const int64_t opset = model.OpsetVersion(n.domain);
+      if (registry.Find(n.domain, n.op_type, opset) == nullptr) {
+        missing.insert((n.IsDefaultDomain() ? n.op_type : n.domain + "::" + n.op_type) + " (opset " +
+                       std::to_string(opset) + ")");
+      }
     }
-  }
+  });
   return {missing.begin(), missing.end()};
 }
 
-Executor::Executor(const Model& model, const ExecutorOptions& options) : pool_(options.threads) {
+Executor::Executor(const Model& model, const ExecutorOptions& options) {
+  if (options.pool != nullptr) {
+    pool_ = options.pool;
+  } else {
+    own_pool_ = std::make_unique<ThreadPool>(options.threads);
+    pool_ = own_pool_.get();
+  }
   const Graph& g = model.graph;
   const KernelRegistry& registry = KernelRegistry::Default();
   std::unordered_map<std::string, int> slot_of;
@@ -157,6 +165,9 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) : pool_(o
     KernelInfo info;
     info.node = step->node;
     info.opset = opset;
+    info.model = &model;
+    info.reference_kernels = options.reference_kernels;
+    info.pool = pool_;
     for (const auto& in : n.inputs) {
       if (in.empty()) {
         step->inputs.push_back(-1);
@@ -169,6 +180,13 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) : pool_(o
       info.constant_inputs.push_back(is_constant_[static_cast<size_t>(it->second)]
                                          ? &constants_[static_cast<size_t>(it->second)]
                                          : nullptr);
+    }
+    for (const auto& in : OuterScopeInputs(n)) {
+      auto it = slot_of.find(in);
+      if (it == slot_of.end()) {
+        ThrowInvalid("node " + n.Describe() + ": a subgraph reads '" + in + "', which nothing in scope produces");
+      }
+      step->inputs.push_back(it->second);
     }
     step->kernel = step->entry->factory(info);
     for (const auto& out : n.outputs) step->outputs.push_back(out.empty() ? -1 : new_slot(out));
@@ -289,7 +307,7 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
       }
       in[k] = t;
     }
-    KernelContext ctx(*step->node, std::move(in), step->outputs.size(), pool_);
+    KernelContext ctx(*step->node, std::move(in), step->outputs.size(), *pool_);
     ctx.set_donated(std::move(donated));
     if (profiling_) {
       const auto t0 = std::chrono::steady_clock::now();

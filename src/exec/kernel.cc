@@ -104,6 +104,8 @@ const KernelRegistry& KernelRegistry::Default() {
     kernels::RegisterConvKernels(r);
     kernels::RegisterPoolKernels(r);
     kernels::RegisterQuantKernels(r);
+    kernels::RegisterControlKernels(r);
+    kernels::RegisterRnnKernels(r);
     return r;
   }();
   return registry;

@@ -421,7 +421,7 @@ TEST(PRelu, SlopeBroadcastsIntoTheInput) {
 // --- Comparisons, logic, Where
 // --------------------------------------------------------------------------------
 
-TEST(Compare, EqualLessGreaterAndNot) {
+TEST(Compare, EqualLessGreaterOrEqualAndNot) {
   const Tensor a = F32({2, 2}, {1, 2, 3, kNaN}), b = F32({2}, {2, 2});
   EXPECT_EQ(Bools(RunBoth(MakeNode("Equal", {"a", "b"}), {a, b}, 13)),
             (std::vector<bool>{false, true, false, false}));
@@ -429,6 +429,15 @@ TEST(Compare, EqualLessGreaterAndNot) {
             (std::vector<bool>{true, false, false, false}));
   EXPECT_EQ(Bools(RunBoth(MakeNode("Greater", {"a", "b"}), {a, b}, 13)),
             (std::vector<bool>{false, false, true, false}));
+  // NaN compares false in every direction, also with OrEqual.
+  EXPECT_EQ(Bools(RunBoth(MakeNode("GreaterOrEqual", {"a", "b"}), {a, b}, 12)),
+            (std::vector<bool>{false, true, true, false}));
+  EXPECT_EQ(Bools(RunBoth(MakeNode("LessOrEqual", {"a", "b"}), {a, b}, 16)),
+            (std::vector<bool>{true, true, false, false}));
+  EXPECT_EQ(Bools(RunBoth(MakeNode("GreaterOrEqual", {"a", "b"}),
+                          {Tensor::FromVector<int64_t>({3, 1}, {1, 2, 3}), Tensor::FromVector<int64_t>({2}, {2, 3})},
+                          12)),
+            (std::vector<bool>{false, false, true, false, true, true}));
   const Tensor ia = Tensor::FromVector<int64_t>({3}, {5, -1, 7});
   EXPECT_EQ(Bools(RunBoth(MakeNode("Equal", {"a", "b"}), {ia, Tensor::FromVector<int64_t>({}, {7})}, 13)),
             (std::vector<bool>{false, false, true}));

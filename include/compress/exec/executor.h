@@ -4,7 +4,9 @@
 // node (the registry's fast variant unless reference kernels are requested). Shapes are computed at run
 // time, so a symbolic batch dimension takes any size. Each intermediate value is released right after its
 // last reader. Kernels parallelise over the pool in fixed-size chunks, so results do not depend on the
-// thread count.
+// thread count. Nodes with subgraphs (If, Loop) also read the values their subgraphs take from the
+// enclosing graph: those are extra inputs of the node's step, after its declared ones, in the order of
+// OuterScopeInputs().
 #pragma once
 
 #include <functional>
@@ -21,6 +23,7 @@ namespace compress {
 struct ExecutorOptions {
   int threads = 0;                 // 0: one per core
   bool reference_kernels = false;  // run the plain reference kernels only
+  ThreadPool* pool = nullptr;      // run on this pool instead of an own one (subgraphs of If / Loop)
 };
 
 // Called with every value a node produces, in execution order (calibration, debugging).
@@ -37,7 +40,7 @@ class Executor {
   // The model's real inputs (not initializers) and its outputs, in order.
   const std::vector<ValueInfo>& inputs() const { return inputs_; }
   const std::vector<ValueInfo>& outputs() const { return outputs_; }
-  int threads() const { return pool_.threads(); }
+  int threads() const { return pool_->threads(); }
 
   // Runs the graph; `inputs` in the order of inputs(). Inputs whose dtype, rank or fixed dims differ from
   // the declaration are an Error(kInvalidInput) naming the input.
@@ -59,7 +62,8 @@ class Executor {
   struct Step;
   void ValidateInput(size_t i, const Tensor& t) const;
 
-  ThreadPool pool_;
+  std::unique_ptr<ThreadPool> own_pool_;
+  ThreadPool* pool_ = nullptr;
   std::vector<ValueInfo> inputs_, outputs_;
   std::vector<int> input_slots_, output_slots_;
   std::vector<Tensor> constants_;       // per slot: the constant value (empty tensor if not constant)

@@ -22,6 +22,11 @@ struct KernelInfo {
   // Per node input: the tensor when it is an initializer or a Constant output (known before any run).
   std::vector<const Tensor*> constant_inputs;
   const Tensor* constant_input(size_t i) const { return i < constant_inputs.size() ? constant_inputs[i] : nullptr; }
+  // For kernels that build subgraph executors (If, Loop): the model (opset imports), the kernel choice
+  // and the pool the enclosing executor runs on.
+  const Model* model = nullptr;
+  bool reference_kernels = false;
+  ThreadPool* pool = nullptr;
 };
 
 // What a kernel gets when it runs.
@@ -31,7 +36,8 @@ class KernelContext {
 
   const Node& node() const { return node_; }
   size_t num_inputs() const { return inputs_.size(); }
-  // nullptr when the input is omitted ("" in the node) or beyond the node's inputs.
+  // nullptr when the input is omitted ("" in the node) or beyond the node's inputs. A node with subgraphs
+  // gets the outer-scope values its subgraphs read after its declared inputs (OuterScopeInputs order).
   const Tensor* input(size_t i) const { return i < inputs_.size() ? inputs_[i] : nullptr; }
   // Throws Error(kInvalidInput) naming the node when the input is missing.
   const Tensor& required_input(size_t i) const;

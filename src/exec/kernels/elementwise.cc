@@ -173,6 +173,22 @@ struct GreaterOp {
   }
 };
 
+struct LessOrEqualOp {
+  static constexpr bool kArray = false;
+  template <typename T>
+  bool operator()(const T& a, const T& b) const {
+    return a <= b;
+  }
+};
+
+struct GreaterOrEqualOp {
+  static constexpr bool kArray = false;
+  template <typename T>
+  bool operator()(const T& a, const T& b) const {
+    return a >= b;
+  }
+};
+
 // Bool tensors are read as bytes: a byte other than 0 or 1 read as C++ bool is undefined.
 struct AndOp {
   static constexpr bool kArray = false;
@@ -443,7 +459,7 @@ KernelFactory FoldKernel(FoldSpec spec, bool fast) {
   };
 }
 
-// Equal, Less, Greater (numeric; Equal also bool and string) and And (bool): bool output.
+// Equal, Less, Greater, LessOrEqual, GreaterOrEqual (numeric; Equal also bool and string) and And (bool): bool output.
 template <typename Op>
 KernelFactory CompareKernel(bool legacy_opset, bool fast) {
   return [legacy_opset, fast](const KernelInfo& info) {
@@ -1277,6 +1293,8 @@ void RegisterElementwiseKernels(KernelRegistry& r) {
     AddKernel(r, "Less", 7, latest, CompareKernel<LessOp>(false, fast), v);
     AddKernel(r, "Greater", 1, 6, CompareKernel<GreaterOp>(true, fast), v);
     AddKernel(r, "Greater", 7, latest, CompareKernel<GreaterOp>(false, fast), v);
+    AddKernel(r, "LessOrEqual", 12, latest, CompareKernel<LessOrEqualOp>(false, fast), v);
+    AddKernel(r, "GreaterOrEqual", 12, latest, CompareKernel<GreaterOrEqualOp>(false, fast), v);
     AddKernel(r, "And", 1, 6, CompareKernel<AndOp>(true, fast), v);
     AddKernel(r, "And", 7, latest, CompareKernel<AndOp>(false, fast), v);
   }

@@ -15,5 +15,7 @@ void RegisterMatMulKernels(KernelRegistry& r);       // matmul.cc: Gemm, MatMul,
 void RegisterConvKernels(KernelRegistry& r);         // conv.cc: Conv, ConvTranspose, ConvInteger, QLinearConv
 void RegisterPoolKernels(KernelRegistry& r);         // pool.cc: MaxPool, AveragePool, Global*Pool
 void RegisterQuantKernels(KernelRegistry& r);        // quant.cc: QuantizeLinear, DequantizeLinear, Dynamic*
+void RegisterControlKernels(KernelRegistry& r);      // control.cc: If, Loop
+void RegisterRnnKernels(KernelRegistry& r);          // rnn.cc: LSTM
 
 }  // namespace compress::kernels
