@@ -82,12 +82,12 @@ std::vector<Case> Cases() {
        {{"fp16", 0.99}, {"static", 3.7}, {"dynamic", 3.7}, {"weights_only", 3.7}, {"qop", 3.7}},
        /*fp16_with_data=*/true},
       {"hey_jarvis", std::string(kWake) + "hey_jarvis_v0.1.onnx", "PyTorch, fixed batch 1", Metric::kRelativeL2,
-       {{"fp16", 0.01}, {"dynamic", 0.1}, {"weights_only", 0.05}},
-       {{"fp16", 1.9}, {"dynamic", 3.0}, {"weights_only", 3.0}}},
+       {{"fp16", 0.01}, {"static", 0.1}, {"dynamic", 0.1}, {"weights_only", 0.05}, {"qop", 0.1}},
+       {{"fp16", 1.9}, {"static", 1.0}, {"dynamic", 3.0}, {"weights_only", 3.0}, {"qop", 1.0}}},
       {"silero_vad", std::string(kWake) + "silero_vad.onnx", "PyTorch, If branches, LSTM",
        Metric::kRelativeL2,
-       {{"fp16", 0.01}, {"dynamic", 0.1}, {"weights_only", 0.05}},
-       {{"fp16", 2.2}, {"dynamic", 3.3}, {"weights_only", 3.3}}},
+       {{"fp16", 0.01}, {"static", 0.1}, {"dynamic", 0.1}, {"weights_only", 0.05}, {"qop", 0.1}},
+       {{"fp16", 2.2}, {"static", 1.0}, {"dynamic", 3.3}, {"weights_only", 3.3}, {"qop", 1.0}}},
   };
 }
 
