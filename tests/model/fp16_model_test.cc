@@ -216,6 +216,7 @@ const std::map<std::string, std::string>& KnownOrtFailures() {
   static const std::map<std::string, std::string> known = {
       {"node/test_cast_FLOAT_to_BFLOAT16", "onnxruntime-node returns no bfloat16 tensors"},
       {"node/test_cast_FLOAT_to_STRING", "tests/ort writes no string outputs"},
+      {"node/test_lstm_batchwise", "ONNX Runtime's CPU LSTM does not support layout 1 (batchwise)"},
       {"node/test_max_int16", "ONNX Runtime has no int16 Max kernel"},
       {"node/test_max_uint16", "ONNX Runtime has no uint16 Max kernel"},
       {"node/test_min_int16", "ONNX Runtime has no int16 Min kernel"},
