@@ -15,6 +15,7 @@ namespace compress {
 namespace {
 
 using testing::ErrorOf;
+using testing::GraphAttr;
 
 Node MakeNode(const std::string& op, std::vector<std::string> inputs, std::vector<std::string> outputs) {
   Node n;
@@ -23,14 +24,6 @@ Node MakeNode(const std::string& op, std::vector<std::string> inputs, std::vecto
   n.inputs = std::move(inputs);
   n.outputs = std::move(outputs);
   return n;
-}
-
-Attribute GraphAttr(const std::string& name, Graph g) {
-  Attribute a;
-  a.name = name;
-  a.type = AttrType::kGraph;
-  a.graphs.push_back(std::move(g));
-  return a;
 }
 
 ValueInfo Input(const std::string& name, DType dtype, std::vector<Dim> shape) {

@@ -142,6 +142,8 @@ Tensor Wave(std::vector<int64_t> dims, float scale, float phase, const std::stri
   return Tensor::FromVector<float>(std::move(dims), v, name);
 }
 
+}  // namespace
+
 Attribute GraphAttr(const std::string& name, Graph g) {
   Attribute a;
   a.name = name;
@@ -149,8 +151,6 @@ Attribute GraphAttr(const std::string& name, Graph g) {
   a.graphs.push_back(std::move(g));
   return a;
 }
-
-}  // namespace
 
 Model IfConvLstmModel() {
   Model m;

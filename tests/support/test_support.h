@@ -54,6 +54,9 @@ Model TinyModel();
 //   else ("else"):  Transpose(x) [16,1,4] -> MatMul(Wm [4,6]) -> ReduceMean(axis 0) -> [1,1,6]
 //                   (node name "matmul")
 // Weights are deterministic, of magnitude up to about 0.5.
+// A graph-valued attribute (then_branch, else_branch, body).
+Attribute GraphAttr(const std::string& name, Graph g);
+
 Model IfConvLstmModel();
 
 std::string SourcePath(const std::string& relative);  // path inside the source tree
