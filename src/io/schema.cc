@@ -303,6 +303,107 @@ std::optional<std::vector<int64_t>> KnownShape(const Graph& graph, const std::st
   return dims;
 }
 
+// "tensor(float)" for kFloat; "" for element types ONNX 1.12 has no name for.
+std::string TensorTypeName(DType t) {
+  static const std::map<DType, std::string> kNames = {
+      {DType::kFloat, "tensor(float)"},         {DType::kUInt8, "tensor(uint8)"},
+      {DType::kInt8, "tensor(int8)"},           {DType::kUInt16, "tensor(uint16)"},
+      {DType::kInt16, "tensor(int16)"},         {DType::kInt32, "tensor(int32)"},
+      {DType::kInt64, "tensor(int64)"},         {DType::kString, "tensor(string)"},
+      {DType::kBool, "tensor(bool)"},           {DType::kFloat16, "tensor(float16)"},
+      {DType::kDouble, "tensor(double)"},       {DType::kUInt32, "tensor(uint32)"},
+      {DType::kUInt64, "tensor(uint64)"},       {DType::kComplex64, "tensor(complex64)"},
+      {DType::kComplex128, "tensor(complex128)"}, {DType::kBFloat16, "tensor(bfloat16)"},
+  };
+  const auto it = kNames.find(t);
+  return it == kNames.end() ? std::string() : it->second;
+}
+
+// Largest constant read by the semantic checks (shapes, axes, indices); bigger ones are not inspected.
+constexpr int64_t kMaxCheckedConstant = 1 << 16;
+
+// What is known about the values of one graph before anything runs: the element type of graph inputs,
+// initializers and Constant outputs, and the contents of initializers and Constant 'value' tensors.
+struct GraphValues {
+  struct Known {
+    DType type;
+    const char* origin;
+  };
+  std::map<std::string, Known> types;
+  std::map<std::string, const Tensor*> constants;
+
+  explicit GraphValues(const Graph& g) {
+    for (const auto& v : g.inputs) {
+      if (v.type.kind == TypeInfo::Kind::kTensor && v.type.elem_type != DType::kUndefined) {
+        types[v.name] = {v.type.elem_type, "graph input"};
+      }
+    }
+    for (const auto& t : g.initializers) {
+      types[t.name()] = {t.dtype(), "initializer"};
+      constants[t.name()] = &t;
+    }
+    for (const auto& n : g.nodes) {
+      if (!n.IsDefaultDomain() || n.op_type != "Constant" || n.outputs.size() != 1 || n.outputs[0].empty() ||
+          n.attributes.size() != 1) {
+        continue;
+      }
+      const Attribute& a = n.attributes[0];
+      const std::string& out = n.outputs[0];
+      if (a.name == "value" && a.type == AttrType::kTensor && a.tensors.size() == 1) {
+        types[out] = {a.tensors[0].dtype(), "Constant output"};
+        constants[out] = &a.tensors[0];
+      } else if ((a.name == "value_float" && a.type == AttrType::kFloat) ||
+                 (a.name == "value_floats" && a.type == AttrType::kFloats)) {
+        types[out] = {DType::kFloat, "Constant output"};
+      } else if ((a.name == "value_int" && a.type == AttrType::kInt) ||
+                 (a.name == "value_ints" && a.type == AttrType::kInts)) {
+        types[out] = {DType::kInt64, "Constant output"};
+      } else if ((a.name == "value_string" && a.type == AttrType::kString) ||
+                 (a.name == "value_strings" && a.type == AttrType::kStrings)) {
+        types[out] = {DType::kString, "Constant output"};
+      }
+    }
+  }
+
+  const Known* Type(const std::string& name) const {
+    const auto it = types.find(name);
+    return it == types.end() ? nullptr : &it->second;
+  }
+
+  // The integer contents of a small constant int32/int64 tensor, or nullopt.
+  std::optional<std::vector<int64_t>> Ints(const std::string& name) const {
+    const auto it = constants.find(name);
+    if (name.empty() || it == constants.end()) return std::nullopt;
+    const Tensor& t = *it->second;
+    if (t.numel() > kMaxCheckedConstant || t.raw() == nullptr) return std::nullopt;
+    std::vector<int64_t> v(static_cast<size_t>(t.numel()));
+    if (t.dtype() == DType::kInt64) {
+      std::copy(t.data<int64_t>(), t.data<int64_t>() + t.numel(), v.begin());
+    } else if (t.dtype() == DType::kInt32) {
+      std::copy(t.data<int32_t>(), t.data<int32_t>() + t.numel(), v.begin());
+    } else {
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  // The shape of a value: constant dims first, then what the graph declares.
+  std::optional<std::vector<int64_t>> Shape(const Graph& graph, const std::string& name) const {
+    const auto it = constants.find(name);
+    if (!name.empty() && it != constants.end()) return it->second->dims();
+    return KnownShape(graph, name);
+  }
+};
+
+std::optional<int64_t> Rank(const std::optional<std::vector<int64_t>>& shape) {
+  if (!shape) return std::nullopt;
+  return static_cast<int64_t>(shape->size());
+}
+
+bool FullyKnown(const std::vector<int64_t>& dims) {
+  return std::none_of(dims.begin(), dims.end(), [](int64_t d) { return d == kUnknownDim; });
+}
+
 struct OperatorVerifier {
   const Model& model;
   std::map<std::string, int64_t> imports;                   // domain ("" for ai.onnx) -> version
@@ -332,12 +433,22 @@ struct OperatorVerifier {
   }
 
   void VerifyGraph(const Graph& graph, const std::string& scope) {
+    const GraphValues values(graph);
+    for (const auto& v : graph.inputs) {
+      const Tensor* init = graph.FindInitializer(v.name);
+      if (init != nullptr && v.type.kind == TypeInfo::Kind::kTensor && v.type.elem_type != DType::kUndefined &&
+          v.type.elem_type != init->dtype()) {
+        ThrowInvalid("initializer '" + v.name + "'" + (scope.empty() ? "" : scope) + " has type " +
+                     DTypeName(init->dtype()) + " but the graph input of the same name declares " +
+                     DTypeName(v.type.elem_type) + ", expected the same type");
+      }
+    }
     for (size_t i = 0; i < graph.nodes.size(); ++i) {
       const Node& node = graph.nodes[i];
       const std::string op = node.IsDefaultDomain() ? node.op_type : node.domain + "::" + node.op_type;
       const std::string where =
           (node.name.empty() ? "node #" + std::to_string(i) + " (" + op + ")" : "node " + node.Describe()) + scope;
-      VerifyNode(graph, node, where);
+      VerifyNode(graph, values, node, where);
       for (const auto& a : node.attributes) {
         for (const auto& g : a.graphs) {
           VerifyGraph(g, " in attribute '" + a.name + "' of " + where);
@@ -346,7 +457,7 @@ struct OperatorVerifier {
     }
   }
 
-  void VerifyNode(const Graph& graph, const Node& node, const std::string& where) {
+  void VerifyNode(const Graph& graph, const GraphValues& values, const Node& node, const std::string& where) {
     const std::string d = node.IsDefaultDomain() ? std::string() : node.domain;
     const auto imp = imports.find(d);
     if (imp == imports.end()) {
@@ -375,7 +486,9 @@ struct OperatorVerifier {
     CheckArity(node.inputs, schema->inputs(), schema->min_input(), schema->max_input(), "input", where, sig);
     CheckArity(node.outputs, schema->outputs(), schema->min_output(), schema->max_output(), "output", where, sig);
     CheckAttributes(node, *schema, where, sig);
+    CheckInputTypes(values, node, *schema, where, sig);
     CheckConvolution(graph, node, where);
+    if (d.empty()) CheckSemantics(graph, values, node, where);
   }
 
   static void CheckArity(const std::vector<std::string>& names,
@@ -538,6 +651,450 @@ struct OperatorVerifier {
       }
     }
   }
+
+  // The element type of every input whose type is known before running (graph inputs, initializers,
+  // Constant outputs) is one the schema allows, and inputs sharing a type parameter have the same type.
+  static void CheckInputTypes(const GraphValues& values, const Node& node, const onnx::OpSchema& schema,
+                              const std::string& where, const std::string& sig) {
+    const auto& formals = schema.inputs();
+    if (formals.empty()) return;
+    std::map<std::string, size_t> bound;  // type parameter -> the first input that fixed it
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      const std::string& name = node.inputs[k];
+      const GraphValues::Known* known = name.empty() ? nullptr : values.Type(name);
+      if (known == nullptr) continue;
+      if (k >= formals.size() && formals.back().GetOption() != onnx::OpSchema::Variadic) continue;
+      const auto& formal = k < formals.size() ? formals[k] : formals.back();
+      const std::string type_name = TensorTypeName(known->type);
+      if (type_name.empty() || formal.GetTypes().empty()) continue;
+      std::vector<std::string> allowed;
+      for (const auto* t : formal.GetTypes()) allowed.push_back(*t);
+      std::sort(allowed.begin(), allowed.end());
+      const std::string input = "input " + std::to_string(k) + " ('" + name + "', " + known->origin + ")";
+      if (std::find(allowed.begin(), allowed.end(), type_name) == allowed.end()) {
+        std::string list;
+        for (const auto& t : allowed) list += (list.empty() ? "" : ", ") + t;
+        ThrowInvalid(where + ": " + input + " has type " + type_name + ", expected " +
+                     (allowed.size() == 1 ? list : "one of " + list) + " for '" + formal.GetName() + "' of " + sig);
+      }
+      const bool homogeneous = formal.GetOption() != onnx::OpSchema::Variadic || formal.GetIsHomogeneous();
+      if (!homogeneous || allowed.size() == 1) continue;
+      const auto [it, added] = bound.emplace(formal.GetTypeStr(), k);
+      if (added) continue;
+      const DType first = values.Type(node.inputs[it->second])->type;
+      if (first != known->type) {
+        ThrowInvalid(where + ": " + input + " has type " + type_name + " but input " + std::to_string(it->second) +
+                     " ('" + node.inputs[it->second] + "') has type " + TensorTypeName(first) +
+                     ", expected the same type (both are '" + formal.GetTypeStr() + "' of " + sig + ")");
+      }
+    }
+  }
+
+  // Checks no schema expresses, for what kernels and passes read: value ranges of attributes, axes within
+  // the known rank, and the contents of constant shape, axis and index inputs.
+  static void CheckSemantics(const Graph& graph, const GraphValues& values, const Node& node,
+                             const std::string& where) {
+    const std::string& op = node.op_type;
+    auto input = [&node](size_t k) { return k < node.inputs.size() ? node.inputs[k] : std::string(); };
+    auto shape = [&](size_t k) { return values.Shape(graph, input(k)); };
+    auto int_attr = [&node](const char* name) -> const Attribute* {
+      const Attribute* a = node.FindAttr(name);
+      return a != nullptr && a->type == AttrType::kInt ? a : nullptr;
+    };
+    auto ints_attr = [&node](const char* name) -> const Attribute* {
+      const Attribute* a = node.FindAttr(name);
+      return a != nullptr && a->type == AttrType::kInts ? a : nullptr;
+    };
+    auto rank_text = [&](size_t k, int64_t r) {
+      return " (input '" + input(k) + "' has rank " + std::to_string(r) + ")";
+    };
+
+    // Flags stored as integers.
+    static const std::map<std::string, std::vector<const char*>> kFlags = {
+        {"Gemm", {"transA", "transB"}},
+        {"Reshape", {"allowzero"}},
+        {"ArgMax", {"keepdims", "select_last_index"}},
+        {"ArgMin", {"keepdims", "select_last_index"}},
+        {"TopK", {"largest", "sorted"}},
+        {"CumSum", {"exclusive", "reverse"}},
+        {"LSTM", {"input_forget", "layout"}},
+        {"GRU", {"linear_before_reset", "layout"}},
+        {"RNN", {"layout"}},
+        {"Resize", {"exclude_outside"}},
+        {"Unique", {"sorted"}},
+        {"ReduceSum", {"keepdims", "noop_with_empty_axes"}},
+        {"ReduceMean", {"keepdims"}},
+        {"ReduceMax", {"keepdims"}},
+        {"ReduceMin", {"keepdims"}},
+        {"ReduceProd", {"keepdims"}},
+        {"ReduceL1", {"keepdims"}},
+        {"ReduceL2", {"keepdims"}},
+        {"ReduceLogSum", {"keepdims"}},
+        {"ReduceLogSumExp", {"keepdims"}},
+        {"ReduceSumSquare", {"keepdims"}},
+    };
+    if (const auto f = kFlags.find(op); f != kFlags.end()) {
+      for (const char* name : f->second) {
+        const Attribute* a = int_attr(name);
+        if (a != nullptr && a->i != 0 && a->i != 1) {
+          ThrowInvalid(where + ": attribute '" + std::string(name) + "' is " + std::to_string(a->i) +
+                       ", expected 0 or 1");
+        }
+      }
+    }
+
+    // Attributes that name a mode.
+    static const std::map<std::pair<std::string, std::string>, std::vector<std::string>> kModes = {
+        {{"Pad", "mode"}, {"constant", "reflect", "edge"}},
+        {{"Resize", "mode"}, {"nearest", "linear", "cubic"}},
+        {{"Resize", "coordinate_transformation_mode"},
+         {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nearest",
+          "tf_crop_and_resize"}},
+        {{"Resize", "nearest_mode"}, {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"}},
+        {{"Upsample", "mode"}, {"nearest", "linear", "bilinear", "cubic"}},
+        {{"LSTM", "direction"}, {"forward", "reverse", "bidirectional"}},
+        {{"GRU", "direction"}, {"forward", "reverse", "bidirectional"}},
+        {{"RNN", "direction"}, {"forward", "reverse", "bidirectional"}},
+        {{"DepthToSpace", "mode"}, {"DCR", "CRD"}},
+        {{"GridSample", "mode"}, {"bilinear", "nearest", "bicubic"}},
+        {{"GridSample", "padding_mode"}, {"zeros", "border", "reflection"}},
+        {{"ScatterElements", "reduction"}, {"none", "add", "mul"}},
+        {{"ScatterND", "reduction"}, {"none", "add", "mul"}},
+        {{"RoiAlign", "mode"}, {"avg", "max"}},
+    };
+    for (const auto& a : node.attributes) {
+      if (a.type != AttrType::kString) continue;
+      const auto m = kModes.find({op, a.name});
+      if (m == kModes.end() || std::find(m->second.begin(), m->second.end(), a.s) != m->second.end()) continue;
+      std::string list;
+      for (size_t i = 0; i < m->second.size(); ++i) {
+        list += (i == 0 ? "" : i + 1 == m->second.size() ? " or " : ", ") + m->second[i];
+      }
+      ThrowInvalid(where + ": attribute '" + a.name + "' is '" + a.s + "', expected " + list);
+    }
+
+    // Element types given as attributes.
+    for (const char* name : {"to", "dtype"}) {
+      const Attribute* a = int_attr(name);
+      if (a == nullptr || (std::string(name) == "to" && op != "Cast")) continue;
+      const bool known = a->i >= 1 && a->i <= 16 && IsKnownDType(static_cast<int32_t>(a->i)) &&
+                         !TensorTypeName(static_cast<DType>(a->i)).empty();
+      if (!known) {
+        ThrowInvalid(where + ": attribute '" + std::string(name) + "' is " + std::to_string(a->i) +
+                     ", expected an ONNX element type (TensorProto.DataType 1 to 16)");
+      }
+    }
+
+    // A single axis: (data input, whether the axis may equal the rank).
+    static const std::map<std::string, std::pair<size_t, bool>> kAxis = {
+        {"Softmax", {0, false}},      {"LogSoftmax", {0, false}},    {"Hardmax", {0, false}},
+        {"Concat", {0, false}},       {"Gather", {0, false}},        {"GatherElements", {0, false}},
+        {"ScatterElements", {0, false}}, {"Split", {0, false}},      {"ArgMax", {0, false}},
+        {"ArgMin", {0, false}},       {"Flatten", {0, true}},        {"LayerNormalization", {0, false}},
+        {"Compress", {0, false}},     {"TopK", {0, false}},
+    };
+    if (const auto ax = kAxis.find(op); ax != kAxis.end()) {
+      const Attribute* a = int_attr("axis");
+      const auto r = Rank(shape(ax->second.first));
+      if (a != nullptr && r) {
+        const int64_t hi = ax->second.second ? *r : *r - 1;
+        if (a->i < -*r || a->i > hi) {
+          ThrowInvalid(where + ": attribute 'axis' is " + std::to_string(a->i) + ", expected " + std::to_string(-*r) +
+                       " to " + std::to_string(hi) + rank_text(ax->second.first, *r));
+        }
+      }
+    }
+
+    // Lists of axes, as an attribute (older opsets) or a constant input.
+    static const std::set<std::string> kAxesOps = {
+        "Squeeze",    "Unsqueeze",    "ReduceSum",  "ReduceMean",   "ReduceMax",       "ReduceMin",
+        "ReduceProd", "ReduceL1",     "ReduceL2",   "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"};
+    if (kAxesOps.count(op)) {
+      std::optional<std::vector<int64_t>> axes;
+      if (const Attribute* a = ints_attr("axes")) axes = a->ints;
+      else axes = values.Ints(input(1));
+      const auto r = Rank(shape(0));
+      if (axes && r) {
+        const int64_t out_rank = op == "Unsqueeze" ? *r + static_cast<int64_t>(axes->size()) : *r;
+        std::set<int64_t> seen;
+        for (int64_t v : *axes) {
+          if (v < -out_rank || v >= out_rank) {
+            ThrowInvalid(where + ": axes " + JoinInts(*axes) + " hold " + std::to_string(v) + ", expected " +
+                         std::to_string(-out_rank) + " to " + std::to_string(out_rank - 1) + rank_text(0, *r));
+          }
+          if (!seen.insert(v < 0 ? v + out_rank : v).second) {
+            ThrowInvalid(where + ": axes " + JoinInts(*axes) + " name axis " + std::to_string(v) +
+                         " twice, expected distinct axes");
+          }
+        }
+      }
+    }
+
+    if (op == "Transpose") {
+      if (const Attribute* a = ints_attr("perm")) {
+        const auto r = Rank(shape(0));
+        const int64_t n = static_cast<int64_t>(a->ints.size());
+        std::vector<int64_t> sorted = a->ints;
+        std::sort(sorted.begin(), sorted.end());
+        for (int64_t i = 0; i < n; ++i) {
+          if (sorted[static_cast<size_t>(i)] != i) {
+            ThrowInvalid(where + ": attribute 'perm' is " + JoinInts(a->ints) + ", expected a permutation of 0 to " +
+                         std::to_string(n - 1));
+          }
+        }
+        if (r && n != *r) {
+          ThrowInvalid(where + ": attribute 'perm' has " + Count(a->ints.size(), "value") + ", expected " +
+                       std::to_string(*r) + rank_text(0, *r));
+        }
+      }
+    }
+
+    if (op == "Reshape") CheckReshape(graph, values, node, where);
+
+    if (op == "Constant") {
+      if (node.attributes.size() != 1) {
+        ThrowInvalid(where + " has " + Count(node.attributes.size(), "value attribute") +
+                     ", expected exactly one of value, value_float(s), value_int(s), value_string(s), sparse_value");
+      }
+    }
+
+    if (op == "BatchNormalization") {
+      const auto x = shape(0);
+      const int64_t channels = x && x->size() >= 2 ? (*x)[1] : kUnknownDim;
+      static const char* kNames[] = {"scale", "B", "mean", "var"};
+      for (size_t k = 1; k <= 4 && k < node.inputs.size(); ++k) {
+        const auto s = shape(k);
+        if (!s) continue;
+        if (s->size() != 1) {
+          ThrowInvalid(where + ": input " + std::to_string(k) + " ('" + input(k) + "', " + kNames[k - 1] +
+                       ") has rank " + std::to_string(s->size()) + ", expected 1");
+        }
+        if (channels != kUnknownDim && (*s)[0] != kUnknownDim && (*s)[0] != channels) {
+          ThrowInvalid(where + ": input " + std::to_string(k) + " ('" + input(k) + "', " + kNames[k - 1] + ") has " +
+                       std::to_string((*s)[0]) + " values, expected " + std::to_string(channels) +
+                       " (the channels of input '" + input(0) + "')");
+        }
+      }
+    }
+
+    if (op == "Conv" && node.inputs.size() >= 3 && !input(2).empty()) {
+      const auto w = shape(1), b = shape(2);
+      if (b && b->size() != 1) {
+        ThrowInvalid(where + ": bias '" + input(2) + "' has rank " + std::to_string(b->size()) + ", expected 1");
+      }
+      if (w && b && !w->empty() && (*w)[0] != kUnknownDim && (*b)[0] != kUnknownDim && (*b)[0] != (*w)[0]) {
+        ThrowInvalid(where + ": bias '" + input(2) + "' has " + std::to_string((*b)[0]) + " values, expected " +
+                     std::to_string((*w)[0]) + " (the output channels of weight '" + input(1) + "')");
+      }
+    }
+
+    if (op == "Gemm" || op == "MatMul") {
+      const auto a = shape(0), b = shape(1);
+      for (size_t k = 0; k < 2; ++k) {
+        const auto& s = k == 0 ? a : b;
+        if (s && (op == "Gemm" ? s->size() != 2 : s->empty())) {
+          ThrowInvalid(where + ": input " + std::to_string(k) + " ('" + input(k) + "') has rank " +
+                       std::to_string(s->size()) + ", expected " + (op == "Gemm" ? "2" : "at least 1"));
+        }
+      }
+      if (a && b) {
+        int64_t ka = a->back(), kb = b->size() == 1 ? (*b)[0] : (*b)[b->size() - 2];
+        if (op == "Gemm") {
+          ka = node.AttrInt("transA", 0) ? (*a)[0] : (*a)[1];
+          kb = node.AttrInt("transB", 0) ? (*b)[1] : (*b)[0];
+        }
+        if (ka != kUnknownDim && kb != kUnknownDim && ka != kb) {
+          ThrowInvalid(where + ": inner dimensions differ: input '" + input(0) + "' " + JoinInts(*a) + " has " +
+                       std::to_string(ka) + ", input '" + input(1) + "' " + JoinInts(*b) + " has " +
+                       std::to_string(kb) + ", expected them equal");
+        }
+      }
+    }
+
+    if (op == "LSTM" || op == "GRU" || op == "RNN") {
+      const int64_t gates = op == "LSTM" ? 4 : op == "GRU" ? 3 : 1;
+      const Attribute* h = int_attr("hidden_size");
+      if (h != nullptr && h->i < 1) {
+        ThrowInvalid(where + ": attribute 'hidden_size' is " + std::to_string(h->i) + ", expected a positive integer");
+      }
+      const Attribute* dir = node.FindAttr("direction");
+      const int64_t directions = dir != nullptr && dir->type == AttrType::kString && dir->s == "bidirectional" ? 2 : 1;
+      const auto w = shape(1);
+      if (w && w->size() != 3) {
+        ThrowInvalid(where + ": weight '" + input(1) + "' has rank " + std::to_string(w->size()) +
+                     ", expected 3 (directions, gates x hidden_size, input_size)");
+      }
+      if (w && (*w)[0] != kUnknownDim && (*w)[0] != directions) {
+        ThrowInvalid(where + ": weight '" + input(1) + "' has " + std::to_string((*w)[0]) +
+                     " directions (axis 0), expected " + std::to_string(directions));
+      }
+      if (w && h != nullptr && (*w)[1] != kUnknownDim && (*w)[1] != gates * h->i) {
+        ThrowInvalid(where + ": weight '" + input(1) + "' has " + std::to_string((*w)[1]) + " rows (axis 1), expected " +
+                     std::to_string(gates * h->i) + " (" + std::to_string(gates) + " gates x hidden_size " +
+                     std::to_string(h->i) + ")");
+      }
+    }
+
+    if (op == "Split") {
+      std::optional<std::vector<int64_t>> split;
+      if (const Attribute* a = ints_attr("split")) split = a->ints;
+      else split = values.Ints(input(1));
+      if (split) {
+        if (split->size() != node.outputs.size()) {
+          ThrowInvalid(where + ": split " + JoinInts(*split) + " has " + Count(split->size(), "value") + " but the node has " +
+                       Count(node.outputs.size(), "output") + ", expected one value per output");
+        }
+        int64_t sum = 0;
+        for (int64_t v : *split) {
+          if (v < 0) ThrowInvalid(where + ": split " + JoinInts(*split) + " holds " + std::to_string(v) + ", expected non-negative sizes");
+          sum += v;
+        }
+        const auto x = shape(0);
+        const int64_t axis = node.AttrInt("axis", 0);
+        if (x && axis >= -static_cast<int64_t>(x->size()) && axis < static_cast<int64_t>(x->size())) {
+          const int64_t dim = (*x)[static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(x->size()) : axis)];
+          if (dim != kUnknownDim && dim != sum) {
+            ThrowInvalid(where + ": split " + JoinInts(*split) + " sums to " + std::to_string(sum) + ", expected " +
+                         std::to_string(dim) + " (axis " + std::to_string(axis) + " of input '" + input(0) + "')");
+          }
+        }
+      }
+    }
+
+    if (op == "DepthToSpace" || op == "SpaceToDepth") {
+      const Attribute* b = int_attr("blocksize");
+      if (b != nullptr && b->i < 1) {
+        ThrowInvalid(where + ": attribute 'blocksize' is " + std::to_string(b->i) + ", expected a positive integer");
+      }
+    }
+
+    if (op == "Tile") {
+      const auto repeats = values.Ints(input(1));
+      const auto r = Rank(shape(0));
+      if (repeats) {
+        for (int64_t v : *repeats) {
+          if (v < 0) ThrowInvalid(where + ": repeats " + JoinInts(*repeats) + " hold " + std::to_string(v) + ", expected non-negative values");
+        }
+        if (r && static_cast<int64_t>(repeats->size()) != *r) {
+          ThrowInvalid(where + ": repeats " + JoinInts(*repeats) + " has " + Count(repeats->size(), "value") +
+                       ", expected " + std::to_string(*r) + rank_text(0, *r));
+        }
+      }
+    }
+
+    if (op == "Pad") {
+      std::optional<std::vector<int64_t>> pads;
+      if (const Attribute* a = ints_attr("pads")) pads = a->ints;
+      else pads = values.Ints(input(1));
+      const auto r = Rank(shape(0));
+      if (pads && r && node.inputs.size() < 4 && static_cast<int64_t>(pads->size()) != 2 * *r) {
+        ThrowInvalid(where + ": pads " + JoinInts(*pads) + " has " + Count(pads->size(), "value") + ", expected " +
+                     std::to_string(2 * *r) + " (a begin and an end for each axis" + rank_text(0, *r) + ")");
+      }
+    }
+
+    if (op == "Gather") {
+      const auto x = shape(0);
+      const auto indices = values.Ints(input(1));
+      const int64_t axis = node.AttrInt("axis", 0);
+      if (x && indices && axis >= -static_cast<int64_t>(x->size()) && axis < static_cast<int64_t>(x->size())) {
+        const int64_t dim = (*x)[static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(x->size()) : axis)];
+        for (int64_t v : *indices) {
+          if (dim != kUnknownDim && (v < -dim || v >= dim)) {
+            ThrowInvalid(where + ": index " + std::to_string(v) + " of '" + input(1) + "' is out of range, expected " +
+                         std::to_string(-dim) + " to " + std::to_string(dim - 1) + " (axis " + std::to_string(axis) +
+                         " of input '" + input(0) + "' has size " + std::to_string(dim) + ")");
+          }
+        }
+      }
+    }
+
+    if (op == "Slice") {
+      const auto starts = values.Ints(input(1)), ends = values.Ints(input(2));
+      const auto axes = values.Ints(input(3)), steps = values.Ints(input(4));
+      if (starts && ends && starts->size() != ends->size()) {
+        ThrowInvalid(where + ": starts " + JoinInts(*starts) + " and ends " + JoinInts(*ends) +
+                     " differ in length, expected one of each per sliced axis");
+      }
+      if (starts && axes && starts->size() != axes->size()) {
+        ThrowInvalid(where + ": axes " + JoinInts(*axes) + " has " + Count(axes->size(), "value") + ", expected " +
+                     std::to_string(starts->size()) + " (one per value of starts)");
+      }
+      if (steps) {
+        for (int64_t v : *steps) {
+          if (v == 0) ThrowInvalid(where + ": steps " + JoinInts(*steps) + " hold 0, expected non-zero steps");
+        }
+      }
+      const auto r = Rank(shape(0));
+      if (axes && r) {
+        std::set<int64_t> seen;
+        for (int64_t v : *axes) {
+          if (v < -*r || v >= *r) {
+            ThrowInvalid(where + ": axes " + JoinInts(*axes) + " hold " + std::to_string(v) + ", expected " +
+                         std::to_string(-*r) + " to " + std::to_string(*r - 1) + rank_text(0, *r));
+          }
+          if (!seen.insert(v < 0 ? v + *r : v).second) {
+            ThrowInvalid(where + ": axes " + JoinInts(*axes) + " name axis " + std::to_string(v) +
+                         " twice, expected distinct axes");
+          }
+        }
+      }
+    }
+
+    if (op == "ConstantOfShape" || op == "Expand") {
+      if (const auto s = values.Ints(input(op == "Expand" ? 1 : 0))) {
+        for (int64_t v : *s) {
+          if (v < 0) ThrowInvalid(where + ": shape " + JoinInts(*s) + " holds " + std::to_string(v) + ", expected non-negative sizes");
+        }
+      }
+    }
+  }
+
+  // A constant target shape of Reshape: at most one -1, no value below -1, 0 only where it copies an input
+  // axis (or with allowzero, never together with -1), and the element count preserved when it is known.
+  static void CheckReshape(const Graph& graph, const GraphValues& values, const Node& node, const std::string& where) {
+    if (node.inputs.size() < 2) return;
+    const auto target = values.Ints(node.inputs[1]);
+    if (!target) return;
+    const std::string t = "target shape " + JoinInts(*target) + " ('" + node.inputs[1] + "')";
+    const bool allowzero = node.AttrInt("allowzero", 0) == 1;
+    const auto x = values.Shape(graph, node.inputs[0]);
+    int inferred = 0;
+    bool zero = false;
+    for (size_t i = 0; i < target->size(); ++i) {
+      const int64_t v = (*target)[i];
+      if (v < -1) ThrowInvalid(where + ": " + t + " holds " + std::to_string(v) + ", expected sizes, 0 or -1");
+      if (v == -1 && ++inferred > 1) ThrowInvalid(where + ": " + t + " holds -1 more than once, expected at most one");
+      if (v == 0) {
+        zero = true;
+        if (!allowzero && x && i >= x->size()) {
+          ThrowInvalid(where + ": " + t + " holds 0 at position " + std::to_string(i) + " but input '" +
+                       node.inputs[0] + "' has rank " + std::to_string(x->size()) + ", expected 0 only where it copies an input axis");
+        }
+      }
+    }
+    if (allowzero && zero && inferred > 0) {
+      ThrowInvalid(where + ": " + t + " holds both 0 and -1 with allowzero 1, expected one of them at most");
+    }
+    if (!x || !FullyKnown(*x)) return;
+    int64_t total = 1, known = 1;
+    for (int64_t d : *x) {
+      if (d != 0 && total > kMaxCheckedConstant * kMaxCheckedConstant / d) return;  // too large to bother
+      total *= d;
+    }
+    for (size_t i = 0; i < target->size(); ++i) {
+      int64_t v = (*target)[i];
+      if (v == 0 && !allowzero) v = (*x)[i];
+      if (v == -1) continue;
+      if (v != 0 && known > kMaxCheckedConstant * kMaxCheckedConstant / v) return;
+      known *= v;
+    }
+    const bool fits = inferred ? (known != 0 && total % known == 0) || (known == 0 && total == 0) : known == total;
+    if (!fits) {
+      ThrowInvalid(where + ": " + t + " cannot hold the " + std::to_string(total) + " elements of input '" +
+                   node.inputs[0] + "' " + JoinInts(*x));
+    }
+  }
 };
 
 }  // namespace
@@ -545,6 +1102,36 @@ struct OperatorVerifier {
 void VerifyOperators(const Model& model) {
   OperatorVerifier verifier(model);
   verifier.VerifyGraph(model.graph, "");
+}
+
+namespace {
+
+void CollectUnchecked(const Graph& graph, const OperatorVerifier& verifier,
+                      std::map<std::pair<std::string, std::string>, int64_t>* counts) {
+  const auto& known = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+  for (const auto& node : graph.nodes) {
+    const std::string d = node.IsDefaultDomain() ? std::string() : node.domain;
+    bool unchecked = verifier.functions.count({d, node.op_type}) > 0 || (!d.empty() && d != "ai.onnx.ml");
+    if (d == "ai.onnx.ml") {
+      const auto imp = verifier.imports.find(d);
+      unchecked = unchecked || (imp != verifier.imports.end() && imp->second > known.at(d).second);
+    }
+    if (unchecked) ++(*counts)[{DomainName(d), node.op_type}];
+    for (const auto& a : node.attributes) {
+      for (const auto& g : a.graphs) CollectUnchecked(g, verifier, counts);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<UncheckedOperator> UncheckedOperators(const Model& model) {
+  OperatorVerifier verifier(model);
+  std::map<std::pair<std::string, std::string>, int64_t> counts;
+  CollectUnchecked(model.graph, verifier, &counts);
+  std::vector<UncheckedOperator> out;
+  for (const auto& [key, count] : counts) out.push_back({key.first, key.second, count});
+  return out;
 }
 
 bool ConvertOpset(Model& model, int64_t version, std::string* why) {

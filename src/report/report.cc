@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "compress/exec/executor.h"
+#include "compress/io/schema.h"
 #include "compress/util/half.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
@@ -270,6 +271,22 @@ std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, co
   return layers;
 }
 
+namespace {
+
+// "com.microsoft::Gelu (2 nodes), foo::Bar (1 node)", or "" when every operator was checked.
+std::string UncheckedList(const json& input) {
+  std::string s;
+  if (!input.contains("unchecked_operators")) return s;
+  for (const auto& u : input["unchecked_operators"]) {
+    const int64_t n = u["count"].get<int64_t>();
+    s += (s.empty() ? "" : ", ") + u["domain"].get<std::string>() + "::" + u["op_type"].get<std::string>() + " (" +
+         std::to_string(n) + (n == 1 ? " node)" : " nodes)");
+  }
+  return s;
+}
+
+}  // namespace
+
 json BuildReport(const ReportInput& in) {
   std::vector<Weight> wb, wa;
   CollectWeights(in.before->graph, &wb);
@@ -278,7 +295,13 @@ json BuildReport(const ReportInput& in) {
   r["schema"] = "compress.report/1";
   r["tool"] = {{"name", "compress"}, {"version", COMPRESS_VERSION}};
   r["recipe"] = in.recipe.ToJson();
-  r["input"] = {{"path", in.input_path}, {"bytes", in.input_bytes}};
+  json unchecked = json::array();
+  if (in.before != nullptr) {
+    for (const auto& u : UncheckedOperators(*in.before)) {
+      unchecked.push_back({{"domain", u.domain}, {"op_type", u.op_type}, {"count", u.count}});
+    }
+  }
+  r["input"] = {{"path", in.input_path}, {"bytes", in.input_bytes}, {"unchecked_operators", unchecked}};
   r["output"] = {{"path", in.output_path},
                  {"bytes", in.output_bytes},
                  {"checker", {{"ok", in.checker_ok}, {"message", in.checker_message}}}};
@@ -379,6 +402,7 @@ std::string FormatReportSummary(const json& r) {
   os << "output      " << r["output"]["path"].get<std::string>() << "  " << Thousands(out_bytes) << " bytes ("
      << Fixed(r["size_ratio"].get<double>(), 2) << "x size ratio; ONNX checker "
      << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "FAILS") << ")\n";
+  if (const std::string u = UncheckedList(r["input"]); !u.empty()) os << "unchecked   " << u << "\n";
   os << "parameters  " << DtypeList(r["parameters"]["before"]["by_dtype"]) << "  ->  "
      << DtypeList(r["parameters"]["after"]["by_dtype"]) << "\n";
   os << "graph       " << r["passes"].size() << " passes: ";
@@ -473,6 +497,9 @@ std::string FormatReportMarkdown(const json& r) {
   os << "Size ratio **" << Fixed(r["size_ratio"].get<double>(), 2) << "x**. ONNX checker: "
      << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "fails: " + r["output"]["checker"]["message"].get<std::string>())
      << ".\n\n";
+  if (const std::string u = UncheckedList(r["input"]); !u.empty()) {
+    os << "Not checked against any operator schema (domains ONNX does not define): " << u << ".\n\n";
+  }
 
   os << "## Parameters\n\n| dtype | parameters before | bytes before | parameters after | bytes after |\n"
         "|---|---:|---:|---:|---:|\n";

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <nlohmann/json.hpp>
 
 #include "compress/io/onnx_io.h"
 #include "onnx/onnx_pb.h"
@@ -101,6 +102,38 @@ std::vector<std::string> UpsampleWithoutScales(const TempDir& dir, std::vector<s
 std::vector<std::string> WriteModel(const TempDir& dir, const Model& m) {
   testing::WriteBytes(dir / "model.onnx", SerializeModel(m));
   return {dir / "model.onnx", "-o", dir / "out.onnx"};
+}
+
+Tensor I64(std::vector<int64_t> dims, std::vector<int64_t> values, std::string name) {
+  return Tensor::FromVector<int64_t>(std::move(dims), values, std::move(name));
+}
+
+// x[1,4,8,8] -> Reshape(target shape s) -> y.
+std::vector<std::string> ReshapeTo(const TempDir& dir, std::vector<int64_t> target, int64_t opset,
+                                   std::vector<Attribute> attrs = {}) {
+  const size_t n = target.size();
+  return WriteModel(dir, OneNodeModel(opset, Node{"rs", "Reshape", "", {"x", "s"}, {"y"}, std::move(attrs), ""},
+                                      {I64({static_cast<int64_t>(n)}, std::move(target), "s")}));
+}
+
+// x[1,4,8,8] -> Slice(starts, ends, axes, steps) -> y.
+std::vector<std::string> SliceWith(const TempDir& dir, std::vector<int64_t> starts, std::vector<int64_t> ends,
+                                   std::vector<int64_t> axes, std::vector<int64_t> steps) {
+  auto t = [](std::vector<int64_t> v, const char* name) {
+    const auto n = static_cast<int64_t>(v.size());
+    return I64({n}, std::move(v), name);
+  };
+  return WriteModel(dir, OneNodeModel(13, Node{"sl", "Slice", "", {"x", "b", "e", "a", "st"}, {"y"}, {}, ""},
+                                      {t(starts, "b"), t(ends, "e"), t(axes, "a"), t(steps, "st")}));
+}
+
+// x[2,1,8] -> LSTM(W [1,w_rows,8], R [1,32,8], hidden_size) -> y.
+std::vector<std::string> Lstm(const TempDir& dir, int64_t hidden_size, int64_t w_rows, std::vector<Attribute> attrs) {
+  attrs.push_back(Attribute::Int("hidden_size", hidden_size));
+  return WriteModel(dir, OneNodeModel(14, Node{"lstm", "LSTM", "", {"x", "W", "R"}, {"y"}, attrs, ""},
+                                      {Tensor::FromVector<float>({1, w_rows, 8}, std::vector<float>(w_rows * 8, 0.1f), "W"),
+                                       Tensor::FromVector<float>({1, 32, 8}, std::vector<float>(256, 0.1f), "R")},
+                                      {2, 1, 8}));
 }
 
 // cond -> If(then_branch: Identity(x)) -> y, without else_branch.
@@ -310,6 +343,180 @@ std::vector<Case> Cases() {
                      return WriteModel(d, m);
                    }, kExitInvalid, {"node #0 (Relu) in attribute 'else_branch' of node 'if' (If)",
                                      "unknown attribute 'beta'"}});
+  // Element types of initializers, graph inputs and Constant outputs against the type constraints.
+  cases.push_back({"conv_int64_weight", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"conv", "Conv", "", {"x", "W"}, {"y"}, {}, ""},
+                                                       {I64({4, 4, 3, 3}, std::vector<int64_t>(144, 1), "W")}));
+                   }, kExitInvalid, {"'conv' (Conv)", "input 1 ('W', initializer) has type tensor(int64)",
+                                     "for 'W' of Conv-11"}});
+  cases.push_back({"add_double_initializer_to_float", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"add", "Add", "", {"x", "B"}, {"y"}, {}, ""},
+                                                       {Tensor::FromVector<double>({8}, std::vector<double>(8, 1.0), "B")}));
+                   }, kExitInvalid, {"'add' (Add)", "input 1 ('B', initializer) has type tensor(double)",
+                                     "input 0 ('x') has type tensor(float)", "both are 'T' of Add-13"}});
+  cases.push_back({"gather_float_indices", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"gather", "Gather", "", {"x", "i"}, {"y"}, {}, ""},
+                                                       {Tensor::FromVector<float>({1}, {0.0f}, "i")}));
+                   }, kExitInvalid, {"'gather' (Gather)", "('i', initializer) has type tensor(float)",
+                                     "expected one of tensor(int32), tensor(int64) for 'indices' of Gather-13"}});
+  cases.push_back({"constant_string_into_relu", [](const TempDir& d) {
+                     Model m = OneNodeModel(13, Node{"relu", "Relu", "", {"k"}, {"y"}, {}, ""});
+                     m.graph.nodes.insert(m.graph.nodes.begin(),
+                                          Node{"k", "Constant", "", {}, {"k"}, {Attribute::String("value_string", "a")}, ""});
+                     return WriteModel(d, m);
+                   }, kExitInvalid, {"'relu' (Relu)", "input 0 ('k', Constant output) has type tensor(string)"}});
+  cases.push_back({"graph_input_bool_into_sigmoid", [](const TempDir& d) {
+                     Model m = OneNodeModel(13, Node{"sig", "Sigmoid", "", {"x"}, {"y"}, {}, ""});
+                     m.graph.inputs[0].type.elem_type = DType::kBool;
+                     return WriteModel(d, m);
+                   }, kExitInvalid, {"'sig' (Sigmoid)", "input 0 ('x', graph input) has type tensor(bool)",
+                                     "for 'X' of Sigmoid-13"}});
+  cases.push_back({"initializer_type_differs_from_graph_input", [](const TempDir& d) {
+                     Model m = OneNodeModel(13, Node{"add", "Add", "", {"x", "B"}, {"y"}, {}, ""},
+                                            {I64({8}, std::vector<int64_t>(8, 1), "B")});
+                     m.graph.inputs.push_back({"B", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(8)}), ""});
+                     return WriteModel(d, m);
+                   }, kExitInvalid, {"initializer 'B' has type int64", "graph input of the same name declares float32"}});
+  cases.push_back({"type_error_inside_subgraph", [](const TempDir& d) {
+                     Model m = IfWithoutElse();
+                     Attribute e = m.graph.nodes[0].attributes[0];
+                     e.name = "else_branch";
+                     e.graphs[0].nodes[0] = Node{"g", "Gather", "", {"x", "i"}, {"t"}, {}, ""};
+                     e.graphs[0].initializers.push_back(Tensor::FromVector<float>({1}, {0.0f}, "i"));
+                     m.graph.nodes[0].attributes.push_back(e);
+                     return WriteModel(d, m);
+                   }, kExitInvalid, {"node 'g' (Gather) in attribute 'else_branch' of node 'if' (If)",
+                                     "('i', initializer) has type tensor(float)"}});
+  // Attribute values and constant inputs the schemas cannot express.
+  cases.push_back({"attribute_given_twice", [](const TempDir& d) {
+                     return ConvWith(d, [](Node& n) { n.attributes.push_back(Attribute::Int("group", 2)); });
+                   }, kExitInvalid, {"'conv' (Conv)", "attribute 'group' is given twice"}});
+  cases.push_back({"gemm_transA_2", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"gemm", "Gemm", "", {"x", "G"}, {"y"},
+                                                                {Attribute::Int("transA", 2)}, ""},
+                                                       {Tensor::FromVector<float>({4, 3}, std::vector<float>(12, 1), "G")}, {2, 4}));
+                   }, kExitInvalid, {"'gemm' (Gemm)", "attribute 'transA' is 2, expected 0 or 1"}});
+  cases.push_back({"gemm_rank_4_input", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"gemm", "Gemm", "", {"x", "G"}, {"y"}, {}, ""},
+                                                       {Tensor::FromVector<float>({8, 3}, std::vector<float>(24, 1), "G")}));
+                   }, kExitInvalid, {"'gemm' (Gemm)", "input 0 ('x') has rank 4, expected 2"}});
+  cases.push_back({"matmul_inner_dimensions", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"mm", "MatMul", "", {"x", "M"}, {"y"}, {}, ""},
+                                                       {Tensor::FromVector<float>({5, 3}, std::vector<float>(15, 1), "M")}));
+                   }, kExitInvalid, {"'mm' (MatMul)", "inner dimensions differ", "'x' [1,4,8,8] has 8", "'M' [5,3] has 5"}});
+  cases.push_back({"softmax_axis_out_of_range", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"sm", "Softmax", "", {"x"}, {"y"}, {Attribute::Int("axis", 4)}, ""}));
+                   }, kExitInvalid, {"'sm' (Softmax)", "'axis' is 4, expected -4 to 3", "'x' has rank 4"}});
+  cases.push_back({"flatten_axis_out_of_range", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"fl", "Flatten", "", {"x"}, {"y"}, {Attribute::Int("axis", -5)}, ""}));
+                   }, kExitInvalid, {"'fl' (Flatten)", "'axis' is -5, expected -4 to 4"}});
+  cases.push_back({"transpose_perm_not_a_permutation", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"tr", "Transpose", "", {"x"}, {"y"},
+                                                                {Attribute::Ints("perm", {0, 1, 1, 2})}, ""}));
+                   }, kExitInvalid, {"'tr' (Transpose)", "'perm' is [0,1,1,2], expected a permutation of 0 to 3"}});
+  cases.push_back({"transpose_perm_wrong_length", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"tr", "Transpose", "", {"x"}, {"y"},
+                                                                {Attribute::Ints("perm", {0, 2, 1})}, ""}));
+                   }, kExitInvalid, {"'tr' (Transpose)", "'perm' has 3 values, expected 4", "'x' has rank 4"}});
+  cases.push_back({"reshape_two_inferred_dims", [](const TempDir& d) {
+                     return ReshapeTo(d, {-1, -1}, 13);
+                   }, kExitInvalid, {"'rs' (Reshape)", "target shape [-1,-1] ('s')", "-1 more than once"}});
+  cases.push_back({"reshape_element_count", [](const TempDir& d) { return ReshapeTo(d, {3, 5}, 13); },
+                   kExitInvalid, {"'rs' (Reshape)", "[3,5]", "cannot hold the 256 elements of input 'x' [1,4,8,8]"}});
+  cases.push_back({"reshape_zero_past_input_rank", [](const TempDir& d) { return ReshapeTo(d, {1, 4, 8, 8, 0}, 13); },
+                   kExitInvalid, {"'rs' (Reshape)", "holds 0 at position 4", "'x' has rank 4"}});
+  cases.push_back({"reshape_size_below_minus_one", [](const TempDir& d) { return ReshapeTo(d, {-2, 128}, 13); },
+                   kExitInvalid, {"'rs' (Reshape)", "holds -2, expected sizes, 0 or -1"}});
+  cases.push_back({"reshape_allowzero_with_inferred_dim", [](const TempDir& d) {
+                     return ReshapeTo(d, {0, -1}, 14, {Attribute::Int("allowzero", 1)});
+                   }, kExitInvalid, {"'rs' (Reshape)", "both 0 and -1 with allowzero 1"}});
+  cases.push_back({"constant_without_value", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"k", "Constant", "", {}, {"y"}, {}, ""}));
+                   }, kExitInvalid, {"'k' (Constant)", "has 0 value attributes, expected exactly one"}});
+  cases.push_back({"cast_to_unknown_type", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"cast", "Cast", "", {"x"}, {"y"}, {Attribute::Int("to", 99)}, ""}));
+                   }, kExitInvalid, {"'cast' (Cast)", "'to' is 99, expected an ONNX element type"}});
+  cases.push_back({"batchnorm_scale_length", [](const TempDir& d) {
+                     std::vector<Tensor> p;
+                     for (const char* n : {"s", "b", "m", "v"}) p.push_back(Tensor::FromVector<float>({n[0] == 's' ? 3 : 4}, std::vector<float>(n[0] == 's' ? 3 : 4, 1), n));
+                     return WriteModel(d, OneNodeModel(13, Node{"bn", "BatchNormalization", "", {"x", "s", "b", "m", "v"}, {"y"}, {}, ""}, p));
+                   }, kExitInvalid, {"'bn' (BatchNormalization)", "input 1 ('s', scale) has 3 values, expected 4"}});
+  cases.push_back({"conv_bias_length", [](const TempDir& d) {
+                     testing::WriteBytes(d / "model.onnx", SerializeModel(OneNodeModel(
+                         13, Node{"conv", "Conv", "", {"x", "W", "B"}, {"y"}, {Attribute::Int("group", 2)}, ""},
+                         {Tensor::FromVector<float>({4, 2, 3, 3}, std::vector<float>(72, 0.5f), "W"),
+                          Tensor::FromVector<float>({3}, {1, 2, 3}, "B")})));
+                     return std::vector<std::string>{d / "model.onnx", "-o", d / "out.onnx"};
+                   }, kExitInvalid, {"'conv' (Conv)", "bias 'B' has 3 values, expected 4"}});
+  cases.push_back({"lstm_weight_rows", [](const TempDir& d) { return Lstm(d, 8, 16, {}); },
+                   kExitInvalid, {"'lstm' (LSTM)", "weight 'W' has 16 rows (axis 1), expected 32 (4 gates x hidden_size 8)"}});
+  cases.push_back({"lstm_hidden_size_zero", [](const TempDir& d) { return Lstm(d, 0, 32, {}); },
+                   kExitInvalid, {"'lstm' (LSTM)", "'hidden_size' is 0, expected a positive integer"}});
+  cases.push_back({"lstm_direction_unknown", [](const TempDir& d) {
+                     return Lstm(d, 8, 32, {Attribute::String("direction", "sideways")});
+                   }, kExitInvalid, {"'lstm' (LSTM)", "'direction' is 'sideways', expected forward, reverse or bidirectional"}});
+  cases.push_back({"split_sizes_do_not_sum", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(11, Node{"sp", "Split", "", {"x"}, {"y", "z"},
+                                                                {Attribute::Int("axis", 1), Attribute::Ints("split", {1, 2})}, ""}));
+                   }, kExitInvalid, {"'sp' (Split)", "split [1,2] sums to 3, expected 4 (axis 1 of input 'x')"}});
+  cases.push_back({"split_count_differs_from_outputs", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"sp", "Split", "", {"x", "s"}, {"y", "z", "w"},
+                                                                {Attribute::Int("axis", 1)}, ""},
+                                                       {I64({2}, {2, 2}, "s")}));
+                   }, kExitInvalid, {"'sp' (Split)", "split [2,2] has 2 values but the node has 3 outputs"}});
+  cases.push_back({"depth_to_space_blocksize_zero", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"d2s", "DepthToSpace", "", {"x"}, {"y"},
+                                                                {Attribute::Int("blocksize", 0)}, ""}));
+                   }, kExitInvalid, {"'d2s' (DepthToSpace)", "'blocksize' is 0, expected a positive integer"}});
+  cases.push_back({"tile_repeats_length", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"tile", "Tile", "", {"x", "r"}, {"y"}, {}, ""},
+                                                       {I64({2}, {1, 2}, "r")}));
+                   }, kExitInvalid, {"'tile' (Tile)", "repeats [1,2] has 2 values, expected 4"}});
+  cases.push_back({"pad_mode_unknown", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"pad", "Pad", "", {"x", "p"}, {"y"},
+                                                                {Attribute::String("mode", "mirror")}, ""},
+                                                       {I64({8}, std::vector<int64_t>(8, 0), "p")}));
+                   }, kExitInvalid, {"'pad' (Pad)", "'mode' is 'mirror', expected constant, reflect or edge"}});
+  cases.push_back({"pad_pads_length", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"pad", "Pad", "", {"x", "p"}, {"y"}, {}, ""},
+                                                       {I64({4}, {0, 0, 1, 1}, "p")}));
+                   }, kExitInvalid, {"'pad' (Pad)", "pads [0,0,1,1] has 4 values, expected 8"}});
+  cases.push_back({"resize_coordinate_mode_unknown", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"rz", "Resize", "", {"x", "", "sc"}, {"y"},
+                                                                {Attribute::String("coordinate_transformation_mode", "centre")}, ""},
+                                                       {Tensor::FromVector<float>({4}, {1, 1, 2, 2}, "sc")}));
+                   }, kExitInvalid, {"'rz' (Resize)", "'coordinate_transformation_mode' is 'centre', expected half_pixel"}});
+  cases.push_back({"gather_index_out_of_range", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"gather", "Gather", "", {"x", "i"}, {"y"},
+                                                                {Attribute::Int("axis", 1)}, ""},
+                                                       {I64({1}, {5}, "i")}));
+                   }, kExitInvalid, {"'gather' (Gather)", "index 5 of 'i' is out of range, expected -4 to 3"}});
+  cases.push_back({"slice_zero_step", [](const TempDir& d) {
+                     return SliceWith(d, {0}, {2}, {1}, {0});
+                   }, kExitInvalid, {"'sl' (Slice)", "steps [0] hold 0, expected non-zero steps"}});
+  cases.push_back({"slice_axis_twice", [](const TempDir& d) {
+                     return SliceWith(d, {0, 0}, {1, 1}, {1, -3}, {1, 1});
+                   }, kExitInvalid, {"'sl' (Slice)", "axes [1,-3] name axis -3 twice"}});
+  cases.push_back({"slice_starts_ends_lengths", [](const TempDir& d) {
+                     return SliceWith(d, {0, 0}, {1}, {1}, {1});
+                   }, kExitInvalid, {"'sl' (Slice)", "starts [0,0] and ends [1] differ in length"}});
+  cases.push_back({"squeeze_axis_out_of_range", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(11, Node{"sq", "Squeeze", "", {"x"}, {"y"},
+                                                                {Attribute::Ints("axes", {5})}, ""}));
+                   }, kExitInvalid, {"'sq' (Squeeze)", "axes [5] hold 5, expected -4 to 3"}});
+  cases.push_back({"unsqueeze_axis_twice", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"unsq", "Unsqueeze", "", {"x", "a"}, {"y"}, {}, ""},
+                                                       {I64({2}, {0, -6}, "a")}));
+                   }, kExitInvalid, {"'unsq' (Unsqueeze)", "axes [0,-6] name axis -6 twice"}});
+  cases.push_back({"constant_of_shape_negative", [](const TempDir& d) {
+                     return WriteModel(d, OneNodeModel(13, Node{"cos", "ConstantOfShape", "", {"s"}, {"y"}, {}, ""},
+                                                       {I64({2}, {2, -3}, "s")}));
+                   }, kExitInvalid, {"'cos' (ConstantOfShape)", "shape [2,-3] holds -3, expected non-negative sizes"}});
+  cases.push_back({"ml_unknown_operator", [](const TempDir& d) {
+                     Model m = OneNodeModel(13, Node{"f", "Frobnicate", "ai.onnx.ml", {"x"}, {"y"}, {}, ""});
+                     m.opset_imports.push_back({"ai.onnx.ml", 3});
+                     return WriteModel(d, m);
+                   }, kExitInvalid, {"'f' (ai.onnx.ml::Frobnicate)", "'Frobnicate' is not an operator of ai.onnx.ml"}});
   // External data.
   cases.push_back({"external_parent_dir", [](const TempDir& d) {
                      return ModelWith(d, [](onnx::ModelProto& p) { MakeExternal(p, {{"location", "../w.bin"}}); });
@@ -439,7 +646,7 @@ TEST_P(MalformedInput, FailsCleanlyWithDocumentedCode) {
 INSTANTIATE_TEST_SUITE_P(Cases, MalformedInput, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<Case>& param) { return param.param.name; });
 
-TEST(MalformedInputSuite, HasAtLeastTwentyCases) { EXPECT_GE(Cases().size(), 20u); }
+TEST(MalformedInputSuite, HasAtLeastSixtyCases) { EXPECT_GE(Cases().size(), 60u); }
 
 // Operators outside the ONNX domains are not checked against any schema: a com.microsoft node with
 // attributes of its own loads and is written back unchanged.
@@ -455,6 +662,47 @@ TEST(OperatorChecks, ContribNodePasses) {
   ASSERT_EQ(out.graph.nodes.size(), 1u);
   EXPECT_EQ(out.graph.nodes[0].domain, "com.microsoft");
   EXPECT_EQ(out.graph.nodes[0].AttrInt("whatever", 0), 1);
+}
+
+// The report says which operators went through unchecked: two com.microsoft nodes (one inside an If
+// branch) and one of a custom domain; the standard Relu is not listed.
+TEST(OperatorChecks, ReportListsUncheckedOperators) {
+  TempDir dir;
+  Model m = IfWithoutElse();
+  Attribute e = m.graph.nodes[0].attributes[0];
+  e.name = "else_branch";
+  e.graphs[0].nodes[0] = Node{"g2", "Gelu", "com.microsoft", {"x"}, {"t"}, {}, ""};
+  m.graph.nodes[0].attributes.push_back(e);
+  m.graph.nodes[0].outputs = {"i"};
+  m.graph.nodes.push_back(Node{"g1", "Gelu", "com.microsoft", {"i"}, {"j"}, {}, ""});
+  m.graph.nodes.push_back(Node{"t", "Thing", "org.example", {"j"}, {"k"}, {}, ""});
+  m.graph.nodes.push_back(Node{"relu", "Relu", "", {"k"}, {"y"}, {}, ""});
+  m.opset_imports.push_back({"com.microsoft", 1});
+  m.opset_imports.push_back({"org.example", 2});
+  const auto args = WriteModel(dir, m);
+  const auto r = testing::RunCompress({args[0], "--no-optimize", "-o", args[2], "--report", dir / "r.json",
+                                       "--report-md", dir / "r.md"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("unchecked   com.microsoft::Gelu (2 nodes), org.example::Thing (1 node)\n"), std::string::npos)
+      << r.out;
+  const auto report = nlohmann::json::parse(testing::ReadBytes(dir / "r.json"));
+  EXPECT_EQ(report["input"]["unchecked_operators"],
+            nlohmann::json::parse(R"([{"domain":"com.microsoft","op_type":"Gelu","count":2},)"
+                                  R"({"domain":"org.example","op_type":"Thing","count":1}])"));
+  EXPECT_NE(testing::ReadBytes(dir / "r.md").find("Not checked against any operator schema (domains ONNX does not "
+                                                  "define): com.microsoft::Gelu (2 nodes), org.example::Thing (1 node)."),
+            std::string::npos);
+  const auto v = testing::RunCommand({"node", testing::SourcePath("tests/ort/validate.js"),
+                                      testing::SourcePath("docs/report.schema.json"), dir / "r.json"});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+
+  // A model of standard operators only: an empty list and no line.
+  const auto args2 = WriteModel(dir, OneNodeModel(13, Node{"relu", "Relu", "", {"x"}, {"y"}, {}, ""}));
+  const auto r2 = testing::RunCompress({args2[0], "-o", args2[2], "--report", dir / "r2.json"});
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  EXPECT_EQ(r2.out.find("unchecked"), std::string::npos) << r2.out;
+  EXPECT_EQ(nlohmann::json::parse(testing::ReadBytes(dir / "r2.json"))["input"]["unchecked_operators"],
+            nlohmann::json::array());
 }
 
 // ONNX Runtime writes ai.onnx.ml version 5 into the models it optimizes: newer than ONNX 1.12 knows, but

@@ -71,6 +71,17 @@ bool IsDefaultAttribute(const std::string& domain, const std::string& op_type, i
 //    with one entry per spatial axis (two for pads) when the number of spatial axes is known.
 void VerifyOperators(const Model& model);
 
+// Operators VerifyOperators passes through without a schema: nodes of domains ONNX does not define
+// (com.microsoft and other custom domains), of ai.onnx.ml imports newer than the registry knows, and
+// calls of model-local functions. One entry per (domain, op_type), sorted, with the number of nodes
+// (subgraphs included). Assumes the model passed VerifyOperators.
+struct UncheckedOperator {
+  std::string domain;
+  std::string op_type;
+  int64_t count = 0;
+};
+std::vector<UncheckedOperator> UncheckedOperators(const Model& model);
+
 // Converts the model's default-domain opset to `version` with the ONNX version converter (adapting
 // nodes whose operator changed between the versions). Returns false and leaves the model unchanged when
 // the converter cannot do it (unsupported operator or version, models with subgraphs it rejects);
