@@ -748,7 +748,7 @@ struct OperatorVerifier {
         {{"Pad", "mode"}, {"constant", "reflect", "edge"}},
         {{"Resize", "mode"}, {"nearest", "linear", "cubic"}},
         {{"Resize", "coordinate_transformation_mode"},
-         {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nearest",
+         {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn",
           "tf_crop_and_resize"}},
         {{"Resize", "nearest_mode"}, {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"}},
         {{"Upsample", "mode"}, {"nearest", "linear", "bilinear", "cubic"}},

@@ -128,6 +128,29 @@ TEST(ConvTest, GroupsSplitInputAndOutputChannels) {
   }
 }
 
+// The two crashes of hand-made models (a group of the wrong attribute type, a negative group), reached in
+// the kernels directly without the load-time checks: an Error naming the node, in every convolution.
+TEST(ConvTest, MalformedGroupIsAnErrorNotACrash) {
+  const Tensor x = Tensor::FromVector<float>({1, 2, 1, 1}, {1, 2});
+  const Tensor w = Tensor::FromVector<float>({4, 1, 1, 1}, {1, 2, 3, 4});
+  for (const char* op : {"Conv", "ConvTranspose"}) {
+    for (const bool reference : {true, false}) {
+      const std::string negative = ErrorOf(MakeNode(op, 2, {Attribute::Int("group", -2)}, "c"), {x, w}, 17, reference);
+      EXPECT_NE(negative.find("'c' (" + std::string(op) + "): group -2 must be positive"), std::string::npos) << negative;
+      const std::string zero = ErrorOf(MakeNode(op, 2, {Attribute::Int("group", 0)}, "c"), {x, w}, 17, reference);
+      EXPECT_NE(zero.find("group 0 must be positive"), std::string::npos) << zero;
+      const std::string as_float =
+          ErrorOf(MakeNode(op, 2, {Attribute::Float("group", 2.0f)}, "c"), {x, w}, 17, reference);
+      EXPECT_NE(as_float.find("'c' (" + std::string(op) + "): attribute 'group' is float, expected int"),
+                std::string::npos)
+          << as_float;
+      const std::string strides =
+          ErrorOf(MakeNode(op, 2, {Attribute::Floats("strides", {1.0f, 1.0f})}, "c"), {x, w}, 17, reference);
+      EXPECT_NE(strides.find("attribute 'strides' is floats, expected ints"), std::string::npos) << strides;
+    }
+  }
+}
+
 TEST(ConvTest, Float16WeightsArePackedAtBuildTime) {
   // Small integers: every product and sum is exact in float16 and float32.
   const Node conv = MakeNode("Conv", 2, {Attribute::Ints("pads", {1, 1, 1, 1})});

@@ -91,6 +91,57 @@ std::vector<Bad> BadModels() {
   up_float.graph.nodes[0].attributes = {Attribute::Float("mode", 1.0f)};
   up_float.graph.nodes[0].inputs = {"x", "scale"};
   bad.push_back({"upsample9_mode_float", up_float});
+
+  // Nodes whose attributes or constant inputs contradict the shapes: node 'bad' replaces the convolution.
+  auto replaced = [](int64_t opset, Node node, std::vector<Tensor> inits = {}) {
+    Model m = ConvBnModel(opset, [](Node&) {});
+    node.name = "bad";
+    if (node.outputs.empty()) node.outputs = {"c"};
+    m.graph.nodes[0] = std::move(node);
+    for (auto& t : inits) m.graph.initializers.push_back(std::move(t));
+    return m;
+  };
+  auto i64 = [](std::vector<int64_t> v, const char* name) {
+    const auto n = static_cast<int64_t>(v.size());
+    return Tensor::FromVector<int64_t>({n}, v, name);
+  };
+  bad.push_back({"transpose_perm_repeat", replaced(13, Node{"", "Transpose", "", {"x"}, {}, {Attribute::Ints("perm", {0, 1, 1, 2})}, ""})});
+  bad.push_back({"transpose_perm_short", replaced(13, Node{"", "Transpose", "", {"x"}, {}, {Attribute::Ints("perm", {0, 2, 1})}, ""})});
+  bad.push_back({"reshape_two_inferred", replaced(13, Node{"", "Reshape", "", {"x", "s"}, {}, {}, ""}, {i64({-1, -1}, "s")})});
+  bad.push_back({"reshape_count", replaced(13, Node{"", "Reshape", "", {"x", "s"}, {}, {}, ""}, {i64({3, 5}, "s")})});
+  bad.push_back({"reshape_zero_past_rank", replaced(13, Node{"", "Reshape", "", {"x", "s"}, {}, {}, ""}, {i64({1, 4, 6, 6, 0}, "s")})});
+  bad.push_back({"reshape_below_minus_one", replaced(13, Node{"", "Reshape", "", {"x", "s"}, {}, {}, ""}, {i64({-2, 72}, "s")})});
+  bad.push_back({"gather_index_out_of_range", replaced(13, Node{"", "Gather", "", {"x", "i"}, {}, {Attribute::Int("axis", 1)}, ""}, {i64({5}, "i")})});
+  bad.push_back({"gather_float_indices", replaced(13, Node{"", "Gather", "", {"x", "i"}, {}, {}, ""}, {Tensor::FromVector<float>({1}, {0.0f}, "i")})});
+  bad.push_back({"softmax_axis", replaced(13, Node{"", "Softmax", "", {"x"}, {}, {Attribute::Int("axis", 4)}, ""})});
+  bad.push_back({"flatten_axis", replaced(13, Node{"", "Flatten", "", {"x"}, {}, {Attribute::Int("axis", -5)}, ""})});
+  bad.push_back({"concat_axis", replaced(13, Node{"", "Concat", "", {"x", "x"}, {}, {Attribute::Int("axis", 9)}, ""})});
+  bad.push_back({"split_count", replaced(13, Node{"", "Split", "", {"x", "s"}, {"c", "c2", "c3"}, {Attribute::Int("axis", 1)}, ""}, {i64({2, 2}, "s")})});
+  bad.push_back({"split_sum", replaced(11, Node{"", "Split", "", {"x"}, {"c", "c2"}, {Attribute::Int("axis", 1), Attribute::Ints("split", {1, 5})}, ""})});
+  bad.push_back({"slice_zero_step", replaced(13, Node{"", "Slice", "", {"x", "b", "e", "a", "st"}, {}, {}, ""},
+                                             {i64({0}, "b"), i64({2}, "e"), i64({1}, "a"), i64({0}, "st")})});
+  bad.push_back({"slice_axis_twice", replaced(13, Node{"", "Slice", "", {"x", "b", "e", "a"}, {}, {}, ""},
+                                              {i64({0, 0}, "b"), i64({1, 1}, "e"), i64({1, -3}, "a")})});
+  bad.push_back({"gemm_transA_2", replaced(13, Node{"", "Gemm", "", {"x", "W"}, {}, {Attribute::Int("transA", 2)}, ""})});
+  bad.push_back({"matmul_inner", replaced(13, Node{"", "MatMul", "", {"x", "M"}, {}, {}, ""},
+                                          {Tensor::FromVector<float>({5, 3}, std::vector<float>(15, 1.0f), "M")})});
+  bad.push_back({"tile_repeats", replaced(13, Node{"", "Tile", "", {"x", "r"}, {}, {}, ""}, {i64({1, 2}, "r")})});
+  bad.push_back({"tile_negative", replaced(13, Node{"", "Tile", "", {"x", "r"}, {}, {}, ""}, {i64({1, -2, 1, 1}, "r")})});
+  bad.push_back({"pad_length", replaced(13, Node{"", "Pad", "", {"x", "p"}, {}, {}, ""}, {i64({0, 0, 1, 1}, "p")})});
+  bad.push_back({"squeeze_axis", replaced(11, Node{"", "Squeeze", "", {"x"}, {}, {Attribute::Ints("axes", {5})}, ""})});
+  bad.push_back({"unsqueeze_axis_twice", replaced(13, Node{"", "Unsqueeze", "", {"x", "a"}, {}, {}, ""}, {i64({0, -6}, "a")})});
+  bad.push_back({"cast_to_99", replaced(13, Node{"", "Cast", "", {"x"}, {}, {Attribute::Int("to", 99)}, ""})});
+  bad.push_back({"depth_to_space_zero", replaced(13, Node{"", "DepthToSpace", "", {"x"}, {}, {Attribute::Int("blocksize", 0)}, ""})});
+  bad.push_back({"constant_of_shape_negative", replaced(13, Node{"", "ConstantOfShape", "", {"s"}, {}, {}, ""}, {i64({2, -3}, "s")})});
+  bad.push_back({"add_double", replaced(13, Node{"", "Add", "", {"x", "d"}, {}, {}, ""},
+                                        {Tensor::FromVector<double>({6}, std::vector<double>(6, 1.0), "d")})});
+  Model bias = ConvBnModel(13, [](Node&) {});
+  bias.graph.initializers[1] = Tensor::FromVector<float>({3}, {1, 2, 3}, "B");
+  bias.graph.nodes[0].name = "bad";
+  bad.push_back({"conv_bias_length", bias});
+  bad.push_back({"batchnorm_scale_length",
+                 replaced(13, Node{"", "BatchNormalization", "", {"x", "s3", "bias", "mean", "var"}, {}, {}, ""},
+                          {Tensor::FromVector<float>({3}, {1, 2, 3}, "s3")})});
   return bad;
 }
 
@@ -134,7 +185,7 @@ TEST_P(UnverifiedGraph, IsRefusedByVerificationAndNeverCrashesLaterStages) {
   EXPECT_FALSE(why.empty());
   EXPECT_EQ(why.find('\n'), std::string::npos) << why;
   EXPECT_TRUE(why.find("'conv'") != std::string::npos || why.find("'gemm'") != std::string::npos ||
-              why.find("'up'") != std::string::npos)
+              why.find("'up'") != std::string::npos || why.find("'bad'") != std::string::npos)
       << why;
 
   Survives("executor", [&] {

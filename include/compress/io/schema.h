@@ -68,7 +68,14 @@ bool IsDefaultAttribute(const std::string& domain, const std::string& op_type, i
 //  - what kernels and passes rely on for convolutions and pooling (Conv, ConvTranspose, ConvInteger,
 //    QLinearConv, MaxPool, AveragePool, LpPool): group >= 1 and dividing the channel counts where the
 //    shapes are known; kernel_shape, strides and dilations positive, pads non-negative; each of these
-//    with one entry per spatial axis (two for pads) when the number of spatial axes is known.
+//    with one entry per spatial axis (two for pads) when the number of spatial axes is known;
+//  - the element type of inputs known before running (initializers, declared graph inputs, Constant
+//    outputs) against the schema's type constraints, inputs of one type parameter agreeing, and an
+//    initializer's type against a graph input of the same name;
+//  - attribute values and constant inputs kernels and passes read (0/1 flags, mode strings, Cast 'to',
+//    axis/axes within the known rank, Transpose perm, Reshape/Split/Slice/Pad/Tile/Gather/ConstantOfShape
+//    constants, BatchNormalization, Conv bias, Gemm/MatMul inner dimensions, LSTM/GRU/RNN weights), where
+//    the shapes involved are known.
 void VerifyOperators(const Model& model);
 
 // Operators VerifyOperators passes through without a schema: nodes of domains ONNX does not define
