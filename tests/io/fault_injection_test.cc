@@ -447,6 +447,36 @@ TEST(WriteFaultsSmall, FileSizeLimitOnTheReportIsExit4AndNoPartialReport) {
   EXPECT_EQ(ReadBytes(tmp / "out/tiny.onnx"), ReadBytes(tmp / "ref.onnx"));
 }
 
+TEST(WriteFaultsSmall, FileSizeLimitOnTheCalibrationTableIsExit4AndNoPartialTable) {
+  // The calibration table is written while the passes run, before the model.
+  TempDir tmp;
+  const std::vector<std::string> base{testing::SourcePath("models/cnn.onnx"), "--int8", "--calib",
+                                      testing::SourcePath("models/calib"), "--calib-limit", "16", "-q"};
+  auto args = base;
+  for (const std::string& a : {std::string("-o"), tmp / "ref.onnx", std::string("--calib-table"), tmp / "ref.json"}) {
+    args.push_back(a);
+  }
+  std::string err;
+  ASSERT_EQ(RunToEnd(args, &err), 0) << err;
+  const size_t table_bytes = ReadBytes(tmp / "ref.json").size();
+  ASSERT_GT(table_bytes, 1000u);
+  std::filesystem::create_directory(tmp / "out");
+  args = base;
+  for (const std::string& a : {std::string("-o"), tmp / "out/cnn.onnx", std::string("--calib-table"),
+                               tmp / "out/table.json"}) {
+    args.push_back(a);
+  }
+  SpawnOptions lim;
+  lim.file_size_limit = table_bytes / 2;
+  EXPECT_EQ(RunToEnd(args, &err, lim), kExitIO) << err;
+  EXPECT_TRUE(OneLine(err)) << err;
+  EXPECT_NE(err.find("'" + tmp / "out/table.json" + "': file too large"), std::string::npos) << err;
+  EXPECT_TRUE(ListDir(tmp / "out").empty());
+  // Without the limit the same command writes the same table.
+  EXPECT_EQ(RunToEnd(args, &err), 0) << err;
+  EXPECT_EQ(ReadBytes(tmp / "out/table.json"), ReadBytes(tmp / "ref.json"));
+}
+
 // A private mount namespace for this test process, so that its mounts vanish with it; false when
 // mounting is not permitted here.
 bool PrivateMounts(std::string* why) {
