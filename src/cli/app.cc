@@ -293,9 +293,9 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
     }
   }
   // Every file this run writes can be created, and no two are the same file: checked before the model
-  // is read, so that a long run does not fail at its end.
+  // is read, so that a long run does not fail at its end (a missing input is reported as such first).
   const std::string output = opt.output.empty() ? DefaultOutput(opt.model, requested.name) : opt.output;
-  {
+  if (FileExists(opt.model)) {
     std::vector<std::pair<std::string, std::string>> writes = {{"the output model", output}};
     if (opt.external_data) {
       writes.push_back({"the external data file", opt.external_file.empty()

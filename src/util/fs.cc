@@ -171,6 +171,13 @@ void CheckOutputPath(const std::string& path) {
     ThrowIO("cannot write '" + path + "': folder '" + dir + "': " + std::strerror(errno));
   }
   if (!S_ISDIR(st.st_mode)) ThrowIO("cannot write '" + path + "': '" + dir + "' is not a folder");
+  // `-o /dev/stdout` and the like: the rename would replace the system's link, not write to the stream.
+  std::string real_dir;
+  if (CanonicalPath(dir, &real_dir) && ((IsInside(real_dir, "/dev") && !IsInside(real_dir, "/dev/shm")) || IsInside(real_dir, "/proc"))) {
+    ThrowIO("cannot write '" + path + "': folder '" + real_dir +
+            "' holds devices and process files; outputs are written to a temporary file and renamed, give a "
+            "path in an ordinary folder");
+  }
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     ThrowIO("cannot write '" + path + "': folder '" + dir + "' is not writable: " + std::strerror(errno));
   }

@@ -638,6 +638,18 @@ TEST_F(OutputPaths, FifoIsRefusedWithoutBlocking) {
   }
 }
 
+TEST_F(OutputPaths, DeviceFolderIsRefused) {
+  // Renaming over /dev/stdout would replace the system's link (as root), not write to the stream.
+  for (const char* path : {"/dev/stdout", "/dev/null", "/dev/shm-not-there/model.onnx"}) {
+    std::string err;
+    EXPECT_EQ(RunToEnd({input_, "-o", path}, &err), kExitIO) << path << ": " << err;
+    EXPECT_TRUE(OneLine(err)) << err;
+    EXPECT_NE(err.find(std::string("cannot write '") + path + "'"), std::string::npos) << err;
+  }
+  EXPECT_TRUE(std::filesystem::is_symlink("/dev/stdout"));
+  EXPECT_TRUE(TempFiles("/dev").empty());
+}
+
 TEST_F(OutputPaths, ParentThatIsAFileOrMissingIsExit4) {
   std::string err;
   EXPECT_EQ(RunToEnd({input_, "-o", input_ + "/model.onnx"}, &err), kExitIO) << err;
