@@ -292,6 +292,41 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
       ThrowUsage(*report + ": the report would overwrite a model file");
     }
   }
+  // Every file this run writes can be created, and no two are the same file: checked before the model
+  // is read, so that a long run does not fail at its end (a missing input is reported as such first).
+  const std::string output = opt.output.empty() ? DefaultOutput(opt.model, requested.name) : opt.output;
+  if (FileExists(opt.model)) {
+    std::vector<std::pair<std::string, std::string>> writes = {{"the output model", output}};
+    if (opt.external_data) {
+      writes.push_back({"the external data file", opt.external_file.empty()
+                                                      ? output + ".data"
+                                                      : DirName(output) + "/" + opt.external_file});
+    }
+    if (!opt.report_json.empty()) writes.push_back({"--report", opt.report_json});
+    if (!opt.report_md.empty()) writes.push_back({"--report-md", opt.report_md});
+    if (!opt.calib_table.empty() && !table_exists) writes.push_back({"--calib-table", opt.calib_table});
+    std::vector<std::string> resolved;
+    for (const auto& [what, path] : writes) {
+      std::error_code ec;
+      const auto r = std::filesystem::weakly_canonical(path, ec);
+      resolved.push_back(ec ? path : r.string());
+    }
+    for (size_t i = 0; i < writes.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        if (resolved[i] == resolved[j]) {
+          ThrowUsage(writes[i].first + " and " + writes[j].first + " are the same file '" + writes[i].second +
+                     "'; give each its own path");
+        }
+      }
+    }
+    for (const auto& w : writes) {
+      if (!opt.overwrite && SameFile(w.second, opt.model)) {
+        ThrowUsage("refusing to overwrite the input file '" + opt.model + "' with '" + w.second +
+                   "'; choose another output path (or pass --overwrite)");
+      }
+      CheckOutputPath(w.second);
+    }
+  }
 
   LoadInfo info;
   spdlog::debug("loading {}", opt.model);
@@ -416,7 +451,6 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
     calib_info = c;
   }
 
-  const std::string output = opt.output.empty() ? DefaultOutput(opt.model, requested.name) : opt.output;
   SaveOptions save;
   save.external_data = opt.external_data ? SaveOptions::ExternalData::kAlways : SaveOptions::ExternalData::kAuto;
   save.external_threshold = opt.external_threshold;
@@ -426,7 +460,10 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   save.protected_paths.push_back(opt.model);
   const SaveResult saved = SaveModel(model, output, save);
 
-  const CheckResult check = CheckModelFile(output);
+  const CheckResult check = [&] {
+    FolderReadLock lock(DirName(output));  // a concurrent run may be replacing the same output
+    return CheckModelFile(output);
+  }();
   if (!check.ok) spdlog::warn("{}: the ONNX checker rejects the output: {}", output, check.message);
 
   ReportInput rin;

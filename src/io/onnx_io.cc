@@ -92,6 +92,9 @@ SaveResult SaveModel(const Model& model, const std::string& path, const SaveOpti
   if (ext_name.find('/') != std::string::npos || ext_name == ".." || ext_name == ".") {
     ThrowUsage("external data file name '" + ext_name + "' must be a plain file name in the model's folder");
   }
+  if (ext_name == BaseName(path)) {
+    ThrowUsage("external data file name '" + ext_name + "' is the model's own file name; choose another");
+  }
   const std::string ext_path = dir + "/" + ext_name;
 
   bool use_external = false;
@@ -140,9 +143,12 @@ SaveResult SaveModel(const Model& model, const std::string& path, const SaveOpti
   if (data_file) {
     result.external_bytes = data_file->bytes_written();
     result.external_path = ext_path;
-    data_file->Commit();
+    // Data first, model last, the previous model removed before the data is replaced: at no moment (a
+    // kill included) does the model's name show a model whose data file does not match it.
+    CommitTogether({data_file.get(), &model_file});
+  } else {
+    model_file.Commit();
   }
-  model_file.Commit();
   result.model_bytes = bytes.size();
   return result;
 }
