@@ -198,10 +198,10 @@ total=0
 printf '%-24s %14s %10s  %s\n' harness executions exec/s result
 for h in "${harnesses[@]}"; do
   log="$logs/$h.log"
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1)
+  execs=$(awk '/^stat::number_of_executed_units:/ {n = $2} END {print n}' "$log")
   [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tr -d '#' | tail -1)
   [ -n "$execs" ] || execs=0
-  eps=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | awk '{print $2}' | tail -1)
+  eps=$(awk '/^stat::average_exec_per_sec:/ {n = $2} END {print n}' "$log")
   [ -n "$eps" ] || eps=-
   total=$((total + execs))
   if [ "${rc[$h]}" = 0 ]; then

@@ -171,7 +171,7 @@ Recipe LoadRecipeFile(const std::string& path) {
   } else {
     try {
       doc = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
       ThrowUsage(path + ": invalid JSON: " + e.what());
     }
   }
