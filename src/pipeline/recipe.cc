@@ -95,7 +95,15 @@ json Recipe::ToJson() const {
 RecipeStep MakeRecipeStep(const std::string& pass, const json& options, const std::string& origin) {
   const PassInfo* info = FindPass(pass);
   if (info == nullptr) ThrowUsage(origin + ": unknown pass '" + pass + "' (known passes: " + ListPasses() + ")");
-  return {pass, ValidatePassOptions(*info, options, origin)};
+  RecipeStep step{pass, ValidatePassOptions(*info, options, origin)};
+  // The recipe is stored as JSON in the output's metadata and the report: strings must be UTF-8 (YAML
+  // files and command-line flags are not checked for it by their parsers).
+  try {
+    (void)step.options.dump();
+  } catch (const json::type_error&) {
+    ThrowUsage(origin + ": option values of pass '" + pass + "' must be valid UTF-8 text");
+  }
+  return step;
 }
 
 Recipe RecipeFromJson(const json& doc, const std::string& origin) {

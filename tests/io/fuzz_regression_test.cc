@@ -52,6 +52,26 @@ TEST(FuzzRegression, RecipeJsonNumberOutOfRange) {
   EXPECT_FALSE(std::ifstream(dir / "out.onnx").good());
 }
 
+// fuzz_recipe_yaml: a YAML string that is not UTF-8 passed validation; Recipe::ToJson().dump() (the
+// output's metadata) then threw json::type_error.
+TEST(FuzzRegression, RecipeYamlInvalidUtf8) {
+  TempDir dir;
+  const std::string path = dir / "recipe.yaml";
+  WriteBytes(path, "passes:\n  - pass: fp16\n    options: {block_ops: [S\x9c\x9c]}\n");
+  ExpectError([&] { LoadRecipeFile(path); }, ErrorKind::kUsage,
+              {path, "passes[0]", "option values of pass 'fp16' must be valid UTF-8 text"});
+  const auto r = RunCompress({SourcePath("models/mlp.onnx"), "--recipe", path, "-o", dir / "out.onnx"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("must be valid UTF-8 text"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::ifstream(dir / "out.onnx").good());
+  // The same through a command-line flag.
+  const auto f = RunCompress({SourcePath("models/mlp.onnx"), "--fp16", "--fp16-block-ops", "Relu,S\x9c",
+                              "-o", dir / "out.onnx"});
+  EXPECT_EQ(f.exit_code, 2) << f.err;
+  EXPECT_NE(f.err.find("must be valid UTF-8 text"), std::string::npos) << f.err;
+  EXPECT_FALSE(std::ifstream(dir / "out.onnx").good());
+}
+
 // --- calibration tables --------------------------------------------------------------------------
 
 std::string Table(const std::string& header, const std::string& tensor) {
