@@ -163,7 +163,14 @@ Recipe RecipeFromJson(const json& doc, const std::string& origin) {
 json YamlToJson(const std::string& text, const std::string& origin) {
   try {
     const YAML::Node root = YAML::Load(text);
-    return NodeToJson(root, origin);
+    json doc = NodeToJson(root, origin);
+    // yaml-cpp passes any bytes through; JSON (messages, metadata, the report) needs UTF-8.
+    try {
+      (void)doc.dump();
+    } catch (const json::type_error&) {
+      ThrowUsage(origin + ": invalid YAML: the text is not valid UTF-8");
+    }
+    return doc;
   } catch (const YAML::Exception& e) {
     ThrowUsage(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }

@@ -53,18 +53,21 @@ TEST(FuzzRegression, RecipeJsonNumberOutOfRange) {
 }
 
 // fuzz_recipe_yaml: a YAML string that is not UTF-8 passed validation; Recipe::ToJson().dump() (the
-// output's metadata) then threw json::type_error.
+// output's metadata) or the dump of the value in an "option of the wrong type" message then threw
+// json::type_error.
 TEST(FuzzRegression, RecipeYamlInvalidUtf8) {
   TempDir dir;
   const std::string path = dir / "recipe.yaml";
   WriteBytes(path, "passes:\n  - pass: fp16\n    options: {block_ops: [S\x9c\x9c]}\n");
-  ExpectError([&] { LoadRecipeFile(path); }, ErrorKind::kUsage,
-              {path, "passes[0]", "option values of pass 'fp16' must be valid UTF-8 text"});
+  ExpectError([&] { LoadRecipeFile(path); }, ErrorKind::kUsage, {path, "invalid YAML: the text is not valid UTF-8"});
+  // The same bytes where an option of another type belongs: the error message quoted the value.
+  WriteBytes(path, "passes:\n  - pass: fp16\n    options: {keep_io_types: [S\x9c\x9c]}\n");
+  ExpectError([&] { LoadRecipeFile(path); }, ErrorKind::kUsage, {path, "invalid YAML: the text is not valid UTF-8"});
   const auto r = RunCompress({SourcePath("models/mlp.onnx"), "--recipe", path, "-o", dir / "out.onnx"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("must be valid UTF-8 text"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not valid UTF-8"), std::string::npos) << r.err;
   EXPECT_FALSE(std::ifstream(dir / "out.onnx").good());
-  // The same through a command-line flag.
+  // The same through a command-line flag: option values must be UTF-8 whatever their origin.
   const auto f = RunCompress({SourcePath("models/mlp.onnx"), "--fp16", "--fp16-block-ops", "Relu,S\x9c",
                               "-o", dir / "out.onnx"});
   EXPECT_EQ(f.exit_code, 2) << f.err;
