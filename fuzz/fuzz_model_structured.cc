@@ -154,7 +154,7 @@ void RandomAttribute(Rng& r, const onnx::GraphProto& g, onnx::AttributeProto* a)
       *a->mutable_g() = SmallGraph(r, SomeName(r, g), "sub_out");
       break;
     }
-    default: a->set_type(static_cast<onnx::AttributeProto::AttributeType>(r() % 16)); break;
+    default: a->set_type(static_cast<onnx::AttributeProto::AttributeType>(r() % 15)); break;
   }
 }
 
