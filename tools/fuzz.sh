@@ -31,7 +31,7 @@ for h in "${harnesses[@]}"; do
 done
 
 build=${FUZZ_BUILD_DIR:-build-fuzz}
-launcher=()
+launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=)
 if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 # -O1 and line tables only: a quicker build, still readable stack traces.
 CC=clang CXX=clang++ cmake -S . -B "$build" -DFUZZ=ON -DCMAKE_BUILD_TYPE=None \
