@@ -48,13 +48,11 @@ testdata=/usr/share/libonnx-testdata/data
 find models -name '*.onnx' -size -1024k -exec cp {} "$seeds/model/" \;
 if [ -d "$testdata" ]; then
   # Every 6th (in name order, about 180): each seed costs ~0.3 s at start-up under the sanitizers.
-  find "$testdata" -name model.onnx -size -1024k | sort | awk 'NR % 6 == 0' | while read -r m; do
-    d=$(dirname "$m"); cp "$m" "$seeds/model/$(basename "$d").onnx"
-  done
+  # One cp for all: --backup=numbered keeps files of the same name apart (libFuzzer ignores names).
+  find "$testdata" -name model.onnx -size -1024k | sort | awk 'NR % 6 == 0' |
+    xargs cp --backup=numbered -t "$seeds/model/"
   # TensorProto files: the conformance test inputs and outputs (the small ones).
-  find "$testdata/node" -name '*.pb' -size -16k | sort | while read -r p; do
-    t=$(basename "$(dirname "$(dirname "$p")")"); cp "$p" "$seeds/pb/${t}_$(basename "$p")"
-  done
+  find "$testdata/node" -name '*.pb' -size -16k -print0 | xargs -0 cp --backup=numbered -t "$seeds/pb/"
 fi
 
 # .npy: hand-made headers of every kind the reader knows, plus the first samples of the calibration slice.
@@ -210,7 +208,7 @@ for h in "${harnesses[@]}"; do
   else
     status=1
     artifact=$(grep -o "Test unit written to .*" "$log" | sed 's/Test unit written to //' | tail -1)
-    kind=$(grep -m1 -o 'ERROR: [A-Za-z]*Sanitizer: [a-z-]*\|ERROR: libFuzzer: [a-z-]*\|runtime error: .*\|FUZZ_CHECK failed.*' "$log" || true)
+    kind=$(grep -m1 -o 'ERROR: [A-Za-z]*Sanitizer: [A-Za-z-]*\|ERROR: libFuzzer: [a-z-]*\|runtime error: .*\|FUZZ_CHECK failed.*' "$log" || true)
     result="FINDING (exit ${rc[$h]}): ${kind:-see $log} -> ${artifact:-no input saved}"
   fi
   printf '%-24s %14s %10s  %s\n' "$h" "$execs" "$eps" "$result"
