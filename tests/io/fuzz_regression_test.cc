@@ -74,6 +74,31 @@ TEST(FuzzRegression, ForeignNodeNamedLikeOnnxOpIsNotOpsetConverted) {
   EXPECT_EQ(out.graph.initializers[0].dtype(), DType::kFloat);
 }
 
+// fuzz_model_structured: a graph whose output is an initializer (no nodes) crashed ONNX's version
+// converter (null write in graphProtoToGraph) when weight-only INT8 upgraded opset 12 to 13.
+TEST(FuzzRegression, InitializerAsGraphOutputIsNotOpsetConverted) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", 12}};
+  m.graph.name = "g";
+  m.graph.inputs.push_back({"x", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(2)}), ""});
+  m.graph.outputs.push_back({"w", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(2)}), ""});
+  m.graph.initializers.push_back(Tensor::FromVector<float>({2}, {1.5f, -2.0f}, "w"));
+  std::string why;
+  EXPECT_FALSE(ConvertOpset(m, 13, &why));
+  EXPECT_EQ(why, "graph output 'w' is an initializer, which the opset converter cannot take");
+  EXPECT_EQ(m.OpsetVersion(""), 12);
+
+  TempDir dir;
+  WriteBytes(dir / "in.onnx", SerializeModel(m));
+  const auto r = RunCompress({dir / "in.onnx", "--int8", "--weights-only", "-o", dir / "out.onnx"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const Model out = LoadModel(dir / "out.onnx");
+  EXPECT_EQ(out.OpsetVersion(""), 12);
+  ASSERT_EQ(out.graph.initializers.size(), 1u);
+  EXPECT_EQ(out.graph.initializers[0].data<float>()[1], -2.0f);
+}
+
 // --- recipes -------------------------------------------------------------------------------------
 
 // fuzz_recipe_json: a number too large for a double made nlohmann::json throw out_of_range, which is
