@@ -2,6 +2,7 @@
 # Builds compress and runs the whole test suite: the regular build with every test, then an
 # AddressSanitizer + UndefinedBehaviorSanitizer build running the I/O tests (label "io").
 # Model-level tests carry the label "model": `ctest --test-dir build -L model` runs them alone.
+# Last, every libFuzzer harness runs for 60 s (tools/fuzz.sh, clang build in build-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh --tests
@@ -15,3 +16,5 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=ON -DWERROR=ON
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L io --output-on-failure -j"$jobs"
+
+tools/fuzz.sh --seconds 60

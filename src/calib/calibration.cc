@@ -183,24 +183,50 @@ json StatsToJson(const TensorStats& s) {
           {"hist_range", s.hist_range}, {"hist_offset", first}, {"hist", counts}};
 }
 
-TensorStats StatsFromJson(const json& j, int bins, const std::string& where) {
-  TensorStats s;
-  try {
-    s.count = j.at("count").get<int64_t>();
-    s.non_finite = j.at("non_finite").get<int64_t>();
-    s.min = j.at("min").get<double>();
-    s.max = j.at("max").get<double>();
-    s.hist_range = j.at("hist_range").get<double>();
-    const size_t offset = j.at("hist_offset").get<size_t>();
-    const json& counts = j.at("hist");
-    s.hist.assign(static_cast<size_t>(bins), 0);
-    if (offset + counts.size() > s.hist.size()) ThrowInvalid(where + ": histogram longer than " + std::to_string(bins) + " bins");
-    for (size_t k = 0; k < counts.size(); ++k) s.hist[offset + k] = counts[k].get<int64_t>();
-  } catch (const json::exception& e) {
-    ThrowInvalid(where + ": " + e.what());
+// Integer field `key` of `j`: a JSON integer that fits int64 (a float, a string or 1e400 is an error).
+int64_t IntField(const json& j, const char* key, const std::string& where) {
+  const auto it = j.find(key);
+  if (it == j.end()) ThrowInvalid(where + ": missing '" + key + "'");
+  if (!it->is_number_integer() ||
+      (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
+    ThrowInvalid(where + ": '" + key + "' must be an integer, got " + it->dump());
   }
-  if (s.count < 0 || s.non_finite < 0 || !(s.hist_range >= 0) || !std::isfinite(s.min) || !std::isfinite(s.max) ||
-      s.min > s.max) {
+  return it->get<int64_t>();
+}
+
+double NumberField(const json& j, const char* key, const std::string& where) {
+  const auto it = j.find(key);
+  if (it == j.end()) ThrowInvalid(where + ": missing '" + key + "'");
+  if (!it->is_number()) ThrowInvalid(where + ": '" + key + "' must be a number, got " + it->dump());
+  return it->get<double>();
+}
+
+TensorStats StatsFromJson(const json& j, int bins, const std::string& where) {
+  if (!j.is_object()) ThrowInvalid(where + ": expected an object of statistics");
+  TensorStats s;
+  s.count = IntField(j, "count", where);
+  s.non_finite = IntField(j, "non_finite", where);
+  s.min = NumberField(j, "min", where);
+  s.max = NumberField(j, "max", where);
+  s.hist_range = NumberField(j, "hist_range", where);
+  const int64_t offset = IntField(j, "hist_offset", where);
+  const auto counts = j.find("hist");
+  if (counts == j.end() || !counts->is_array()) ThrowInvalid(where + ": 'hist' must be a list of counts");
+  if (offset < 0 || offset > bins || counts->size() > static_cast<size_t>(bins - offset)) {
+    ThrowInvalid(where + ": histogram of " + std::to_string(counts->size()) + " counts at offset " +
+                 std::to_string(offset) + " does not fit " + std::to_string(bins) + " bins");
+  }
+  s.hist.assign(static_cast<size_t>(bins), 0);
+  for (size_t k = 0; k < counts->size(); ++k) {
+    const json& c = (*counts)[k];
+    if (!c.is_number_integer() || (c.is_number_integer() && !c.is_number_unsigned() && c.get<int64_t>() < 0) ||
+        (c.is_number_unsigned() && c.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
+      ThrowInvalid(where + ": histogram counts must be non-negative integers, got " + c.dump());
+    }
+    s.hist[static_cast<size_t>(offset) + k] = c.get<int64_t>();
+  }
+  if (s.count < 0 || s.non_finite < 0 || !(s.hist_range >= 0) || !std::isfinite(s.hist_range) ||
+      !std::isfinite(s.min) || !std::isfinite(s.max) || s.min > s.max) {
     ThrowInvalid(where + ": inconsistent statistics");
   }
   return s;
@@ -362,21 +388,28 @@ json CalibrationTable::ToJson() const {
 
 CalibrationTable CalibrationTable::FromJson(const json& doc, const std::string& origin) {
   CalibrationTable t;
-  if (!doc.is_object() || doc.value("schema", "") != "compress.calib/1") {
+  if (!doc.is_object() || !doc.contains("schema") || doc["schema"] != "compress.calib/1") {
     ThrowInvalid(origin + ": not a calibration table (expected schema compress.calib/1)");
   }
-  try {
-    t.data_sha256 = doc.at("data_sha256").get<std::string>();
-    t.samples = doc.at("samples").get<int64_t>();
-    t.bins = doc.at("bins").get<int>();
-  } catch (const json::exception& e) {
-    ThrowInvalid(origin + ": " + e.what());
+  if (!doc.contains("data_sha256") || !doc["data_sha256"].is_string()) {
+    ThrowInvalid(origin + ": 'data_sha256' must be a string");
   }
-  if (t.bins < 4 || t.bins % 4 != 0 || t.bins > (1 << 20)) {
-    ThrowInvalid(origin + ": bins must be a multiple of 4 between 4 and 1048576, got " + std::to_string(t.bins));
+  t.data_sha256 = doc["data_sha256"].get<std::string>();
+  t.samples = IntField(doc, "samples", origin);
+  const int64_t bins = IntField(doc, "bins", origin);
+  if (bins < 4 || bins % 4 != 0 || bins > kMaxHistogramBins) {
+    ThrowInvalid(origin + ": bins must be a multiple of 4 between 4 and " + std::to_string(kMaxHistogramBins) +
+                 ", got " + std::to_string(bins));
   }
+  t.bins = static_cast<int>(bins);
   if (!doc.contains("tensors") || !doc["tensors"].is_object()) ThrowInvalid(origin + ": no 'tensors' object");
-  for (auto it = doc["tensors"].begin(); it != doc["tensors"].end(); ++it) {
+  const json& tensors = doc["tensors"];
+  // Each tensor gets `bins` counts in memory, whatever its JSON holds: bound the total first.
+  if (tensors.size() > static_cast<size_t>(kMaxTableHistogramEntries / bins)) {
+    ThrowInvalid(origin + ": " + std::to_string(tensors.size()) + " tensors of " + std::to_string(bins) +
+                 " bins exceed the limit of " + std::to_string(kMaxTableHistogramEntries) + " histogram counts");
+  }
+  for (auto it = tensors.begin(); it != tensors.end(); ++it) {
     t.tensors[it.key()] = StatsFromJson(it.value(), t.bins, origin + ": tensor '" + it.key() + "'");
   }
   return t;
@@ -390,7 +423,7 @@ CalibrationTable CalibrationTable::Load(const std::string& path) {
   json doc;
   try {
     doc = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
     ThrowInvalid(path + ": invalid JSON: " + e.what());
   }
   return FromJson(doc, path);

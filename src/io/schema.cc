@@ -1123,6 +1123,33 @@ void CollectUnchecked(const Graph& graph, const OperatorVerifier& verifier,
   }
 }
 
+// What ONNX's version converter would crash on (found by fuzz_model_structured), or "": a node outside
+// the default domain whose op_type is also an ONNX operator (its adapter reads inputs the node may not
+// have), or a graph output that is an initializer (the converter's IR import dereferences a null value).
+std::string FirstForeignNodeNamedLikeOnnxOp(const Graph& graph) {
+  for (const auto& out : graph.outputs) {
+    const bool is_input = std::any_of(graph.inputs.begin(), graph.inputs.end(),
+                                      [&](const ValueInfo& v) { return v.name == out.name; });
+    const bool is_initializer = std::any_of(graph.initializers.begin(), graph.initializers.end(),
+                                            [&](const Tensor& t) { return t.name() == out.name; });
+    if (is_initializer && !is_input) {
+      return "graph output '" + out.name + "' is an initializer, which the opset converter cannot take";
+    }
+  }
+  for (const auto& n : graph.nodes) {
+    if (!n.IsDefaultDomain() && onnx::OpSchemaRegistry::Schema(n.op_type, "") != nullptr) {
+      return "node " + n.Describe() + ": operator '" + n.op_type + "' of domain '" + n.domain +
+             "' has the name of an ONNX operator, which the opset converter would apply to it";
+    }
+    for (const auto& a : n.attributes) {
+      for (const auto& g : a.graphs) {
+        if (std::string found = FirstForeignNodeNamedLikeOnnxOp(g); !found.empty()) return found;
+      }
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 std::vector<UncheckedOperator> UncheckedOperators(const Model& model) {
@@ -1141,6 +1168,11 @@ bool ConvertOpset(Model& model, int64_t version, std::string* why) {
     VerifyOperators(model);
   } catch (const Error& e) {
     if (why != nullptr) *why = e.what();
+    return false;
+  }
+  // Nor does it look at domains, or take an initializer as a graph output.
+  if (std::string foreign = FirstForeignNodeNamedLikeOnnxOp(model.graph); !foreign.empty()) {
+    if (why != nullptr) *why = std::move(foreign);
     return false;
   }
   onnx::ModelProto proto;

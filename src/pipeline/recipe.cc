@@ -95,7 +95,15 @@ json Recipe::ToJson() const {
 RecipeStep MakeRecipeStep(const std::string& pass, const json& options, const std::string& origin) {
   const PassInfo* info = FindPass(pass);
   if (info == nullptr) ThrowUsage(origin + ": unknown pass '" + pass + "' (known passes: " + ListPasses() + ")");
-  return {pass, ValidatePassOptions(*info, options, origin)};
+  RecipeStep step{pass, ValidatePassOptions(*info, options, origin)};
+  // The recipe is stored as JSON in the output's metadata and the report: strings must be UTF-8 (YAML
+  // files and command-line flags are not checked for it by their parsers).
+  try {
+    (void)step.options.dump();
+  } catch (const json::type_error&) {
+    ThrowUsage(origin + ": option values of pass '" + pass + "' must be valid UTF-8 text");
+  }
+  return step;
 }
 
 Recipe RecipeFromJson(const json& doc, const std::string& origin) {
@@ -155,7 +163,14 @@ Recipe RecipeFromJson(const json& doc, const std::string& origin) {
 json YamlToJson(const std::string& text, const std::string& origin) {
   try {
     const YAML::Node root = YAML::Load(text);
-    return NodeToJson(root, origin);
+    json doc = NodeToJson(root, origin);
+    // yaml-cpp passes any bytes through; JSON (messages, metadata, the report) needs UTF-8.
+    try {
+      (void)doc.dump();
+    } catch (const json::type_error&) {
+      ThrowUsage(origin + ": invalid YAML: the text is not valid UTF-8");
+    }
+    return doc;
   } catch (const YAML::Exception& e) {
     ThrowUsage(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }
@@ -171,7 +186,7 @@ Recipe LoadRecipeFile(const std::string& path) {
   } else {
     try {
       doc = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
       ThrowUsage(path + ": invalid JSON: " + e.what());
     }
   }

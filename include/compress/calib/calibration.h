@@ -40,6 +40,10 @@ struct TensorStats {
 };
 
 inline constexpr int kDefaultHistogramBins = 2048;
+// Limits on calibration tables read from files: the entropy search is quadratic in the bins, and every
+// tensor of a table holds all its bins in memory (8 bytes each), however few the file lists.
+inline constexpr int64_t kMaxHistogramBins = 16384;
+inline constexpr int64_t kMaxTableHistogramEntries = int64_t{1} << 25;
 
 struct CalibrationTable {
   std::string data_sha256;  // of the calibration data

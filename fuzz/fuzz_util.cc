@@ -1,0 +1,138 @@
+#include "fuzz_util.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compress/io/onnx_io.h"
+#include "compress/ir/graph.h"
+#include "compress/pipeline/pipeline.h"
+#include "compress/pipeline/recipe.h"
+#include "compress/util/error.h"
+
+namespace fuzz {
+
+namespace {
+
+using compress::Error;
+using compress::Model;
+using compress::Recipe;
+using nlohmann::json;
+
+// Folding may materialize a tensor no larger than this (the tool's default is 64 MiB): a few bytes of
+// ConstantOfShape must not make every execution allocate and fill megabytes.
+constexpr int64_t kMaxFoldedBytes = int64_t{1} << 20;
+
+// Size of the external data file inputs may point into.
+constexpr size_t kExternalFileBytes = 4096;
+
+struct Scratch {
+  std::string dir;
+  Scratch() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+    if (tmp == nullptr && std::filesystem::is_directory("/dev/shm")) base = "/dev/shm";
+    std::string templ = base + "/compress-fuzz-XXXXXX";
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    if (mkdtemp(buf.data()) == nullptr) {
+      std::perror("mkdtemp");
+      std::abort();
+    }
+    dir = buf.data();
+    std::filesystem::create_directory(dir + "/ext");
+    std::ofstream out(dir + "/ext/weights.bin", std::ios::binary);
+    for (size_t i = 0; i < kExternalFileBytes; ++i) out.put(static_cast<char>(i * 37 % 251));
+  }
+  ~Scratch() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+Recipe CleanupRecipe() {
+  // The default clean-up (Recipe::ExpandedSteps with optimize = true), with a smaller folding cap.
+  Recipe r;
+  r.name = "fuzz";
+  r.optimize = false;
+  for (const auto& step : Recipe{}.ExpandedSteps()) {
+    json options = json::object();
+    if (step.pass == "fold_constants") options["max_folded_bytes"] = kMaxFoldedBytes;
+    r.steps.push_back(compress::MakeRecipeStep(step.pass, options, "fuzz"));
+  }
+  return r;
+}
+
+Recipe OneStep(const std::string& pass, const json& options) {
+  Recipe r;
+  r.name = "fuzz";
+  r.optimize = false;
+  r.steps.push_back(compress::MakeRecipeStep(pass, options, "fuzz"));
+  return r;
+}
+
+const std::vector<Recipe>& CompressionRecipes() {
+  static const std::vector<Recipe> recipes = {
+      OneStep("fp16", json::object()),
+      OneStep("fp16", {{"keep_io_types", false}, {"default_block_ops", false}}),
+      OneStep("quantize", {{"mode", "dynamic"}}),
+      // Weights-only and static INT8 upgrade old opsets with ONNX's version converter, which costs
+      // ~0.1 s per call under the sanitizers: one weights-only run (per channel) per input.
+      OneStep("quantize", {{"mode", "weights_only"}}),
+  };
+  return recipes;
+}
+
+}  // namespace
+
+const std::string& ScratchDir() {
+  static const Scratch scratch;
+  return scratch.dir;
+}
+
+std::string WriteScratch(const std::string& name, const uint8_t* data, size_t size) {
+  const std::string path = ScratchDir() + "/" + name;
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) {
+    std::perror(path.c_str());
+    std::abort();
+  }
+  if (size > 0 && std::fwrite(data, 1, size, f) != size) std::abort();
+  std::fclose(f);
+  return path;
+}
+
+void RunModelPipeline(const std::string& bytes) {
+  static const Recipe cleanup = CleanupRecipe();
+  Model model;
+  try {
+    model = compress::ParseModel(bytes, ScratchDir() + "/ext", "fuzz.onnx");
+    compress::RunPipeline(model, cleanup);
+  } catch (const Error&) {
+    return;
+  }
+  for (const Recipe& recipe : CompressionRecipes()) {
+    Model m = model;
+    try {
+      compress::RunPipeline(m, recipe);
+      (void)compress::SerializeModel(m);
+    } catch (const Error&) {
+    }
+  }
+  try {
+    compress::SaveOptions save;
+    save.external_data = compress::SaveOptions::ExternalData::kAlways;
+    save.external_threshold = 64;
+    save.allow_overwrite = true;
+    compress::SaveModel(model, ScratchDir() + "/out.onnx", save);
+  } catch (const Error&) {
+  }
+}
+
+}  // namespace fuzz
