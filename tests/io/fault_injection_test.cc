@@ -186,9 +186,27 @@ Model BigModel(int layers, int64_t width) {
   return m;
 }
 
-// 6 x 4 MiB of weights, stored with external data: the input of the interrupted runs.
-constexpr int kBigLayers = 6;
-constexpr int64_t kBigWidth = 1024;
+// The sanitizer build (Debug, ASan + UBSan) is many times slower, in this process and in the binary: it
+// runs the same checks on a smaller model and fewer interruptions to stay within its time budget.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// 6 x 4 MiB of weights (1 x 1 MiB when sanitized), stored with external data: the input of the
+// interrupted runs.
+constexpr int kBigLayers = kSanitized ? 1 : 6;
+constexpr int64_t kBigWidth = kSanitized ? 512 : 1024;
+constexpr rlim_t kBigDataBytes = rlim_t{kBigLayers} * kBigWidth * kBigWidth * 4;
+// Interruptions per signal.
+constexpr int kInterruptions = kSanitized ? 8 : 20;
 
 struct Files {
   std::map<std::string, std::string> bytes;  // name in the folder -> content
@@ -358,17 +376,17 @@ class WriteFaults : public ::testing::Test {
 };
 
 TEST_F(WriteFaults, SigintAtAnyMomentLeavesCompleteOrPreviousOutputsAndNoTemporaryFile) {
-  InterruptMany(SIGINT, 20);
+  InterruptMany(SIGINT, kInterruptions);
 }
 
 TEST_F(WriteFaults, SigtermAtAnyMomentLeavesCompleteOrPreviousOutputsAndNoTemporaryFile) {
-  InterruptMany(SIGTERM, 6);
+  InterruptMany(SIGTERM, kInterruptions / 2);
 }
 
-TEST_F(WriteFaults, SigkillAtAnyMomentLeavesCompleteOrPreviousOutputs) { InterruptMany(SIGKILL, 20); }
+TEST_F(WriteFaults, SigkillAtAnyMomentLeavesCompleteOrPreviousOutputs) { InterruptMany(SIGKILL, kInterruptions); }
 
 TEST_F(WriteFaults, TwoRunsWritingTheSameFilesEndWithOneCompleteSet) {
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < (kSanitized ? 2 : 3); ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     Restore(tmp_ / "out", round == 1 ? previous_ : Files{});
     Child a(Args(tmp_ / "out", {})), b(Args(tmp_ / "out", {}));
@@ -381,7 +399,7 @@ TEST_F(WriteFaults, TwoRunsWritingTheSameFilesEndWithOneCompleteSet) {
   // Two different runs (default and --fp16) racing for the same output: the model and its data come
   // from the same run, whichever commits last.
   std::map<std::string, int> winners;
-  for (int round = 0; round < 4; ++round) {
+  for (int round = 0; round < (kSanitized ? 2 : 4); ++round) {
     SCOPED_TRACE("mixed round " + std::to_string(round));
     Restore(tmp_ / "out", Files{});
     const bool fp16_first = round % 2 == 0;
@@ -401,12 +419,12 @@ TEST_F(WriteFaults, TwoRunsWritingTheSameFilesEndWithOneCompleteSet) {
 }
 
 TEST_F(WriteFaults, FileSizeLimitIsExit4NamingTheFileWithNoPartialOutput) {
-  // The data file hits a 1 MiB limit: SIGXFSZ must not kill the process, write() fails with EFBIG.
+  // The data file hits a limit of half its size: SIGXFSZ must not kill the process, write() fails with EFBIG.
   for (const bool had_previous : {false, true}) {
     SCOPED_TRACE(had_previous ? "over previous outputs" : "into an empty folder");
     Restore(tmp_ / "out", had_previous ? previous_ : Files{});
     SpawnOptions lim;
-    lim.file_size_limit = 1 << 20;
+    lim.file_size_limit = kBigDataBytes / 2;
     std::string err;
     EXPECT_EQ(RunToEnd(Args(tmp_ / "out", {}), &err, lim), kExitIO) << err;
     EXPECT_TRUE(OneLine(err)) << err;
@@ -419,7 +437,7 @@ TEST_F(WriteFaults, FileSizeLimitIsExit4NamingTheFileWithNoPartialOutput) {
   // Without external data the model file itself hits the limit.
   Restore(tmp_ / "out", Files{});
   SpawnOptions lim;
-  lim.file_size_limit = 1 << 20;
+  lim.file_size_limit = kBigDataBytes / 2;
   std::string err;
   EXPECT_EQ(RunToEnd({input_, "-o", tmp_ / "out/inline.onnx"}, &err, lim), kExitIO) << err;
   EXPECT_TRUE(OneLine(err)) << err;
@@ -451,7 +469,7 @@ TEST(WriteFaultsSmall, FileSizeLimitOnTheCalibrationTableIsExit4AndNoPartialTabl
   // The calibration table is written while the passes run, before the model.
   TempDir tmp;
   const std::vector<std::string> base{testing::SourcePath("models/cnn.onnx"), "--int8", "--calib",
-                                      testing::SourcePath("models/calib"), "--calib-limit", "16", "-q"};
+                                      testing::SourcePath("models/calib"), "--calib-limit", kSanitized ? "2" : "16", "-q"};
   auto args = base;
   for (const std::string& a : {std::string("-o"), tmp / "ref.onnx", std::string("--calib-table"), tmp / "ref.json"}) {
     args.push_back(a);
@@ -472,6 +490,7 @@ TEST(WriteFaultsSmall, FileSizeLimitOnTheCalibrationTableIsExit4AndNoPartialTabl
   EXPECT_TRUE(OneLine(err)) << err;
   EXPECT_NE(err.find("'" + tmp / "out/table.json" + "': file too large"), std::string::npos) << err;
   EXPECT_TRUE(ListDir(tmp / "out").empty());
+  if (kSanitized) return;  // one more calibration run is too slow there
   // Without the limit the same command writes the same table.
   EXPECT_EQ(RunToEnd(args, &err), 0) << err;
   EXPECT_EQ(ReadBytes(tmp / "out/table.json"), ReadBytes(tmp / "ref.json"));
