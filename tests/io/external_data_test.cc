@@ -267,7 +267,9 @@ void ExpectRefused(const Failure& f, const std::string& tensor, const std::strin
   EXPECT_EQ(f.kind, ErrorKind::kInvalidInput) << f.message;
   EXPECT_EQ(f.message.find('\n'), std::string::npos) << f.message;
   EXPECT_NE(f.message.find("'" + tensor + "'"), std::string::npos) << f.message;
-  if (!location.empty()) EXPECT_NE(f.message.find(location), std::string::npos) << f.message;
+  if (!location.empty()) {
+    EXPECT_NE(f.message.find(location), std::string::npos) << f.message;
+  }
   EXPECT_NE(f.message.find(reason), std::string::npos) << f.message;
 }
 
@@ -579,7 +581,8 @@ TEST(HostileExternalData, SavingStaysInTheOutputFolder) {
   TempDir dir;
   SaveOptions opt;
   opt.external_data = SaveOptions::ExternalData::kAlways;
-  for (const std::string name : {"m.onnx", "sub/w.bin", "..", ".", std::string("w\0.bin", 6)}) {
+  for (const std::string& name :
+       std::vector<std::string>{"m.onnx", "sub/w.bin", "..", ".", std::string("w\0.bin", 6)}) {
     opt.external_file = name;
     const std::string msg = testing::ErrorOf([&] { SaveModel(ModelWithBigWeight(), dir / "m.onnx", opt); });
     EXPECT_NE(msg, "") << name;

@@ -39,10 +39,9 @@ static_assert(kWeightBytes > (uint64_t{1} << 31), "the model must not fit a prot
 constexpr double kMaxPeakRssOverWeights = 1.5;
 
 // Outputs of the float16 model against the float32 one, relative to the largest output magnitude. Each of
-// the nine layers rounds its weights and its result to float16 (relative error up to 2^-11 each); the
-// errors are independent, so over nine layers they add up to a few 1e-3 in the worst element. Measured:
-// about 1.5e-3.
-constexpr double kFp16RelativeTolerance = 1e-2;
+// the nine layers rounds its weights and its result to float16 (relative error up to 2^-11 = 4.9e-4 each,
+// independent, so they grow like the square root of the depth). Measured: 8.0e-4.
+constexpr double kFp16RelativeTolerance = 5e-3;
 
 uint64_t SplitMix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
