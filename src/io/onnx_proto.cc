@@ -225,6 +225,7 @@ class MappedFile : public BorrowedBytes {
   MappedFile& operator=(const MappedFile&) = delete;
 
   const char* data() const { return static_cast<const char*>(base_); }
+  size_t size() const { return size_; }
 
   // Drops the whole pages inside the range from this process; they are read again from the file (or the
   // page cache) on the next access. The mapping is private and never written, so nothing is lost.
@@ -250,24 +251,31 @@ struct ExternalFiles {
   // refused), still regular, one link and long enough; never follows a symlink, never blocks on a FIFO.
   std::shared_ptr<const MappedFile> Map(const ExternalInfo& info, const std::string& what) {
     auto it = mapped.find(info.path);
-    if (it != mapped.end()) return it->second;
+    if (it != mapped.end()) {
+      // Mapped for an earlier tensor: the range checked against the file then must lie in the mapping.
+      if (info.offset + info.length > it->second->size()) {
+        ThrowInvalid(what + ": external data file '" + Printable(info.location) + "' shrank to " +
+                     std::to_string(it->second->size()) + " bytes while the model was read");
+      }
+      return it->second;
+    }
     const int fd = ::open(info.path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-      ThrowIO(what + ": cannot open external data file '" + info.path + "': " + std::strerror(errno));
+      ThrowIO(what + ": cannot open external data file '" + Printable(info.path) + "': " + std::strerror(errno));
     }
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
       const int err = errno;
       ::close(fd);
-      ThrowIO(what + ": cannot stat external data file '" + info.path + "': " + std::strerror(err));
+      ThrowIO(what + ": cannot stat external data file '" + Printable(info.path) + "': " + std::strerror(err));
     }
     try {
       CheckDataFile(st, what, Printable(info.location));
       if (st.st_dev != info.device || st.st_ino != info.inode) {
-        ThrowInvalid(what + ": external data file '" + info.location + "' was replaced while the model was read");
+        ThrowInvalid(what + ": external data file '" + Printable(info.location) + "' was replaced while the model was read");
       }
       if (static_cast<uint64_t>(st.st_size) < info.offset + info.length) {
-        ThrowInvalid(what + ": external data file '" + info.location + "' shrank to " +
+        ThrowInvalid(what + ": external data file '" + Printable(info.location) + "' shrank to " +
                      std::to_string(st.st_size) + " bytes while the model was read");
       }
     } catch (...) {
@@ -279,7 +287,7 @@ struct ExternalFiles {
     const int err = errno;
     ::close(fd);
     if (base == MAP_FAILED) {
-      ThrowIO(what + ": cannot map external data file '" + info.path + "' (" + std::to_string(size) +
+      ThrowIO(what + ": cannot map external data file '" + Printable(info.path) + "' (" + std::to_string(size) +
               " bytes): " + std::strerror(err));
     }
     auto file = std::make_shared<const MappedFile>(base, size);
