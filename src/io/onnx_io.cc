@@ -151,7 +151,8 @@ SaveResult SaveModel(const Model& model, const std::string& path, const SaveOpti
     }
   }
 
-  CheckInlineBytes(model, use_external ? std::max<size_t>(threshold, 1) : std::numeric_limits<size_t>::max(), path);
+  CheckInlineBytes(model, use_external ? std::max<size_t>(threshold, 1) : std::numeric_limits<size_t>::max(),
+                   path);
 
   SaveResult result;
   std::unique_ptr<AtomicFile> data_file;

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -106,8 +106,9 @@ void CheckDataFile(const struct stat& st, const std::string& what, const std::st
                  ", not a regular file");
   }
   if (st.st_nlink > 1) {
-    ThrowInvalid(what + ": external data file '" + loc + "' has " + std::to_string(st.st_nlink) +
-                 " hard links; a hard-linked file may live outside the model's folder, so it is refused (use a copy)");
+    ThrowInvalid(
+        what + ": external data file '" + loc + "' has " + std::to_string(st.st_nlink) +
+        " hard links; a hard-linked file may live outside the model's folder, so it is refused (use a copy)");
   }
 }
 
@@ -171,7 +172,8 @@ ExternalInfo ResolveExternal(const onnx::TensorProto& p, const ReadContext& ctx,
   if (!CanonicalPath(joined, &resolved)) {
     const int err = errno;
     if (err == ENOENT) {
-      ThrowIO(what + ": external data file '" + Printable(joined) + "' (location '" + loc + "') does not exist");
+      ThrowIO(what + ": external data file '" + Printable(joined) + "' (location '" + loc +
+              "') does not exist");
     }
     if (err == EACCES) {
       ThrowIO(what + ": external data location '" + loc + "' cannot be accessed: " + std::strerror(err));
@@ -185,8 +187,8 @@ ExternalInfo ResolveExternal(const onnx::TensorProto& p, const ReadContext& ctx,
   }
   struct stat st {};
   if (::stat(resolved.c_str(), &st) != 0) {
-    ThrowIO(what + ": external data location '" + loc + "': cannot stat '" + Printable(resolved) + "': " +
-            std::strerror(errno));
+    ThrowIO(what + ": external data location '" + loc + "': cannot stat '" + Printable(resolved) +
+            "': " + std::strerror(errno));
   }
   CheckDataFile(st, what, loc);
   info.path = resolved;
@@ -261,18 +263,21 @@ struct ExternalFiles {
     }
     const int fd = ::open(info.path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-      ThrowIO(what + ": cannot open external data file '" + Printable(info.path) + "': " + std::strerror(errno));
+      ThrowIO(what + ": cannot open external data file '" + Printable(info.path) +
+              "': " + std::strerror(errno));
     }
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
       const int err = errno;
       ::close(fd);
-      ThrowIO(what + ": cannot stat external data file '" + Printable(info.path) + "': " + std::strerror(err));
+      ThrowIO(what + ": cannot stat external data file '" + Printable(info.path) +
+              "': " + std::strerror(err));
     }
     try {
       CheckDataFile(st, what, Printable(info.location));
       if (st.st_dev != info.device || st.st_ino != info.inode) {
-        ThrowInvalid(what + ": external data file '" + Printable(info.location) + "' was replaced while the model was read");
+        ThrowInvalid(what + ": external data file '" + Printable(info.location) +
+                     "' was replaced while the model was read");
       }
       if (static_cast<uint64_t>(st.st_size) < info.offset + info.length) {
         ThrowInvalid(what + ": external data file '" + Printable(info.location) + "' shrank to " +
@@ -287,8 +292,8 @@ struct ExternalFiles {
     const int err = errno;
     ::close(fd);
     if (base == MAP_FAILED) {
-      ThrowIO(what + ": cannot map external data file '" + Printable(info.path) + "' (" + std::to_string(size) +
-              " bytes): " + std::strerror(err));
+      ThrowIO(what + ": cannot map external data file '" + Printable(info.path) + "' (" +
+              std::to_string(size) + " bytes): " + std::strerror(err));
     }
     auto file = std::make_shared<const MappedFile>(base, size);
     mapped.emplace(info.path, file);
@@ -307,7 +312,8 @@ using TensorVisitor = std::function<void(const onnx::TensorProto&, const std::st
 void VisitTensors(const onnx::GraphProto& g, const TensorVisitor& fn);
 
 // Visits the TensorProtos in the attributes of `nodes` (tensors, sparse tensors, subgraphs).
-void VisitNodeTensors(const google::protobuf::RepeatedPtrField<onnx::NodeProto>& nodes, const TensorVisitor& fn) {
+void VisitNodeTensors(const google::protobuf::RepeatedPtrField<onnx::NodeProto>& nodes,
+                      const TensorVisitor& fn) {
   for (const auto& n : nodes) {
     const std::string node_desc = "node " + Quoted(n.name().empty() ? n.op_type() : n.name());
     for (const auto& a : n.attribute()) {
@@ -835,15 +841,16 @@ void ValidateExternalData(const onnx::ModelProto& proto, const ReadContext& ctx)
   // Two tensors reading the same bytes (even the very same range) are refused: a writer never produces
   // that, and a reader that trusted it could be made to alias or double-count data.
   for (auto& [key, ranges] : by_file) {
-    std::stable_sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.offset < b.offset; });
+    std::stable_sort(ranges.begin(), ranges.end(),
+                     [](const Range& a, const Range& b) { return a.offset < b.offset; });
     const Range* reach = nullptr;  // the non-empty range ending furthest so far
     for (const Range& r : ranges) {
       if (r.length == 0) continue;
       if (reach != nullptr && r.offset < reach->offset + reach->length) {
-        ThrowInvalid(ctx.source + ": " + r.what + ": external data range [" + std::to_string(r.offset) + ", " +
-                     std::to_string(r.offset + r.length) + ") of '" + Printable(location_of[key]) + "' overlaps the range [" +
-                     std::to_string(reach->offset) + ", " + std::to_string(reach->offset + reach->length) +
-                     ") of " + reach->what);
+        ThrowInvalid(ctx.source + ": " + r.what + ": external data range [" + std::to_string(r.offset) +
+                     ", " + std::to_string(r.offset + r.length) + ") of '" + Printable(location_of[key]) +
+                     "' overlaps the range [" + std::to_string(reach->offset) + ", " +
+                     std::to_string(reach->offset + reach->length) + ") of " + reach->what);
       }
       if (reach == nullptr || r.offset + r.length > reach->offset + reach->length) reach = &r;
     }
@@ -853,7 +860,8 @@ void ValidateExternalData(const onnx::ModelProto& proto, const ReadContext& ctx)
   const auto refuse = [&](const std::string& where) {
     return [&ctx, where](const onnx::TensorProto& t, const std::string& what) {
       if (IsExternal(t)) {
-        ThrowInvalid(ctx.source + ": " + where + ": " + what + " uses external data, which is not supported there");
+        ThrowInvalid(ctx.source + ": " + where + ": " + what +
+                     " uses external data, which is not supported there");
       }
     };
   };

@@ -98,7 +98,8 @@ Tensor Tensor::FromBorrowed(DType dtype, std::vector<int64_t> dims, const void* 
   t.dtype_ = dtype;
   t.dims_ = std::move(dims);
   if (!IsKnownDType(static_cast<int32_t>(dtype))) {
-    ThrowInvalid("tensor '" + t.name_ + "' has unknown element type " + std::to_string(static_cast<int32_t>(dtype)));
+    ThrowInvalid("tensor '" + t.name_ + "' has unknown element type " +
+                 std::to_string(static_cast<int32_t>(dtype)));
   }
   t.numel_ = ShapeElementCount(t.dims_);
   t.nbytes_ = DTypeStorageBytes(dtype, t.numel_);

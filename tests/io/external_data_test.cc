@@ -317,10 +317,10 @@ TEST(HostileExternalData, PathsLeavingTheFolder) {
       {outside / "w.bin", "absolute path"},
       {"/dev/zero", "absolute path"},
       {"../w.bin", "contains '..'"},
-      {"sub/../w.bin", "contains '..'"},      // would stay inside, still refused: no '..' at all
+      {"sub/../w.bin", "contains '..'"},  // would stay inside, still refused: no '..' at all
       {"./sub/../../w.bin", "contains '..'"},
-      {"link.bin", "outside the model's folder"},        // symlink to a file outside
-      {"linkdir/w.bin", "outside the model's folder"},   // symlinked folder pointing outside
+      {"link.bin", "outside the model's folder"},       // symlink to a file outside
+      {"linkdir/w.bin", "outside the model's folder"},  // symlinked folder pointing outside
       {"./linkdir/./w.bin", "outside the model's folder"},
   };
   for (const auto& c : cases) {
@@ -376,8 +376,8 @@ TEST(HostileExternalData, OverlappingRangesOfOneFileAreRefused) {
     std::string location_b, offset_b, reason;
   } cases[] = {
       {"w.bin", "2048", "overlaps the range [0, 4096) of initializer 'a'"},
-      {"w.bin", "0", "overlaps the range [0, 4096) of initializer 'a'"},    // identical ranges
-      {"./w.bin", "4092", "overlaps"},                                       // another spelling
+      {"w.bin", "0", "overlaps the range [0, 4096) of initializer 'a'"},  // identical ranges
+      {"./w.bin", "4092", "overlaps"},                                    // another spelling
   };
   for (const auto& c : cases) {
     TwoWeights tw;
@@ -410,8 +410,10 @@ TEST(HostileExternalData, DataFileThatIsNotARegularFile) {
   ASSERT_LT(sock_path.size(), sizeof(addr.sun_path));
   std::strncpy(addr.sun_path, sock_path.c_str(), sizeof(addr.sun_path) - 1);
   ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  std::vector<std::pair<std::string, std::string>> cases = {
-      {"dir.bin", "is a directory"}, {".", "is a directory"}, {"fifo.bin", "is a FIFO"}, {"sock.bin", "is a socket"}};
+  std::vector<std::pair<std::string, std::string>> cases = {{"dir.bin", "is a directory"},
+                                                            {".", "is a directory"},
+                                                            {"fifo.bin", "is a FIFO"},
+                                                            {"sock.bin", "is a socket"}};
   // A device node inside the folder (needs root; /dev/zero's numbers).
   if (::mknod((tw.dir / "zero.bin").c_str(), S_IFCHR | 0600, makedev(1, 5)) == 0) {
     cases.push_back({"zero.bin", "is a character device"});
@@ -539,33 +541,45 @@ TEST(HostileExternalData, CliRefusesWithExitCode3AndWritesNothing) {
     std::function<void(TwoWeights&)> edit;
     std::string tensor, reason;
   } cases[] = {
-      {"hard_link", [](TwoWeights& tw) {
+      {"hard_link",
+       [](TwoWeights& tw) {
          std::filesystem::create_hard_link(tw.dir / "w.bin", tw.dir / "h.bin");
          tw.SetLocation("b", "h.bin");
-       }, "a", "hard links"},
-      {"overlap", [](TwoWeights& tw) {
+       },
+       "a", "hard links"},
+      {"overlap",
+       [](TwoWeights& tw) {
          tw.SetExternal("b", {{"location", "w.bin"}, {"offset", "100"}, {"length", "4096"}});
-       }, "b", "overlaps"},
-      {"fifo", [](TwoWeights& tw) {
+       },
+       "b", "overlaps"},
+      {"fifo",
+       [](TwoWeights& tw) {
          ASSERT_EQ(::mkfifo((tw.dir / "f.bin").c_str(), 0600), 0);
          tw.SetLocation("b", "f.bin");
-       }, "b", "is a FIFO"},
-      {"directory", [](TwoWeights& tw) {
+       },
+       "b", "is a FIFO"},
+      {"directory",
+       [](TwoWeights& tw) {
          std::filesystem::create_directory(tw.dir / "d.bin");
          tw.SetLocation("b", "d.bin");
-       }, "b", "is a directory"},
-      {"symlinked_folder", [](TwoWeights& tw) {
+       },
+       "b", "is a directory"},
+      {"symlinked_folder",
+       [](TwoWeights& tw) {
          std::filesystem::create_directory_symlink("/etc", tw.dir / "etc");
          tw.SetLocation("b", "etc/passwd");
-       }, "b", "outside the model's folder"},
+       },
+       "b", "outside the model's folder"},
   };
   for (const auto& c : cases) {
     TwoWeights tw;
     c.edit(tw);
     const std::string model = tw.Write();
     const std::vector<std::string> before = testing::ListDir(tw.dir.path());
-    const std::string model_bytes = testing::ReadBytes(model), data_bytes = testing::ReadBytes(tw.dir / "w.bin");
-    const testing::CommandResult r = testing::RunCompress({model, "-o", tw.dir / "out.onnx", "--external-data"});
+    const std::string model_bytes = testing::ReadBytes(model),
+                      data_bytes = testing::ReadBytes(tw.dir / "w.bin");
+    const testing::CommandResult r =
+        testing::RunCompress({model, "-o", tw.dir / "out.onnx", "--external-data"});
     EXPECT_EQ(r.exit_code, kExitInvalid) << c.name << ": " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find("'" + c.tensor + "'"), std::string::npos) << c.name << ": " << r.err;

@@ -133,7 +133,7 @@ TEST(Tensor, BorrowedBytesAreReadInPlaceAndCopiedOnWrite) {
   EXPECT_EQ(first, 1.0f);
   EXPECT_TRUE(shared.borrowed());
   EXPECT_EQ(shared.data<float>()[0], 1.0f);
-  t.ReleasePages();  // owned now: no hint
+  t.ReleasePages();               // owned now: no hint
   EXPECT_EQ(owner->releases, 2);  // one from the copy on write
   // Misaligned bytes are copied at once (and released); a wrong size is refused.
   Tensor odd = Tensor::FromBorrowed(DType::kUInt8, {3}, base + 1, 3, owner);

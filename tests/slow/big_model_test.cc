@@ -4,12 +4,11 @@
 // the input untouched, store every weight as the float16 rounding of the original, and give the outputs
 // of the original in ONNX Runtime. Label "slow": `tools/test.sh --slow` or `ctest -L slow`.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cmath>
@@ -114,7 +113,8 @@ void WriteBigModel(const std::string& dir) {
     const uint64_t elems = static_cast<uint64_t>(kDim) * kDim;
     for (uint64_t first = 0; first < elems; first += kChunk) {
       FillLayerChunk(l, first, kChunk, chunk.data());
-      data.write(reinterpret_cast<const char*>(chunk.data()), static_cast<std::streamsize>(kChunk * sizeof(float)));
+      data.write(reinterpret_cast<const char*>(chunk.data()),
+                 static_cast<std::streamsize>(kChunk * sizeof(float)));
     }
   }
   data.close();
@@ -191,9 +191,8 @@ TEST(BigModel, Fp16WithExternalDataPast2GiBInBoundedMemory) {
   ASSERT_EQ(FileSizeOf(dir / "big.onnx.data"), kWeightBytes);
   const double generate_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  const Measured run = RunMeasured({COMPRESS_BINARY, dir / "big.onnx", "--fp16", "--external-data", "-o",
-                                    dir / "out.onnx"},
-                                   dir.path());
+  const Measured run = RunMeasured(
+      {COMPRESS_BINARY, dir / "big.onnx", "--fp16", "--external-data", "-o", dir / "out.onnx"}, dir.path());
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const double ratio = static_cast<double>(run.peak_rss_bytes) / static_cast<double>(kWeightBytes);
   std::printf("generate %.1f s; compress --fp16 %.1f s, peak RSS %.0f MiB = %.3f x the %.0f MiB of weights\n",
