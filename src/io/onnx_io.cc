@@ -3,7 +3,9 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
+#include <algorithm>
 #include <climits>
+#include <limits>
 #include <memory>
 
 #include "compress/io/schema.h"
@@ -44,6 +46,36 @@ size_t InitializerBytes(const Model& m) {
   return total;
 }
 
+// Bytes of tensor data in `g` (subgraphs and attributes included) that stay inside the ONNX file;
+// main-graph initializers of at least `external_from` bytes go to the external file instead.
+size_t InlineTensorBytes(const Graph& g, bool main_graph, size_t external_from) {
+  size_t total = 0;
+  for (const auto& t : g.initializers) {
+    if (!(main_graph && t.dtype() != DType::kString && t.nbytes() >= external_from && t.nbytes() > 0)) {
+      total += t.nbytes();
+    }
+  }
+  for (const auto& s : g.sparse_initializers) total += s.values.nbytes() + s.indices.nbytes();
+  for (const auto& n : g.nodes) {
+    for (const auto& a : n.attributes) {
+      for (const auto& t : a.tensors) total += t.nbytes();
+      for (const auto& s : a.sparse_tensors) total += s.values.nbytes() + s.indices.nbytes();
+      for (const auto& sub : a.graphs) total += InlineTensorBytes(sub, false, external_from);
+    }
+  }
+  return total;
+}
+
+// Refuses, before any protobuf message is built, a model whose inline tensor data alone passes 2 GiB.
+void CheckInlineBytes(const Model& m, size_t external_from, const std::string& what) {
+  const size_t inline_bytes = InlineTensorBytes(m.graph, true, external_from);
+  if (inline_bytes > kProtobufLimit) {
+    ThrowInvalid(what + ": the tensors stored inside the ONNX file total " + std::to_string(inline_bytes) +
+                 " bytes, more than protobuf's 2 GiB limit; use --external-data (only main-graph "
+                 "initializers can move to the external file)");
+  }
+}
+
 }  // namespace
 
 Model ParseModel(const std::string& bytes, const std::string& base_dir, const std::string& source_name,
@@ -58,7 +90,7 @@ Model ParseModel(const std::string& bytes, const std::string& base_dir, const st
                  "corrupt)");
   }
   io_detail::ReadContext ctx{source_name, base_dir, options.load_external_data,
-                             info != nullptr ? &info->external_files : nullptr};
+                             info != nullptr ? &info->external_files : nullptr, nullptr};
   if (info != nullptr) info->file_bytes = bytes.size();
   Model model = io_detail::ModelFromProto(proto, ctx);
   if (options.verify) {
@@ -80,6 +112,7 @@ Model LoadModel(const std::string& path, const LoadOptions& options, LoadInfo* i
 }
 
 std::string SerializeModel(const Model& model) {
+  CheckInlineBytes(model, std::numeric_limits<size_t>::max(), "the model");
   onnx::ModelProto proto;
   io_detail::ModelToProto(model, &proto);
   return SerializeDeterministic(proto);
@@ -89,7 +122,8 @@ SaveResult SaveModel(const Model& model, const std::string& path, const SaveOpti
   const std::string dir = DirName(path);
   const std::string ext_name =
       options.external_file.empty() ? BaseName(path) + ".data" : options.external_file;
-  if (ext_name.find('/') != std::string::npos || ext_name == ".." || ext_name == ".") {
+  if (ext_name.find('/') != std::string::npos || ext_name == ".." || ext_name == "." ||
+      ext_name.find('\0') != std::string::npos) {
     ThrowUsage("external data file name '" + ext_name + "' must be a plain file name in the model's folder");
   }
   if (ext_name == BaseName(path)) {
@@ -117,6 +151,9 @@ SaveResult SaveModel(const Model& model, const std::string& path, const SaveOpti
     }
   }
 
+  CheckInlineBytes(model, use_external ? std::max<size_t>(threshold, 1) : std::numeric_limits<size_t>::max(),
+                   path);
+
   SaveResult result;
   std::unique_ptr<AtomicFile> data_file;
   io_detail::ExternalSink sink;
@@ -131,6 +168,7 @@ SaveResult SaveModel(const Model& model, const std::string& path, const SaveOpti
       ref->offset = data_file->bytes_written();
       ref->length = t.nbytes();
       data_file->Write(t.raw(), t.nbytes());
+      t.ReleasePages();  // streamed straight from a mapped input: do not keep it resident
       return true;
     };
   }

@@ -1,12 +1,17 @@
 #include "onnx_proto.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstring>
-#include <fstream>
 #include <limits>
+#include <map>
+#include <memory>
 #include <set>
 #include <unordered_set>
 
@@ -26,7 +31,14 @@ struct ExternalInfo {
   std::string path;  // resolved, canonical
   uint64_t offset = 0;
   uint64_t length = 0;
+  dev_t device = 0;  // of the file validated, so that the file opened later is provably the same
+  ino_t inode = 0;
 };
+
+// Longest location accepted: a path the kernel can resolve (PATH_MAX, terminating NUL included), each
+// component at most NAME_MAX bytes.
+constexpr size_t kMaxLocationBytes = PATH_MAX - 1;
+constexpr size_t kMaxNameBytes = NAME_MAX;
 
 bool ParseUnsigned(const std::string& text, uint64_t* out) {
   if (text.empty() || text.size() > 20) return false;
@@ -53,6 +65,50 @@ uint64_t ExpectedBytes(const onnx::TensorProto& p, const std::string& what) {
     return DTypeStorageBytes(static_cast<DType>(p.data_type()), ShapeElementCount(dims));
   } catch (const Error& e) {
     ThrowInvalid(what + ": " + e.what());
+  }
+}
+
+// `text` fit for a one-line message: control bytes as \xNN, at most kShownBytes bytes.
+std::string Printable(const std::string& text) {
+  constexpr size_t kShownBytes = 200;
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < kShownBytes; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > kShownBytes) out += "...";
+  return out;
+}
+
+// What a file that is not a regular file is, for messages.
+const char* FileKind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+// Checks the file behind a location: a regular file with one link. A file with several hard links may be
+// the same inode as a file outside the model's folder, which no path check can rule out, so it is
+// refused.
+void CheckDataFile(const struct stat& st, const std::string& what, const std::string& loc) {
+  if (!S_ISREG(st.st_mode)) {
+    ThrowInvalid(what + ": external data location '" + loc + "' is " + FileKind(st.st_mode) +
+                 ", not a regular file");
+  }
+  if (st.st_nlink > 1) {
+    ThrowInvalid(
+        what + ": external data file '" + loc + "' has " + std::to_string(st.st_nlink) +
+        " hard links; a hard-linked file may live outside the model's folder, so it is refused (use a copy)");
   }
 }
 
@@ -85,35 +141,59 @@ ExternalInfo ResolveExternal(const onnx::TensorProto& p, const ReadContext& ctx,
   }
   if (!has_location || info.location.empty()) ThrowInvalid(what + ": external data has no location");
   if (p.has_raw_data()) ThrowInvalid(what + ": tensor has both raw_data and external data");
-  const std::string& loc = info.location;
-  if (loc.find('\0') != std::string::npos) ThrowInvalid(what + ": external data location contains a NUL byte");
-  if (loc.front() == '/') {
+  const std::string& raw_loc = info.location;
+  const std::string loc = Printable(raw_loc);  // for messages
+  if (raw_loc.find('\0') != std::string::npos) {
+    ThrowInvalid(what + ": external data location '" + loc + "' contains a NUL byte");
+  }
+  if (raw_loc.size() > kMaxLocationBytes) {
+    ThrowInvalid(what + ": external data location of " + std::to_string(raw_loc.size()) +
+                 " bytes is longer than " + std::to_string(kMaxLocationBytes) + ": '" + loc + "'");
+  }
+  if (raw_loc.front() == '/') {
     ThrowInvalid(what + ": external data location '" + loc + "' is an absolute path; it must be relative to "
                  "the model's folder");
   }
-  for (const auto& part : SplitPath(loc)) {
+  for (const auto& part : SplitPath(raw_loc)) {
     if (part == "..") {
       ThrowInvalid(what + ": external data location '" + loc + "' contains '..'; it must stay inside the "
                    "model's folder");
+    }
+    if (part.size() > kMaxNameBytes) {
+      ThrowInvalid(what + ": external data location '" + loc + "' has a component longer than " +
+                   std::to_string(kMaxNameBytes) + " bytes");
     }
   }
   if (ctx.base_dir.empty()) ThrowInvalid(what + ": external data is not allowed here (no model folder)");
   if (!ctx.load_external_data) ThrowInvalid(what + ": model uses external data, which was not requested");
 
-  const std::string joined = ctx.base_dir + "/" + loc;
+  const std::string joined = ctx.base_dir + "/" + raw_loc;
   std::string resolved;
   if (!CanonicalPath(joined, &resolved)) {
-    ThrowIO(what + ": external data file '" + joined + "' does not exist or cannot be resolved");
+    const int err = errno;
+    if (err == ENOENT) {
+      ThrowIO(what + ": external data file '" + Printable(joined) + "' (location '" + loc +
+              "') does not exist");
+    }
+    if (err == EACCES) {
+      ThrowIO(what + ": external data location '" + loc + "' cannot be accessed: " + std::strerror(err));
+    }
+    // A symlink loop, a component that is not a folder, a name too long: the location itself is bad.
+    ThrowInvalid(what + ": external data location '" + loc + "' cannot be resolved: " + std::strerror(err));
   }
   if (!IsInside(resolved, ctx.base_dir)) {
-    ThrowInvalid(what + ": external data location '" + loc + "' resolves to '" + resolved +
+    ThrowInvalid(what + ": external data location '" + loc + "' resolves to '" + Printable(resolved) +
                  "', outside the model's folder '" + ctx.base_dir + "'");
   }
   struct stat st {};
-  if (::stat(resolved.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    ThrowIO(what + ": external data file '" + resolved + "' is not a regular file");
+  if (::stat(resolved.c_str(), &st) != 0) {
+    ThrowIO(what + ": external data location '" + loc + "': cannot stat '" + Printable(resolved) +
+            "': " + std::strerror(errno));
   }
+  CheckDataFile(st, what, loc);
   info.path = resolved;
+  info.device = st.st_dev;
+  info.inode = st.st_ino;
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   const uint64_t expected = ExpectedBytes(p, what);
   if (!has_offset) info.offset = 0;
@@ -124,7 +204,7 @@ ExternalInfo ResolveExternal(const onnx::TensorProto& p, const ReadContext& ctx,
   if (!has_length) info.length = file_size - info.offset;
   if (info.length > std::numeric_limits<uint64_t>::max() - info.offset) {
     ThrowInvalid(what + ": external data offset + length overflows (" + std::to_string(info.offset) + " + " +
-                 std::to_string(info.length) + ")");
+                 std::to_string(info.length) + ") in '" + loc + "'");
   }
   if (info.offset + info.length > file_size) {
     ThrowInvalid(what + ": external data range [" + std::to_string(info.offset) + ", " +
@@ -132,38 +212,136 @@ ExternalInfo ResolveExternal(const onnx::TensorProto& p, const ReadContext& ctx,
                  std::to_string(file_size) + " bytes)");
   }
   if (info.length != expected) {
-    ThrowInvalid(what + ": external data holds " + std::to_string(info.length) + " bytes, the tensor's type " +
-                 "and shape need " + std::to_string(expected));
+    ThrowInvalid(what + ": external data in '" + loc + "' holds " + std::to_string(info.length) +
+                 " bytes, the tensor's type and shape need " + std::to_string(expected));
   }
   return info;
 }
+
+// A data file mapped read-only (private: nothing is ever written to it) for the tensors that read it.
+class MappedFile : public BorrowedBytes {
+ public:
+  MappedFile(void* base, size_t size) : base_(base), size_(size) {}
+  ~MappedFile() override { ::munmap(base_, size_); }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const char* data() const { return static_cast<const char*>(base_); }
+  size_t size() const { return size_; }
+
+  // Drops the whole pages inside the range from this process; they are read again from the file (or the
+  // page cache) on the next access. The mapping is private and never written, so nothing is lost.
+  void ReleasePages(const void* data, size_t size) const override {
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size) / page * page;
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+
+ private:
+  void* base_;
+  size_t size_;
+};
+
+}  // namespace
+
+// The data files of one model, each opened and mapped once.
+struct ExternalFiles {
+  std::map<std::string, std::shared_ptr<const MappedFile>> mapped;
+
+  // Opens the file `info` was validated against: the same inode (a file swapped in since then is
+  // refused), still regular, one link and long enough; never follows a symlink, never blocks on a FIFO.
+  std::shared_ptr<const MappedFile> Map(const ExternalInfo& info, const std::string& what) {
+    auto it = mapped.find(info.path);
+    if (it != mapped.end()) {
+      // Mapped for an earlier tensor: the range checked against the file then must lie in the mapping.
+      if (info.offset + info.length > it->second->size()) {
+        ThrowInvalid(what + ": external data file '" + Printable(info.location) + "' shrank to " +
+                     std::to_string(it->second->size()) + " bytes while the model was read");
+      }
+      return it->second;
+    }
+    const int fd = ::open(info.path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      ThrowIO(what + ": cannot open external data file '" + Printable(info.path) +
+              "': " + std::strerror(errno));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      ThrowIO(what + ": cannot stat external data file '" + Printable(info.path) +
+              "': " + std::strerror(err));
+    }
+    try {
+      CheckDataFile(st, what, Printable(info.location));
+      if (st.st_dev != info.device || st.st_ino != info.inode) {
+        ThrowInvalid(what + ": external data file '" + Printable(info.location) +
+                     "' was replaced while the model was read");
+      }
+      if (static_cast<uint64_t>(st.st_size) < info.offset + info.length) {
+        ThrowInvalid(what + ": external data file '" + Printable(info.location) + "' shrank to " +
+                     std::to_string(st.st_size) + " bytes while the model was read");
+      }
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    const size_t size = static_cast<size_t>(st.st_size);
+    void* base = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int err = errno;
+    ::close(fd);
+    if (base == MAP_FAILED) {
+      ThrowIO(what + ": cannot map external data file '" + Printable(info.path) + "' (" +
+              std::to_string(size) + " bytes): " + std::strerror(err));
+    }
+    auto file = std::make_shared<const MappedFile>(base, size);
+    mapped.emplace(info.path, file);
+    return file;
+  }
+};
+
+namespace {
 
 bool IsExternal(const onnx::TensorProto& p) { return p.data_location() == onnx::TensorProto::EXTERNAL; }
 
 std::string Quoted(const std::string& name) { return "'" + name + "'"; }
 
-// Visits every TensorProto of a graph (initializers, sparse initializers, attribute tensors, subgraphs).
-void VisitTensors(const onnx::GraphProto& g, const std::string& scope,
-                  const std::function<void(const onnx::TensorProto&, const std::string&)>& fn) {
-  for (const auto& t : g.initializer()) fn(t, "initializer " + Quoted(t.name()));
-  for (const auto& s : g.sparse_initializer()) {
-    fn(s.values(), "sparse initializer " + Quoted(s.values().name()) + " (values)");
-    fn(s.indices(), "sparse initializer " + Quoted(s.values().name()) + " (indices)");
-  }
-  for (const auto& n : g.node()) {
+using TensorVisitor = std::function<void(const onnx::TensorProto&, const std::string&)>;
+
+void VisitTensors(const onnx::GraphProto& g, const TensorVisitor& fn);
+
+// Visits the TensorProtos in the attributes of `nodes` (tensors, sparse tensors, subgraphs).
+void VisitNodeTensors(const google::protobuf::RepeatedPtrField<onnx::NodeProto>& nodes,
+                      const TensorVisitor& fn) {
+  for (const auto& n : nodes) {
     const std::string node_desc = "node " + Quoted(n.name().empty() ? n.op_type() : n.name());
     for (const auto& a : n.attribute()) {
       const std::string what = node_desc + " attribute " + Quoted(a.name());
       if (a.has_t()) fn(a.t(), what);
       for (const auto& t : a.tensors()) fn(t, what);
       if (a.has_sparse_tensor()) {
-        fn(a.sparse_tensor().values(), what);
-        fn(a.sparse_tensor().indices(), what);
+        fn(a.sparse_tensor().values(), what + " (values)");
+        fn(a.sparse_tensor().indices(), what + " (indices)");
       }
-      if (a.has_g()) VisitTensors(a.g(), scope, fn);
-      for (const auto& sub : a.graphs()) VisitTensors(sub, scope, fn);
+      for (const auto& st : a.sparse_tensors()) {
+        fn(st.values(), what + " (values)");
+        fn(st.indices(), what + " (indices)");
+      }
+      if (a.has_g()) VisitTensors(a.g(), fn);
+      for (const auto& sub : a.graphs()) VisitTensors(sub, fn);
     }
   }
+}
+
+// Visits every TensorProto of a graph (initializers, sparse initializers, attribute tensors, subgraphs).
+void VisitTensors(const onnx::GraphProto& g, const TensorVisitor& fn) {
+  for (const auto& t : g.initializer()) fn(t, "initializer " + Quoted(t.name()));
+  for (const auto& s : g.sparse_initializer()) {
+    fn(s.values(), "sparse initializer " + Quoted(s.values().name()) + " (values)");
+    fn(s.indices(), "sparse initializer " + Quoted(s.values().name()) + " (indices)");
+  }
+  VisitNodeTensors(g.node(), fn);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -547,15 +725,16 @@ Tensor TensorFromProto(const onnx::TensorProto& p, const ReadContext& ctx, const
   }
 
   if (IsExternal(p)) {
+    // Checked again (ValidateExternalData ran first): this is also reachable for a lone TensorProto.
     const ExternalInfo info = ResolveExternal(p, ctx, where);
-    Tensor t(dtype, dims, p.name());
-    std::ifstream in(info.path, std::ios::binary);
-    if (!in) ThrowIO(where + ": cannot open external data file '" + info.path + "'");
-    in.seekg(static_cast<std::streamoff>(info.offset));
-    in.read(static_cast<char*>(t.mutable_raw()), static_cast<std::streamsize>(expected));
-    if (!in || static_cast<size_t>(in.gcount()) != expected) {
-      ThrowIO(where + ": could not read " + std::to_string(expected) + " bytes from '" + info.path + "'");
+    if (expected == 0) {
+      Tensor t(dtype, dims, p.name());
+      t.set_doc_string(p.doc_string());
+      return t;
     }
+    if (!ctx.mapped_files) ctx.mapped_files = std::make_shared<ExternalFiles>();
+    const auto file = ctx.mapped_files->Map(info, where);
+    Tensor t = Tensor::FromBorrowed(dtype, dims, file->data() + info.offset, expected, file, p.name());
     t.set_doc_string(p.doc_string());
     return t;
   }
@@ -627,18 +806,70 @@ void TensorToProto(const Tensor& t, onnx::TensorProto* p) {
     for (const auto& s : t.strings()) p->add_string_data(s);
   } else {
     p->set_raw_data(static_cast<const char*>(t.raw()), t.nbytes());
+    t.ReleasePages();
   }
 }
 
+void ModelToProtoWithoutWeights(const Model& model, onnx::ModelProto* proto, size_t min_bytes) {
+  ModelToProto(model, proto, [min_bytes](const Tensor& t, ExternalRef* ref) {
+    if (t.nbytes() < min_bytes) return false;
+    ref->location = "(weights not serialized)";
+    ref->offset = 0;
+    ref->length = t.nbytes();
+    return true;
+  });
+}
+
 void ValidateExternalData(const onnx::ModelProto& proto, const ReadContext& ctx) {
-  VisitTensors(proto.graph(), "", [&](const onnx::TensorProto& t, const std::string& what) {
+  struct Range {
+    uint64_t offset, length;
+    std::string what;
+  };
+  std::map<std::pair<dev_t, ino_t>, std::vector<Range>> by_file;
+  std::map<std::pair<dev_t, ino_t>, std::string> location_of;
+  VisitTensors(proto.graph(), [&](const onnx::TensorProto& t, const std::string& what) {
     if (!IsExternal(t)) return;
     const ExternalInfo info = ResolveExternal(t, ctx, ctx.source + ": " + what);
+    const auto key = std::make_pair(info.device, info.inode);
+    by_file[key].push_back({info.offset, info.length, what});
+    location_of.emplace(key, info.location);
     if (ctx.external_files != nullptr &&
         std::find(ctx.external_files->begin(), ctx.external_files->end(), info.path) == ctx.external_files->end()) {
       ctx.external_files->push_back(info.path);
     }
   });
+  // Two tensors reading the same bytes (even the very same range) are refused: a writer never produces
+  // that, and a reader that trusted it could be made to alias or double-count data.
+  for (auto& [key, ranges] : by_file) {
+    std::stable_sort(ranges.begin(), ranges.end(),
+                     [](const Range& a, const Range& b) { return a.offset < b.offset; });
+    const Range* reach = nullptr;  // the non-empty range ending furthest so far
+    for (const Range& r : ranges) {
+      if (r.length == 0) continue;
+      if (reach != nullptr && r.offset < reach->offset + reach->length) {
+        ThrowInvalid(ctx.source + ": " + r.what + ": external data range [" + std::to_string(r.offset) +
+                     ", " + std::to_string(r.offset + r.length) + ") of '" + Printable(location_of[key]) +
+                     "' overlaps the range [" + std::to_string(reach->offset) + ", " +
+                     std::to_string(reach->offset + reach->length) + ") of " + reach->what);
+      }
+      if (reach == nullptr || r.offset + r.length > reach->offset + reach->length) reach = &r;
+    }
+  }
+  // Model-local functions and training_info are carried over as they are, never read: external data there
+  // would be neither checked nor found next to the output.
+  const auto refuse = [&](const std::string& where) {
+    return [&ctx, where](const onnx::TensorProto& t, const std::string& what) {
+      if (IsExternal(t)) {
+        ThrowInvalid(ctx.source + ": " + where + ": " + what +
+                     " uses external data, which is not supported there");
+      }
+    };
+  };
+  for (const auto& f : proto.functions()) VisitNodeTensors(f.node(), refuse("function " + Quoted(f.name())));
+  for (const auto& ti : proto.training_info()) {
+    VisitTensors(ti.initialization(), refuse("training_info initialization"));
+    VisitTensors(ti.algorithm(), refuse("training_info algorithm"));
+  }
 }
 
 Model ModelFromProto(const onnx::ModelProto& proto, const ReadContext& ctx) {

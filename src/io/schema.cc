@@ -20,6 +20,9 @@ namespace compress {
 
 namespace {
 
+// Initializers from this size on reach ONNX shape inference as type and shape only (see InferShapes).
+constexpr size_t kInferenceWeightBytes = 1u << 20;
+
 // "tensor(float)" -> kFloat; kUndefined for anything that is not a plain tensor type.
 DType TensorTypeFromString(const std::string& s) {
   static const std::map<std::string, DType> kNames = {
@@ -60,7 +63,9 @@ bool InferShapes(Model& model) {
     return false;
   }
   onnx::ModelProto proto;
-  io_detail::ModelToProto(model, &proto);
+  // Large weights go in as type and shape only: no inference function reads them (shape-like inputs are
+  // small), and a copy of every weight would double the memory a large model needs.
+  io_detail::ModelToProtoWithoutWeights(model, &proto, kInferenceWeightBytes);
   // Inference fills value_info with what it derives; start from what the model declared.
   try {
     onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);

@@ -1,5 +1,6 @@
 #include "compress/ir/tensor.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -14,18 +15,25 @@ constexpr size_t kAlignment = 64;  // cache line; also enough for any SIMD width
 }
 
 struct Tensor::Buffer {
+  // Owned, zero-filled, 64-byte aligned.
   explicit Buffer(size_t bytes) : size(bytes) {
     const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
     data = rounded == 0 ? nullptr : std::aligned_alloc(kAlignment, rounded);
     if (rounded != 0 && data == nullptr) throw std::bad_alloc();
     if (data != nullptr) std::memset(data, 0, rounded);
   }
-  ~Buffer() { std::free(data); }
+  // Borrowed: read-only bytes kept alive by `owner`; never written through.
+  Buffer(const void* bytes, size_t n, std::shared_ptr<const BorrowedBytes> keep)
+      : data(const_cast<void*>(bytes)), size(n), owner(std::move(keep)) {}
+  ~Buffer() {
+    if (!owner) std::free(data);
+  }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
   void* data = nullptr;
   size_t size = 0;
+  std::shared_ptr<const BorrowedBytes> owner;  // set for borrowed bytes
 };
 
 int64_t ShapeElementCount(const std::vector<int64_t>& dims) {
@@ -77,6 +85,39 @@ Tensor Tensor::FromBytes(DType dtype, std::vector<int64_t> dims, const void* byt
   return t;
 }
 
+Tensor Tensor::FromBorrowed(DType dtype, std::vector<int64_t> dims, const void* bytes, size_t size,
+                            std::shared_ptr<const BorrowedBytes> owner, std::string name) {
+  if (dtype == DType::kString) ThrowInternal("Tensor::FromBorrowed cannot build a string tensor");
+  if (size == 0 || reinterpret_cast<uintptr_t>(bytes) % kAlignment != 0 || !owner) {
+    Tensor copy = FromBytes(dtype, std::move(dims), bytes, size, std::move(name));
+    if (owner && size != 0) owner->ReleasePages(bytes, size);
+    return copy;
+  }
+  Tensor t;
+  t.name_ = std::move(name);
+  t.dtype_ = dtype;
+  t.dims_ = std::move(dims);
+  if (!IsKnownDType(static_cast<int32_t>(dtype))) {
+    ThrowInvalid("tensor '" + t.name_ + "' has unknown element type " +
+                 std::to_string(static_cast<int32_t>(dtype)));
+  }
+  t.numel_ = ShapeElementCount(t.dims_);
+  t.nbytes_ = DTypeStorageBytes(dtype, t.numel_);
+  if (size != t.nbytes_) {
+    ThrowInvalid("tensor '" + t.name_ + "' of type " + DTypeName(dtype) + " and shape " +
+                 ShapeToString(t.dims_) + " needs " + std::to_string(t.nbytes_) + " bytes, got " +
+                 std::to_string(size));
+  }
+  t.buffer_ = std::make_shared<Buffer>(bytes, size, std::move(owner));
+  return t;
+}
+
+bool Tensor::borrowed() const { return buffer_ && buffer_->owner; }
+
+void Tensor::ReleasePages() const {
+  if (buffer_ && buffer_->owner && nbytes_ != 0) buffer_->owner->ReleasePages(buffer_->data, nbytes_);
+}
+
 Tensor Tensor::FromStrings(std::vector<int64_t> dims, std::vector<std::string> values, std::string name) {
   Tensor t(DType::kString, std::move(dims), std::move(name));
   if (values.size() != static_cast<size_t>(t.numel_)) {
@@ -91,9 +132,10 @@ const void* Tensor::raw() const { return buffer_ ? buffer_->data : nullptr; }
 
 void* Tensor::mutable_raw() {
   if (!buffer_) return nullptr;
-  if (buffer_.use_count() > 1) {
+  if (buffer_.use_count() > 1 || buffer_->owner) {
     auto copy = std::make_shared<Buffer>(nbytes_);
     if (nbytes_ != 0) std::memcpy(copy->data, buffer_->data, nbytes_);
+    ReleasePages();  // the borrowed bytes were read once, for the copy
     buffer_ = std::move(copy);
   }
   return buffer_->data;

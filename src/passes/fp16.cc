@@ -162,6 +162,7 @@ Tensor ToHalf(const Tensor& t, int64_t* clamped) {
     }
     dst[i] = FloatToHalf(x);
   }
+  t.ReleasePages();  // a weight mapped from a file is read once: do not keep it resident
   return out;
 }
 

@@ -29,6 +29,7 @@ size_t ContentHash(const Tensor& t) {
     for (const auto& s : t.strings()) mix(std::hash<std::string>()(s));
   } else if (t.nbytes() > 0) {
     mix(std::hash<std::string_view>()(std::string_view(static_cast<const char*>(t.raw()), t.nbytes())));
+    t.ReleasePages();  // a weight mapped from a file is read once here: do not keep it resident
   }
   return h;
 }

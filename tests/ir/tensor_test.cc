@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "compress/util/error.h"
 
@@ -86,6 +90,56 @@ TEST(DType, NamesRoundTrip) {
   }
   EXPECT_FALSE(IsKnownDType(0));
   EXPECT_FALSE(IsKnownDType(99));
+}
+
+// Bytes owned elsewhere; counts the release hints it gets.
+class CountingBytes : public BorrowedBytes {
+ public:
+  explicit CountingBytes(size_t n) : bytes(n + 64) {}
+  void ReleasePages(const void* data, size_t size) const override {
+    ++releases;
+    last = {data, size};
+  }
+  const char* aligned() const {
+    const auto p = reinterpret_cast<uintptr_t>(bytes.data());
+    return bytes.data() + (64 - p % 64) % 64;
+  }
+  std::vector<char> bytes;
+  mutable int releases = 0;
+  mutable std::pair<const void*, size_t> last{nullptr, 0};
+};
+
+TEST(Tensor, BorrowedBytesAreReadInPlaceAndCopiedOnWrite) {
+  auto owner = std::make_shared<CountingBytes>(16);
+  char* base = const_cast<char*>(owner->aligned());
+  const float values[4] = {1.0f, -2.0f, 3.5f, 0.25f};
+  std::memcpy(base, values, sizeof(values));
+  Tensor t = Tensor::FromBorrowed(DType::kFloat, {4}, base, 16, owner, "w");
+  EXPECT_TRUE(t.borrowed());
+  EXPECT_EQ(t.raw(), base);  // no copy
+  Tensor shared = t;
+  t.ReleasePages();
+  EXPECT_EQ(owner->releases, 1);
+  EXPECT_EQ(owner->last.first, base);
+  EXPECT_EQ(owner->last.second, 16u);
+  // Writing copies into an owned, aligned buffer and leaves the borrowed bytes (and other tensors) alone.
+  t.mutable_data<float>()[0] = 9.0f;
+  EXPECT_FALSE(t.borrowed());
+  EXPECT_NE(t.raw(), base);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % 64, 0u);
+  EXPECT_EQ(t.data<float>()[1], -2.0f);
+  float first = 0;
+  std::memcpy(&first, base, sizeof(first));
+  EXPECT_EQ(first, 1.0f);
+  EXPECT_TRUE(shared.borrowed());
+  EXPECT_EQ(shared.data<float>()[0], 1.0f);
+  t.ReleasePages();               // owned now: no hint
+  EXPECT_EQ(owner->releases, 2);  // one from the copy on write
+  // Misaligned bytes are copied at once (and released); a wrong size is refused.
+  Tensor odd = Tensor::FromBorrowed(DType::kUInt8, {3}, base + 1, 3, owner);
+  EXPECT_FALSE(odd.borrowed());
+  EXPECT_EQ(owner->releases, 3);
+  EXPECT_THROW(Tensor::FromBorrowed(DType::kFloat, {4}, base, 12, owner), Error);
 }
 
 }  // namespace

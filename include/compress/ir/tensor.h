@@ -2,6 +2,8 @@
 //
 // Copies share the buffer; the first mutable access of a shared buffer copies it (copy on write), so
 // that a Model can be cloned cheaply (teacher and student, before and after) without aliasing bugs.
+// A tensor may also borrow read-only bytes it does not own (external data mapped from a file): they are
+// never written; the first mutable access copies them into a buffer of its own.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +16,16 @@
 #include "compress/ir/dtype.h"
 
 namespace compress {
+
+// Read-only bytes owned by someone else (e.g. a file mapping) that tensors may borrow. Kept alive as
+// long as a tensor points into them.
+class BorrowedBytes {
+ public:
+  virtual ~BorrowedBytes() = default;
+  // Hint that [data, data + size) will not be read soon: a file mapping gives the resident pages back to
+  // the kernel (the bytes stay valid and are read again from the file on the next access).
+  virtual void ReleasePages(const void* data, size_t size) const = 0;
+};
 
 // Product of dims; throws Error(kInvalidInput) on a negative dim or when the product overflows int64.
 int64_t ShapeElementCount(const std::vector<int64_t>& dims);
@@ -39,6 +51,10 @@ class Tensor {
                        std::move(name));
     }
   }
+  // A tensor reading `bytes` (exactly the storage size of dtype x dims) in place, kept alive by `owner`.
+  // Bytes that are not 64-byte aligned are copied instead.
+  static Tensor FromBorrowed(DType dtype, std::vector<int64_t> dims, const void* bytes, size_t size,
+                             std::shared_ptr<const BorrowedBytes> owner, std::string name = {});
   static Tensor FromStrings(std::vector<int64_t> dims, std::vector<std::string> values, std::string name = {});
 
   const std::string& name() const { return name_; }
@@ -69,6 +85,13 @@ class Tensor {
 
   const std::vector<std::string>& strings() const;
   std::vector<std::string>& mutable_strings();
+
+  // True when the bytes are borrowed (see FromBorrowed) rather than owned.
+  bool borrowed() const;
+  // For a borrowed tensor, BorrowedBytes::ReleasePages over its bytes: call it after reading a large
+  // tensor once, so that going through a model's mapped weights one after another does not keep them all
+  // resident. No effect on owned tensors.
+  void ReleasePages() const;
 
   // Reinterprets the same elements under a new shape with the same element count.
   void Reshape(std::vector<int64_t> dims);
