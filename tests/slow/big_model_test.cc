@@ -5,9 +5,7 @@
 // of the original in ONNX Runtime. Label "slow": `tools/test.sh --slow` or `ctest -L slow`.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -137,41 +135,6 @@ bool InputDataUnchanged(const std::string& dir) {
   return in.peek() == std::char_traits<char>::eof();
 }
 
-struct Measured {
-  int exit_code = -1;
-  uint64_t peak_rss_bytes = 0;
-  double seconds = 0;
-  std::string err;
-};
-
-// Runs argv with stdout and stderr to files in `dir`; peak resident memory from wait4.
-Measured RunMeasured(const std::vector<std::string>& args, const std::string& dir) {
-  const std::string err_path = dir + "/stderr.txt";
-  const auto start = std::chrono::steady_clock::now();
-  const pid_t pid = ::fork();
-  if (pid < 0) return {};
-  if (pid == 0) {
-    const int out_fd = ::open((dir + "/stdout.txt").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(out_fd, 1);
-    ::dup2(err_fd, 2);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  struct rusage usage {};
-  ::wait4(pid, &status, 0, &usage);
-  Measured r;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.peak_rss_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
-  r.err = testing::ReadBytes(err_path);
-  return r;
-}
-
 uint64_t FileSizeOf(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
@@ -191,8 +154,8 @@ TEST(BigModel, Fp16WithExternalDataPast2GiBInBoundedMemory) {
   ASSERT_EQ(FileSizeOf(dir / "big.onnx.data"), kWeightBytes);
   const double generate_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  const Measured run = RunMeasured(
-      {COMPRESS_BINARY, dir / "big.onnx", "--fp16", "--external-data", "-o", dir / "out.onnx"}, dir.path());
+  const testing::CommandResult run =
+      testing::RunCommand({COMPRESS_BINARY, dir / "big.onnx", "--fp16", "--external-data", "-o", dir / "out.onnx"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const double ratio = static_cast<double>(run.peak_rss_bytes) / static_cast<double>(kWeightBytes);
   std::printf("generate %.1f s; compress --fp16 %.1f s, peak RSS %.0f MiB = %.3f x the %.0f MiB of weights\n",

@@ -1,10 +1,12 @@
 #include "support/test_support.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -61,6 +63,7 @@ CommandResult RunOrt(const std::vector<std::string>& args) {
 CommandResult RunCommand(const std::vector<std::string>& args) {
   TempDir tmp;
   const std::string out_path = tmp / "stdout", err_path = tmp / "stderr";
+  const auto start = std::chrono::steady_clock::now();
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -77,9 +80,12 @@ CommandResult RunCommand(const std::vector<std::string>& args) {
     ::_exit(127);
   }
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
   CommandResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.peak_rss_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
   r.out = ReadBytes(out_path);
   r.err = ReadBytes(err_path);
   return r;

@@ -27,6 +27,8 @@ struct CommandResult {
   int exit_code = -1;
   std::string out;
   std::string err;
+  uint64_t peak_rss_bytes = 0;  // the child's peak resident memory (wait4)
+  double seconds = 0;           // wall time of the run
 };
 // Runs argv[0] (looked up in PATH) with the rest as arguments, no shell involved; captures its output.
 CommandResult RunCommand(const std::vector<std::string>& argv);
