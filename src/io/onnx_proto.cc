@@ -577,9 +577,12 @@ Attribute AttributeFromProto(const onnx::AttributeProto& a, const ReadContext& c
   for (const auto& s : a.sparse_tensors()) out.sparse_tensors.push_back(SparseFromProto(s, ctx, what));
   if (a.has_tp()) out.type_protos.push_back(TypeFromProto(a.tp(), what));
   for (const auto& tp : a.type_protos()) out.type_protos.push_back(TypeFromProto(tp, what));
-  if ((out.type == AttrType::kTensor && out.tensors.size() != 1) ||
-      (out.type == AttrType::kGraph && out.graphs.size() != 1) ||
-      (out.type == AttrType::kSparseTensor && out.sparse_tensors.size() != 1)) {
+  // A reference to an attribute of the enclosing function carries no value of its own.
+  if (out.ref_attr_name.empty() &&
+      ((out.type == AttrType::kTensor && out.tensors.size() != 1) ||
+       (out.type == AttrType::kGraph && out.graphs.size() != 1) ||
+       (out.type == AttrType::kSparseTensor && out.sparse_tensors.size() != 1) ||
+       (out.type == AttrType::kTypeProto && out.type_protos.size() != 1))) {
     ThrowInvalid(what + ": declared " + AttrTypeName(out.type) + " but holds no value of that kind");
   }
   return out;
@@ -628,9 +631,15 @@ void AttributeToProto(const Attribute& a, onnx::AttributeProto* p) {
     case AttrType::kFloat: p->set_f(a.f); break;
     case AttrType::kInt: p->set_i(a.i); break;
     case AttrType::kString: p->set_s(a.s); break;
-    case AttrType::kTensor: TensorToProto(a.tensors.at(0), p->mutable_t()); break;
-    case AttrType::kSparseTensor: SparseToProto(a.sparse_tensors.at(0), p->mutable_sparse_tensor()); break;
-    case AttrType::kTypeProto: TypeToProto(a.type_protos.at(0), p->mutable_tp()); break;
+    case AttrType::kTensor:
+      if (!a.tensors.empty()) TensorToProto(a.tensors.front(), p->mutable_t());
+      break;
+    case AttrType::kSparseTensor:
+      if (!a.sparse_tensors.empty()) SparseToProto(a.sparse_tensors.front(), p->mutable_sparse_tensor());
+      break;
+    case AttrType::kTypeProto:
+      if (!a.type_protos.empty()) TypeToProto(a.type_protos.front(), p->mutable_tp());
+      break;
     case AttrType::kFloats: for (float v : a.floats) p->add_floats(v); break;
     case AttrType::kInts: for (int64_t v : a.ints) p->add_ints(v); break;
     case AttrType::kStrings: for (const auto& v : a.strings) p->add_strings(v); break;
@@ -660,7 +669,7 @@ void GraphToProto(const Graph& g, onnx::GraphProto* p, const ExternalSink& sink,
     for (const auto& a : n.attributes) {
       auto* pa = pn->add_attribute();
       AttributeToProto(a, pa);
-      if (a.type == AttrType::kGraph) GraphToProto(a.graphs.at(0), pa->mutable_g(), sink, false);
+      if (a.type == AttrType::kGraph && !a.graphs.empty()) GraphToProto(a.graphs.front(), pa->mutable_g(), sink, false);
       if (a.type == AttrType::kGraphs) {
         for (const auto& sub : a.graphs) GraphToProto(sub, pa->add_graphs(), sink, false);
       }

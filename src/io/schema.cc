@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_set>
 #include <utility>
 
 #include "compress/util/error.h"
@@ -22,6 +23,81 @@ namespace {
 
 // Initializers from this size on reach ONNX shape inference as type and shape only (see InferShapes).
 constexpr size_t kInferenceWeightBytes = 1u << 20;
+
+bool HasTensorType(const onnx::ValueInfoProto& v) { return v.has_type() && v.type().has_tensor_type(); }
+
+bool HasShapeNode(const onnx::GraphProto& g) {
+  for (const auto& n : g.node()) {
+    if (n.op_type() == "Shape") return true;
+    for (const auto& a : n.attribute()) {
+      if (a.has_g() && HasShapeNode(a.g())) return true;
+      for (const auto& sub : a.graphs()) {
+        if (HasShapeNode(sub)) return true;
+      }
+    }
+  }
+  return false;
+}
+
+// True when a Shape node of `g` or its subgraphs reads a value without a tensor type, given the names
+// typed in enclosing scopes.
+bool ShapeReadsUntypedValue(const onnx::GraphProto& g, bool initializers_typed,
+                            std::unordered_set<std::string> typed) {
+  for (const auto& v : g.input()) {
+    if (HasTensorType(v)) typed.insert(v.name());
+  }
+  for (const auto& v : g.value_info()) {
+    if (HasTensorType(v)) typed.insert(v.name());
+  }
+  for (const auto& v : g.output()) {
+    if (HasTensorType(v)) typed.insert(v.name());
+  }
+  if (initializers_typed) {
+    for (const auto& t : g.initializer()) typed.insert(t.name());
+  }
+  for (const auto& n : g.node()) {
+    if (n.op_type() == "Shape" && (n.domain().empty() || n.domain() == "ai.onnx") && n.input_size() > 0 &&
+        !typed.count(n.input(0))) {
+      return true;
+    }
+    for (const auto& a : n.attribute()) {
+      if (a.has_g() && ShapeReadsUntypedValue(a.g(), initializers_typed, typed)) return true;
+      for (const auto& sub : a.graphs()) {
+        if (ShapeReadsUntypedValue(sub, initializers_typed, typed)) return true;
+      }
+    }
+  }
+  return false;
+}
+
+// ONNX shape inference on `proto`, in place, with data propagation where ONNX survives it: Shape-15's
+// data propagation reads its input's type without checking that there is one (a SEGV in libonnx 1.12
+// on the output of a custom-domain operator, an untyped graph input, an IR 3 initializer that is not an
+// input). So inference runs first without it, and again with it only if every Shape input got a type.
+void InferProtoShapes(onnx::ModelProto& proto) {
+  int64_t opset = 0;
+  for (const auto& imp : proto.opset_import()) {
+    if (imp.domain().empty() || imp.domain() == "ai.onnx") opset = imp.version();
+  }
+  const auto run = [&](bool data_propagation) {
+    onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, data_propagation);
+    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
+  };
+  if (opset < 15 || !HasShapeNode(proto.graph())) {
+    run(true);
+    return;
+  }
+  // The probe runs on a copy: inferred entries left in value_info would keep the second run from
+  // refining them. (InferShapes passes large weights as type and shape only, so the copy is small.)
+  onnx::ModelProto probe = proto;
+  onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_propagation=*/false);
+  onnx::shape_inference::InferShapes(probe, onnx::OpSchemaRegistry::Instance(), options);
+  if (ShapeReadsUntypedValue(probe.graph(), probe.ir_version() >= 4, {})) {
+    proto = std::move(probe);
+  } else {
+    run(true);
+  }
+}
 
 // "tensor(float)" -> kFloat; kUndefined for anything that is not a plain tensor type.
 DType TensorTypeFromString(const std::string& s) {
@@ -68,8 +144,7 @@ bool InferShapes(Model& model) {
   io_detail::ModelToProtoWithoutWeights(model, &proto, kInferenceWeightBytes);
   // Inference fills value_info with what it derives; start from what the model declared.
   try {
-    onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
-    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
+    InferProtoShapes(proto);
   } catch (const std::exception&) {
     return false;
   }
@@ -1187,9 +1262,8 @@ bool ConvertOpset(Model& model, int64_t version, std::string* why) {
   std::set<std::string> declared;
   for (const auto& vi : proto.graph().value_info()) declared.insert(vi.name());
   try {
-    onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_propagation=*/true);
     for (int round = 0; round < kMaxRankRounds; ++round) {
-      onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
+      InferProtoShapes(proto);
       if (!AddReshapeRanks(proto.mutable_graph())) break;
     }
   } catch (const std::exception&) {
@@ -1197,7 +1271,17 @@ bool ConvertOpset(Model& model, int64_t version, std::string* why) {
   }
   onnx::ModelProto converted;
   try {
-    converted = onnx::version_conversion::ConvertVersion(proto, static_cast<int>(version));
+    // What onnx::version_conversion::ConvertVersion does, with one converter for the process: building
+    // one copies every operator schema of every version (most of a small model's conversion time).
+    static const onnx::version_conversion::DefaultVersionConverter converter;
+    onnx::OpSetID initial(0);
+    for (const auto& imp : proto.opset_import()) {
+      if (imp.domain().empty() || imp.domain() == "ai.onnx") {
+        initial.setVersion(imp.version());
+        break;
+      }
+    }
+    converted = converter.convert_version(proto, initial, onnx::OpSetID(static_cast<int>(version)));
   } catch (const std::exception& e) {
     if (why != nullptr) *why = e.what();
     return false;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -97,6 +98,79 @@ TEST(FuzzRegression, InitializerAsGraphOutputIsNotOpsetConverted) {
   EXPECT_EQ(out.OpsetVersion(""), 12);
   ASSERT_EQ(out.graph.initializers.size(), 1u);
   EXPECT_EQ(out.graph.initializers[0].data<float>()[1], -2.0f);
+}
+
+// fuzz_model_structured: the sample ViT with ir_version 1 crashed inside libonnx (SEGV, from
+// fold_constants). The cause is general: ONNX 1.12's data propagation for Shape-15 reads its input's
+// type without checking there is one. Before IR version 4 an initializer that is not a graph input has
+// no type, and neither has the output of a custom-domain operator, a common sight in exported models.
+// Shape inference must survive all of them and still type what it can.
+Model ShapeAfter(const std::string& what) {
+  Model m = testing::TinyModel();  // x -> Relu -> h -> MatMul W -> hw -> Add b -> y
+  std::string shaped = "h";
+  if (what == "custom") {
+    m.opset_imports.push_back({"com.example", 1});
+    m.graph.nodes.push_back(Node{"foo", "Foo", "com.example", {"y"}, {"f"}, {}, ""});
+    shaped = "f";
+  } else if (what == "ir3") {
+    m.ir_version = 3;
+    m.graph.nodes.push_back(Node{"neg", "Neg", "", {"W"}, {"f"}, {}, ""});
+    shaped = "f";
+  } else if (what == "untyped_input") {
+    m.graph.inputs[0].type = TypeInfo();
+  }
+  m.graph.nodes.push_back(Node{"shape", "Shape", "", {shaped}, {"s"}, {}, ""});
+  m.graph.outputs.push_back({"s", TypeInfo(), ""});
+  return m;
+}
+
+TEST(FuzzRegression, ShapeOfUntypedValueSurvivesShapeInference) {
+  for (const std::string what : {"custom", "ir3", "untyped_input"}) {
+    SCOPED_TRACE(what);
+    Model m = ShapeAfter(what);
+    ASSERT_TRUE(InferShapes(m));
+    const TypeInfo* s = FindValueType(m.graph, "s");
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->elem_type, DType::kInt64);  // Shape's own inference still ran
+    ASSERT_EQ(s->shape.size(), 1u);
+
+    // Through the tool, which runs shape inference in several passes.
+    TempDir dir;
+    WriteBytes(dir / "in.onnx", SerializeModel(m));
+    const auto r = RunCompress({dir / "in.onnx", "--fp16", "-o", dir / "out.onnx"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(std::filesystem::exists(dir / "out.onnx"));
+  }
+  // Where every Shape input is typed, data propagation still runs: Shape(h) of h [N, 4] has the value
+  // (N, 4), so ConstantOfShape of it is [N, 4]; without data propagation only its rank would be known.
+  Model typed = ShapeAfter("none");
+  typed.graph.nodes.push_back(Node{"fill", "ConstantOfShape", "", {"s"}, {"c"}, {}, ""});
+  typed.graph.outputs.push_back({"c", TypeInfo(), ""});
+  ASSERT_TRUE(InferShapes(typed));
+  const TypeInfo* c = FindValueType(typed.graph, "c");
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->shape.size(), 2u);
+  EXPECT_EQ(c->shape[0].param, "N");
+  ASSERT_TRUE(c->shape[1].value.has_value());
+  EXPECT_EQ(*c->shape[1].value, 4);
+}
+
+// fuzz_model_structured: an attribute of type TYPE_PROTO without a value was read, and writing it back
+// (for shape inference, in the FP16 pass) threw std::out_of_range, which escaped as a foreign exception.
+TEST(FuzzRegression, TypeProtoAttributeWithoutValueIsRefused) {
+  Model m = testing::TinyModel();
+  m.opset_imports.push_back({"custom", 3});
+  Attribute a;
+  a.name = "strides";
+  a.type = AttrType::kTypeProto;
+  m.graph.nodes.push_back(Node{"c", "Conv", "custom", {"y"}, {"z"}, {a}, ""});
+  m.graph.outputs[0].name = "z";
+  std::string bytes;
+  ASSERT_NO_THROW(bytes = SerializeModel(m));  // the writer takes it without throwing
+  TempDir dir;
+  WriteBytes(dir / "in.onnx", bytes);
+  ExpectError([&] { (void)LoadModel(dir / "in.onnx"); }, ErrorKind::kInvalidInput,
+              {"node 'c'", "attribute 'strides'", "holds no value"});
 }
 
 // --- recipes -------------------------------------------------------------------------------------
