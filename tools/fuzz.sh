@@ -4,7 +4,9 @@
 # harness; exits 1 when any harness found something (crash, sanitizer report, leak, timeout, out of
 # memory), keeping the input under build-fuzz/findings/<harness>/.
 #
-#   tools/fuzz.sh [--seconds N] [--jobs J] [HARNESS...]     (default: 60 s, every harness, J = cores)
+#   tools/fuzz.sh [--seconds N] [--jobs J] [--seed S] [HARNESS...]
+#                 (default: 60 s, every harness, J = cores, a random seed; --seed fixes libFuzzer's seed,
+#                  so that a run on the same corpus repeats the same inputs and a finding reproduces)
 #
 # Seed corpora are generated here (never committed) into build-fuzz/seeds/<harness>; what the fuzzer
 # finds interesting accumulates in build-fuzz/corpus/<harness> and is reused by the next run.
@@ -15,14 +17,16 @@ cd "$(dirname "$0")/.."
 all=(fuzz_model fuzz_model_structured fuzz_npy fuzz_tensor_pb fuzz_recipe_json fuzz_recipe_yaml fuzz_calib_table)
 seconds=60
 jobs=$(nproc)
+seed=0
 harnesses=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --seed) seed="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     fuzz_*) harnesses+=("$1"); shift ;;
-    *) echo "usage: tools/fuzz.sh [--seconds N] [--jobs J] [HARNESS...] (harnesses: ${all[*]})" >&2; exit 2 ;;
+    *) echo "usage: tools/fuzz.sh [--seconds N] [--jobs J] [--seed S] [HARNESS...] (harnesses: ${all[*]})" >&2; exit 2 ;;
   esac
 done
 [ ${#harnesses[@]} -gt 0 ] || harnesses=("${all[@]}")
@@ -174,7 +178,7 @@ run_one() {
   # of the process / of one allocation (more is a finding: inputs must not make us allocate unbounded).
   TMPDIR="$scratch" ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    "$build/fuzz/$h" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+    "$build/fuzz/$h" -max_total_time="$seconds" -seed="$seed" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -dict="$(dict "$h")" -artifact_prefix="$build/findings/$h/" -print_final_stats=1 \
     "$build/corpus/$h" "$(seed_dir "$h")" > "$logs/$h.log" 2>&1
 }
@@ -214,5 +218,12 @@ for h in "${harnesses[@]}"; do
   printf '%-24s %14s %10s  %s\n' "$h" "$execs" "$eps" "$result"
 done
 printf '%-24s %14s\n' total "$total"
-echo "fuzz.sh: ${#harnesses[@]} harnesses, ${seconds} s each, $jobs at a time, ${elapsed} s wall; logs in $logs"
+echo "fuzz.sh: ${#harnesses[@]} harnesses, ${seconds} s each, $jobs at a time, seed $seed, ${elapsed} s wall; logs in $logs"
+# A finding's report (stack trace and input) goes to the output too: CI keeps nothing else.
+for h in "${harnesses[@]}"; do
+  if [ "${rc[$h]}" != 0 ]; then
+    echo "---- $h: end of $logs/$h.log"
+    grep -v '^#[0-9]' "$logs/$h.log" | tail -n 80
+  fi
+done
 exit $status
