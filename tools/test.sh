@@ -7,8 +7,8 @@
 #
 #   tools/test.sh           everything, as CI runs it (.ci/run)
 #   tools/test.sh --slow    only the "slow" tests (ctest -L slow)
-# Last, every libFuzzer harness runs for 40 s with a fixed seed, so that a finding reproduces with the
-# same command (tools/fuzz.sh, clang build in build-fuzz).
+# Last, every libFuzzer harness runs for 60 s from a random seed, continuing the search on each run
+# (tools/fuzz.sh, clang build in build-fuzz); a finding prints its stack trace and input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 slow_only=0
@@ -34,4 +34,4 @@ cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L io --output-on-failure -j"$jobs"
 
-tools/fuzz.sh --seconds 40 --seed 1
+tools/fuzz.sh --seconds 60
