@@ -1,6 +1,7 @@
 #include "compress/eval/macs.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -360,8 +361,29 @@ MacsCount CountMacs(const Model& model) {
   // Per sample: a free batch axis becomes 1 before inference; a fixed batch on axis 0 is divided out.
   const std::vector<InputSpec> specs = ModelInputSpecs(copy);
   const BatchLayout layout = InferBatchLayout(specs);
-  bool axis0 = true;
-  for (size_t i = 0; i < specs.size() && i < layout.input_axes.size(); ++i) {
+  // A dimension named like a batch ("batch", "batch_size", "N_batch") is the batch wherever it is, also
+  // where the layout rule would pick another axis (a single LSTM input [seq,batch,features]).
+  auto batch_named = [](const Dim& d) {
+    std::string p = d.param;
+    for (auto& ch : p) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return !d.is_fixed() && p.find("batch") != std::string::npos;
+  };
+  bool named = false;
+  for (auto& v : copy.graph.inputs) {
+    for (auto& d : v.type.shape) {
+      if (batch_named(d)) {
+        d = Dim::Fixed(1);
+        named = true;
+      }
+    }
+  }
+  for (auto& v : copy.graph.outputs) {
+    for (auto& d : v.type.shape) {
+      if (batch_named(d)) d = Dim::Fixed(1);
+    }
+  }
+  bool axis0 = !named;
+  for (size_t i = 0; !named && i < specs.size() && i < layout.input_axes.size(); ++i) {
     const int axis = layout.input_axes[i];
     if (axis > 0) axis0 = false;
     if (axis < 0) continue;

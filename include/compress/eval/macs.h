@@ -12,8 +12,9 @@
 //    DequantizeLinear output is that Conv. Element-wise ops, pooling, normalization, Softmax and data
 //    movement are not MACs and count 0 (they are not listed). Ops of other domains (com.microsoft
 //    Attention, ...) are not counted.
-//  - Per sample: before inference, the batch axis of every graph input (InferBatchLayout, the rule data
-//    folders use) is set to 1 when it is symbolic or unknown. A model that declares a fixed batch N > 1 on
+//  - Per sample: before inference, every symbolic dimension whose name contains "batch" is set to 1;
+//    without one, the batch axis of every graph input (InferBatchLayout, the rule data folders use) is set
+//    to 1 when it is symbolic or unknown. A model that declares a fixed batch N > 1 on
 //    axis 0 of every batched input has its counts divided by N (`batch_divisor`); a fixed batch on another
 //    axis is left as it is (`batch_divisor` 1).
 //  - A node whose shapes are not all known after inference (a symbolic sequence length, an unsupported
