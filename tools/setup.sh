@@ -22,6 +22,7 @@ packages=(
   build-essential cmake git ca-certificates pkg-config python3
   libonnx-dev libprotobuf-dev protobuf-compiler libeigen3-dev libcli11-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libyaml-cpp-dev
+  libzstd-dev             # the zstd-compressed size of the output in the report
   dataset-fashion-mnist   # the sample data the main job and the tests run on
 )
 if [ "$with_tests" = 1 ]; then

@@ -476,6 +476,11 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   rin.output_path = output;
   rin.input_bytes = input_bytes;
   rin.output_bytes = static_cast<int64_t>(saved.model_bytes + saved.external_bytes);
+  rin.input_files = info.external_files;
+  rin.input_files.insert(rin.input_files.begin(), opt.model);
+  rin.output_files = {output};
+  if (!saved.external_path.empty()) rin.output_files.push_back(saved.external_path);
+  rin.threads = opt.threads;
   rin.before = &original;
   rin.after = &model;
   rin.recipe = recipe;

@@ -168,7 +168,36 @@ nlohmann::json InspectModel(const Model& model, const std::string& path) {
   }
   const CheckResult check = CheckModelFile(path);
   doc["checker"] = {{"ok", check.ok}, {"message", check.message}};
+  doc["macs"] = MacsJson(CountMacs(model), 10);
   return doc;
+}
+
+nlohmann::json MacsJson(const MacsCount& macs, size_t top) {
+  auto node_json = [](const NodeMacs& n) {
+    nlohmann::json j = {{"node", n.node}, {"op", n.op_type}, {"graph", n.graph},
+                        {"macs", n.macs ? nlohmann::json(*n.macs) : nlohmann::json(nullptr)}, {"counted", n.counted}};
+    if (!n.macs) j["why"] = n.why;
+    return j;
+  };
+  nlohmann::json j = {{"total", macs.total}, {"unknown_nodes", macs.unknown_nodes}, {"batch_divisor", macs.batch_divisor}};
+  nlohmann::json nodes = nlohmann::json::array();
+  if (top == 0) {
+    for (const auto& n : macs.nodes) nodes.push_back(node_json(n));
+    j["nodes"] = nodes;
+    return j;
+  }
+  std::vector<const NodeMacs*> order;
+  nlohmann::json unknown = nlohmann::json::array();
+  for (const auto& n : macs.nodes) {
+    if (!n.counted) continue;
+    if (n.macs) order.push_back(&n);
+    else unknown.push_back(node_json(n));
+  }
+  std::stable_sort(order.begin(), order.end(), [](const NodeMacs* a, const NodeMacs* b) { return *a->macs > *b->macs; });
+  for (size_t i = 0; i < order.size() && i < top; ++i) nodes.push_back(node_json(*order[i]));
+  j["top_nodes"] = nodes;
+  j["unknown"] = unknown;
+  return j;
 }
 
 std::string FormatInspection(const nlohmann::json& doc) {
@@ -219,6 +248,35 @@ std::string FormatInspection(const nlohmann::json& doc) {
     shape += "]";
     os << "    " << t["name"].get<std::string>() << "  " << t["dtype"].get<std::string>() << shape << "  "
        << HumanBytes(t["bytes"].get<uint64_t>()) << "  (" << t["kind"].get<std::string>() << ")\n";
+  }
+  if (doc.contains("macs")) {
+    const auto& m = doc["macs"];
+    os << "  MACs         " << m["total"].get<int64_t>() << " per sample";
+    if (m["unknown_nodes"].get<int64_t>() > 0) {
+      os << " (" << m["unknown_nodes"].get<int64_t>() << " nodes of unknown cost not included)";
+    }
+    if (m["batch_divisor"].get<int64_t>() > 1) os << " (fixed batch of " << m["batch_divisor"].get<int64_t>() << " divided out)";
+    os << "\n";
+    const int64_t total = m["total"].get<int64_t>();
+    if (!m["top_nodes"].empty()) os << "  top nodes by MACs\n";
+    for (const auto& n : m["top_nodes"]) {
+      const int64_t v = n["macs"].get<int64_t>();
+      std::ostringstream pct;
+      pct.precision(1);
+      pct << std::fixed << (total > 0 ? 100.0 * static_cast<double>(v) / static_cast<double>(total) : 0.0);
+      os << "    " << n["node"].get<std::string>() << "  " << n["op"].get<std::string>() << "  " << v << "  ("
+         << pct.str() << "%)" << (n["graph"].get<std::string>().empty() ? "" : "  in " + n["graph"].get<std::string>())
+         << "\n";
+    }
+    size_t shown = 0;
+    for (const auto& n : m["unknown"]) {
+      if (++shown > 10) {
+        os << "    ... and " << m["unknown"].size() - 10 << " more of unknown cost\n";
+        break;
+      }
+      os << "    " << n["node"].get<std::string>() << "  " << n["op"].get<std::string>() << "  unknown: "
+         << n["why"].get<std::string>() << "\n";
+    }
   }
   os << "  ONNX checker " << (doc["checker"]["ok"].get<bool>() ? "passes" : "fails: " + doc["checker"]["message"].get<std::string>())
      << "\n";

@@ -5,12 +5,15 @@
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "compress/exec/executor.h"
 #include "compress/io/schema.h"
+#include "compress/report/inspect.h"
+#include "compress/report/zstd_size.h"
 #include "compress/util/half.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
@@ -152,6 +155,65 @@ std::string DtypeList(const json& by_dtype) {
   }
   return s.empty() ? "none" : s;
 }
+
+// MACs of a node by name, over the nodes that count (the first of that name).
+std::map<std::string, json> MacsByNode(const json& macs) {
+  std::map<std::string, json> m;
+  for (const auto& n : macs["nodes"]) {
+    if (n["counted"].get<bool>()) m.emplace(n["node"].get<std::string>(), n["macs"]);
+  }
+  return m;
+}
+
+// One row per entry of every pass's details["layers"], with MACs before and after joined on the node name.
+json PruningRows(const json& passes, const json& macs_before, const json& macs_after, const Model& after) {
+  const auto before = MacsByNode(macs_before), after_macs = MacsByNode(macs_after);
+  std::set<std::string> after_nodes;
+  ForEachGraph(after.graph, [&](const Graph& g) {
+    for (const auto& n : g.nodes) {
+      if (!n.name.empty()) after_nodes.insert(n.name);
+    }
+  });
+  json rows = json::array();
+  for (const auto& p : passes) {
+    const json& d = p["details"];
+    if (!d.is_object() || !d.contains("layers") || !d["layers"].is_array()) continue;
+    for (const auto& layer : d["layers"]) {
+      if (!layer.is_object() || !layer.contains("node") || !layer["node"].is_string()) continue;
+      json row = layer;
+      const std::string node = layer["node"].get<std::string>();
+      row["pass"] = p["pass"];
+      const auto b = before.find(node), a = after_macs.find(node);
+      row["macs_before"] = b == before.end() ? json(nullptr) : b->second;
+      row["macs_after"] = a == after_macs.end() ? json(nullptr) : a->second;
+      row["status"] = after_nodes.count(node) ? "kept" : "renamed or removed";
+      rows.push_back(row);
+    }
+  }
+  return rows;
+}
+
+std::string MacsText(const json& v) { return v.is_null() ? std::string("unknown") : Thousands(v.get<int64_t>()); }
+
+// "50.00% -> 75.00% (2:4)" or "64 -> 32 channels": what a pruning row changed.
+std::string PruningChange(const json& row) {
+  auto num = [](const json& v) { return v.is_number() ? v.get<double>() : 0.0; };
+  if (row.contains("sparsity_after")) {
+    std::string s = Pct(num(row.value("sparsity_before", json(0)))) + " → " + Pct(num(row["sparsity_after"])) + " zeros";
+    if (row.contains("pattern") && row["pattern"].is_string()) s += " (" + row["pattern"].get<std::string>() + ")";
+    return s;
+  }
+  if (row.contains("channels_after")) {
+    return MacsText(row.value("channels_before", json(nullptr))) + " → " + MacsText(row["channels_after"]) + " channels";
+  }
+  return "—";
+}
+
+std::string Str(const json& row, const char* key) {
+  return row.contains(key) && row[key].is_string() ? row[key].get<std::string>() : std::string("—");
+}
+
+std::string Ratio(double v) { return Fixed(v, 2) + "x"; }
 
 }  // namespace
 
@@ -322,6 +384,21 @@ json BuildReport(const ReportInput& in) {
   }
   r["passes"] = passes;
   r["tensors"] = TensorTable(wb, wa);
+  {
+    json mb = MacsJson(CountMacs(*in.before)), ma = MacsJson(CountMacs(*in.after));
+    const int64_t tb = mb["total"].get<int64_t>(), ta = ma["total"].get<int64_t>();
+    r["pruning"] = PruningRows(passes, mb, ma, *in.after);
+    r["macs"] = {{"before", mb}, {"after", ma},
+                 {"ratio", tb > 0 ? json(static_cast<double>(ta) / static_cast<double>(tb)) : json(nullptr)}};
+  }
+  if (!in.input_files.empty() || !in.output_files.empty()) {
+    const int64_t zi = ZstdCompressedSize(in.input_files, kZstdLevel, in.threads);
+    const int64_t zo = ZstdCompressedSize(in.output_files, kZstdLevel, in.threads);
+    r["zstd"] = {{"level", kZstdLevel}, {"input_bytes", zi}, {"output_bytes", zo},
+                 {"ratio", zo > 0 ? static_cast<double>(zi) / static_cast<double>(zo) : 0.0}};
+  } else {
+    r["zstd"] = nullptr;
+  }
   if (in.comparison) {
     const ModelComparison& c = *in.comparison;
     json e = {{"data", c.data}, {"data_sha256", c.data_sha256}, {"samples", c.samples},
@@ -402,7 +479,25 @@ std::string FormatReportSummary(const json& r) {
   os << "output      " << r["output"]["path"].get<std::string>() << "  " << Thousands(out_bytes) << " bytes ("
      << Fixed(r["size_ratio"].get<double>(), 2) << "x size ratio; ONNX checker "
      << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "FAILS") << ")\n";
+  if (r.contains("zstd") && !r["zstd"].is_null()) {
+    const json& z = r["zstd"];
+    os << "zstd -" << z["level"].get<int>() << "    " << Thousands(z["input_bytes"].get<int64_t>()) << " -> "
+       << Thousands(z["output_bytes"].get<int64_t>()) << " bytes (" << Ratio(z["ratio"].get<double>())
+       << " what a download ships)\n";
+  }
   if (const std::string u = UncheckedList(r["input"]); !u.empty()) os << "unchecked   " << u << "\n";
+  if (r.contains("macs")) {
+    const json& m = r["macs"];
+    os << "MACs        " << Thousands(m["before"]["total"].get<int64_t>()) << " -> "
+       << Thousands(m["after"]["total"].get<int64_t>()) << " per sample";
+    if (!m["ratio"].is_null()) os << " (" << Pct(m["ratio"].get<double>()) << " kept)";
+    const int64_t ub = m["before"]["unknown_nodes"].get<int64_t>(), ua = m["after"]["unknown_nodes"].get<int64_t>();
+    if (ub > 0 || ua > 0) os << "; " << ub << " -> " << ua << " nodes of unknown cost not included";
+    os << "\n";
+  }
+  if (r.contains("pruning") && !r["pruning"].empty()) {
+    os << "pruning     " << r["pruning"].size() << " layers (per-layer table in the report)\n";
+  }
   os << "parameters  " << DtypeList(r["parameters"]["before"]["by_dtype"]) << "  ->  "
      << DtypeList(r["parameters"]["after"]["by_dtype"]) << "\n";
   os << "graph       " << r["passes"].size() << " passes: ";
@@ -497,6 +592,12 @@ std::string FormatReportMarkdown(const json& r) {
   os << "Size ratio **" << Fixed(r["size_ratio"].get<double>(), 2) << "x**. ONNX checker: "
      << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "fails: " + r["output"]["checker"]["message"].get<std::string>())
      << ".\n\n";
+  if (r.contains("zstd") && !r["zstd"].is_null()) {
+    const json& z = r["zstd"];
+    os << "Compressed with zstd -" << z["level"].get<int>() << " (model and external data, what a download ships): "
+       << Thousands(z["input_bytes"].get<int64_t>()) << " → " << Thousands(z["output_bytes"].get<int64_t>())
+       << " bytes, **" << Ratio(z["ratio"].get<double>()) << "**.\n\n";
+  }
   if (const std::string u = UncheckedList(r["input"]); !u.empty()) {
     os << "Not checked against any operator schema (domains ONNX does not define): " << u << ".\n\n";
   }
@@ -526,6 +627,32 @@ std::string FormatReportMarkdown(const json& r) {
      << Thousands(r["parameters"]["before"]["bytes"].get<int64_t>()) << " | "
      << Thousands(r["parameters"]["after"]["total"].get<int64_t>()) << " | "
      << Thousands(r["parameters"]["after"]["bytes"].get<int64_t>()) << " |\n\n";
+
+  if (r.contains("macs")) {
+    const json& m = r["macs"];
+    os << "## MACs\n\nMultiply-accumulates per sample (convolutions, matrix products, recurrent cells; element-wise "
+          "ops count 0).\n\n| | before | after |\n|---|---:|---:|\n";
+    os << "| MACs | " << Thousands(m["before"]["total"].get<int64_t>()) << " | "
+       << Thousands(m["after"]["total"].get<int64_t>()) << " |\n";
+    os << "| nodes of unknown cost (not included) | " << m["before"]["unknown_nodes"].get<int64_t>() << " | "
+       << m["after"]["unknown_nodes"].get<int64_t>() << " |\n";
+    os << "| parameters | " << Thousands(r["parameters"]["before"]["total"].get<int64_t>()) << " | "
+       << Thousands(r["parameters"]["after"]["total"].get<int64_t>()) << " |\n\n";
+  }
+  if (r.contains("pruning") && !r["pruning"].empty()) {
+    os << "## Pruning\n\n| pass | node | op | weight | method | change | parameters | MACs before | MACs after |\n"
+          "|---|---|---|---|---|---|---:|---:|---:|\n";
+    for (const auto& row : r["pruning"]) {
+      const bool removed = row["status"] != "kept";
+      os << "| " << row["pass"].get<std::string>() << " | `" << row["node"].get<std::string>() << "`"
+         << (removed ? " (renamed or removed)" : "") << " | " << Str(row, "op") << " | "
+         << (row.contains("weight") && row["weight"].is_string() ? "`" + row["weight"].get<std::string>() + "`" : "—")
+         << " | " << Str(row, "method") << " | " << PruningChange(row) << " | "
+         << (row.contains("params") && row["params"].is_number_integer() ? Thousands(row["params"].get<int64_t>()) : "—")
+         << " | " << MacsText(row["macs_before"]) << " | " << (removed ? "—" : MacsText(row["macs_after"])) << " |\n";
+    }
+    os << "\n";
+  }
 
   if (!r["evaluation"].is_null()) {
     const json& e = r["evaluation"];

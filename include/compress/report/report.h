@@ -104,8 +104,17 @@ struct ReportInput {
   std::vector<LayerSqnr> layers;
   std::optional<CalibrationInfo> calibration;
   std::optional<GateInfo> gate;
+  // The files a download ships (model file and external data files), for their zstd-compressed size; no
+  // "zstd" section when both are empty. `threads` bounds zstd's workers (its output does not depend on it).
+  std::vector<std::string> input_files, output_files;
+  int threads = 0;
 };
 
+// Besides the sections documented in docs/report.schema.json, the report holds "macs" (MACs per sample of
+// both models, compress/eval/macs.h, with "ratio" after/before), "zstd" (see ReportInput) and "pruning":
+// one row per entry of a pass's details["layers"] array (the pass's own keys, such as node, op, method,
+// sparsity_before/after or channels_before/after) plus "pass", "macs_before" and "macs_after" joined on
+// the node name, and "status" ("kept", or "renamed or removed" when no node of that name is in the output).
 nlohmann::json BuildReport(const ReportInput& in);
 std::string FormatReportMarkdown(const nlohmann::json& report);
 std::string FormatReportSummary(const nlohmann::json& report);  // a few lines for the terminal
