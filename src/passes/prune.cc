@@ -163,15 +163,19 @@ class PrunePass : public Pass {
   void Run(Model& model, PassContext& ctx) override {
     Graph& g = model.graph;
     const std::string pattern = m_ > 0 ? std::to_string(n_) + ":" + std::to_string(m_) : "unstructured";
-    // Candidates in graph order; first/last are the first and last prunable node.
+    // Candidates in graph order; first/last are the first and last of them with a constant weight (a
+    // MatMul of two activations is no layer).
     std::vector<size_t> prunable;
+    std::vector<size_t> layers_with_weights;
     for (size_t i = 0; i < g.nodes.size(); ++i) {
-      if (IsPrunableOp(g.nodes[i])) prunable.push_back(i);
+      if (!IsPrunableOp(g.nodes[i])) continue;
+      prunable.push_back(i);
+      if (g.FindInitializer(g.nodes[i].inputs[1]) != nullptr) layers_with_weights.push_back(i);
     }
     std::set<size_t> kept_dense;
-    if (keep_first_last_ && !prunable.empty()) {
-      kept_dense.insert(prunable.front());
-      kept_dense.insert(prunable.back());
+    if (keep_first_last_ && !layers_with_weights.empty()) {
+      kept_dense.insert(layers_with_weights.front());
+      kept_dense.insert(layers_with_weights.back());
     }
     const auto uses = passes::UseCounts(g);
     const auto outputs = passes::GraphOutputNames(g);
@@ -194,6 +198,10 @@ class PrunePass : public Pass {
       };
       if (t->dtype() != DType::kFloat) {
         reject(std::string("element type ") + DTypeName(t->dtype()) + ", only float32 is pruned");
+        continue;
+      }
+      if (t->numel() == 0) {  // nothing to prune (and its other dims may be anything)
+        rejected.insert(w);
         continue;
       }
       if (passes::IsOverridable(model, g, w) || outputs.count(w)) {
