@@ -85,6 +85,10 @@ const std::vector<Recipe>& CompressionRecipes() {
       // Weights-only and static INT8 upgrade old opsets with ONNX's version converter, which costs
       // ~0.1 s per call under the sanitizers: one weights-only run (per channel) per input.
       OneStep("quantize", {{"mode", "weights_only"}}),
+      // Pruning needs no data by magnitude: unstructured per layer, global, and 2:4.
+      OneStep("prune", {{"method", "magnitude"}}),
+      OneStep("prune", {{"method", "magnitude"}, {"global", true}, {"sparsity", 0.9}}),
+      OneStep("prune", {{"method", "magnitude"}, {"pattern", "2:4"}}),
   };
   return recipes;
 }

@@ -478,6 +478,82 @@ CalibrationTable Calibrate(const Model& model, const Dataset& data, const std::v
   return table;
 }
 
+std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const Dataset& data,
+                                              const std::vector<ChannelRequest>& requests,
+                                              const CalibrateOptions& options) {
+  std::vector<ChannelSquares> out(requests.size());
+  std::unordered_map<std::string, std::vector<size_t>> by_name;
+  for (size_t i = 0; i < requests.size(); ++i) by_name[requests[i].tensor].push_back(i);
+  ExecutorOptions exec_opt;
+  exec_opt.threads = options.threads;
+  Executor executor(model, exec_opt);
+  std::vector<bool> seen(requests.size(), false);
+  auto observe = [&](const std::string& name, const Tensor& value) {
+    const auto it = by_name.find(name);
+    if (it == by_name.end()) return;
+    if (value.dtype() != DType::kFloat) {
+      ThrowInvalid("channel statistics: value '" + name + "' is " + DTypeName(value.dtype()) + ", expected float32");
+    }
+    const auto& dims = value.dims();
+    const int64_t rank = value.rank();
+    const float* v = value.data<float>();
+    for (size_t i : it->second) {
+      const int64_t axis = requests[i].axis < 0 ? requests[i].axis + rank : requests[i].axis;
+      if (axis < 0 || axis >= rank) {
+        ThrowInvalid("channel statistics: value '" + name + "' has rank " + std::to_string(rank) + ", no axis " +
+                     std::to_string(requests[i].axis));
+      }
+      int64_t outer = 1, inner = 1;
+      for (int64_t d = 0; d < axis; ++d) outer *= dims[static_cast<size_t>(d)];
+      for (int64_t d = axis + 1; d < rank; ++d) inner *= dims[static_cast<size_t>(d)];
+      const int64_t channels = dims[static_cast<size_t>(axis)];
+      ChannelSquares& cs = out[i];
+      if (!seen[i]) {
+        cs.sum_sq.assign(static_cast<size_t>(channels), 0.0);
+        seen[i] = true;
+      } else if (static_cast<int64_t>(cs.sum_sq.size()) != channels) {
+        ThrowInvalid("channel statistics: value '" + name + "' has " + std::to_string(channels) + " channels on axis " +
+                     std::to_string(axis) + ", earlier batches had " + std::to_string(cs.sum_sq.size()));
+      }
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t c = 0; c < channels; ++c) {
+          const float* p = v + (o * channels + c) * inner;
+          double acc = 0;
+          for (int64_t k = 0; k < inner; ++k) acc += static_cast<double>(p[k]) * static_cast<double>(p[k]);
+          cs.sum_sq[static_cast<size_t>(c)] += acc;
+        }
+      }
+      cs.count += outer * inner;
+    }
+  };
+  const ValueObserver observer = observe;
+  const BatchPlan plan = data.PlanBatches(options.limit, options.batch);
+  ProgressBar bar("measuring activations", plan.samples, options.progress);
+  for (const SampleRange& range : plan.batches) {
+    const std::vector<Tensor> inputs = data.ReadSamples(range.first, range.count);
+    for (size_t i = 0; i < inputs.size() && i < executor.inputs().size(); ++i) {
+      observe(executor.inputs()[i].name, inputs[i]);
+    }
+    executor.Run(inputs, &observer);
+    bar.Advance(range.count);
+  }
+  bar.Finish();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!seen[i] && plan.samples > 0) {
+      ThrowInvalid("channel statistics: the model computes no value named '" + requests[i].tensor + "'");
+    }
+  }
+  return out;
+}
+
+std::vector<ChannelSquares> DataCalibrationSource::ChannelSumSquares(const Model& model,
+                                                                     const std::vector<ChannelRequest>& requests) {
+  if (data_ == nullptr) {
+    return CalibrationSource::ChannelSumSquares(model, requests);  // throws: a saved table holds no channels
+  }
+  return compress::ChannelSumSquares(model, *data_, requests, options_);
+}
+
 DataCalibrationSource::DataCalibrationSource(const Dataset* data, std::string table_path, CalibrateOptions options)
     : data_(data), table_path_(std::move(table_path)), options_(options) {}
 

@@ -20,6 +20,7 @@
 #include "compress/io/dataset.h"
 #include "compress/io/npy.h"
 #include "compress/io/onnx_io.h"
+#include "compress/passes/builders.h"
 #include "compress/pipeline/pipeline.h"
 #include "compress/pipeline/recipe.h"
 #include "compress/report/inspect.h"
@@ -55,6 +56,13 @@ struct MainOptions {
   bool keep_io_types = true;
   std::vector<std::string> fp16_block_ops;
   std::vector<std::string> fp16_block_nodes;
+  // Pruning (before quantization).
+  std::optional<double> prune;
+  std::string prune_pattern;
+  std::string prune_method;
+  bool prune_global = false;
+  bool prune_keep_first_last = false;
+  std::vector<std::string> prune_exclude_nodes;
   // Report and evaluation.
   std::string report_json;
   std::string report_md;
@@ -140,17 +148,35 @@ bool AnyInt8Option(const MainOptions& opt) {
 
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
-  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names;
+  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune.has_value();
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
     if (pass_flags) {
-      ThrowUsage("--recipe cannot be combined with pass flags (--fp16, --int8, --compact-names); put every pass in "
-                 "the recipe");
+      ThrowUsage("--recipe cannot be combined with pass flags (--prune, --fp16, --int8, --compact-names); put every "
+                 "pass in the recipe");
     }
     recipe = LoadRecipeFile(opt.recipe_file);
   } else {
     std::vector<std::string> name;
     if (opt.fp16 && opt.int8) ThrowUsage("--fp16 and --int8 are alternatives; choose one");
+    // Pruning first: quantization then sees the pruned weights, and symmetric int8 keeps every zero.
+    if (opt.prune) {
+      if (!(*opt.prune >= 0 && *opt.prune < 1)) ThrowUsage("--prune must be a fraction in [0, 1), e.g. 0.5");
+      nlohmann::json o = {{"sparsity", *opt.prune}};
+      if (!opt.prune_pattern.empty()) o["pattern"] = opt.prune_pattern;
+      if (!opt.prune_method.empty()) o["method"] = opt.prune_method;
+      if (opt.prune_global) o["global"] = true;
+      if (opt.prune_keep_first_last) o["keep_first_last"] = true;
+      if (!opt.prune_exclude_nodes.empty()) o["exclude_nodes"] = opt.prune_exclude_nodes;
+      RecipeStep step = MakeRecipeStep("prune", o, "--prune");
+      MakePrunePass(step.options);  // usage errors (pattern, method) before anything is loaded
+      recipe.steps.push_back(std::move(step));
+      const std::string pattern = opt.prune_pattern.empty() || opt.prune_pattern == "unstructured"
+                                      ? std::string()
+                                      : "-" + opt.prune_pattern.substr(0, opt.prune_pattern.find(':')) + "of" +
+                                            opt.prune_pattern.substr(opt.prune_pattern.find(':') + 1);
+      name.push_back("pruned" + pattern);
+    }
     if (opt.fp16) {
       nlohmann::json o = {{"keep_io_types", opt.keep_io_types}};
       if (!opt.fp16_block_ops.empty()) o["block_ops"] = opt.fp16_block_ops;
@@ -206,12 +232,27 @@ Recipe BuildRecipe(const MainOptions& opt) {
   if ((!opt.fp16_block_ops.empty() || !opt.fp16_block_nodes.empty() || !opt.keep_io_types) && !opt.fp16) {
     ThrowUsage("--fp16-block-ops, --fp16-block-nodes and --no-keep-io-types only apply with --fp16");
   }
+  if ((!opt.prune_pattern.empty() || !opt.prune_method.empty() || opt.prune_global || opt.prune_keep_first_last ||
+       !opt.prune_exclude_nodes.empty()) &&
+      !opt.prune) {
+    ThrowUsage("--prune-pattern, --prune-method, --prune-global, --prune-keep-first-last and --prune-exclude-nodes "
+               "only apply with --prune");
+  }
   if (AnyInt8Option(opt) && !opt.int8) {
     ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
                "--exclude-nodes, --exclude-ops and --min-conv-depth only apply with --int8");
   }
   if (opt.auto_fallback && !opt.max_accuracy_drop && !opt.min_agreement) {
     ThrowUsage("--auto-fallback needs a gate: --max-accuracy-drop or --min-agreement");
+  }
+  // The fallback keeps quantized (or float16) nodes in float; it never un-prunes a weight, so a recipe that
+  // only prunes gives it nothing to undo.
+  const auto has_pass = [&](const char* pass) {
+    return std::any_of(recipe.steps.begin(), recipe.steps.end(), [&](const RecipeStep& s) { return s.pass == pass; });
+  };
+  if (opt.auto_fallback && has_pass("prune") && !has_pass("quantize") && !has_pass("fp16")) {
+    ThrowUsage("--auto-fallback keeps quantized layers in float and never undoes pruning; with pruning alone, lower "
+               "--prune or use --prune-exclude-nodes");
   }
   if (opt.max_accuracy_drop && opt.min_agreement) {
     ThrowUsage("--max-accuracy-drop and --min-agreement are alternatives; choose one");
@@ -273,6 +314,9 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   if (needs_calib && opt.calib_dir.empty() && !table_exists) {
     ThrowUsage("static INT8 quantization needs calibration data: --calib DIR (or an existing --calib-table FILE); "
                "--dynamic and --weights-only need none");
+  }
+  if (opt.prune_method == "wanda" && opt.calib_dir.empty()) {
+    ThrowUsage("--prune-method wanda needs calibration data: --calib DIR");
   }
   if (!opt.calib_table.empty() && !needs_calib) ThrowUsage("--calib-table only applies to static --int8 quantization");
   GateSpec gate;
@@ -370,7 +414,11 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   const bool fp16_calib = calib_data.has_value() &&
                           std::any_of(requested.steps.begin(), requested.steps.end(),
                                       [](const RecipeStep& s) { return s.pass == "fp16"; });
-  pipe_opt.calibration = needs_calib || fp16_calib ? &calibration : nullptr;
+  // Pruning measures activation norms on the calibration data (wanda, the default with --calib).
+  const bool prune_calib = calib_data.has_value() &&
+                           std::any_of(requested.steps.begin(), requested.steps.end(),
+                                       [](const RecipeStep& s) { return s.pass == "prune"; });
+  pipe_opt.calibration = needs_calib || fp16_calib || prune_calib ? &calibration : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
 
   Recipe recipe = requested;
@@ -841,6 +889,21 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_option("--fp16-block-ops", main_opt.fp16_block_ops, "With --fp16: more op types to keep in float32")
       ->delimiter(',');
   app.add_option("--fp16-block-nodes", main_opt.fp16_block_nodes, "With --fp16: node names to keep in float32")
+      ->delimiter(',');
+  app.add_option("--prune", main_opt.prune,
+                 "Set this fraction of the weights of every Conv, ConvTranspose, Gemm and MatMul to zero (e.g. 0.5); "
+                 "runs before --int8/--fp16");
+  app.add_option("--prune-pattern", main_opt.prune_pattern,
+                 "With --prune: unstructured (default) or N:M, e.g. 2:4 (at most N non-zero in every M input channels)");
+  app.add_option("--prune-method", main_opt.prune_method,
+                 "With --prune: magnitude or wanda (|W| x activation norm on --calib; the default when --calib is "
+                 "given)");
+  app.add_flag("--prune-global", main_opt.prune_global,
+               "With --prune: one threshold across layers (on RMS-normalized scores) instead of the same sparsity "
+               "in every layer");
+  app.add_flag("--prune-keep-first-last", main_opt.prune_keep_first_last,
+               "With --prune: keep the first and the last prunable layer dense");
+  app.add_option("--prune-exclude-nodes", main_opt.prune_exclude_nodes, "With --prune: node names whose weights stay dense")
       ->delimiter(',');
   app.add_option("--report", main_opt.report_json, "Write the report as JSON (schema compress.report/1)");
   app.add_option("--report-md", main_opt.report_md, "Write the report as Markdown");

@@ -60,6 +60,19 @@ std::vector<PassInfo> BuildPassList() {
                       "static mode: Conv nodes whose input channels per group x kernel elements is below this "
                       "stay float (0: quantize every Conv)"}},
                     MakeQuantizePass});
+  passes.push_back({"prune",
+                    "unstructured or N:M (e.g. 2:4) weight pruning of Conv, ConvTranspose, Gemm and MatMul, by "
+                    "magnitude or Wanda (|W| x activation norm)",
+                    false,
+                    {{"sparsity", json(0.5), "fraction of the weights set to zero, in [0, 1) (N:M fixes it at 1 - N/M)"},
+                     {"pattern", json("unstructured"), "unstructured, or N:M: at most N non-zero weights in every "
+                                                       "group of M along the input channels"},
+                     {"method", json("auto"), "auto (wanda with calibration data, else magnitude), magnitude or wanda"},
+                     {"global", json(false), "one threshold across layers on normalized scores instead of the same "
+                                             "sparsity in every layer (unstructured only)"},
+                     {"exclude_nodes", json::array(), "node names whose weights stay dense"},
+                     {"keep_first_last", json(false), "keep the first and the last prunable layer dense"}},
+                    MakePrunePass});
   passes.push_back({"compact_names",
                     "shorten intermediate value and initializer names, drop node names and attributes "
                     "that hold their default (graph inputs and outputs keep their names)",
@@ -96,6 +109,12 @@ bool SameType(const json& spec, const json& v) {
 }
 
 }  // namespace
+
+std::vector<ChannelSquares> CalibrationSource::ChannelSumSquares(const Model& /*model*/,
+                                                                  const std::vector<ChannelRequest>& requests) {
+  ThrowUsage("per-channel activation statistics need calibration data (--calib DIR)" +
+             (requests.empty() ? std::string() : ": asked for '" + requests.front().tensor + "'"));
+}
 
 const std::vector<PassInfo>& AllPasses() {
   static const std::vector<PassInfo> passes = BuildPassList();

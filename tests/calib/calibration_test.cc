@@ -229,5 +229,59 @@ TEST(Calibration, SourceSavesAndReusesTables) {
   EXPECT_NE(testing::ErrorOf([&] { none.Get(m, {"input"}); }).find("--calib"), std::string::npos);
 }
 
+// Per-channel sums of squares along any axis, with a short last batch, equal one run over all samples.
+TEST(Calibration, ChannelSumSquaresMatchesDirectSums) {
+  const Model m = LoadModel(testing::SourcePath("models/cnn.onnx"));
+  const Dataset data = Dataset::Open(testing::SourcePath("models/calib"), ModelInputSpecs(m));
+  const std::string conv = m.graph.nodes[0].outputs[0];
+  CalibrateOptions opt;
+  opt.batch = 50;
+  opt.progress = false;
+  const std::vector<ChannelSquares> got =
+      ChannelSumSquares(m, data, {{"input", 1}, {conv, 1}, {conv, -1}, {"input", 2}}, opt);
+  ASSERT_EQ(got.size(), 4u);
+  Executor exec(m);
+  Tensor conv_value;
+  ValueObserver obs = [&](const std::string& name, const Tensor& v) {
+    if (name == conv) conv_value = v;
+  };
+  const std::vector<Tensor> all = data.ReadSamples(0, 256);
+  exec.Run(all, &obs);
+  const auto& d = conv_value.dims();  // [256, C, H, W]
+  ASSERT_EQ(d.size(), 4u);
+  std::vector<double> by_channel(static_cast<size_t>(d[1]), 0.0), by_column(static_cast<size_t>(d[3]), 0.0);
+  const float* v = conv_value.data<float>();
+  for (int64_t i = 0; i < conv_value.numel(); ++i) {
+    const double sq = double{v[i]} * double{v[i]};
+    by_channel[static_cast<size_t>((i / (d[2] * d[3])) % d[1])] += sq;
+    by_column[static_cast<size_t>(i % d[3])] += sq;
+  }
+  ASSERT_EQ(got[1].sum_sq.size(), by_channel.size());
+  ASSERT_EQ(got[2].sum_sq.size(), by_column.size());
+  // Summed in another order (per batch): equal to double rounding.
+  constexpr double kSumRelTol = 1e-9;
+  for (size_t c = 0; c < by_channel.size(); ++c) EXPECT_NEAR(got[1].sum_sq[c], by_channel[c], kSumRelTol * by_channel[c]);
+  for (size_t c = 0; c < by_column.size(); ++c) EXPECT_NEAR(got[2].sum_sq[c], by_column[c], kSumRelTol * by_column[c]);
+  EXPECT_EQ(got[1].count, 256 * d[2] * d[3]);
+  EXPECT_EQ(got[0].sum_sq.size(), 1u);
+  EXPECT_EQ(got[0].count, 256 * 28 * 28);
+  EXPECT_EQ(got[3].sum_sq.size(), 28u);
+  double input_total = 0, rows_total = 0;
+  for (double x : got[0].sum_sq) input_total += x;
+  for (double x : got[3].sum_sq) rows_total += x;
+  EXPECT_NEAR(input_total, rows_total, kSumRelTol * input_total);
+  EXPECT_GT(input_total, 0.0);
+  EXPECT_NE(testing::ErrorOf([&] { ChannelSumSquares(m, data, {{"no_such_value", 1}}, opt); }).find("'no_such_value'"),
+            std::string::npos);
+  EXPECT_NE(testing::ErrorOf([&] { ChannelSumSquares(m, data, {{"input", 4}}, opt); }).find("no axis 4"),
+            std::string::npos);
+  DataCalibrationSource none(nullptr, "", opt);
+  EXPECT_FALSE(none.has_data());
+  EXPECT_NE(testing::ErrorOf([&] { none.ChannelSumSquares(m, {{"input", 1}}); }).find("--calib"), std::string::npos);
+  DataCalibrationSource with(&data, "", opt);
+  EXPECT_TRUE(with.has_data());
+  EXPECT_EQ(with.ChannelSumSquares(m, {{conv, 1}})[0].sum_sq, got[1].sum_sq);
+}
+
 }  // namespace
 }  // namespace compress

@@ -72,6 +72,14 @@ struct CalibrateOptions {
 CalibrationTable Calibrate(const Model& model, const Dataset& data, const std::vector<std::string>& tensors,
                            const CalibrateOptions& options = {});
 
+// Runs `model` over `data` and sums the squares of each requested float32 value per channel along the
+// request's axis (see ChannelRequest), in request order. The same value may be asked for along several
+// axes. A name the model does not compute, a value that is not float32, an axis out of range or a channel
+// count that changes between batches is Error(kInvalidInput).
+std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const Dataset& data,
+                                              const std::vector<ChannelRequest>& requests,
+                                              const CalibrateOptions& options = {});
+
 struct QuantRange {
   float lo = 0, hi = 0;  // always lo <= 0 <= hi and hi - lo > 0
 };
@@ -95,6 +103,8 @@ class DataCalibrationSource : public CalibrationSource {
   DataCalibrationSource(const Dataset* data, std::string table_path, CalibrateOptions options);
   const CalibrationTable& Get(const Model& model, const std::vector<std::string>& tensors) override;
   std::string data_sha256() const override;
+  bool has_data() const override { return data_ != nullptr; }
+  std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const std::vector<ChannelRequest>& requests) override;
   bool reused_table() const { return reused_; }
 
  private:

@@ -21,6 +21,21 @@ namespace compress {
 
 struct CalibrationTable;
 
+// A request for per-channel statistics of one activation: the float32 value `tensor` (a graph input or a
+// node output of the main graph), channels along `axis` (negative counts from the last dimension).
+struct ChannelRequest {
+  std::string tensor;
+  int64_t axis = 1;
+};
+
+// Sum of squares of an activation per channel over the calibration data; sqrt(sum_sq[c]) is the L2 norm
+// of channel c over every sample and every other position. `count` is the number of values summed per
+// channel.
+struct ChannelSquares {
+  std::vector<double> sum_sq;
+  int64_t count = 0;
+};
+
 // Where a pass that needs activation statistics (static quantization) gets them: calibration of the
 // model as it is when the pass runs, or a table saved by an earlier run. Set by the caller of the
 // pipeline; null when no calibration data was given.
@@ -31,6 +46,12 @@ class CalibrationSource {
   virtual const CalibrationTable& Get(const Model& model, const std::vector<std::string>& tensors) = 0;
   // Hash of the calibration data, for reports and metadata.
   virtual std::string data_sha256() const = 0;
+  // Whether ChannelSumSquares can run: the data itself is at hand, not only a saved table.
+  virtual bool has_data() const { return false; }
+  // Per-channel sums of squares of the requested activations of `model` (as it is when the caller asks),
+  // in request order, measured by running the model over the calibration data. Throws Error naming what
+  // is missing; the default has no data and throws Error(kUsage).
+  virtual std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const std::vector<ChannelRequest>& requests);
 };
 
 // What a pass tells the report besides the graph statistics the pipeline measures itself.
