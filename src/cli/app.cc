@@ -55,6 +55,7 @@ struct MainOptions {
   bool keep_io_types = true;
   std::vector<std::string> fp16_block_ops;
   std::vector<std::string> fp16_block_nodes;
+  std::optional<double> prune_channels;
   // Report and evaluation.
   std::string report_json;
   std::string report_md;
@@ -140,7 +141,7 @@ bool AnyInt8Option(const MainOptions& opt) {
 
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
-  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names;
+  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune_channels.has_value();
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
     if (pass_flags) {
@@ -151,6 +152,13 @@ Recipe BuildRecipe(const MainOptions& opt) {
   } else {
     std::vector<std::string> name;
     if (opt.fp16 && opt.int8) ThrowUsage("--fp16 and --int8 are alternatives; choose one");
+    // Pruning first: quantization then sees the pruned weights.
+    if (opt.prune_channels) {
+      if (!(*opt.prune_channels >= 0 && *opt.prune_channels < 1)) ThrowUsage("--prune-channels must be in [0, 1)");
+      recipe.steps.push_back(
+          MakeRecipeStep("prune_channels", {{"ratio", *opt.prune_channels}}, "--prune-channels"));
+      name.push_back("pruned");
+    }
     if (opt.fp16) {
       nlohmann::json o = {{"keep_io_types", opt.keep_io_types}};
       if (!opt.fp16_block_ops.empty()) o["block_ops"] = opt.fp16_block_ops;
@@ -828,6 +836,8 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_flag("--no-optimize", main_opt.no_optimize,
                "Skip the clean-up passes (constant folding, BatchNormalization folding, ...) run by default");
   app.add_flag("--fp16", main_opt.fp16, "Convert float32 weights and computation to float16");
+  app.add_option("--prune-channels", main_opt.prune_channels,
+                 "Structured pruning: remove this fraction of the channels of every prunable channel group");
   app.add_flag("--compact-names", main_opt.compact_names,
                "Shorten intermediate value and initializer names, drop node names and attributes that hold "
                "their default (smaller files for small models)");

@@ -26,6 +26,9 @@ struct Chan {
   std::vector<int> atoms;
 };
 
+// Largest channel axis (after Flatten/Reshape expansion) the analysis maps index by index.
+constexpr int64_t kMaxMapped = int64_t{1} << 24;
+
 class UnionFind {
  public:
   int Add() {
@@ -191,9 +194,15 @@ class Analyzer {
       if (traced) BlockInputs(n, "operator of domain '" + n.domain + "' not understood");
       return;
     }
-    if (op == "Conv" || op == "ConvTranspose") return VisitConv(idx);
-    if (op == "Gemm") return VisitGemm(idx);
-    if (op == "MatMul") return VisitMatMul(idx);
+    if (op == "Conv" || op == "ConvTranspose" || op == "Gemm" || op == "MatMul") {
+      if (n.inputs.size() < 2 || n.outputs.empty() || n.outputs[0].empty() || n.inputs[0].empty()) {
+        if (traced) BlockInputs(n, "unexpected inputs");
+        return;
+      }
+      if (op == "Gemm") return VisitGemm(idx);
+      if (op == "MatMul") return VisitMatMul(idx);
+      return VisitConv(idx);
+    }
     if (!traced) return;
     const Chan* in0 = n.inputs.empty() ? nullptr : Get(n.inputs[0]);
     if (UnaryOps().count(op)) {
@@ -270,6 +279,10 @@ class Analyzer {
       }
     }
     const int64_t group = n.AttrInt("group", 1);
+    if (group < 1 || group > w->dims()[0] || w->dims()[0] == 0 || w->dims()[1] == 0) {
+      if (in != nullptr) BlockInputs(n, "group does not divide the channels");
+      return;
+    }
     const int64_t cin = transpose ? w->dims()[0] : w->dims()[1] * group;
     const int64_t cout = transpose ? w->dims()[1] * group : w->dims()[0];
     if (group < 1 || cin % group != 0 || cout % group != 0) {
@@ -527,7 +540,9 @@ class Analyzer {
       if (!shape || static_cast<int64_t>(shape->size()) != rank || (*shape)[static_cast<size_t>(axis)] < 0) {
         return BlockInputs(n, "size of input '" + in + "' along the axis unknown");
       }
-      out.atoms.insert(out.atoms.end(), static_cast<size_t>((*shape)[static_cast<size_t>(axis)]), -1);
+      const int64_t d = (*shape)[static_cast<size_t>(axis)];
+      if (d > kMaxMapped - static_cast<int64_t>(out.atoms.size())) return BlockInputs(n, "too many channels");
+      out.atoms.insert(out.atoms.end(), static_cast<size_t>(d), -1);
     }
     SetOut(n, 0, out);
   }
@@ -535,10 +550,11 @@ class Analyzer {
   // Output atoms of a value whose axes [from, rank) are merged into one, channels at in.axis.
   std::optional<std::vector<int>> Merged(const Chan& in, const std::vector<int64_t>& shape, int64_t from) {
     int64_t outer = 1, inner = 1;
+    const int64_t channels = std::max<int64_t>(1, static_cast<int64_t>(in.atoms.size()));
     for (int64_t i = from; i < in.rank; ++i) {
       const int64_t d = shape[static_cast<size_t>(i)];
       if (i == in.axis) continue;
-      if (d < 0) return std::nullopt;
+      if (d < 0 || (d > 0 && outer * inner * channels > kMaxMapped / d)) return std::nullopt;
       (i < in.axis ? outer : inner) *= d;
     }
     std::vector<int> atoms;
