@@ -82,6 +82,7 @@ const std::vector<Recipe>& CompressionRecipes() {
       OneStep("fp16", json::object()),
       OneStep("fp16", {{"keep_io_types", false}, {"default_block_ops", false}}),
       OneStep("quantize", {{"mode", "dynamic"}}),
+      OneStep("prune_channels", {{"ratio", 0.5}}),
       // Weights-only and static INT8 upgrade old opsets with ONNX's version converter, which costs
       // ~0.1 s per call under the sanitizers: one weights-only run (per channel) per input.
       OneStep("quantize", {{"mode", "weights_only"}}),

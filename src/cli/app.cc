@@ -63,6 +63,7 @@ struct MainOptions {
   bool prune_global = false;
   bool prune_keep_first_last = false;
   std::vector<std::string> prune_exclude_nodes;
+  std::optional<double> prune_channels;
   // Report and evaluation.
   std::string report_json;
   std::string report_md;
@@ -148,7 +149,8 @@ bool AnyInt8Option(const MainOptions& opt) {
 
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
-  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune.has_value();
+  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune.has_value() ||
+                          opt.prune_channels.has_value();
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
     if (pass_flags) {
@@ -159,6 +161,13 @@ Recipe BuildRecipe(const MainOptions& opt) {
   } else {
     std::vector<std::string> name;
     if (opt.fp16 && opt.int8) ThrowUsage("--fp16 and --int8 are alternatives; choose one");
+    // Pruning first (structured, then unstructured): quantization then sees the pruned weights.
+    if (opt.prune_channels) {
+      if (!(*opt.prune_channels >= 0 && *opt.prune_channels < 1)) ThrowUsage("--prune-channels must be in [0, 1)");
+      recipe.steps.push_back(
+          MakeRecipeStep("prune_channels", {{"ratio", *opt.prune_channels}}, "--prune-channels"));
+      name.push_back("channel-pruned");
+    }
     // Pruning first: quantization then sees the pruned weights, and symmetric int8 keeps every zero.
     if (opt.prune) {
       if (!(*opt.prune >= 0 && *opt.prune < 1)) ThrowUsage("--prune must be a fraction in [0, 1), e.g. 0.5");
@@ -250,7 +259,8 @@ Recipe BuildRecipe(const MainOptions& opt) {
   const auto has_pass = [&](const char* pass) {
     return std::any_of(recipe.steps.begin(), recipe.steps.end(), [&](const RecipeStep& s) { return s.pass == pass; });
   };
-  if (opt.auto_fallback && has_pass("prune") && !has_pass("quantize") && !has_pass("fp16")) {
+  if (opt.auto_fallback && (has_pass("prune") || has_pass("prune_channels")) && !has_pass("quantize") &&
+      !has_pass("fp16")) {
     ThrowUsage("--auto-fallback keeps quantized layers in float and never undoes pruning; with pruning alone, lower "
                "--prune or use --prune-exclude-nodes");
   }
@@ -881,6 +891,8 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_flag("--no-optimize", main_opt.no_optimize,
                "Skip the clean-up passes (constant folding, BatchNormalization folding, ...) run by default");
   app.add_flag("--fp16", main_opt.fp16, "Convert float32 weights and computation to float16");
+  app.add_option("--prune-channels", main_opt.prune_channels,
+                 "Structured pruning: remove this fraction of the channels of every prunable channel group");
   app.add_flag("--compact-names", main_opt.compact_names,
                "Shorten intermediate value and initializer names, drop node names and attributes that hold "
                "their default (smaller files for small models)");

@@ -36,6 +36,17 @@ std::vector<PassInfo> BuildPassList() {
   passes.push_back({"remove_dead_nodes", "remove nodes no graph output depends on and unused initializers", true,
                     {}, MakeRemoveDeadNodesPass});
   // Compression passes.
+  passes.push_back({"prune_channels",
+                    "structured pruning: remove a fraction of the channels of every prunable channel group "
+                    "(weights, biases, normalization parameters, Concat, Flatten->Gemm and Reshape follow)",
+                    false,
+                    {{"ratio", json(0.5), "fraction of the channels removed in every prunable group, in [0, 1)"},
+                     {"importance", json("l2"), "l1 or l2 norm of each channel's weights, or bn (BatchNormalization "
+                                                "scale where every producer of the group has one)"},
+                     {"round_to", json(int64_t{8}), "kept widths are multiples of this (halved for groups under "
+                                                   "4x as many channels)"},
+                     {"exclude_nodes", json::array(), "producer node names whose channel groups stay whole"}},
+                    MakePruneChannelsPass});
   passes.push_back({"fp16",
                     "convert float32 weights and computation to float16",
                     false,
