@@ -121,12 +121,6 @@ bool SameType(const json& spec, const json& v) {
 
 }  // namespace
 
-std::vector<ChannelSquares> CalibrationSource::ChannelSumSquares(const Model& /*model*/,
-                                                                  const std::vector<ChannelRequest>& requests) {
-  ThrowUsage("per-channel activation statistics need calibration data (--calib DIR)" +
-             (requests.empty() ? std::string() : ": asked for '" + requests.front().tensor + "'"));
-}
-
 const std::vector<PassInfo>& AllPasses() {
   static const std::vector<PassInfo> passes = BuildPassList();
   return passes;

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compress/ir/graph.h"
+#include "compress/util/error.h"
 
 namespace compress {
 
@@ -51,7 +52,13 @@ class CalibrationSource {
   // Per-channel sums of squares of the requested activations of `model` (as it is when the caller asks),
   // in request order, measured by running the model over the calibration data. Throws Error naming what
   // is missing; the default has no data and throws Error(kUsage).
-  virtual std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const std::vector<ChannelRequest>& requests);
+  // Inline so that the calibration library, which implements this interface below the passes, links
+  // without the passes library.
+  virtual std::vector<ChannelSquares> ChannelSumSquares(const Model& /*model*/,
+                                                        const std::vector<ChannelRequest>& requests) {
+    ThrowUsage("per-channel activation statistics need calibration data (--calib DIR)" +
+               (requests.empty() ? std::string() : ": asked for '" + requests.front().tensor + "'"));
+  }
 };
 
 // What a pass tells the report besides the graph statistics the pipeline measures itself.
