@@ -79,23 +79,22 @@ void InferProtoShapes(onnx::ModelProto& proto) {
   for (const auto& imp : proto.opset_import()) {
     if (imp.domain().empty() || imp.domain() == "ai.onnx") opset = imp.version();
   }
-  const auto run = [&](bool data_propagation) {
+  const auto run = [](onnx::ModelProto& p, bool data_propagation) {
     onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, data_propagation);
-    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), options);
+    onnx::shape_inference::InferShapes(p, onnx::OpSchemaRegistry::Instance(), options);
   };
   if (opset < 15 || !HasShapeNode(proto.graph())) {
-    run(true);
+    run(proto, true);
     return;
   }
   // The probe runs on a copy: inferred entries left in value_info would keep the second run from
   // refining them. (InferShapes passes large weights as type and shape only, so the copy is small.)
   onnx::ModelProto probe = proto;
-  onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_propagation=*/false);
-  onnx::shape_inference::InferShapes(probe, onnx::OpSchemaRegistry::Instance(), options);
+  run(probe, false);
   if (ShapeReadsUntypedValue(probe.graph(), probe.ir_version() >= 4, {})) {
     proto = std::move(probe);
   } else {
-    run(true);
+    run(proto, true);
   }
 }
 
