@@ -25,6 +25,7 @@
 #include "compress/pipeline/recipe.h"
 #include "compress/report/inspect.h"
 #include "compress/report/report.h"
+#include "compress/report/zstd_size.h"
 #include "compress/report/gate.h"
 #include "compress/calib/calibration.h"
 #include "compress/util/error.h"
@@ -43,6 +44,7 @@ struct GlobalOptions {
 
 struct MainOptions {
   std::string model;
+  std::string zstd_size = "auto";
   std::string output;
   bool external_data = false;
   size_t external_threshold = 1024;
@@ -539,6 +541,11 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   rin.output_files = {output};
   if (!saved.external_path.empty()) rin.output_files.push_back(saved.external_path);
   rin.threads = opt.threads;
+  rin.zstd_max_bytes = opt.zstd_size == "always" ? -1 : opt.zstd_size == "never" ? 0 : kZstdAutoMaxBytes;
+  if (opt.zstd_size == "never") {  // no "zstd" section at all
+    rin.input_files.clear();
+    rin.output_files.clear();
+  }
   rin.before = &original;
   rin.after = &model;
   rin.recipe = recipe;
@@ -928,6 +935,11 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", main_opt.threads, "Threads (0: one per core); results do not depend on it")
       ->capture_default_str();
+  app.add_option("--zstd-size", main_opt.zstd_size,
+                 "Report the sizes compressed with zstd -19: auto (when input and output are each at most 16 MiB), "
+                 "always, never")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "always", "never"}));
 
   InspectOptions inspect_opt;
   CLI::App* inspect = app.add_subcommand("inspect", "Describe a model: opsets, inputs, ops, parameters, sizes");

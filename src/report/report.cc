@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <iomanip>
 #include <limits>
 #include <map>
@@ -191,6 +192,16 @@ json PruningRows(const json& passes, const json& macs_before, const json& macs_a
     }
   }
   return rows;
+}
+
+int64_t TotalFileBytes(const std::vector<std::string>& paths) {
+  int64_t total = 0;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(p, ec);
+    if (!ec) total += static_cast<int64_t>(n);
+  }
+  return total;
 }
 
 std::string MacsText(const json& v) { return v.is_null() ? std::string("unknown") : Thousands(v.get<int64_t>()); }
@@ -391,13 +402,19 @@ json BuildReport(const ReportInput& in) {
     r["macs"] = {{"before", mb}, {"after", ma},
                  {"ratio", tb > 0 ? json(static_cast<double>(ta) / static_cast<double>(tb)) : json(nullptr)}};
   }
-  if (!in.input_files.empty() || !in.output_files.empty()) {
+  if (in.input_files.empty() && in.output_files.empty()) {
+    r["zstd"] = nullptr;
+  } else if (const int64_t raw_in = TotalFileBytes(in.input_files), raw_out = TotalFileBytes(in.output_files);
+             in.zstd_max_bytes >= 0 && std::max(raw_in, raw_out) > in.zstd_max_bytes) {
+    r["zstd"] = {{"level", kZstdLevel},
+                 {"skipped", "the " + std::string(raw_in > in.zstd_max_bytes ? "input" : "output") + "'s files total " +
+                                 Thousands(std::max(raw_in, raw_out)) + " bytes, over the " +
+                                 Thousands(in.zstd_max_bytes) + " measured by default (--zstd-size always)"}};
+  } else {
     const int64_t zi = ZstdCompressedSize(in.input_files, kZstdLevel, in.threads);
     const int64_t zo = ZstdCompressedSize(in.output_files, kZstdLevel, in.threads);
     r["zstd"] = {{"level", kZstdLevel}, {"input_bytes", zi}, {"output_bytes", zo},
                  {"ratio", zo > 0 ? static_cast<double>(zi) / static_cast<double>(zo) : 0.0}};
-  } else {
-    r["zstd"] = nullptr;
   }
   if (in.comparison) {
     const ModelComparison& c = *in.comparison;
@@ -479,7 +496,10 @@ std::string FormatReportSummary(const json& r) {
   os << "output      " << r["output"]["path"].get<std::string>() << "  " << Thousands(out_bytes) << " bytes ("
      << Fixed(r["size_ratio"].get<double>(), 2) << "x size ratio; ONNX checker "
      << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "FAILS") << ")\n";
-  if (r.contains("zstd") && !r["zstd"].is_null()) {
+  if (r.contains("zstd") && !r["zstd"].is_null() && r["zstd"].contains("skipped")) {
+    os << "zstd -" << r["zstd"]["level"].get<int>() << "    not measured: " << r["zstd"]["skipped"].get<std::string>()
+       << "\n";
+  } else if (r.contains("zstd") && !r["zstd"].is_null()) {
     const json& z = r["zstd"];
     os << "zstd -" << z["level"].get<int>() << "    " << Thousands(z["input_bytes"].get<int64_t>()) << " -> "
        << Thousands(z["output_bytes"].get<int64_t>()) << " bytes (" << Ratio(z["ratio"].get<double>())
@@ -592,7 +612,10 @@ std::string FormatReportMarkdown(const json& r) {
   os << "Size ratio **" << Fixed(r["size_ratio"].get<double>(), 2) << "x**. ONNX checker: "
      << (r["output"]["checker"]["ok"].get<bool>() ? "passes" : "fails: " + r["output"]["checker"]["message"].get<std::string>())
      << ".\n\n";
-  if (r.contains("zstd") && !r["zstd"].is_null()) {
+  if (r.contains("zstd") && !r["zstd"].is_null() && r["zstd"].contains("skipped")) {
+    os << "Size compressed with zstd -" << r["zstd"]["level"].get<int>()
+       << " not measured: " << r["zstd"]["skipped"].get<std::string>() << ".\n\n";
+  } else if (r.contains("zstd") && !r["zstd"].is_null()) {
     const json& z = r["zstd"];
     os << "Compressed with zstd -" << z["level"].get<int>() << " (model and external data, what a download ships): "
        << Thousands(z["input_bytes"].get<int64_t>()) << " → " << Thousands(z["output_bytes"].get<int64_t>())

@@ -101,5 +101,16 @@ TEST(CostCli, ZstdSizeCoversExternalData) {
   EXPECT_GT(expected, ZstdCompressedSize(dir / "out.onnx", kZstdLevel, 1) + 100000);
 }
 
+TEST(CostCli, ZstdSizeNeverLeavesTheSectionNull) {
+  TempDir dir;
+  const auto r = RunCompress({SourcePath("models/mlp.onnx"), "-o", dir / "out.onnx", "--zstd-size", "never",
+                              "--report", dir / "r.json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(testing::ReadBytes(dir / "r.json"))["zstd"].is_null());
+  EXPECT_FALSE(Has(r.out, "zstd")) << r.out;
+  const auto bad = RunCompress({SourcePath("models/mlp.onnx"), "-o", dir / "x.onnx", "--zstd-size", "sometimes"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+}
+
 }  // namespace
 }  // namespace compress

@@ -153,5 +153,28 @@ TEST(ReportCost, ZstdSectionFromFiles) {
   EXPECT_TRUE(Has(FormatReportMarkdown(r), "Compressed with zstd -19")) << FormatReportMarkdown(r);
 }
 
+// Over the size limit ("--zstd-size auto"), the sizes are not measured and the reason names the larger
+// side, its bytes and the limit.
+TEST(ReportCost, ZstdSkippedOverTheLimit) {
+  const Model m = LoadModel(SourcePath("models/mlp.onnx"));
+  ReportInput in;
+  in.before = &m;
+  in.after = &m;
+  in.include_timings = false;
+  in.input_files = {SourcePath("models/mlp.onnx")};    // 941,519 bytes
+  in.output_files = {SourcePath("models/cnn.onnx")};   // 233,725 bytes
+  in.zstd_max_bytes = 500000;
+  const json r = BuildReport(in);
+  EXPECT_EQ(r["zstd"]["level"], 19);
+  EXPECT_FALSE(r["zstd"].contains("input_bytes"));
+  EXPECT_EQ(r["zstd"]["skipped"], "the input's files total 941,519 bytes, over the 500,000 measured by default "
+                                  "(--zstd-size always)");
+  EXPECT_TRUE(Has(FormatReportSummary(r), "zstd -19    not measured: the input's files total 941,519 bytes"))
+      << FormatReportSummary(r);
+  EXPECT_TRUE(Has(FormatReportMarkdown(r), "Size compressed with zstd -19 not measured: ")) << FormatReportMarkdown(r);
+  in.zstd_max_bytes = 941519;  // at the limit: measured
+  EXPECT_EQ(BuildReport(in)["zstd"]["input_bytes"], ZstdCompressedSize(SourcePath("models/mlp.onnx"), kZstdLevel, 1));
+}
+
 }  // namespace
 }  // namespace compress

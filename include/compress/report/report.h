@@ -108,6 +108,9 @@ struct ReportInput {
   // "zstd" section when both are empty. `threads` bounds zstd's workers (its output does not depend on it).
   std::vector<std::string> input_files, output_files;
   int threads = 0;
+  // Measure the zstd sizes only when each side's files total at most this many bytes (< 0: any size);
+  // otherwise "zstd" holds the level, both sides' uncompressed bytes and "skipped" with the reason.
+  int64_t zstd_max_bytes = -1;
 };
 
 // Besides the sections documented in docs/report.schema.json, the report holds "macs" (MACs per sample of

@@ -10,6 +10,11 @@ namespace compress {
 // zstd's level 19: near its best ratio without the "ultra" levels' memory; what release archives use.
 inline constexpr int kZstdLevel = 19;
 
+// Level 19 compresses about 2.5 MB/s per core: by default ("auto") the report measures the zstd size only
+// when the input's and the output's files each total at most this many bytes (an app-bundle-sized
+// model; a few seconds), and says so otherwise. `--zstd-size always` measures any size.
+inline constexpr int64_t kZstdAutoMaxBytes = int64_t{16} << 20;
+
 // Bytes of `path` compressed as one zstd frame at `level`, streamed in 1 MiB pieces (memory does not
 // grow with the file). Compression runs on `threads` zstd workers (0: one per core) but the output never
 // depends on their number: zstd is deterministic for any worker count >= 1, and at least one is always
