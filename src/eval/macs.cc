@@ -8,6 +8,7 @@
 
 #include "compress/io/dataset.h"
 #include "compress/io/schema.h"
+#include "compress/util/error.h"
 
 namespace compress {
 
@@ -359,7 +360,14 @@ MacsCount CountMacs(const Model& model) {
   Model copy = model;
   MacsCount result;
   // Per sample: a free batch axis becomes 1 before inference; a fixed batch on axis 0 is divided out.
-  const std::vector<InputSpec> specs = ModelInputSpecs(copy);
+  // An input that is not a tensor (untyped, a sequence) leaves no batch layout to divide out: the MACs
+  // are then counted as the shapes stand (a batch dimension named like one is still set to 1 below).
+  std::vector<InputSpec> specs;
+  try {
+    specs = ModelInputSpecs(copy);
+  } catch (const Error&) {
+    specs.clear();
+  }
   const BatchLayout layout = InferBatchLayout(specs);
   // A dimension named like a batch ("batch", "batch_size", "N_batch") is the batch wherever it is, also
   // where the layout rule would pick another axis (a single LSTM input [seq,batch,features]).

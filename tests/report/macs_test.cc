@@ -263,5 +263,18 @@ TEST(Macs, SampleModels) {
   EXPECT_EQ(vit.nodes.size(), 14u);
 }
 
+// An untyped graph input cannot be fed from data, but its MACs are still counted: what has no shape is
+// unknown, and nothing throws (the report of such a model used to fail after the output was written).
+TEST(Macs, UntypedInputLeavesItsConsumersUnknown) {
+  Model m = testing::TinyModel();  // x -> Relu -> h -> MatMul W -> hw -> Add b -> y
+  const MacsCount typed = CountMacs(m);
+  EXPECT_EQ(typed.unknown_nodes, 0);
+  EXPECT_GT(typed.total, 0);
+  m.graph.inputs[0].type = TypeInfo();
+  const MacsCount untyped = CountMacs(m);
+  EXPECT_EQ(untyped.unknown_nodes, 1);  // the MatMul
+  EXPECT_EQ(untyped.total, 0);
+}
+
 }  // namespace
 }  // namespace compress
