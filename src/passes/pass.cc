@@ -85,7 +85,10 @@ std::vector<PassInfo> BuildPassList() {
                      {"keep_first_last", json(false), "keep the first and the last prunable layer dense"},
                      {"update", json(true), "with calibration data: re-fit the kept weights by least squares so that "
                                             "each layer's output on the data changes least (SparseGPT-style), "
-                                            "layer by layer on the model pruned so far; without data, mask only"}},
+                                            "layer by layer on the model pruned so far; without data, mask only"},
+                     {"exact_flops", json(3e10), "update: per-layer budget of the exact per-row least-squares solve "
+                                                 "(rows x kept^3 / 3 flops); above it SparseGPT's sequential OBS "
+                                                 "update is used"}},
                     MakePrunePass});
   passes.push_back({"compact_names",
                     "shorten intermediate value and initializer names, drop node names and attributes "

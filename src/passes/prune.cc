@@ -31,7 +31,7 @@
 // C/group x kernel), H = X^T X + lambda I (lambda = 1 % of the mean diagonal) and w one output row,
 // the pruned set P is held at zero and the kept set S moves to
 //   w'_S = w_S + H_SS^-1 H_SP w_P          (the minimum of (w' - w)^T H (w' - w) with w'_P = 0),
-// solved exactly per row (Cholesky) when rows x |S|^3 / 3 <= kMaxExactFlops, else by SparseGPT's
+// solved exactly per row (Cholesky) when rows x |S|^3 / 3 <= `exact_flops`, else by SparseGPT's
 // sequential OBS update with the Cholesky factor of H^-1 (K^3 + rows x K^2). Only kept weights change, so
 // the sparsity and an N:M pattern hold exactly, and pruned weights are exactly zero. Layers are pruned
 // in order (SparseGPT's sequential scheme): each wave of layers whose inputs no unprocessed layer feeds
@@ -75,9 +75,9 @@ using nlohmann::json;
 constexpr int64_t kMaxReconstructK = 4096;
 constexpr int64_t kMaxGramEntries = kMaxReconstructK * kMaxReconstructK;
 // Exact per-row least squares costs about rows x |S|^3 / 3 flops (a Cholesky of H_SS per row): the
-// MLP's first layer is 256 x 392^3 / 3 = 5e9. Above 3e10 (about 10 s on one core) the sequential OBS
-// update, K^3 + rows x K^2, takes over.
-constexpr double kMaxExactFlops = 3e10;
+// MLP's first layer is 256 x 392^3 / 3 = 5e9. Above 3e10 (about 10 s on one core; option
+// `exact_flops`) the sequential OBS update, K^3 + rows x K^2, takes over.
+constexpr double kDefaultExactFlops = 3e10;
 // Accumulating H costs positions x K^2 multiply-adds per group over the calibration data; beyond this
 // (minutes on one core) the layer is masked only.
 constexpr double kMaxGramFlops = 2e12;
@@ -293,9 +293,9 @@ struct GramAccumulator {
 class PrunePass : public Pass {
  public:
   PrunePass(double sparsity, int64_t n, int64_t m, std::string method, bool global, std::set<std::string> exclude,
-            bool keep_first_last, bool update)
+            bool keep_first_last, bool update, double exact_flops)
       : sparsity_(sparsity), n_(n), m_(m), method_(std::move(method)), global_(global),
-        exclude_(std::move(exclude)), keep_first_last_(keep_first_last), update_(update) {}
+        exclude_(std::move(exclude)), keep_first_last_(keep_first_last), update_(update), exact_flops_(exact_flops) {}
 
   void Run(Model& model, PassContext& ctx) override {
     Graph& g = model.graph;
@@ -658,7 +658,7 @@ class PrunePass : public Pass {
         (*masks)[t] = LayerMask(target);
       }
       if (a.gram) {
-        Reconstruct(g.FindInitializer(target.weight), target, a, (*masks)[t]);
+        Reconstruct(g.FindInitializer(target.weight), target, a, (*masks)[t], exact_flops_);
       } else {
         ctx.Note("prune: weight '" + target.weight + "' of " + first.Describe() + " masked without reconstruction: " +
                  a.why);
@@ -774,7 +774,8 @@ class PrunePass : public Pass {
 
   // Re-fits the kept weights of every output row of `tensor` (mask 1: pruned; weights already zero are
   // held at zero too) to the layer's original output on the calibration inputs summarized by `a`.
-  static void Reconstruct(Tensor* tensor, Target& target, GramAccumulator& a, const std::vector<uint8_t>& mask) {
+  static void Reconstruct(Tensor* tensor, Target& target, GramAccumulator& a, const std::vector<uint8_t>& mask,
+                          double max_exact_flops) {
     const Layout& L = target.layout;
     const int64_t K = a.k;
     std::vector<Eigen::MatrixXd>& hs = a.h;
@@ -794,7 +795,7 @@ class PrunePass : public Pass {
       }
       exact_flops += static_cast<double>(kept) * kept * kept / 3.0;
     }
-    const bool exact = exact_flops <= kMaxExactFlops;
+    const bool exact = exact_flops <= max_exact_flops;
     std::vector<double> lambda(hs.size(), 0.0);
     std::vector<Eigen::MatrixXd> upper(exact ? 0 : hs.size());  // Cholesky factor U of H^-1 = U^T U
     std::vector<bool> usable(hs.size(), false);
@@ -994,6 +995,7 @@ class PrunePass : public Pass {
   std::set<std::string> exclude_;
   bool keep_first_last_;
   bool update_;
+  double exact_flops_;
 };
 
 }  // namespace
@@ -1035,8 +1037,13 @@ std::unique_ptr<Pass> MakePrunePass(const json& options) {
   }
   std::set<std::string> exclude;
   for (const auto& e : options.value("exclude_nodes", json::array())) exclude.insert(e.get<std::string>());
+  const double exact_flops = options.value("exact_flops", kDefaultExactFlops);
+  if (!(exact_flops >= 0.0)) {
+    ThrowUsage("pass 'prune': option 'exact_flops' must be >= 0, got " + json(exact_flops).dump());
+  }
   return std::make_unique<PrunePass>(sparsity, n, m, method, global, std::move(exclude),
-                                     options.value("keep_first_last", false), options.value("update", true));
+                                     options.value("keep_first_last", false), options.value("update", true),
+                                     exact_flops);
 }
 
 }  // namespace compress

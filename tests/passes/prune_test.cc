@@ -439,8 +439,11 @@ TEST(Prune, InvalidOptionsAreUsageErrors) {
 namespace reconstruction {
 
 // The least-squares update must cut ||XW - XW'||^2 of the mask alone at least this many times on the
-// small random layers below (correlated inputs, as real activations are); measured factors are printed.
-constexpr double kMinErrorReduction = 3.0;
+// small random layers below (correlated inputs, as real activations are); measured factors (printed):
+// 200x and 550x on the MatMul, 37x on the Conv, 10x through two layers.
+constexpr double kMinErrorReduction = 5.0;
+// The sequential OBS update with a fixed mask: measured 2.1x on the MatMul below.
+constexpr double kMinObsErrorReduction = 1.5;
 // The pass estimates the output error from H in double; the model runs in float32.
 constexpr double kGramRelTolerance = 1e-3;
 
@@ -454,14 +457,17 @@ double SquaredError(const std::vector<Tensor>& a, const std::vector<Tensor>& b) 
   return e;
 }
 
-// Inputs whose features are correlated, as real activations are: x = z A with z and A uniform.
+// Inputs whose features are correlated, as real activations are: x = z A + noise / 20, z [rows, k / 4]
+// and A [k / 4, k] uniform, so that most of x lies in a quarter of its dimensions.
 Tensor Correlated(int64_t rows, int64_t k, uint32_t seed) {
-  const Tensor z = RandomFloats({rows, k}, seed), a = RandomFloats({k, k}, seed + 1);
+  const int64_t d = k / 4;
+  const Tensor z = RandomFloats({rows, d}, seed), a = RandomFloats({d, k}, seed + 1),
+               noise = RandomFloats({rows, k}, seed + 2);
   Tensor x(DType::kFloat, {rows, k});
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < k; ++j) {
-      double acc = 0.5 * z.data<float>()[r * k + j];
-      for (int64_t i = 0; i < k; ++i) acc += double{z.data<float>()[r * k + i]} * a.data<float>()[i * k + j];
+      double acc = 0.05 * noise.data<float>()[r * k + j];
+      for (int64_t i = 0; i < d; ++i) acc += double{z.data<float>()[r * d + i]} * a.data<float>()[i * k + j];
       x.mutable_data<float>()[r * k + j] = static_cast<float>(acc);
     }
   }
@@ -512,6 +518,31 @@ TEST(PruneReconstruction, CutsTheOutputErrorOfAMatMulWithTheSameMask) {
     EXPECT_LT(layer["output_error"].get<double>() * kMinErrorReduction, layer["output_error_mask_only"].get<double>());
     EXPECT_EQ(Counter(ctx, "reconstructed_weights"), 1);
   }
+}
+
+// SparseGPT's sequential OBS update (what layers too large for the exact solve get, forced here with
+// exact_flops 0) keeps the mask too and also cuts the error, far less than the exact fit: with the mask
+// fixed up front, a column cannot be revised once passed (measured 2.1x here, against 550x exact).
+TEST(PruneReconstruction, SequentialObsUpdateKeepsTheMask) {
+  const Tensor x = Correlated(64, 32, 3);
+  const Model original = Layer(x);
+  const std::vector<Tensor> y = RunModel(original, {x});
+  Model masked = original, exact = original, obs = original;
+  ExecSource source({x});
+  Prune(masked, {{"update", false}}, &source);
+  Prune(exact, json::object(), &source);
+  const PassContext ctx = Prune(obs, {{"exact_flops", 0.0}}, &source);
+  EXPECT_EQ(ctx.details()["layers"][0]["reconstruction"], "obs");
+  const Tensor& wm = *masked.graph.FindInitializer("W");
+  const Tensor& wo = *obs.graph.FindInitializer("W");
+  for (int64_t i = 0; i < wm.numel(); ++i) EXPECT_EQ(wm.data<float>()[i] == 0.0f, wo.data<float>()[i] == 0.0f) << i;
+  const double e_mask = SquaredError(y, RunModel(masked, {x}));
+  const double e_exact = SquaredError(y, RunModel(exact, {x}));
+  const double e_obs = SquaredError(y, RunModel(obs, {x}));
+  std::cout << "[prune reconstruction] obs: ||XW - XW'||^2 mask only " << e_mask << ", obs " << e_obs << ", exact "
+            << e_exact << "\n";
+  EXPECT_LT(e_obs * kMinObsErrorReduction, e_mask);
+  EXPECT_LE(e_exact, e_obs * (1 + kGramRelTolerance));
 }
 
 // x [2, 8, 6, 6] -> Conv(W [8, 4, 3, 3], group 2, stride 2, pads 1) -> y; 2:4 by magnitude along the
