@@ -593,7 +593,6 @@ class PrunePass : public Pass {
     for (size_t s = 0; s < wave.size(); ++s) {
       const Target& target = targets[wave[s]];
       const Layout& L = target.layout;
-      const Node& first = g.nodes[target.readers.front()];
       GramAccumulator& a = acc[s];
       a.gram = true;
       if (L.kind == Layout::kConvTranspose) {
@@ -614,7 +613,6 @@ class PrunePass : public Pass {
                 std::to_string(kMaxGramEntries) + " Gram entries";
       }
       if (a.gram) a.h.assign(static_cast<size_t>(a.groups), Eigen::MatrixXd::Zero(a.k, a.k));
-      (void)first;
       for (size_t r : target.readers) {
         names.push_back(g.nodes[r].inputs[0]);
         owner.emplace_back(s, r);
