@@ -89,7 +89,7 @@ const std::vector<Recipe>& CompressionRecipes() {
       // Pruning needs no data by magnitude: unstructured per layer, global, and 2:4.
       OneStep("prune", {{"method", "magnitude"}}),
       OneStep("prune", {{"method", "magnitude"}, {"global", true}, {"sparsity", 0.9}}),
-      OneStep("prune", {{"method", "magnitude"}, {"pattern", "2:4"}}),
+      OneStep("prune", {{"method", "magnitude"}, {"pattern", "2:4"}, {"update", false}, {"exact_flops", 0.0}}),
   };
   return recipes;
 }

@@ -554,6 +554,53 @@ std::vector<ChannelSquares> DataCalibrationSource::ChannelSumSquares(const Model
   return compress::ChannelSumSquares(model, *data_, requests, options_);
 }
 
+void ForEachBatch(const Model& model, const Dataset& data, const std::vector<std::string>& tensors,
+                  const std::function<void(size_t, const Tensor&)>& fn, const CalibrateOptions& options) {
+  std::unordered_map<std::string, std::vector<size_t>> by_name;
+  for (size_t i = 0; i < tensors.size(); ++i) by_name[tensors[i]].push_back(i);
+  ExecutorOptions exec_opt;
+  exec_opt.threads = options.threads;
+  Executor executor(model, exec_opt);
+  std::vector<bool> seen(tensors.size(), false);
+  auto observe = [&](const std::string& name, const Tensor& value) {
+    const auto it = by_name.find(name);
+    if (it == by_name.end()) return;
+    if (value.dtype() != DType::kFloat) {
+      ThrowInvalid("activation statistics: value '" + name + "' is " + DTypeName(value.dtype()) + ", expected float32");
+    }
+    for (size_t i : it->second) {
+      seen[i] = true;
+      fn(i, value);
+    }
+  };
+  const ValueObserver observer = observe;
+  const BatchPlan plan = data.PlanBatches(options.limit, options.batch);
+  ProgressBar bar("measuring activations", plan.samples, options.progress);
+  for (const SampleRange& range : plan.batches) {
+    const std::vector<Tensor> inputs = data.ReadSamples(range.first, range.count);
+    for (size_t i = 0; i < inputs.size() && i < executor.inputs().size(); ++i) {
+      observe(executor.inputs()[i].name, inputs[i]);
+    }
+    executor.Run(inputs, &observer);
+    bar.Advance(range.count);
+  }
+  bar.Finish();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!seen[i] && plan.samples > 0) {
+      ThrowInvalid("activation statistics: the model computes no value named '" + tensors[i] + "'");
+    }
+  }
+}
+
+void DataCalibrationSource::ForEachBatch(const Model& model, const std::vector<std::string>& tensors,
+                                         const std::function<void(size_t, const Tensor&)>& fn) {
+  if (data_ == nullptr) {
+    CalibrationSource::ForEachBatch(model, tensors, fn);  // throws: a saved table holds no activations
+    return;
+  }
+  compress::ForEachBatch(model, *data_, tensors, fn, options_);
+}
+
 DataCalibrationSource::DataCalibrationSource(const Dataset* data, std::string table_path, CalibrateOptions options)
     : data_(data), table_path_(std::move(table_path)), options_(options) {}
 

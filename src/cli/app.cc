@@ -64,6 +64,8 @@ struct MainOptions {
   std::string prune_method;
   bool prune_global = false;
   bool prune_keep_first_last = false;
+  bool prune_update = false;
+  bool no_prune_update = false;
   std::vector<std::string> prune_exclude_nodes;
   std::optional<double> prune_channels;
   // Report and evaluation.
@@ -178,6 +180,7 @@ Recipe BuildRecipe(const MainOptions& opt) {
       if (!opt.prune_method.empty()) o["method"] = opt.prune_method;
       if (opt.prune_global) o["global"] = true;
       if (opt.prune_keep_first_last) o["keep_first_last"] = true;
+      if (opt.no_prune_update) o["update"] = false;
       if (!opt.prune_exclude_nodes.empty()) o["exclude_nodes"] = opt.prune_exclude_nodes;
       RecipeStep step = MakeRecipeStep("prune", o, "--prune");
       MakePrunePass(step.options);  // usage errors (pattern, method) before anything is loaded
@@ -244,11 +247,12 @@ Recipe BuildRecipe(const MainOptions& opt) {
     ThrowUsage("--fp16-block-ops, --fp16-block-nodes and --no-keep-io-types only apply with --fp16");
   }
   if ((!opt.prune_pattern.empty() || !opt.prune_method.empty() || opt.prune_global || opt.prune_keep_first_last ||
-       !opt.prune_exclude_nodes.empty()) &&
+       !opt.prune_exclude_nodes.empty() || opt.prune_update || opt.no_prune_update) &&
       !opt.prune) {
-    ThrowUsage("--prune-pattern, --prune-method, --prune-global, --prune-keep-first-last and --prune-exclude-nodes "
-               "only apply with --prune");
+    ThrowUsage("--prune-pattern, --prune-method, --prune-global, --prune-keep-first-last, --prune-exclude-nodes and "
+               "--prune-update/--no-prune-update only apply with --prune");
   }
+  if (opt.prune_update && opt.no_prune_update) ThrowUsage("--prune-update and --no-prune-update exclude each other");
   if (AnyInt8Option(opt) && !opt.int8) {
     ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
                "--exclude-nodes, --exclude-ops and --min-conv-depth only apply with --int8");
@@ -329,6 +333,9 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   }
   if (opt.prune_method == "wanda" && opt.calib_dir.empty()) {
     ThrowUsage("--prune-method wanda needs calibration data: --calib DIR");
+  }
+  if (opt.prune_update && opt.calib_dir.empty()) {
+    ThrowUsage("--prune-update re-fits the kept weights on calibration data: it needs --calib DIR");
   }
   if (!opt.calib_table.empty() && !needs_calib) ThrowUsage("--calib-table only applies to static --int8 quantization");
   GateSpec gate;
@@ -924,6 +931,11 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
                "With --prune: keep the first and the last prunable layer dense");
   app.add_option("--prune-exclude-nodes", main_opt.prune_exclude_nodes, "With --prune: node names whose weights stay dense")
       ->delimiter(',');
+  app.add_flag("--prune-update", main_opt.prune_update,
+               "With --prune and --calib (the default there): re-fit the kept weights of every layer by least squares "
+               "so that its output on the calibration data changes least (SparseGPT-style)");
+  app.add_flag("--no-prune-update", main_opt.no_prune_update,
+               "With --prune: only set the pruned weights to zero, even with --calib");
   app.add_option("--report", main_opt.report_json, "Write the report as JSON (schema compress.report/1)");
   app.add_option("--report-md", main_opt.report_md, "Write the report as Markdown");
   app.add_option("--eval", main_opt.eval_dir,

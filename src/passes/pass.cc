@@ -82,7 +82,13 @@ std::vector<PassInfo> BuildPassList() {
                      {"global", json(false), "one threshold across layers on normalized scores instead of the same "
                                              "sparsity in every layer (unstructured only)"},
                      {"exclude_nodes", json::array(), "node names whose weights stay dense"},
-                     {"keep_first_last", json(false), "keep the first and the last prunable layer dense"}},
+                     {"keep_first_last", json(false), "keep the first and the last prunable layer dense"},
+                     {"update", json(true), "with calibration data: re-fit the kept weights by least squares so that "
+                                            "each layer's output on the data changes least (SparseGPT-style), "
+                                            "layer by layer on the model pruned so far; without data, mask only"},
+                     {"exact_flops", json(3e10), "update: per-layer budget of the exact per-row least-squares solve "
+                                                 "(rows x kept^3 / 3 flops); above it SparseGPT's sequential OBS "
+                                                 "update is used"}},
                     MakePrunePass});
   passes.push_back({"compact_names",
                     "shorten intermediate value and initializer names, drop node names and attributes "

@@ -23,6 +23,24 @@
 //                 each layer's scores are divided by their root mean square, so that a layer of small
 //                 weights is not emptied just because of its scale; the layers then differ in sparsity.
 //
+// Reconstruction (`update`, on by default; needs calibration data, so without --calib the pass only masks):
+// after choosing a layer's mask, the kept weights of every output row are re-fitted by least squares so
+// that the layer's output on the calibration inputs changes as little as possible (SparseGPT, Frantar &
+// Alistarh 2023, with the mask of the chosen method). With X the layer's input (rows: every sample and
+// position; columns: the reduction dimension K, for a convolution the im2col patch of its group,
+// C/group x kernel), H = X^T X + lambda I (lambda = 1 % of the mean diagonal) and w one output row,
+// the pruned set P is held at zero and the kept set S moves to
+//   w'_S = w_S + H_SS^-1 H_SP w_P          (the minimum of (w' - w)^T H (w' - w) with w'_P = 0),
+// solved exactly per row (Cholesky) when rows x |S|^3 / 3 <= `exact_flops`, else by SparseGPT's
+// sequential OBS update with the Cholesky factor of H^-1 (K^3 + rows x K^2). Only kept weights change, so
+// the sparsity and an N:M pattern hold exactly, and pruned weights are exactly zero. Layers are pruned
+// in order (SparseGPT's sequential scheme): each wave of layers whose inputs no unprocessed layer feeds
+// is measured on the model with the earlier layers already pruned and reconstructed, so later layers
+// fit the inputs they will actually see; a wave costs one run over the calibration data. A Gemm's bias C
+// stays as it is. Limits: K <= kMaxReconstructK per group (H is K x K doubles, 128 MB at 4096; released
+// after each layer), at most kMaxGramFlops to accumulate H, Conv with explicit, VALID or SAME padding;
+// ConvTranspose and larger layers are masked only, with a note.
+//
 // Ties are broken by element index (the lower index is pruned first), so the output is deterministic.
 // Pre-existing zeros count towards the sparsity. A weight read by several prunable nodes of the same
 // layout is pruned once, with the activation norms of all its readers summed; a weight read by anything
@@ -38,7 +56,10 @@
 #include <numeric>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
+
+#include <Eigen/Dense>
 
 #include "compress/passes/builders.h"
 #include "compress/util/error.h"
@@ -49,6 +70,22 @@ namespace compress {
 namespace {
 
 using nlohmann::json;
+
+// H is K x K doubles per group: 4096 keeps it at 128 MB (and all groups of a layer together as well).
+constexpr int64_t kMaxReconstructK = 4096;
+constexpr int64_t kMaxGramEntries = kMaxReconstructK * kMaxReconstructK;
+// Exact per-row least squares costs about rows x |S|^3 / 3 flops (a Cholesky of H_SS per row): the
+// MLP's first layer is 256 x 392^3 / 3 = 5e9. Above 3e10 (about 10 s on one core; option
+// `exact_flops`) the sequential OBS update, K^3 + rows x K^2, takes over.
+constexpr double kDefaultExactFlops = 3e10;
+// Accumulating H costs positions x K^2 multiply-adds per group over the calibration data; beyond this
+// (minutes on one core) the layer is masked only.
+constexpr double kMaxGramFlops = 2e12;
+// SparseGPT's dampening: 1 % of the mean diagonal of H keeps H_SS positive definite (dead inputs give
+// zero rows) and pulls the fit towards the original weights.
+constexpr double kDamping = 0.01;
+// Columns of X materialized at a time when accumulating H.
+constexpr int64_t kGramChunk = 1024;
 
 // How the elements of a weight map to output rows and input channels. Row r holds `lines` x `len`
 // elements: element (l, p) is at flat index RowBase(r) + l * line_stride + p * p_stride and reads input
@@ -151,14 +188,114 @@ struct Target {
   Layout layout;
   std::string method;           // "magnitude" or "wanda" as applied
   std::vector<float> scores;    // importance per element (flat index)
+  // Reconstruction: "least_squares" (exact per row), "obs" (sequential OBS update) or "none"; output
+  // error ||X (W - W')||^2 on the calibration data with the mask alone and after the update, and
+  // ||X W||^2, summed over the readers.
+  std::string reconstruction = "none";
+  double error_mask_only = 0, error_after = 0, energy = 0;
+};
+
+// Geometry of a Conv's im2col patches for one input shape.
+struct ConvGeometry {
+  int64_t k = 1;                  // kernel positions
+  int64_t positions = 1;          // output positions per sample and group
+  std::vector<int64_t> offsets;   // [positions x k]: input spatial index, or -1 for padding
+};
+
+// The patch geometry of Conv `n` with weight dims `w` on an input of dims `x`, or false with `why`.
+bool MakeConvGeometry(const Node& n, const std::vector<int64_t>& w, const std::vector<int64_t>& x, ConvGeometry* out,
+                      std::string* why) {
+  const size_t r = w.size() - 2;
+  if (x.size() != r + 2) {
+    *why = "input of rank " + std::to_string(x.size()) + " for a weight of rank " + std::to_string(w.size());
+    return false;
+  }
+  const std::vector<int64_t> strides = n.AttrInts("strides", std::vector<int64_t>(r, 1));
+  const std::vector<int64_t> dil = n.AttrInts("dilations", std::vector<int64_t>(r, 1));
+  std::vector<int64_t> pads = n.AttrInts("pads", std::vector<int64_t>(2 * r, 0));
+  const std::string auto_pad = n.AttrString("auto_pad", "NOTSET");
+  if (strides.size() != r || dil.size() != r || pads.size() != 2 * r) {
+    *why = "strides, dilations or pads of the wrong length";
+    return false;
+  }
+  std::vector<int64_t> outd(r);
+  for (size_t d = 0; d < r; ++d) {
+    const int64_t in = x[2 + d], kd = w[2 + d], s = strides[d], dl = dil[d];
+    if (in < 1 || kd < 1 || s < 1 || dl < 1) {
+      *why = "invalid input size, kernel, stride or dilation";
+      return false;
+    }
+    const int64_t span = (kd - 1) * dl + 1;
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      outd[d] = (in + s - 1) / s;
+      const int64_t total = std::max<int64_t>(0, (outd[d] - 1) * s + span - in);
+      pads[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      pads[d + r] = total - pads[d];
+    } else if (auto_pad == "VALID") {
+      pads[d] = pads[d + r] = 0;
+      outd[d] = in >= span ? (in - span) / s + 1 : 0;
+    } else if (auto_pad == "NOTSET") {
+      const int64_t padded = in + pads[d] + pads[d + r];
+      outd[d] = padded >= span ? (padded - span) / s + 1 : 0;
+    } else {
+      *why = "auto_pad " + auto_pad;
+      return false;
+    }
+  }
+  ConvGeometry G;
+  for (size_t d = 0; d < r; ++d) {
+    G.k *= w[2 + d];
+    G.positions *= outd[d];
+  }
+  G.offsets.assign(static_cast<size_t>(G.positions * G.k), -1);
+  std::vector<int64_t> o(r, 0), kk(r, 0);
+  for (int64_t p = 0; p < G.positions; ++p) {
+    int64_t rem = p;
+    for (size_t d = r; d-- > 0;) {
+      o[d] = rem % outd[d];
+      rem /= outd[d];
+    }
+    for (int64_t q = 0; q < G.k; ++q) {
+      int64_t qr = q;
+      for (size_t d = r; d-- > 0;) {
+        kk[d] = qr % w[2 + d];
+        qr /= w[2 + d];
+      }
+      int64_t flat = 0;
+      bool inside = true;
+      for (size_t d = 0; d < r && inside; ++d) {
+        const int64_t i = o[d] * strides[d] - pads[d] + kk[d] * dil[d];
+        inside = i >= 0 && i < x[2 + d];
+        flat = flat * x[2 + d] + i;
+      }
+      if (inside) G.offsets[static_cast<size_t>(p * G.k + q)] = flat;
+    }
+  }
+  *out = std::move(G);
+  return true;
+}
+
+// The Gram matrices H = X^T X of one target's input (one per group for Conv), accumulated over the
+// calibration batches and every reader, and the per-channel sums of squares Wanda needs.
+struct GramAccumulator {
+  bool gram = false;   // H wanted (reconstruction possible so far)
+  std::string why;     // why not, once it is not
+  int64_t k = 0, groups = 1;
+  double flops = 0;
+  std::vector<Eigen::MatrixXd> h;  // lower triangles
+  std::vector<double> sum_sq;      // per channel of the activation
+  bool channels_ok = true;
+  // Conv geometry, per input shape seen (the batch size may change with the last batch).
+  std::vector<int64_t> geometry_dims;
+  ConvGeometry geometry;
 };
 
 class PrunePass : public Pass {
  public:
   PrunePass(double sparsity, int64_t n, int64_t m, std::string method, bool global, std::set<std::string> exclude,
-            bool keep_first_last)
+            bool keep_first_last, bool update, double exact_flops)
       : sparsity_(sparsity), n_(n), m_(m), method_(std::move(method)), global_(global),
-        exclude_(std::move(exclude)), keep_first_last_(keep_first_last) {}
+        exclude_(std::move(exclude)), keep_first_last_(keep_first_last), update_(update), exact_flops_(exact_flops) {}
 
   void Run(Model& model, PassContext& ctx) override {
     Graph& g = model.graph;
@@ -258,26 +395,30 @@ class PrunePass : public Pass {
     }
     if (targets.empty()) return;
 
-    ComputeScores(model, targets, ctx);
-
+    std::vector<int64_t> zeros_before(targets.size(), 0);
+    for (size_t t = 0; t < targets.size(); ++t) {
+      const Tensor* tensor = g.FindInitializer(targets[t].weight);
+      const float* r = tensor->data<float>();
+      for (int64_t i = 0; i < tensor->numel(); ++i) zeros_before[t] += r[i] == 0.0f;
+    }
     json layers = json::array();
     std::vector<std::vector<uint8_t>> masks(targets.size());  // 1: prune
-    if (m_ > 0) {
-      for (size_t t = 0; t < targets.size(); ++t) masks[t] = NmMask(targets[t]);
-    } else if (global_) {
-      GlobalMasks(targets, &masks);
+    const bool has_data = ctx.calibration() != nullptr && ctx.calibration()->has_data();
+    if (update_ && has_data) {
+      PruneSequentially(model, targets, &masks, ctx);
     } else {
-      for (size_t t = 0; t < targets.size(); ++t) masks[t] = UniformMask(targets[t]);
+      ComputeScores(model, targets, ctx);
+      if (global_) {
+        GlobalMasks(targets, &masks);
+      } else {
+        for (size_t t = 0; t < targets.size(); ++t) masks[t] = LayerMask(targets[t]);
+      }
     }
     for (size_t t = 0; t < targets.size(); ++t) {
       Target& target = targets[t];
       Tensor* tensor = g.FindInitializer(target.weight);
       const int64_t numel = tensor->numel();
-      int64_t zeros_before = 0, zeros_after = 0;
-      {
-        const float* r = tensor->data<float>();
-        for (int64_t i = 0; i < numel; ++i) zeros_before += r[i] == 0.0f;
-      }
+      int64_t zeros_after = 0;
       float* d = tensor->mutable_data<float>();
       for (int64_t i = 0; i < numel; ++i) {
         if (masks[t][static_cast<size_t>(i)]) d[i] = 0.0f;
@@ -290,15 +431,24 @@ class PrunePass : public Pass {
                         {"op", first.op_type},
                         {"method", target.method},
                         {"pattern", pattern},
-                        {"sparsity_before", static_cast<double>(zeros_before) / denom},
+                        {"sparsity_before", static_cast<double>(zeros_before[t]) / denom},
                         {"sparsity_after", static_cast<double>(zeros_after) / denom},
                         {"params", numel}});
+      if (update_ && has_data) {
+        json& l = layers.back();
+        l["reconstruction"] = target.reconstruction;
+        // Relative output error on the calibration data, ||X (W - W')||^2 / ||X W||^2.
+        const double e = target.energy > 0 ? target.energy : 1.0;
+        l["output_error_mask_only"] = target.error_mask_only / e;
+        l["output_error"] = (target.reconstruction == "none" ? target.error_mask_only : target.error_after) / e;
+        if (target.reconstruction != "none") ctx.Count("reconstructed_weights");
+      }
       if (target.readers.size() > 1) {
         ctx.Note("prune: weight '" + target.weight + "' is read by " + std::to_string(target.readers.size()) +
                  " nodes; pruned once for all of them");
       }
       ctx.Count("pruned_weights");
-      ctx.Count("zeroed_values", zeros_after - zeros_before);
+      ctx.Count("zeroed_values", zeros_after - zeros_before[t]);
     }
     ctx.details()["layers"] = layers;
   }
@@ -360,6 +510,384 @@ class PrunePass : public Pass {
         }
       }
     }
+  }
+
+  std::vector<uint8_t> LayerMask(const Target& t) const { return m_ > 0 ? NmMask(t) : UniformMask(t); }
+
+  // Scores, masks and reconstruction, wave by wave on the model as pruned so far (see the header).
+  void PruneSequentially(Model& model, std::vector<Target>& targets, std::vector<std::vector<uint8_t>>* masks,
+                         PassContext& ctx) const {
+    Graph& g = model.graph;
+    const bool wanda = method_ != "magnitude";
+    if (global_) {  // one threshold needs every layer's scores at once: masks from the unpruned model
+      ComputeScores(model, targets, ctx);
+      GlobalMasks(targets, masks);
+    }
+    // Which targets feed which: reach[u] holds the targets whose readers' input u's readers' outputs reach.
+    std::unordered_map<std::string, std::vector<size_t>> consumers;
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      for (const auto& in : g.nodes[i].inputs) {
+        if (!in.empty()) consumers[in].push_back(i);
+      }
+    }
+    std::unordered_map<std::string, std::vector<size_t>> target_of_input;
+    for (size_t t = 0; t < targets.size(); ++t) {
+      for (size_t r : targets[t].readers) target_of_input[g.nodes[r].inputs[0]].push_back(t);
+    }
+    std::vector<std::set<size_t>> feeds(targets.size());
+    for (size_t u = 0; u < targets.size(); ++u) {
+      std::vector<std::string> stack;
+      std::set<std::string> seen;
+      for (size_t r : targets[u].readers) {
+        for (const auto& o : g.nodes[r].outputs) stack.push_back(o);
+      }
+      while (!stack.empty()) {
+        const std::string v = stack.back();
+        stack.pop_back();
+        if (v.empty() || !seen.insert(v).second) continue;
+        const auto ti = target_of_input.find(v);
+        if (ti != target_of_input.end()) {
+          for (size_t t : ti->second) {
+            if (t != u) feeds[u].insert(t);
+          }
+        }
+        const auto c = consumers.find(v);
+        if (c == consumers.end()) continue;
+        for (size_t n : c->second) {
+          for (const auto& o : g.nodes[n].outputs) stack.push_back(o);
+        }
+      }
+    }
+    std::vector<bool> done(targets.size(), false);
+    size_t remaining = targets.size();
+    int64_t waves = 0;
+    while (remaining > 0) {
+      std::vector<bool> blocked(targets.size(), false);
+      for (size_t u = 0; u < targets.size(); ++u) {
+        if (done[u]) continue;
+        for (size_t t : feeds[u]) blocked[t] = true;
+      }
+      std::vector<size_t> wave;
+      for (size_t t = 0; t < targets.size(); ++t) {
+        if (!done[t] && !blocked[t]) wave.push_back(t);
+      }
+      if (wave.empty()) {  // a cycle cannot happen in a valid graph; take the rest together
+        for (size_t t = 0; t < targets.size(); ++t) {
+          if (!done[t]) wave.push_back(t);
+        }
+      }
+      RunWave(model, targets, wave, wanda, masks, ctx);
+      for (size_t t : wave) done[t] = true;
+      remaining -= wave.size();
+      ++waves;
+    }
+    ctx.Count("calibration_runs", waves);
+  }
+
+  void RunWave(Model& model, std::vector<Target>& targets, const std::vector<size_t>& wave, bool wanda,
+               std::vector<std::vector<uint8_t>>* masks, PassContext& ctx) const {
+    Graph& g = model.graph;
+    std::vector<GramAccumulator> acc(wave.size());
+    std::vector<std::string> names;
+    std::vector<std::pair<size_t, size_t>> owner;  // name -> (wave slot, reader node)
+    for (size_t s = 0; s < wave.size(); ++s) {
+      const Target& target = targets[wave[s]];
+      const Layout& L = target.layout;
+      GramAccumulator& a = acc[s];
+      a.gram = true;
+      if (L.kind == Layout::kConvTranspose) {
+        a.gram = false;
+        a.why = "no reconstruction for ConvTranspose";
+      } else if (L.kind == Layout::kConv) {
+        a.k = L.len * L.lines;
+        a.groups = L.rows / L.rows_per_group;
+      } else {
+        a.k = L.len;
+      }
+      if (a.gram && a.k > kMaxReconstructK) {
+        a.gram = false;
+        a.why = "K = " + std::to_string(a.k) + " exceeds " + std::to_string(kMaxReconstructK);
+      } else if (a.gram && a.groups * a.k * a.k > kMaxGramEntries) {
+        a.gram = false;
+        a.why = std::to_string(a.groups) + " groups of K = " + std::to_string(a.k) + " exceed " +
+                std::to_string(kMaxGramEntries) + " Gram entries";
+      }
+      if (a.gram) a.h.assign(static_cast<size_t>(a.groups), Eigen::MatrixXd::Zero(a.k, a.k));
+      for (size_t r : target.readers) {
+        names.push_back(g.nodes[r].inputs[0]);
+        owner.emplace_back(s, r);
+      }
+    }
+    const Model& snapshot = model;
+    ctx.calibration()->ForEachBatch(snapshot, names, [&](size_t i, const Tensor& value) {
+      const size_t s = owner[i].first;
+      Accumulate(g.nodes[owner[i].second], *g.FindInitializer(targets[wave[s]].weight), targets[wave[s]].layout,
+                 value, &acc[s]);
+    });
+    for (size_t s = 0; s < wave.size(); ++s) {
+      const size_t t = wave[s];
+      Target& target = targets[t];
+      GramAccumulator& a = acc[s];
+      const Node& first = g.nodes[target.readers.front()];
+      if (!global_) {
+        // Scores on the model as pruned so far.
+        const Tensor* tensor = g.FindInitializer(target.weight);
+        const float* w = tensor->data<float>();
+        target.scores.resize(static_cast<size_t>(tensor->numel()));
+        for (int64_t i = 0; i < tensor->numel(); ++i) target.scores[static_cast<size_t>(i)] = std::fabs(w[i]);
+        const Layout& L = target.layout;
+        const bool use_norms = wanda && a.channels_ok && static_cast<int64_t>(a.sum_sq.size()) == L.channels;
+        if (wanda && !use_norms) {
+          ctx.Note("prune: " + first.Describe() + ": activation '" + first.inputs[0] + "' does not match the weight's " +
+                   std::to_string(L.channels) + " input channels; pruned by magnitude");
+        }
+        target.method = use_norms ? "wanda" : "magnitude";
+        if (use_norms) {
+          for (int64_t r = 0; r < L.rows; ++r) {
+            for (int64_t l = 0; l < L.lines; ++l) {
+              for (int64_t p = 0; p < L.len; ++p) {
+                const auto idx = static_cast<size_t>(L.Index(r, l, p));
+                const double norm = std::sqrt(a.sum_sq[static_cast<size_t>(L.ChannelBase(r) + p)]);
+                target.scores[idx] = static_cast<float>(target.scores[idx] * norm);
+              }
+            }
+          }
+        }
+        (*masks)[t] = LayerMask(target);
+      }
+      if (a.gram) {
+        Reconstruct(g.FindInitializer(target.weight), target, a, (*masks)[t], exact_flops_);
+      } else {
+        ctx.Note("prune: weight '" + target.weight + "' of " + first.Describe() + " masked without reconstruction: " +
+                 a.why);
+      }
+      a.h.clear();
+      a.h.shrink_to_fit();
+      // The next waves measure the model with this layer pruned.
+      Tensor* tensor = g.FindInitializer(target.weight);
+      float* d = tensor->mutable_data<float>();
+      for (int64_t i = 0; i < tensor->numel(); ++i) {
+        if ((*masks)[t][static_cast<size_t>(i)]) d[i] = 0.0f;
+      }
+    }
+  }
+
+  // Adds one batch of reader `n`'s input to `a`.
+  static void Accumulate(const Node& n, const Tensor& weight, const Layout& L, const Tensor& value,
+                         GramAccumulator* a) {
+    const auto& dims = value.dims();
+    const int64_t rank = value.rank();
+    const float* v = value.data<float>();
+    if (rank == 0) {
+      a->channels_ok = false;
+      a->gram = false;
+      a->why = "scalar input";
+      return;
+    }
+    const int64_t axis = L.act_axis < 0 ? L.act_axis + rank : L.act_axis;
+    if (axis < 0 || axis >= rank) {
+      a->channels_ok = false;
+      a->gram = false;
+      a->why = "input of rank " + std::to_string(rank);
+      return;
+    }
+    int64_t outer = 1, inner = 1;
+    for (int64_t d = 0; d < axis; ++d) outer *= dims[static_cast<size_t>(d)];
+    for (int64_t d = axis + 1; d < rank; ++d) inner *= dims[static_cast<size_t>(d)];
+    const int64_t channels = dims[static_cast<size_t>(axis)];
+    if (a->sum_sq.empty() && a->channels_ok) a->sum_sq.assign(static_cast<size_t>(channels), 0.0);
+    if (static_cast<int64_t>(a->sum_sq.size()) != channels || channels != L.channels) {
+      a->channels_ok = false;
+      a->gram = false;
+      a->why = "input with " + std::to_string(channels) + " channels, the weight expects " + std::to_string(L.channels);
+      return;
+    }
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const float* p = v + (o * channels + c) * inner;
+        double s = 0;
+        for (int64_t k = 0; k < inner; ++k) s += static_cast<double>(p[k]) * static_cast<double>(p[k]);
+        a->sum_sq[static_cast<size_t>(c)] += s;
+      }
+    }
+    if (!a->gram) return;
+    const int64_t K = a->k;
+    auto budget = [&](double positions) {
+      a->flops += positions * static_cast<double>(K) * static_cast<double>(K) * static_cast<double>(a->groups);
+      if (a->flops <= kMaxGramFlops) return true;
+      a->gram = false;
+      a->why = "accumulating its K x K input Gram matrix would take over " + std::to_string(kMaxGramFlops) + " flops";
+      a->h.clear();
+      return false;
+    };
+    Eigen::MatrixXd cols;
+    if (L.kind == Layout::kMatrix) {
+      // Positions are (o, i); column c of X is the value at (o, c, i).
+      const int64_t positions = outer * inner;
+      if (!budget(static_cast<double>(positions))) return;
+      for (int64_t p0 = 0; p0 < positions; p0 += kGramChunk) {
+        const int64_t m = std::min(kGramChunk, positions - p0);
+        cols.resize(K, m);
+        for (int64_t j = 0; j < m; ++j) {
+          const int64_t o = (p0 + j) / inner, i = (p0 + j) % inner;
+          for (int64_t c = 0; c < K; ++c) cols(c, j) = v[(o * channels + c) * inner + i];
+        }
+        a->h[0].selfadjointView<Eigen::Lower>().rankUpdate(cols);
+      }
+      return;
+    }
+    // Conv: im2col patches of each group, patch element c * k + q (the weight's own order within a row).
+    if (a->geometry_dims != dims) {
+      std::string why;
+      if (!MakeConvGeometry(n, weight.dims(), dims, &a->geometry, &why)) {
+        a->gram = false;
+        a->why = why;
+        a->h.clear();
+        return;
+      }
+      a->geometry_dims = dims;
+    }
+    const ConvGeometry& G = a->geometry;
+    const int64_t batch = dims[0];
+    const int64_t cg = L.len, spatial = inner;
+    if (!budget(static_cast<double>(batch * G.positions))) return;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t grp = 0; grp < a->groups; ++grp) {
+        const float* base = v + (b * channels + grp * cg) * spatial;
+        for (int64_t p0 = 0; p0 < G.positions; p0 += kGramChunk) {
+          const int64_t m = std::min(kGramChunk, G.positions - p0);
+          cols.resize(K, m);
+          for (int64_t j = 0; j < m; ++j) {
+            const int64_t* off = G.offsets.data() + (p0 + j) * G.k;
+            for (int64_t c = 0; c < cg; ++c) {
+              const float* ch = base + c * spatial;
+              for (int64_t q = 0; q < G.k; ++q) cols(c * G.k + q, j) = off[q] >= 0 ? ch[off[q]] : 0.0f;
+            }
+          }
+          a->h[static_cast<size_t>(grp)].selfadjointView<Eigen::Lower>().rankUpdate(cols);
+        }
+      }
+    }
+  }
+
+  // Re-fits the kept weights of every output row of `tensor` (mask 1: pruned; weights already zero are
+  // held at zero too) to the layer's original output on the calibration inputs summarized by `a`.
+  static void Reconstruct(Tensor* tensor, Target& target, GramAccumulator& a, const std::vector<uint8_t>& mask,
+                          double max_exact_flops) {
+    const Layout& L = target.layout;
+    const int64_t K = a.k;
+    std::vector<Eigen::MatrixXd>& hs = a.h;
+    for (auto& h : hs) h = h.selfadjointView<Eigen::Lower>();  // full symmetric
+    const float* w0 = tensor->data<float>();
+    // Row r's element j (0..K-1) is at RowBase(r) + j for matrices with transB and for Conv; in general
+    // at Index(r, l, p) with j = p * lines + l.
+    auto flat = [&](int64_t r, int64_t j) { return L.Index(r, j % L.lines, j / L.lines); };
+    auto group_of = [&](int64_t r) { return L.kind == Layout::kConv ? r / L.rows_per_group : int64_t{0}; };
+    // Cost of the exact solve: rows x |S|^3 / 3.
+    double exact_flops = 0;
+    for (int64_t r = 0; r < L.rows; ++r) {
+      int64_t kept = 0;
+      for (int64_t j = 0; j < K; ++j) {
+        const auto i = static_cast<size_t>(flat(r, j));
+        kept += !mask[i] && w0[i] != 0.0f;
+      }
+      exact_flops += static_cast<double>(kept) * kept * kept / 3.0;
+    }
+    const bool exact = exact_flops <= max_exact_flops;
+    std::vector<double> lambda(hs.size(), 0.0);
+    std::vector<Eigen::MatrixXd> upper(exact ? 0 : hs.size());  // Cholesky factor U of H^-1 = U^T U
+    std::vector<bool> usable(hs.size(), false);
+    for (size_t grp = 0; grp < hs.size(); ++grp) {
+      const double mean_diag = hs[grp].diagonal().mean();
+      if (!(mean_diag > 0) || !std::isfinite(mean_diag)) continue;  // no signal: nothing to fit
+      lambda[grp] = kDamping * mean_diag;
+      usable[grp] = true;
+      if (!exact) {
+        Eigen::MatrixXd damped = hs[grp];
+        damped.diagonal().array() += lambda[grp];
+        Eigen::LLT<Eigen::MatrixXd> llt(damped);
+        if (llt.info() != Eigen::Success) {
+          usable[grp] = false;
+          continue;
+        }
+        const Eigen::MatrixXd inv = llt.solve(Eigen::MatrixXd::Identity(K, K));
+        Eigen::LLT<Eigen::MatrixXd> llt_inv(inv);
+        if (llt_inv.info() != Eigen::Success) {
+          usable[grp] = false;
+          continue;
+        }
+        upper[grp] = llt_inv.matrixU();
+      }
+    }
+    float* out = tensor->mutable_data<float>();
+    Eigen::VectorXd w(K), wn(K);
+    std::vector<int64_t> S, P;
+    bool any = false;
+    for (int64_t r = 0; r < L.rows; ++r) {
+      const int64_t grp = group_of(r);
+      const Eigen::MatrixXd& H = hs[static_cast<size_t>(grp)];
+      S.clear();
+      P.clear();
+      for (int64_t j = 0; j < K; ++j) {
+        const auto i = static_cast<size_t>(flat(r, j));
+        w(j) = w0[i];
+        (mask[i] || w0[i] == 0.0f ? P : S).push_back(j);
+      }
+      const double energy = w.dot(H * w);
+      wn = w;
+      for (int64_t j : P) wn(j) = 0.0;
+      Eigen::VectorXd diff = wn - w;
+      const double err_mask = diff.dot(H * diff);
+      target.energy += energy;
+      target.error_mask_only += err_mask;
+      if (!usable[static_cast<size_t>(grp)] || P.empty() || S.empty()) {
+        target.error_after += err_mask;
+        continue;
+      }
+      if (exact) {
+        const auto ns = static_cast<Eigen::Index>(S.size());
+        Eigen::MatrixXd hss(ns, ns);
+        Eigen::VectorXd rhs = Eigen::VectorXd::Zero(ns);
+        for (Eigen::Index x = 0; x < ns; ++x) {
+          for (Eigen::Index y = 0; y < ns; ++y) hss(x, y) = H(S[static_cast<size_t>(x)], S[static_cast<size_t>(y)]);
+          hss(x, x) += lambda[static_cast<size_t>(grp)];
+          double acc = 0;
+          for (int64_t j : P) acc += H(S[static_cast<size_t>(x)], j) * w(j);
+          rhs(x) = acc;
+        }
+        Eigen::LLT<Eigen::MatrixXd> llt(hss);
+        if (llt.info() != Eigen::Success) {
+          target.error_after += err_mask;
+          continue;
+        }
+        const Eigen::VectorXd delta = llt.solve(rhs);
+        for (Eigen::Index x = 0; x < ns; ++x) wn(S[static_cast<size_t>(x)]) = w(S[static_cast<size_t>(x)]) + delta(x);
+      } else {
+        // SparseGPT with a fixed mask: column by column, a pruned weight's error is spread over the
+        // columns after it through the Cholesky factor of H^-1.
+        const Eigen::MatrixXd& U = upper[static_cast<size_t>(grp)];
+        wn = w;
+        std::vector<uint8_t> pruned(static_cast<size_t>(K), 0);
+        for (int64_t j : P) pruned[static_cast<size_t>(j)] = 1;
+        for (int64_t j = 0; j < K; ++j) {
+          if (!pruned[static_cast<size_t>(j)]) continue;
+          const double e = wn(j) / U(j, j);
+          wn.tail(K - j) -= e * U.row(j).tail(K - j).transpose();
+          wn(j) = 0.0;
+        }
+        for (int64_t j : P) wn(j) = 0.0;
+      }
+      diff = wn - w;
+      const double err_after = diff.dot(H * diff);
+      if (!(err_after <= err_mask) || !std::isfinite(err_after)) {  // never worse than the mask alone
+        target.error_after += err_mask;
+        continue;
+      }
+      target.error_after += err_after;
+      for (int64_t j : S) out[flat(r, j)] = static_cast<float>(wn(j));
+      any = true;
+    }
+    target.reconstruction = any ? (exact ? "least_squares" : "obs") : "none";
   }
 
   static int64_t MatrixAxis(const Node& n) {
@@ -464,6 +992,8 @@ class PrunePass : public Pass {
   bool global_;
   std::set<std::string> exclude_;
   bool keep_first_last_;
+  bool update_;
+  double exact_flops_;
 };
 
 }  // namespace
@@ -505,8 +1035,13 @@ std::unique_ptr<Pass> MakePrunePass(const json& options) {
   }
   std::set<std::string> exclude;
   for (const auto& e : options.value("exclude_nodes", json::array())) exclude.insert(e.get<std::string>());
+  const double exact_flops = options.value("exact_flops", kDefaultExactFlops);
+  if (!(exact_flops >= 0.0)) {
+    ThrowUsage("pass 'prune': option 'exact_flops' must be >= 0, got " + json(exact_flops).dump());
+  }
   return std::make_unique<PrunePass>(sparsity, n, m, method, global, std::move(exclude),
-                                     options.value("keep_first_last", false));
+                                     options.value("keep_first_last", false), options.value("update", true),
+                                     exact_flops);
 }
 
 }  // namespace compress

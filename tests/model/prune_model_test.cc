@@ -20,17 +20,21 @@ namespace {
 
 using nlohmann::json;
 
-// The issue's acceptance bars (no fine-tuning) are 0.5 pt for 50 % unstructured, 1.5 pt for 2:4 (Wanda) and
-// 0.7 pt for 50 % then static INT8. The sample MLP does not reach them with one-shot pruning: measured with
-// the same masks in NumPy on the full test set (fp32 89.65 %): 50 % by magnitude 88.11 % (-1.54 pt), 50 %
-// Wanda 86.75 % (-2.90 pt), 2:4 Wanda 86.29 % (-3.36 pt), 2:4 magnitude 86.55 % (-3.10 pt). The bars below
-// are those measurements plus a small margin, so that a regression fails; closing the gap needs weight
-// reconstruction (SparseGPT-style) or fine-tuning, which this pass does not do yet.
-constexpr double kUnstructuredDropPts = 1.7;
-constexpr double kTwoFourDropPts = 3.5;
-// 50 % (Wanda, the default with --calib) then INT8: the pruning drop plus what INT8 costs on the MLP.
-constexpr double kPrunedInt8DropPts = 3.5;
-constexpr double kPrunedInt8OtherDropPts = 3.7;
+// The issue's acceptance bars (no fine-tuning): 0.5 pt for 50 % unstructured, 1.5 pt for 2:4 (Wanda) and
+// 0.7 pt for 50 % then static INT8, with --calib, where the pass re-fits the kept weights by least squares
+// layer by layer (SparseGPT-style). Measured in ONNX Runtime on the full test set (fp32 89.65 %): 50 % Wanda
+// with the update -0.18 pt (mask only: -2.90), 2:4 Wanda -0.64 pt (mask only: -3.36), 50 % then static
+// INT8 -0.14 pt (mask only: -2.98).
+constexpr double kUnstructuredDropPts = 0.5;
+constexpr double kTwoFourDropPts = 1.5;
+constexpr double kPrunedInt8DropPts = 0.7;
+// The other INT8 flavours (per tensor, QOperator, dynamic, weights-only) on the same pruned weights:
+// measured -0.12 to -0.22 pt.
+constexpr double kPrunedInt8OtherDropPts = 0.7;
+// Without --calib the pass can only mask by magnitude: 50 % costs 1.54 pt (88.11 %); bar with a margin.
+constexpr double kMagnitudeNoDataDropPts = 1.7;
+// zstd -19 of the pruned INT8 model against the fp32 model: the issue asks for 5x; measured 6.77x.
+constexpr double kMinZstdRatio = 5.0;
 // ONNX Runtime and our executor on the same model: float sums in another order flip a handful of the
 // 10,000 images at most; integer kernels agree as closely (int8_cli_model_test.cc).
 constexpr double kMinAgreement = 0.995;
@@ -160,6 +164,43 @@ TEST(PruneModel, HalfOfEveryMlpWeightByMagnitude) {
   const Measured m = Measure(out, tmp, "magnitude");
   std::cout << "[prune mlp] 0.5 magnitude: ORT top-1 " << m.ort_top1 << " (fp32 " << fp32 << "), agreement "
             << m.agreement << "\n";
+  EXPECT_LE((fp32 - m.ort_top1) * 100, kMagnitudeNoDataDropPts);
+  EXPECT_GE(m.agreement, kMinAgreement);
+}
+
+// With --calib: Wanda masks, and the kept weights re-fitted layer by layer on the calibration data.
+TEST(PruneModel, HalfOfEveryMlpWeightWithCalibrationData) {
+  testing::TempDir tmp;
+  const std::string out = tmp / "pruned.onnx";
+  const auto r = testing::RunCompress(
+      {Mlp(), "--prune", "0.5", "--calib", Calib(), "-o", out, "--report", tmp / "r.json", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const CheckResult check = CheckModelFile(out);
+  EXPECT_TRUE(check.ok) << check.message;
+  const std::vector<Weight> weights = Weights(LoadModel(out));
+  ASSERT_EQ(weights.size(), 3u);
+  for (const auto& w : weights) {
+    EXPECT_GE(static_cast<double>(CountZeros(w)) / static_cast<double>(w.zero.size()), kSparsity) << w.node;
+  }
+  const json report = json::parse(testing::ReadBytes(tmp / "r.json"));
+  for (const auto& p : report["passes"]) {
+    if (p["pass"] != "prune") continue;
+    EXPECT_EQ(p["counters"]["calibration_runs"], 3);  // one per layer: each sees the layers before pruned
+    ASSERT_EQ(p["details"]["layers"].size(), 3u);
+    for (const auto& l : p["details"]["layers"]) {
+      EXPECT_EQ(l["method"], "wanda");
+      EXPECT_EQ(l["reconstruction"], "least_squares");
+      EXPECT_LT(l["output_error"].get<double>(), l["output_error_mask_only"].get<double>()) << l["node"];
+    }
+  }
+  // Byte-identical from run to run.
+  const auto again = testing::RunCompress({Mlp(), "--prune", "0.5", "--calib", Calib(), "-o", tmp / "again.onnx", "-q"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(testing::ReadBytes(out), testing::ReadBytes(tmp / "again.onnx"));
+  const double fp32 = ManifestTop1("mlp");
+  const Measured m = Measure(out, tmp, "wanda_update");
+  std::cout << "[prune mlp] 0.5 wanda + update: ORT top-1 " << m.ort_top1 << " (fp32 " << fp32 << "), agreement "
+            << m.agreement << "\n";
   EXPECT_LE((fp32 - m.ort_top1) * 100, kUnstructuredDropPts);
   EXPECT_GE(m.agreement, kMinAgreement);
 }
@@ -204,6 +245,7 @@ TEST(PruneModel, TwoOfFourWandaOnTheMlp) {
     for (const auto& l : p["details"]["layers"]) {
       EXPECT_EQ(l["method"], "wanda");
       EXPECT_EQ(l["pattern"], "2:4");
+      EXPECT_EQ(l["reconstruction"], "least_squares");
     }
   }
   const double fp32 = ManifestTop1("mlp");
@@ -240,10 +282,17 @@ TEST(PruneModel, PrunedWeightsStayZeroThroughInt8) {
   for (const auto& v : variants) {
     SCOPED_TRACE(v.tag);
     const std::string out = tmp / (v.tag + ".onnx");
-    std::vector<std::string> args = {Mlp(), "--prune", "0.5", "--int8", "--calib", Calib(), "-o", out, "-q"};
+    std::vector<std::string> args = {Mlp(), "--prune", "0.5", "--int8", "--calib", Calib(), "-o", out, "-q",
+                                     "--report", tmp / (v.tag + ".json")};
     args.insert(args.end(), v.flags.begin(), v.flags.end());
     const auto r = testing::RunCompress(args);
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    if (v.tag == "static") {  // what a download ships: the issue asks for 5x smaller than the fp32 model
+      const json zstd = json::parse(testing::ReadBytes(tmp / (v.tag + ".json")))["zstd"];
+      std::cout << "[prune mlp] 0.5 + int8 static: zstd " << zstd["input_bytes"] << " -> " << zstd["output_bytes"]
+                << " bytes (" << zstd["ratio"] << "x)\n";
+      EXPECT_GE(zstd["ratio"].get<double>(), kMinZstdRatio);
+    }
     const CheckResult check = CheckModelFile(out);
     EXPECT_TRUE(check.ok) << check.message;
     const std::vector<Weight> q = Weights(LoadModel(out));
@@ -283,6 +332,10 @@ TEST(PruneModel, RecipeFileWithFirstAndLastKeptDense) {
   const auto orphan = testing::RunCompress({Mlp(), "--prune-pattern", "2:4", "-o", tmp / "x.onnx"});
   EXPECT_EQ(orphan.exit_code, 2);
   EXPECT_NE(orphan.err.find("only apply with --prune"), std::string::npos) << orphan.err;
+  const auto no_data = testing::RunCompress({Mlp(), "--prune", "0.5", "--prune-update", "-o", tmp / "x.onnx"});
+  EXPECT_EQ(no_data.exit_code, 2);
+  EXPECT_NE(no_data.err.find("--prune-update re-fits the kept weights on calibration data"), std::string::npos)
+      << no_data.err;
 }
 
 // The gate measures pruning and quantization together. --auto-fallback keeps quantized layers in float

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -80,6 +81,11 @@ std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const Dataset&
                                               const std::vector<ChannelRequest>& requests,
                                               const CalibrateOptions& options = {});
 
+// Runs `model` over `data` and calls `fn(i, value)` with every batch's value of `tensors[i]`, in data order.
+// A name the model does not compute or a value that is not float32 is Error(kInvalidInput).
+void ForEachBatch(const Model& model, const Dataset& data, const std::vector<std::string>& tensors,
+                  const std::function<void(size_t, const Tensor&)>& fn, const CalibrateOptions& options = {});
+
 struct QuantRange {
   float lo = 0, hi = 0;  // always lo <= 0 <= hi and hi - lo > 0
 };
@@ -105,6 +111,8 @@ class DataCalibrationSource : public CalibrationSource {
   std::string data_sha256() const override;
   bool has_data() const override { return data_ != nullptr; }
   std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const std::vector<ChannelRequest>& requests) override;
+  void ForEachBatch(const Model& model, const std::vector<std::string>& tensors,
+                    const std::function<void(size_t, const Tensor&)>& fn) override;
   bool reused_table() const { return reused_; }
 
  private:

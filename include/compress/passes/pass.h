@@ -59,6 +59,15 @@ class CalibrationSource {
     ThrowUsage("per-channel activation statistics need calibration data (--calib DIR)" +
                (requests.empty() ? std::string() : ": asked for '" + requests.front().tensor + "'"));
   }
+  // Runs `model` (as it is when the caller asks) over the calibration data and calls `fn(i, value)` with
+  // each batch's value of `tensors[i]` (float32 graph inputs or node outputs of the main graph), batch by
+  // batch in data order, so that a caller can accumulate statistics of its own (the Gram matrix of a
+  // layer's input). Throws Error naming what is missing; the default has no data and throws Error(kUsage).
+  virtual void ForEachBatch(const Model& /*model*/, const std::vector<std::string>& tensors,
+                            const std::function<void(size_t, const Tensor&)>& /*fn*/) {
+    ThrowUsage("activation statistics need calibration data (--calib DIR)" +
+               (tensors.empty() ? std::string() : ": asked for '" + tensors.front() + "'"));
+  }
 };
 
 // What a pass tells the report besides the graph statistics the pipeline measures itself.
