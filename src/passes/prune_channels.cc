@@ -187,7 +187,20 @@ class PruneChannelsPass : public Pass {
     // With calibration data every consumer's input statistics rank the channels (importance auto or act)
     // and compensate the removed channels' means.
     std::vector<Consumer> consumers = FindConsumers(model, an);
-    if (have_data) MeasureConsumers(model, consumers, *ctx.calibration(), ctx);
+    if (have_data) {
+      try {
+        MeasureConsumers(model, consumers, *ctx.calibration(), ctx);
+      } catch (const Error& e) {
+        // The executor cannot run this model on the data (e.g. an operator it has no kernel for): rank by
+        // weights, without compensation, unless activations were asked for explicitly.
+        if (importance_ == "act") throw;
+        ctx.Note(std::string("prune_channels: no activation statistics (") + e.what() + "); ranked by l2");
+        for (auto& c : consumers) {
+          c.mean.clear();
+          c.var.clear();
+        }
+      }
+    }
     act_ = have_data && (importance_ == "auto" || importance_ == "act");
     nlohmann::json layers = nlohmann::json::array();
     std::vector<std::vector<int>> removals;  // per group, atoms to remove
