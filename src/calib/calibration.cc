@@ -510,6 +510,7 @@ std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const Dataset&
       ChannelSquares& cs = out[i];
       if (!seen[i]) {
         cs.sum_sq.assign(static_cast<size_t>(channels), 0.0);
+        cs.sum.assign(static_cast<size_t>(channels), 0.0);
         seen[i] = true;
       } else if (static_cast<int64_t>(cs.sum_sq.size()) != channels) {
         ThrowInvalid("channel statistics: value '" + name + "' has " + std::to_string(channels) + " channels on axis " +
@@ -518,9 +519,13 @@ std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const Dataset&
       for (int64_t o = 0; o < outer; ++o) {
         for (int64_t c = 0; c < channels; ++c) {
           const float* p = v + (o * channels + c) * inner;
-          double acc = 0;
-          for (int64_t k = 0; k < inner; ++k) acc += static_cast<double>(p[k]) * static_cast<double>(p[k]);
+          double acc = 0, plain = 0;
+          for (int64_t k = 0; k < inner; ++k) {
+            acc += static_cast<double>(p[k]) * static_cast<double>(p[k]);
+            plain += static_cast<double>(p[k]);
+          }
           cs.sum_sq[static_cast<size_t>(c)] += acc;
+          cs.sum[static_cast<size_t>(c)] += plain;
         }
       }
       cs.count += outer * inner;

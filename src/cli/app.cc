@@ -433,10 +433,13 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   const bool fp16_calib = calib_data.has_value() &&
                           std::any_of(requested.steps.begin(), requested.steps.end(),
                                       [](const RecipeStep& s) { return s.pass == "fp16"; });
-  // Pruning measures activation norms on the calibration data (wanda, the default with --calib).
+  // Pruning measures activation norms on the calibration data (wanda, the default with --calib; channel
+  // pruning ranks by activation and compensates the removed channels' means).
   const bool prune_calib = calib_data.has_value() &&
                            std::any_of(requested.steps.begin(), requested.steps.end(),
-                                       [](const RecipeStep& s) { return s.pass == "prune"; });
+                                       [](const RecipeStep& s) {
+                                         return s.pass == "prune" || s.pass == "prune_channels";
+                                       });
   pipe_opt.calibration = needs_calib || fp16_calib || prune_calib ? &calibration : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
 

@@ -41,8 +41,10 @@ std::vector<PassInfo> BuildPassList() {
                     "(weights, biases, normalization parameters, Concat, Flatten->Gemm and Reshape follow)",
                     false,
                     {{"ratio", json(0.5), "fraction of the channels removed in every prunable group, in [0, 1)"},
-                     {"importance", json("l2"), "l1 or l2 norm of each channel's weights, or bn (BatchNormalization "
-                                                "scale where every producer of the group has one)"},
+                     {"importance", json("auto"), "auto (act with calibration data, else l2), act (consumer weight "
+                                                  "norm x activation std on the calibration data), l1 or l2 norm of "
+                                                  "each channel's weights, or bn (BatchNormalization scale where "
+                                                  "every producer of the group has one)"},
                      {"round_to", json(int64_t{8}), "kept widths are multiples of this (halved for groups under "
                                                    "4x as many channels)"},
                      {"exclude_nodes", json::array(), "producer node names whose channel groups stay whole"}},

@@ -8,7 +8,16 @@
 //
 // In each group the units (channels removed together) are ranked by importance, summed over the group's
 // producers: the L1 or L2 norm of each output channel's weights, or with "bn" the |scale| of the
-// BatchNormalization reading each producer (L2 when a producer of the group has none). The group keeps
+// BatchNormalization reading each producer (L2 when a producer of the group has none), or with "act"
+// (the default when the run has calibration data) activation-aware: for every consumer reading the
+// channel (Conv, Gemm, MatMul), the channel's standard deviation at the consumer's input, measured on the
+// calibration data, times the norm of the consumer's weights for it, ||W[:, c]|| * std(X_c).
+//
+// A removed channel still had a mean: with calibration data its mean at each consumer's input times the
+// consumer's weights for it is folded into the consumer's bias (b[o] += mean_c * sum_k W[o, c, k]), which
+// is exact for 1x1 Conv, Gemm and MatMul on a constant channel and away from zero padding otherwise. This
+// is what keeps one-shot pruning of a trained network with folded BatchNormalization away from chance:
+// its channels carry large means, and dropping them shifts every output of the next layer. The group keeps
 // ceil(width * (1 - ratio)) units rounded up to a multiple of round_to (halved while the group has fewer
 // than 4 * round_to units, so small groups are not rounded away), at least round_to, and never all of
 // them removed. Groups that reach a graph output, a subgraph or an operator the analysis does not
@@ -17,6 +26,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <optional>
 #include <set>
 
 #include "channel_groups.h"
@@ -44,6 +55,104 @@ bool ShapesCheck(const Model& model) {
   return true;
 }
 
+// A node reading channels of a group through its weight (index i of its input axis is atom atoms[i]), and
+// the statistics of that input on the calibration data.
+struct Consumer {
+  size_t node = 0;
+  std::string weight;
+  int64_t in_dim = 0;      // dim of the weight over the input channels
+  int64_t out_dim = 0;     // dim of the weight over the outputs
+  std::vector<int> atoms;  // per input index
+  std::vector<double> mean, var;
+};
+
+// Consumers whose input-channel slices the analysis recorded: Conv with group 1, Gemm, MatMul.
+std::vector<Consumer> FindConsumers(const Model& model, const ChannelAnalysis& an) {
+  const Graph& g = model.graph;
+  std::vector<Consumer> out;
+  for (const auto& e : an.slices) {
+    const Node& n = g.nodes[e.reader];
+    if (n.inputs.size() < 2 || n.inputs[1] != e.tensor) continue;
+    int64_t in_dim = -1, out_dim = -1;
+    if (n.op_type == "Conv" && n.AttrInt("group", 1) == 1) {
+      in_dim = 1;
+      out_dim = 0;
+    } else if (n.op_type == "Gemm") {
+      in_dim = n.AttrInt("transB", 0) != 0 ? 1 : 0;
+      out_dim = 1 - in_dim;
+    } else if (n.op_type == "MatMul") {
+      in_dim = 0;
+      out_dim = 1;
+    }
+    if (in_dim < 0 || e.dim != in_dim) continue;
+    Consumer c;
+    c.node = e.reader;
+    c.weight = e.tensor;
+    c.in_dim = in_dim;
+    c.out_dim = out_dim;
+    c.atoms = e.atoms;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+// Measures mean and variance of every consumer's input per channel on the calibration data; a consumer
+// whose statistics do not fit its weight keeps none (it is then neither ranked by nor compensated).
+void MeasureConsumers(const Model& model, std::vector<Consumer>& consumers, CalibrationSource& source,
+                      PassContext& ctx) {
+  const Graph& g = model.graph;
+  std::vector<ChannelRequest> requests;
+  for (const auto& c : consumers) {
+    const Node& n = g.nodes[c.node];
+    requests.push_back({n.inputs[0], n.op_type == "MatMul" ? int64_t{-1} : int64_t{1}});
+  }
+  if (requests.empty()) return;
+  const std::vector<ChannelSquares> sq = source.ChannelSumSquares(model, requests);
+  for (size_t i = 0; i < consumers.size() && i < sq.size(); ++i) {
+    Consumer& c = consumers[i];
+    const size_t n = c.atoms.size();
+    if (sq[i].sum_sq.size() != n || sq[i].sum.size() != n || sq[i].count <= 0) {
+      ctx.Note("prune_channels: " + g.nodes[c.node].Describe() + ": activation '" + requests[i].tensor + "' has " +
+               std::to_string(sq[i].sum_sq.size()) + " channels, the weight expects " + std::to_string(n) +
+               "; no activation statistics for it");
+      continue;
+    }
+    const double count = static_cast<double>(sq[i].count);
+    c.mean.resize(n);
+    c.var.resize(n);
+    for (size_t k = 0; k < n; ++k) {
+      c.mean[k] = sq[i].sum[k] / count;
+      c.var[k] = std::max(0.0, sq[i].sum_sq[k] / count - c.mean[k] * c.mean[k]);
+    }
+  }
+}
+
+// Per input index of a consumer's weight: the sum (sum_o sum_k W[o, i, k]) and the sum of squares over
+// the outputs and the kernel, in row-major layout [outer, n, inner].
+struct ColumnSums {
+  std::vector<double> sum, sum_sq;  // per input index
+};
+
+std::optional<ColumnSums> Columns(const Tensor& w, int64_t dim) {
+  auto v = passes::ToDoubles(w);
+  if (!v || dim >= w.rank()) return std::nullopt;
+  const int64_t n = w.dims()[static_cast<size_t>(dim)];
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < dim; ++i) outer *= w.dims()[static_cast<size_t>(i)];
+  for (int64_t i = dim + 1; i < w.rank(); ++i) inner *= w.dims()[static_cast<size_t>(i)];
+  ColumnSums cs{std::vector<double>(static_cast<size_t>(n), 0.0), std::vector<double>(static_cast<size_t>(n), 0.0)};
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t c = 0; c < n; ++c) {
+      for (int64_t k = 0; k < inner; ++k) {
+        const double x = (*v)[static_cast<size_t>((o * n + c) * inner + k)];
+        cs.sum[static_cast<size_t>(c)] += x;
+        cs.sum_sq[static_cast<size_t>(c)] += x * x;
+      }
+    }
+  }
+  return cs;
+}
+
 int64_t EffectiveRoundTo(int64_t round_to, int64_t width) {
   int64_t k = std::max<int64_t>(round_to, 1);
   while (k > 1 && width < 4 * k) k /= 2;
@@ -60,8 +169,9 @@ class PruneChannelsPass : public Pass {
     if (!(ratio_ >= 0.0 && ratio_ < 1.0)) {
       ThrowUsage("prune_channels: ratio must be in [0, 1), got " + std::to_string(ratio_));
     }
-    if (importance_ != "l1" && importance_ != "l2" && importance_ != "bn") {
-      ThrowUsage("prune_channels: importance must be l1, l2 or bn, got '" + importance_ + "'");
+    if (importance_ != "auto" && importance_ != "act" && importance_ != "l1" && importance_ != "l2" &&
+        importance_ != "bn") {
+      ThrowUsage("prune_channels: importance must be auto, act, l1, l2 or bn, got '" + importance_ + "'");
     }
     if (round_to_ < 1) ThrowUsage("prune_channels: round_to must be at least 1");
   }
@@ -70,6 +180,28 @@ class PruneChannelsPass : public Pass {
     if (ratio_ == 0.0) return;
     const ChannelAnalysis an = passes::AnalyzeChannels(model);
     const Graph& g = model.graph;
+    const bool have_data = ctx.calibration() != nullptr && ctx.calibration()->has_data();
+    if (importance_ == "act" && !have_data) {
+      ThrowUsage("prune_channels: importance act needs calibration data (--calib DIR)");
+    }
+    // With calibration data every consumer's input statistics rank the channels (importance auto or act)
+    // and compensate the removed channels' means.
+    std::vector<Consumer> consumers = FindConsumers(model, an);
+    if (have_data) {
+      try {
+        MeasureConsumers(model, consumers, *ctx.calibration(), ctx);
+      } catch (const Error& e) {
+        // The executor cannot run this model on the data (e.g. an operator it has no kernel for): rank by
+        // weights, without compensation, unless activations were asked for explicitly.
+        if (importance_ == "act") throw;
+        ctx.Note(std::string("prune_channels: no activation statistics (") + e.what() + "); ranked by l2");
+        for (auto& c : consumers) {
+          c.mean.clear();
+          c.var.clear();
+        }
+      }
+    }
+    act_ = have_data && (importance_ == "auto" || importance_ == "act");
     nlohmann::json layers = nlohmann::json::array();
     std::vector<std::vector<int>> removals;  // per group, atoms to remove
     std::vector<size_t> chosen;              // group index of each removal
@@ -103,7 +235,7 @@ class PruneChannelsPass : public Pass {
         continue;
       }
       std::string method;
-      const std::vector<double> score = Importance(model, an, grp, &method);
+      const std::vector<double> score = Importance(model, an, grp, consumers, &method);
       std::vector<size_t> order(grp.units.size());
       for (size_t u = 0; u < order.size(); ++u) order[u] = u;
       std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] < score[b]; });
@@ -127,7 +259,9 @@ class PruneChannelsPass : public Pass {
       }
       return removed;
     };
-    Model candidate = model;
+    Model compensated = model;
+    if (have_data) Compensate(compensated, consumers, mask_of(applied), ctx);
+    Model candidate = compensated;
     passes::ApplyChannelRemoval(candidate, an, mask_of(applied));
     if (!removals.empty() && !ShapesCheck(candidate)) {
       std::fill(applied.begin(), applied.end(), false);
@@ -142,7 +276,9 @@ class PruneChannelsPass : public Pass {
                    ": the pruned graph's shapes do not check");
         }
       }
-      candidate = model;
+      compensated = model;
+      if (have_data) Compensate(compensated, consumers, mask_of(applied), ctx);
+      candidate = compensated;
       passes::ApplyChannelRemoval(candidate, an, mask_of(applied));
     }
     const std::vector<bool> removed = mask_of(applied);
@@ -168,13 +304,90 @@ class PruneChannelsPass : public Pass {
   }
 
  private:
+  // Folds the mean of every removed input channel of a consumer into the consumer's bias (a float
+  // initializer read by that node alone); a consumer without one keeps its weights and gets a note.
+  static void Compensate(Model& model, const std::vector<Consumer>& consumers, const std::vector<bool>& removed,
+                         PassContext& ctx) {
+    Graph& g = model.graph;
+    const auto uses = passes::UseCounts(g);
+    for (const auto& c : consumers) {
+      if (c.mean.empty()) continue;
+      bool any = false;
+      for (int a : c.atoms) any = any || (a >= 0 && removed[static_cast<size_t>(a)]);
+      if (!any) continue;
+      const Node& n = g.nodes[c.node];
+      const Tensor* w = g.FindInitializer(c.weight);
+      const std::string bias = n.inputs.size() > 2 ? n.inputs[2] : std::string();
+      Tensor* b = bias.empty() ? nullptr : g.FindInitializer(bias);
+      const int64_t nout = w != nullptr ? w->dims()[static_cast<size_t>(c.out_dim)] : 0;
+      auto it = uses.find(bias);
+      if (w == nullptr || b == nullptr || b->dtype() != DType::kFloat || b->numel() != nout ||
+          passes::IsOverridable(model, g, bias) || it == uses.end() || it->second != 1) {
+        ctx.Count("consumers_uncompensated");
+        ctx.Note("prune_channels: " + n.Describe() + ": no bias of its own to take the removed channels' means");
+        continue;
+      }
+      auto v = passes::ToDoubles(*w);
+      if (!v) continue;
+      // delta[o] = sum over removed inputs i of mean_i * sum_k W[o, i, k], W laid out with dims
+      // [.., out, .., in, ..] (Conv [out, in, k...], Gemm [out, in] or [in, out], MatMul [in, out]).
+      const auto& dims = w->dims();
+      std::vector<int64_t> stride(dims.size(), 1);
+      for (int64_t d = static_cast<int64_t>(dims.size()) - 2; d >= 0; --d) {
+        stride[static_cast<size_t>(d)] = stride[static_cast<size_t>(d + 1)] * dims[static_cast<size_t>(d + 1)];
+      }
+      std::vector<double> delta(static_cast<size_t>(nout), 0.0);
+      for (int64_t idx = 0; idx < w->numel(); ++idx) {
+        const int64_t i = idx / stride[static_cast<size_t>(c.in_dim)] % dims[static_cast<size_t>(c.in_dim)];
+        const int a = c.atoms[static_cast<size_t>(i)];
+        if (a < 0 || !removed[static_cast<size_t>(a)]) continue;
+        const int64_t o = idx / stride[static_cast<size_t>(c.out_dim)] % dims[static_cast<size_t>(c.out_dim)];
+        delta[static_cast<size_t>(o)] += c.mean[static_cast<size_t>(i)] * (*v)[static_cast<size_t>(idx)];
+      }
+      float* bp = b->mutable_data<float>();
+      for (int64_t o = 0; o < nout; ++o) bp[o] = static_cast<float>(bp[o] + delta[static_cast<size_t>(o)]);
+      ctx.Count("consumers_compensated");
+    }
+  }
+
   // Importance of each unit of `grp`; `method` says what was used.
   std::vector<double> Importance(const Model& model, const ChannelAnalysis& an, const ChannelGroup& grp,
-                                 std::string* method) const {
+                                 const std::vector<Consumer>& consumers, std::string* method) const {
     std::vector<double> atom_score(static_cast<size_t>(an.atom_count), 0.0);
+    if (act_) {
+      const size_t group = GroupIndex(an, grp);
+      // sum over consumers and input indices of the unit's atoms of var_i * ||W[:, i]||^2.
+      bool measured = false;
+      for (const auto& c : consumers) {
+        if (c.var.empty()) continue;
+        bool mine = false;
+        for (int a : c.atoms) {
+          mine = mine || (a >= 0 && static_cast<size_t>(an.group_of_atom[static_cast<size_t>(a)]) == group);
+        }
+        if (!mine) continue;
+        const Tensor* w = model.graph.FindInitializer(c.weight);
+        auto cols = w != nullptr ? Columns(*w, c.in_dim) : std::nullopt;
+        if (!cols || cols->sum_sq.size() != c.atoms.size()) continue;
+        measured = true;
+        for (size_t i = 0; i < c.atoms.size(); ++i) {
+          if (c.atoms[i] >= 0) atom_score[static_cast<size_t>(c.atoms[i])] += c.var[i] * cols->sum_sq[i];
+        }
+      }
+      if (measured) {
+        *method = "act";
+        std::vector<double> score;
+        for (const auto& unit : grp.units) {
+          double s = 0;
+          for (int a : unit) s += atom_score[static_cast<size_t>(a)];
+          score.push_back(std::sqrt(s));
+        }
+        return score;
+      }
+    }
     bool use_bn = importance_ == "bn";
     for (size_t p : grp.producers) use_bn = use_bn && !an.producers[p].bn_scale.empty();
-    *method = use_bn ? "bn" : (importance_ == "bn" ? "l2" : importance_);
+    const std::string norm = importance_ == "l1" ? "l1" : "l2";
+    *method = use_bn ? "bn" : norm;
     for (size_t p : grp.producers) {
       const auto& prod = an.producers[p];
       if (use_bn) {
@@ -215,8 +428,13 @@ class PruneChannelsPass : public Pass {
     return score;
   }
 
+  static size_t GroupIndex(const ChannelAnalysis& an, const ChannelGroup& grp) {
+    return static_cast<size_t>(&grp - an.groups.data());
+  }
+
   double ratio_;
   std::string importance_;
+  bool act_ = false;
   int64_t round_to_;
   std::set<std::string> exclude_;
 };

@@ -27,10 +27,20 @@ constexpr double kOrtLogitTolerance = 1e-3;
 // Top-1 of the two runtimes may differ only on images whose two best logits are within rounding: at most
 // 0.05 points (as in ort_crosscheck_test.cc).
 constexpr double kTop1Tolerance = 0.0005;
-// No accuracy bar: without fine-tuning, removing half of every group's channels of this small CNN by weight
-// norm leaves it near chance (measured: top-1 0.100 at 0.5, 0.263 at 0.25, 0.455 at 0.125; fp32 0.9125).
+// No accuracy bar here: without calibration data, removing half of every group's channels of this small
+// CNN by weight norm leaves it near chance (measured: top-1 0.100 at 0.5, 0.263 at 0.25, 0.455 at 0.125;
+// fp32 0.9125): the removed channels' means are lost (see the test with --calib below).
 // The issue asks for the number to be reported; the surgery itself is checked by the unit tests (pruned
 // outputs equal the original with the same channels zeroed) and here by shapes, checker and ONNX Runtime.
+
+// --prune-channels 0.375 keeps 24/32, 40/64 and 40/64 channels: 46.1 % of the MACs (inspect); the bar is
+// the issue's 50 %.
+constexpr double kMaxMacsRatio = 0.5;
+// Top-1 on the full test set in ONNX Runtime at that level with --calib models/calib: measured 0.4285
+// (0.125: 0.8729, 0.25: 0.7531, 0.5: 0.3009; without --calib 0.455 at 0.125 and 0.263 at 0.25); bar 1
+// point below (the calibration statistics are deterministic; the margin absorbs other CPUs' float
+// rounding on images near a tie).
+constexpr double kCalibratedTop1 = 0.4185;
 
 std::vector<int64_t> DimsOf(const Model& m, const std::string& name) {
   const Tensor* t = m.graph.FindInitializer(name);
@@ -95,6 +105,42 @@ TEST(PruneChannelsModel, SampleCnnHalfChannels) {
   std::cout << "[prune-channels] cnn 0.5: parameters " << rep["parameters"]["before"]["total"] << " -> "
             << rep["parameters"]["after"]["total"] << ", top-1 ours " << ev.top1 << ", ONNX Runtime "
             << oj["top1"].get<double>() << " (fp32 0.9125)\n";
+}
+
+// --prune-channels 0.375 with calibration data: the residual group keeps 24 of 32 channels, conv2 and conv3
+// keep 40 of 64 (rounded to multiples of 8), which leaves 46 % of the MACs. Channels are ranked by
+// activation (consumer weights x activation spread on models/calib) and their means folded into the
+// consumers' biases.
+TEST(PruneChannelsModel, SampleCnnUnderHalfTheMacsWithCalibration) {
+  testing::TempDir tmp;
+  const std::string in = testing::SourcePath("models/cnn.onnx");
+  const std::string out = tmp / "cnn.pruned.onnx";
+  const std::string report = tmp / "report.json";
+  const auto r = testing::RunCompress({in, "--prune-channels", "0.375", "--calib", testing::SourcePath("models/calib"),
+                                       "-o", out, "--report", report, "-q"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rep = json::parse(testing::ReadBytes(report));
+  EXPECT_TRUE(rep["output"]["checker"]["ok"].get<bool>()) << rep["output"]["checker"]["message"];
+  EXPECT_LE(rep["macs"]["ratio"].get<double>(), kMaxMacsRatio);
+  const Model pruned = LoadModel(out);
+  EXPECT_EQ(testing::CheckerAndTypeErrors(pruned), "");
+  EXPECT_EQ(DimsOf(pruned, "onnx::Conv_55"), (std::vector<int64_t>{24, 1, 3, 3}));
+  EXPECT_EQ(DimsOf(pruned, "onnx::Conv_64"), (std::vector<int64_t>{40, 24, 3, 3}));
+  EXPECT_EQ(DimsOf(pruned, "onnx::Conv_67"), (std::vector<int64_t>{40, 40, 3, 3}));
+  EXPECT_EQ(DimsOf(pruned, "fc.weight"), (std::vector<int64_t>{10, 40}));
+  std::string method;
+  for (const auto& p : rep["passes"]) {
+    if (p["pass"] == "prune_channels") method = p["details"]["layers"][0]["method"].get<std::string>();
+  }
+  EXPECT_EQ(method, "act");
+
+  const std::string data_dir = std::string(COMPRESS_TEST_DATA_DIR) + "/fmnist-test";
+  const auto o = testing::RunOrt({"eval", out, data_dir + "/images.npy", data_dir + "/labels.npy", "--threads", "2"});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  const double top1 = json::parse(o.out)["top1"].get<double>();
+  EXPECT_GE(top1, kCalibratedTop1);
+  std::cout << "[prune-channels] cnn 0.375 --calib: MACs ratio " << rep["macs"]["ratio"] << ", top-1 in ONNX Runtime "
+            << top1 << " (fp32 0.9125)\n";
 }
 
 }  // namespace

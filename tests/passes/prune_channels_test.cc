@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "cleanup_test_helpers.h"
+#include "compress/calib/calibration.h"
 
 namespace compress {
 namespace {
@@ -15,6 +16,10 @@ using namespace testing;
 // and summation order differ. Sums here have at most ~100 terms of magnitude below ~3, so float32
 // rounding differences stay well under 1e-5.
 constexpr double kPruneTolerance = 1e-5;
+// Mean compensation replaces a removed channel by its calibration mean; on a 1x1 consumer the pruned model
+// then equals the original with that channel held at its mean. Means are summed in double and stored in
+// float32: differences of float rounding only.
+constexpr double kCompensationTolerance = 1e-5;
 // Factor applied to the weights of the channels a test wants removed: far below any other channel's norm.
 constexpr float kWeak = 0.01f;
 
@@ -532,6 +537,99 @@ TEST(PruneChannels, RoundsKeptWidthToMultiples) {
   const PassContext ctx = RunPass(c, "prune_channels", {{"ratio", 0.5}, {"exclude_nodes", {"conv1"}}});
   EXPECT_EQ(Dims(c, "W1"), (std::vector<int64_t>{40, 3, 1, 1}));
   EXPECT_TRUE(HasNote(ctx, "excluded"));
+}
+
+// Per-channel sums and sums of squares measured by the executor on in-memory inputs, as
+// DataCalibrationSource does on a data folder.
+class ExecSource : public CalibrationSource {
+ public:
+  explicit ExecSource(std::vector<Tensor> inputs) : inputs_(std::move(inputs)) {}
+  const CalibrationTable& Get(const Model&, const std::vector<std::string>&) override { return table_; }
+  std::string data_sha256() const override { return "exec"; }
+  bool has_data() const override { return true; }
+  std::vector<ChannelSquares> ChannelSumSquares(const Model& model, const std::vector<ChannelRequest>& req) override {
+    std::vector<ChannelSquares> out(req.size());
+    Executor exec(model);
+    const ValueObserver observe = [&](const std::string& name, const Tensor& v) {
+      for (size_t i = 0; i < req.size(); ++i) {
+        if (req[i].tensor != name) continue;
+        const int64_t axis = req[i].axis < 0 ? req[i].axis + v.rank() : req[i].axis;
+        int64_t inner = 1;
+        for (int64_t d = axis + 1; d < v.rank(); ++d) inner *= v.dims()[static_cast<size_t>(d)];
+        const int64_t c = v.dims()[static_cast<size_t>(axis)];
+        out[i].sum_sq.assign(static_cast<size_t>(c), 0.0);
+        out[i].sum.assign(static_cast<size_t>(c), 0.0);
+        for (int64_t k = 0; k < v.numel(); ++k) {
+          const double x = v.data<float>()[k];
+          out[i].sum_sq[static_cast<size_t>((k / inner) % c)] += x * x;
+          out[i].sum[static_cast<size_t>((k / inner) % c)] += x;
+        }
+        out[i].count = v.numel() / c;
+      }
+    };
+    exec.Run(inputs_, &observe);
+    return out;
+  }
+
+ private:
+  CalibrationTable table_;
+  std::vector<Tensor> inputs_;
+};
+
+// With calibration data the default importance is activation-aware (the consumer's weights for a channel
+// times the channel's spread at its input) and each removed channel's mean is folded into the consumer's
+// bias. conv1's channels 0..3 have large weights but conv2 barely reads them (their columns scaled by
+// kWeak): act removes them, where l2 would have removed 4..7. On a 1x1 consumer the compensated model is
+// the original with those channels held at their calibration mean.
+TEST(PruneChannels, ActivationImportanceAndMeanCompensation) {
+  const std::vector<int64_t> in_dims = {1, 3, 4, 4};
+  Model m = Start(in_dims);
+  Graph& g = m.graph;
+  AddOutput(m, "y", {1, 4, 4, 4});
+  g.initializers.push_back(RandomFloats({8, 3, 1, 1}, 1, "W1"));
+  g.initializers.push_back(RandomFloats({8}, 2, "b1"));
+  g.initializers.push_back(RandomFloats({4, 8, 1, 1}, 3, "W2"));
+  g.initializers.push_back(RandomFloats({4}, 4, "b2"));
+  g.nodes.push_back(MakeNode("Conv", {"x", "W1", "b1"}, {"c1"}, {}, "conv1"));
+  g.nodes.push_back(MakeNode("Relu", {"c1"}, {"r1"}, {}, "relu"));
+  g.nodes.push_back(MakeNode("Conv", {"r1", "W2", "b2"}, {"y"}, {}, "conv2"));
+  ScaleSlices(g, "W1", 0, {4, 5, 6, 7}, 0.2f);
+  float* b1 = Init(g, "b1").mutable_data<float>();
+  for (int64_t c = 0; c < 8; ++c) b1[c] = std::fabs(b1[c]) + 0.5f;  // channels with a mean
+  const std::vector<int64_t> removed = {0, 1, 2, 3};
+  ScaleSlices(g, "W2", 1, removed, kWeak);
+
+  const std::vector<Tensor> calib = {RandomFloats({2, 3, 4, 4}, 99)};
+  ExecSource source(calib);
+  // The mean of relu(conv1) per channel on the calibration batch, measured the same way.
+  const auto stats = source.ChannelSumSquares(m, {{"r1", 1}});
+  Model held = m;
+  Zero(held.graph, "W1", 0, removed);
+  for (int64_t c : removed) {
+    Init(held.graph, "b1").mutable_data<float>()[c] =
+        static_cast<float>(stats[0].sum[static_cast<size_t>(c)] / static_cast<double>(stats[0].count));
+  }
+
+  Model pruned = m;
+  const PassInfo* info = FindPass("prune_channels");
+  auto pass = info->create(ValidatePassOptions(*info, {{"ratio", 0.5}, {"round_to", 1}}, "test"));
+  PassContext ctx(1, &source);
+  pass->Run(pruned, ctx);
+  VerifyModel(pruned);
+  EXPECT_EQ(Dims(pruned, "W1"), (std::vector<int64_t>{4, 3, 1, 1}));
+  EXPECT_EQ(Dims(pruned, "W2"), (std::vector<int64_t>{4, 4, 1, 1}));
+  // Channels 4..7 stay.
+  EXPECT_EQ(Values(Init(pruned.graph, "b1")),
+            (std::vector<float>{Values(Init(m.graph, "b1"))[4], Values(Init(m.graph, "b1"))[5],
+                                Values(Init(m.graph, "b1"))[6], Values(Init(m.graph, "b1"))[7]}));
+  EXPECT_EQ(ctx.details().at("layers")[0].at("method"), "act");
+  EXPECT_EQ(Counter(ctx, "consumers_compensated"), 1);
+  EXPECT_LE(MaxAbsDiff(RunModel(held, calib), RunModel(pruned, calib)), kCompensationTolerance);
+  // Without compensation the difference is the removed channels' contribution, far above the tolerance.
+  Model dropped = m;
+  Zero(dropped.graph, "W1", 0, removed);
+  Zero(dropped.graph, "b1", 0, removed);
+  EXPECT_GT(MaxAbsDiff(RunModel(dropped, calib), RunModel(pruned, calib)), 100 * kCompensationTolerance);
 }
 
 }  // namespace

@@ -30,10 +30,12 @@ struct ChannelRequest {
 };
 
 // Sum of squares of an activation per channel over the calibration data; sqrt(sum_sq[c]) is the L2 norm
-// of channel c over every sample and every other position. `count` is the number of values summed per
+// of channel c over every sample and every other position. `sum` holds the plain sums (sum[c] / count is
+// the channel's mean; empty when a source does not measure it). `count` is the number of values summed per
 // channel.
 struct ChannelSquares {
   std::vector<double> sum_sq;
+  std::vector<double> sum;
   int64_t count = 0;
 };
 
