@@ -33,8 +33,8 @@ constexpr double kOrtLogitTolerance = 1e-3;
 constexpr double kTop1Tolerance = 0.0005;
 // The acceptance bar on MACs kept.
 constexpr double kMaxMacsKept = 0.65;
-// Measured top-1 after pruning (weight-norm importance, no calibration, no fine-tuning): 0.5691 (fp32 0.8915).
-// The bar leaves 1.5 points for kernel and summation-order changes.
+// Measured top-1 after pruning (weight-norm importance, no calibration, no fine-tuning): 0.5691 (fp32
+// 0.8915). The bar leaves 1.5 points for kernel and summation-order changes.
 constexpr double kMinTop1 = 0.555;
 
 std::vector<int64_t> DimsOf(const Model& m, const std::string& name) {
@@ -75,7 +75,8 @@ double OrtVersusOurs(const Model& m) {
   }
   double worst = 0;
   for (int64_t i = 0; i < ours[0].numel(); ++i) {
-    worst = std::max(worst, static_cast<double>(std::fabs(ours[0].data<float>()[i] - ort[0].data<float>()[i])));
+    worst =
+        std::max(worst, static_cast<double>(std::fabs(ours[0].data<float>()[i] - ort[0].data<float>()[i])));
   }
   return worst;
 }
@@ -135,14 +136,15 @@ TEST(PruneHeadsModel, VitHalfHeadsAndMlpWidth) {
   EvalOptions opt;
   opt.progress = false;
   const EvalResult ev = Evaluate(exec, data, opt);
-  const auto o = testing::RunOrt({"eval", out, data_dir + "/images.npy", data_dir + "/labels.npy", "--threads", "2"});
+  const auto o =
+      testing::RunOrt({"eval", out, data_dir + "/images.npy", data_dir + "/labels.npy", "--threads", "2"});
   ASSERT_EQ(o.exit_code, 0) << o.err;
   const json oj = json::parse(o.out);
   EXPECT_EQ(ev.samples, 10000);
   EXPECT_NEAR(ev.top1, oj["top1"].get<double>(), kTop1Tolerance);
   EXPECT_GE(ev.top1, kMinTop1);
-  std::cout << "[prune-channels] vit 0.5: MACs " << before.total << " -> " << after.total << " (" << kept * 100
-            << " %), parameters " << rep["parameters"]["before"]["total"] << " -> "
+  std::cout << "[prune-channels] vit 0.5: MACs " << before.total << " -> " << after.total << " ("
+            << kept * 100 << " %), parameters " << rep["parameters"]["before"]["total"] << " -> "
             << rep["parameters"]["after"]["total"] << ", top-1 ours " << ev.top1 << ", ONNX Runtime "
             << oj["top1"].get<double>() << " (fp32 0.8915)\n";
 }

@@ -46,7 +46,8 @@ std::vector<int64_t> ConstInput(const Model& m, const std::string& node, size_t 
 }
 
 // Multiplies the slices `idx` of `name` along `dim` by `factor`.
-void ScaleSlices(Graph& g, const std::string& name, int64_t dim, const std::vector<int64_t>& idx, float factor) {
+void ScaleSlices(Graph& g, const std::string& name, int64_t dim, const std::vector<int64_t>& idx,
+                 float factor) {
   Tensor& t = Init(g, name);
   int64_t outer = 1, inner = 1;
   const int64_t n = t.dims()[static_cast<size_t>(dim)];
@@ -117,8 +118,8 @@ Model SeparateQkv() {
     g.nodes.push_back(MakeNode("MatMul", {"x", "W" + s}, {s + "_mm"}, {}, s + "_proj"));
     g.nodes.push_back(MakeNode("Add", {s + "_mm", "b" + s}, {s + "_b"}, {}, s + "_bias"));
     g.nodes.push_back(MakeNode("Reshape", {s + "_b", "split_shape"}, {s + "_r"}, {}, s + "_split"));
-    g.nodes.push_back(MakeNode("Transpose", {s + "_r"}, {s + "_h"}, {Attribute::Ints("perm", {0, 2, 1, 3})},
-                               s + "_heads"));
+    g.nodes.push_back(
+        MakeNode("Transpose", {s + "_r"}, {s + "_h"}, {Attribute::Ints("perm", {0, 2, 1, 3})}, s + "_heads"));
   }
   AddAttentionCore(g, "q_h", "k_h", "v_h", "merge_shape");
   return m;
@@ -184,15 +185,15 @@ TEST(PruneHeads, FusedProjectionWithConcatShapes) {
   g.nodes.push_back(MakeNode("Shape", {"x"}, {"xs"}, {}, "shape"));
   g.nodes.push_back(MakeNode("Gather", {"xs", "zero"}, {"batch"}, {Attribute::Int("axis", 0)}, "batch"));
   g.nodes.push_back(MakeNode("Unsqueeze", {"batch", "axes0"}, {"batch1"}, {}, "batch1"));
-  g.nodes.push_back(
-      MakeNode("Concat", {"batch1", "tokens", "three", "heads", "dim"}, {"split_shape"}, {Attribute::Int("axis", 0)},
-               "split_concat"));
-  g.nodes.push_back(
-      MakeNode("Concat", {"batch1", "tokens", "width"}, {"merge_shape"}, {Attribute::Int("axis", 0)}, "merge_concat"));
+  g.nodes.push_back(MakeNode("Concat", {"batch1", "tokens", "three", "heads", "dim"}, {"split_shape"},
+                             {Attribute::Int("axis", 0)}, "split_concat"));
+  g.nodes.push_back(MakeNode("Concat", {"batch1", "tokens", "width"}, {"merge_shape"},
+                             {Attribute::Int("axis", 0)}, "merge_concat"));
   g.nodes.push_back(MakeNode("MatMul", {"x", "Wqkv"}, {"qkv_mm"}, {}, "qkv_proj"));
   g.nodes.push_back(MakeNode("Add", {"bqkv", "qkv_mm"}, {"qkv"}, {}, "qkv_bias"));
   g.nodes.push_back(MakeNode("Reshape", {"qkv", "split_shape"}, {"qkv_r"}, {}, "split"));
-  g.nodes.push_back(MakeNode("Transpose", {"qkv_r"}, {"qkv_t"}, {Attribute::Ints("perm", {2, 0, 3, 1, 4})}, "heads"));
+  g.nodes.push_back(
+      MakeNode("Transpose", {"qkv_r"}, {"qkv_t"}, {Attribute::Ints("perm", {2, 0, 3, 1, 4})}, "heads"));
   g.nodes.push_back(MakeNode("Gather", {"qkv_t", "zero"}, {"q"}, {Attribute::Int("axis", 0)}, "pick_q"));
   g.nodes.push_back(MakeNode("Gather", {"qkv_t", "one"}, {"k"}, {Attribute::Int("axis", 0)}, "pick_k"));
   g.nodes.push_back(MakeNode("Gather", {"qkv_t", "two"}, {"v"}, {Attribute::Int("axis", 0)}, "pick_v"));
@@ -229,9 +230,10 @@ TEST(PruneHeads, ComputedHeadCountStays) {
   g.initializers.push_back(Tensor::FromVector<int64_t>({1}, {1}, "at1"));
   g.initializers.push_back(Tensor::FromVector<int64_t>({2}, {0, 0}, "lead"));
   g.nodes.insert(g.nodes.begin(), MakeNode("Shape", {"other"}, {"os"}, {}, "shape"));
-  g.nodes.insert(g.nodes.begin() + 1, MakeNode("Gather", {"os", "at1"}, {"w"}, {Attribute::Int("axis", 0)}, "w"));
-  g.nodes.insert(g.nodes.begin() + 2,
-                 MakeNode("Concat", {"lead", "w"}, {"computed_merge"}, {Attribute::Int("axis", 0)}, "concat"));
+  g.nodes.insert(g.nodes.begin() + 1,
+                 MakeNode("Gather", {"os", "at1"}, {"w"}, {Attribute::Int("axis", 0)}, "w"));
+  g.nodes.insert(g.nodes.begin() + 2, MakeNode("Concat", {"lead", "w"}, {"computed_merge"},
+                                               {Attribute::Int("axis", 0)}, "concat"));
   for (auto& n : g.nodes) {
     if (n.name == "merge") n.inputs[1] = "computed_merge";
   }
@@ -239,7 +241,8 @@ TEST(PruneHeads, ComputedHeadCountStays) {
   EXPECT_EQ(Dims(m, "Wq"), (std::vector<int64_t>{kEmbed, kHeads * kDim}));
   EXPECT_EQ(Dims(m, "Wo"), (std::vector<int64_t>{kHeads * kDim, kOut}));
   bool noted = false;
-  for (const auto& n : ctx.notes()) noted = noted || n.find("width of the merged heads computed at run time") != std::string::npos;
+  for (const auto& n : ctx.notes())
+    noted = noted || n.find("width of the merged heads computed at run time") != std::string::npos;
   EXPECT_TRUE(noted) << ::testing::PrintToString(ctx.notes());
 }
 
@@ -271,7 +274,8 @@ TEST(PruneHeads, MlpHiddenWidthThroughErfGelu) {
   ScaleSlices(zeroed.graph, "W1", 1, weak, 0.0f);
   ScaleSlices(zeroed.graph, "b1", 0, weak, 0.0f);
   Model pruned = m;
-  const PassContext ctx = RunPass(pruned, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}, {"importance", "l1"}});
+  const PassContext ctx =
+      RunPass(pruned, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}, {"importance", "l1"}});
   EXPECT_EQ(Dims(pruned, "W1"), (std::vector<int64_t>{kEmbed, 4}));
   EXPECT_EQ(Dims(pruned, "b1"), (std::vector<int64_t>{4}));
   EXPECT_EQ(Dims(pruned, "W2"), (std::vector<int64_t>{4, kOut}));
