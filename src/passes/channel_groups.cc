@@ -282,6 +282,7 @@ class Analyzer {
       return SetOut(n, 0, *in0);
     }
     if (op == "Squeeze" || op == "Unsqueeze") return VisitSqueeze(idx);
+    if (op == "Split") return VisitSplit(idx);
     if (ReduceOps().count(op)) return VisitReduce(idx);
     BlockInputs(n, "operator " + op + " not understood");
   }
@@ -725,6 +726,40 @@ class Analyzer {
     }
     if (!keep) out.rank -= static_cast<int64_t>(axes->size());
     SetOut(n, 0, out);
+  }
+
+  // Split along the channel axis (a fused Q/K/V projection split before its Reshapes): output k carries
+  // its range of channels; the sizes, a constant input, are rewritten to the kept counts. Sizes in an
+  // attribute (before opset 13) or an equal split without sizes cannot follow an uneven removal: blocked.
+  void VisitSplit(size_t idx) {
+    const Node& n = g_.nodes[idx];
+    const Chan* in = Get(n.inputs[0]);
+    if (in == nullptr) return BlockInputs(n, "channels on a parameter input");
+    const int64_t axis = NormAxis(n.AttrInt("axis", 0), in->rank);
+    if (axis != in->axis) {
+      for (size_t k = 0; k < n.outputs.size(); ++k) SetOut(n, k, *in);
+      return;
+    }
+    const Tensor* sizes_t = n.inputs.size() > 1 && !n.inputs[1].empty() ? Const(n.inputs[1]) : nullptr;
+    auto sizes = sizes_t != nullptr ? ToInt64s(*sizes_t) : std::nullopt;
+    if (!sizes || sizes_t->rank() != 1 || sizes->size() != n.outputs.size()) {
+      return BlockInputs(n, "split sizes not a constant input");
+    }
+    int64_t total = 0;
+    for (int64_t v : *sizes) {
+      if (v < 0 || v > static_cast<int64_t>(in->atoms.size())) return BlockInputs(n, "split sizes out of range");
+      total += v;
+    }
+    if (total != static_cast<int64_t>(in->atoms.size())) return BlockInputs(n, "split sizes do not add up to the channels");
+    size_t at = 0;
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      Chan out = *in;
+      out.atoms.assign(in->atoms.begin() + static_cast<std::ptrdiff_t>(at),
+                       in->atoms.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>((*sizes)[k])));
+      at += static_cast<size_t>((*sizes)[k]);
+      ShapePieceEdit(ShapePiece{(*sizes)[k], idx, 1, n.inputs[1], static_cast<int64_t>(k)}, out.atoms);
+      SetOut(n, k, out);
+    }
   }
 
   // ---- attention heads ----------------------------------------------------------------------------------

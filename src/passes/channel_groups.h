@@ -8,8 +8,8 @@
 // joins the atoms at equal indices, a depthwise or grouped Conv joins a whole block of input channels with
 // its block of output channels. A "unit" is such a set of atoms (removed or kept as one); a "group" is the
 // set of units tied through one producer's channel space or a residual (ratio and rounding apply per
-// group). Concat maps channels by offset, Flatten or Reshape into Gemm/MatMul repeats a channel's atom over
-// its block of features.
+// group). Concat maps channels by offset (and Split, with constant sizes that are rewritten, the other way),
+// Flatten or Reshape into Gemm/MatMul repeats a channel's atom over its block of features.
 //
 // Attention heads: a Reshape that splits the last (channel) axis of a projection's output into [..., H, D]
 // or, for a fused Q/K/V projection, [..., S, H, D] starts a head-split value, tracked with its part, head

@@ -221,6 +221,46 @@ TEST(PruneHeads, FusedProjectionWithConcatShapes) {
   EXPECT_EQ(Counter(ctx, "groups_pruned"), 1);
 }
 
+// A fused Q/K/V projection split into Q, K and V before the Reshapes: Split with constant sizes [8, 8, 8]
+// follows the channels, and its sizes are rewritten with the head counts.
+TEST(PruneHeads, FusedProjectionSplitBeforeReshape) {
+  Model m = Start();
+  Graph& g = m.graph;
+  g.initializers.push_back(RandomFloats({kEmbed, 3 * kHeads * kDim}, 1, "Wqkv"));
+  g.initializers.push_back(RandomFloats({3 * kHeads * kDim}, 2, "bqkv"));
+  g.initializers.push_back(Tensor::FromVector<int64_t>({3}, {kHeads * kDim, kHeads * kDim, kHeads * kDim}, "sizes"));
+  g.initializers.push_back(Tensor::FromVector<int64_t>({4}, {0, 0, kHeads, kDim}, "split_shape"));
+  g.initializers.push_back(Tensor::FromVector<int64_t>({3}, {0, 0, kHeads * kDim}, "merge_shape"));
+  g.nodes.push_back(MakeNode("MatMul", {"x", "Wqkv"}, {"qkv_mm"}, {}, "qkv_proj"));
+  g.nodes.push_back(MakeNode("Add", {"qkv_mm", "bqkv"}, {"qkv"}, {}, "qkv_bias"));
+  g.nodes.push_back(MakeNode("Split", {"qkv", "sizes"}, {"q_b", "k_b", "v_b"}, {Attribute::Int("axis", -1)}, "split"));
+  for (const char* p : {"q", "k", "v"}) {
+    const std::string s(p);
+    g.nodes.push_back(MakeNode("Reshape", {s + "_b", "split_shape"}, {s + "_r"}, {}, s + "_split"));
+    g.nodes.push_back(
+        MakeNode("Transpose", {s + "_r"}, {s + "_h"}, {Attribute::Ints("perm", {0, 2, 1, 3})}, s + "_heads"));
+  }
+  AddAttentionCore(g, "q_h", "k_h", "v_h", "merge_shape");
+  const std::vector<int64_t> weak_heads = {1, 3};
+  ScaleSlices(g, "Wqkv", 1, HeadColumns(weak_heads, 3), kWeak);
+  ScaleSlices(g, "Wo", 0, HeadColumns(weak_heads, 1), kWeak);
+  Model zeroed = m;
+  ScaleSlices(zeroed.graph, "Wqkv", 1, HeadColumns(weak_heads, 3), 0.0f);
+  ScaleSlices(zeroed.graph, "bqkv", 0, HeadColumns(weak_heads, 3), 0.0f);
+  Model pruned = m;
+  const PassContext ctx = RunPass(pruned, "prune_channels", {{"ratio", 0.5}});
+  EXPECT_EQ(Dims(pruned, "Wqkv"), (std::vector<int64_t>{kEmbed, 3 * 2 * kDim}));
+  EXPECT_EQ(Dims(pruned, "bqkv"), (std::vector<int64_t>{3 * 2 * kDim}));
+  EXPECT_EQ(Dims(pruned, "Wo"), (std::vector<int64_t>{2 * kDim, kOut}));
+  EXPECT_EQ(ConstInput(pruned, "split", 1), (std::vector<int64_t>{2 * kDim, 2 * kDim, 2 * kDim}));
+  for (const char* r : {"q_split", "k_split", "v_split"}) {
+    EXPECT_EQ(ConstInput(pruned, r, 1), (std::vector<int64_t>{0, 0, 2, kDim})) << r;
+  }
+  EXPECT_EQ(ConstInput(pruned, "merge", 1), (std::vector<int64_t>{0, 0, 2 * kDim}));
+  ExpectSameAsZeroed(zeroed, pruned);
+  EXPECT_EQ(Counter(ctx, "groups_pruned"), 1) << ::testing::PrintToString(ctx.notes());
+}
+
 // A head count computed at run time cannot be rewritten: the heads stay, with a note.
 TEST(PruneHeads, ComputedHeadCountStays) {
   Model m = SeparateQkv();
