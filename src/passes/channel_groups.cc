@@ -986,6 +986,41 @@ class Analyzer {
       }
       return;
     }
+    if (op == "Slice") {
+      // One part of a fused projection (starts s, ends s + 1 on the part axis), or a range of another axis.
+      std::optional<std::vector<int64_t>> starts, ends, axes, steps;
+      if (model_.OpsetVersion("") < 10) {
+        starts = n.AttrInts("starts", {});
+        ends = n.AttrInts("ends", {});
+        axes = n.AttrInts("axes", {});
+      } else {
+        starts = n.inputs.size() > 1 ? ConstInts(n.inputs[1]) : std::nullopt;
+        ends = n.inputs.size() > 2 ? ConstInts(n.inputs[2]) : std::nullopt;
+        axes = n.inputs.size() > 3 && !n.inputs[3].empty() ? ConstInts(n.inputs[3]) : std::vector<int64_t>{};
+        steps = n.inputs.size() > 4 && !n.inputs[4].empty() ? ConstInts(n.inputs[4]) : std::vector<int64_t>{};
+      }
+      if (!starts || !ends || !axes || starts->size() != ends->size() || (steps && !steps->empty() && steps->size() != starts->size())) {
+        return BlockInputs(n, "slice bounds not constant");
+      }
+      if (axes->empty()) {
+        for (size_t i = 0; i < starts->size(); ++i) axes->push_back(static_cast<int64_t>(i));
+      }
+      if (axes->size() != starts->size()) return BlockInputs(n, "slice bounds not constant");
+      for (size_t i = 0; i < axes->size(); ++i) {
+        const int64_t ax = NormAxis((*axes)[i], h0->rank);
+        const int64_t step = steps && !steps->empty() ? (*steps)[i] : 1;
+        if (ax == h0->head_axis || ax == h0->dim_axis) return BlockInputs(n, "slices the heads or their features");
+        if (ax != h0->part_axis) continue;
+        const int64_t p = (*starts)[i] < 0 ? (*starts)[i] + h0->parts : (*starts)[i];
+        const int64_t e = (*ends)[i] < 0 ? (*ends)[i] + h0->parts : std::min((*ends)[i], h0->parts);
+        if (step != 1 || p < 0 || p >= h0->parts || e != p + 1) return BlockInputs(n, "does not pick one part of a fused projection");
+        const size_t block = static_cast<size_t>(h0->heads * h0->dim);
+        out.atoms.assign(h0->atoms.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(p) * block),
+                         h0->atoms.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(p + 1) * block));
+        out.parts = 1;
+      }
+      return SetHeads(n, 0, out);
+    }
     if (op == "Squeeze" || op == "Unsqueeze") {
       auto axes = AxesOf(n);
       if (!axes || axes->empty()) return BlockInputs(n, "axes not constant");

@@ -13,7 +13,7 @@
 //
 // Attention heads: a Reshape that splits the last (channel) axis of a projection's output into [..., H, D]
 // or, for a fused Q/K/V projection, [..., S, H, D] starts a head-split value, tracked with its part, head
-// and feature axes through Transpose, Gather/Split(+Squeeze) of the parts, scalar scaling, Softmax over
+// and feature axes through Transpose, Gather or Split/Slice(+Squeeze) of the parts, scalar scaling, Softmax over
 // another axis, and the two attention MatMuls (Q.K^T contracts the features of a head: Q's and K's columns
 // of head h are one unit; scores.V carries V's head h back); a Reshape merging [..., H, D] into H*D hands
 // the features to the output projection as ordinary channels. Both Reshape shapes get their head count or

@@ -228,12 +228,14 @@ TEST(PruneHeads, FusedProjectionSplitBeforeReshape) {
   Graph& g = m.graph;
   g.initializers.push_back(RandomFloats({kEmbed, 3 * kHeads * kDim}, 1, "Wqkv"));
   g.initializers.push_back(RandomFloats({3 * kHeads * kDim}, 2, "bqkv"));
-  g.initializers.push_back(Tensor::FromVector<int64_t>({3}, {kHeads * kDim, kHeads * kDim, kHeads * kDim}, "sizes"));
+  g.initializers.push_back(
+      Tensor::FromVector<int64_t>({3}, {kHeads * kDim, kHeads * kDim, kHeads * kDim}, "sizes"));
   g.initializers.push_back(Tensor::FromVector<int64_t>({4}, {0, 0, kHeads, kDim}, "split_shape"));
   g.initializers.push_back(Tensor::FromVector<int64_t>({3}, {0, 0, kHeads * kDim}, "merge_shape"));
   g.nodes.push_back(MakeNode("MatMul", {"x", "Wqkv"}, {"qkv_mm"}, {}, "qkv_proj"));
   g.nodes.push_back(MakeNode("Add", {"qkv_mm", "bqkv"}, {"qkv"}, {}, "qkv_bias"));
-  g.nodes.push_back(MakeNode("Split", {"qkv", "sizes"}, {"q_b", "k_b", "v_b"}, {Attribute::Int("axis", -1)}, "split"));
+  g.nodes.push_back(
+      MakeNode("Split", {"qkv", "sizes"}, {"q_b", "k_b", "v_b"}, {Attribute::Int("axis", -1)}, "split"));
   for (const char* p : {"q", "k", "v"}) {
     const std::string s(p);
     g.nodes.push_back(MakeNode("Reshape", {s + "_b", "split_shape"}, {s + "_r"}, {}, s + "_split"));
@@ -259,6 +261,44 @@ TEST(PruneHeads, FusedProjectionSplitBeforeReshape) {
   EXPECT_EQ(ConstInput(pruned, "merge", 1), (std::vector<int64_t>{0, 0, 2 * kDim}));
   ExpectSameAsZeroed(zeroed, pruned);
   EXPECT_EQ(Counter(ctx, "groups_pruned"), 1) << ::testing::PrintToString(ctx.notes());
+}
+
+// The paddle2onnx form of the fused projection: the parts are picked by Slice (starts p, ends p + 1 on the
+// part axis) and Squeeze instead of Gather.
+TEST(PruneHeads, FusedProjectionPartsPickedBySlice) {
+  Model m = Start();
+  Graph& g = m.graph;
+  g.initializers.push_back(RandomFloats({kEmbed, 3 * kHeads * kDim}, 1, "Wqkv"));
+  g.initializers.push_back(Tensor::FromVector<int64_t>({5}, {0, 0, 3, kHeads, kDim}, "split_shape"));
+  g.initializers.push_back(Tensor::FromVector<int64_t>({3}, {0, 0, kHeads * kDim}, "merge_shape"));
+  g.initializers.push_back(Tensor::FromVector<int64_t>({1}, {0}, "axis0"));
+  g.nodes.push_back(MakeNode("MatMul", {"x", "Wqkv"}, {"qkv"}, {}, "qkv_proj"));
+  g.nodes.push_back(MakeNode("Reshape", {"qkv", "split_shape"}, {"qkv_r"}, {}, "split"));
+  g.nodes.push_back(
+      MakeNode("Transpose", {"qkv_r"}, {"qkv_t"}, {Attribute::Ints("perm", {2, 0, 3, 1, 4})}, "heads"));
+  const char* parts[] = {"q", "k", "v"};
+  for (int64_t p = 0; p < 3; ++p) {
+    const std::string s(parts[p]);
+    g.initializers.push_back(Tensor::FromVector<int64_t>({1}, {p}, s + "_start"));
+    g.initializers.push_back(Tensor::FromVector<int64_t>({1}, {p + 1}, s + "_end"));
+    g.nodes.push_back(
+        MakeNode("Slice", {"qkv_t", s + "_start", s + "_end", "axis0"}, {s + "_s"}, {}, "slice_" + s));
+    g.nodes.push_back(MakeNode("Squeeze", {s + "_s", "axis0"}, {s}, {}, "squeeze_" + s));
+  }
+  AddAttentionCore(g, "q", "k", "v", "merge_shape");
+  const std::vector<int64_t> weak_heads = {0, 1};
+  ScaleSlices(g, "Wqkv", 1, HeadColumns(weak_heads, 3), kWeak);
+  ScaleSlices(g, "Wo", 0, HeadColumns(weak_heads, 1), kWeak);
+  Model zeroed = m;
+  ScaleSlices(zeroed.graph, "Wqkv", 1, HeadColumns(weak_heads, 3), 0.0f);
+  Model pruned = m;
+  const PassContext ctx = RunPass(pruned, "prune_channels", {{"ratio", 0.5}});
+  EXPECT_EQ(Dims(pruned, "Wqkv"), (std::vector<int64_t>{kEmbed, 3 * 2 * kDim}))
+      << ::testing::PrintToString(ctx.notes());
+  EXPECT_EQ(Dims(pruned, "Wo"), (std::vector<int64_t>{2 * kDim, kOut}));
+  EXPECT_EQ(ConstInput(pruned, "split", 1), (std::vector<int64_t>{0, 0, 3, 2, kDim}));
+  EXPECT_EQ(ConstInput(pruned, "merge", 1), (std::vector<int64_t>{0, 0, 2 * kDim}));
+  ExpectSameAsZeroed(zeroed, pruned);
 }
 
 // A head count computed at run time cannot be rewritten: the heads stay, with a note.
