@@ -7,6 +7,7 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -24,6 +25,17 @@ struct Chan {
   int64_t rank = 0;
   int64_t axis = 0;
   std::vector<int> atoms;
+};
+
+// A value whose channels are split into attention heads (see channel_groups.h). The atoms are kept in
+// the order [part][head][feature] whatever the positions of those axes.
+struct HeadChan {
+  int64_t rank = 0;
+  int64_t part_axis = -1;  // axis of the S parts of a fused Q/K/V projection; -1 once they are separated
+  int64_t head_axis = 0;
+  int64_t dim_axis = -1;   // axis of a head's D features; -1 for attention scores (features contracted)
+  int64_t parts = 1, heads = 0, dim = 1;
+  std::vector<int> atoms;  // parts * heads * dim; attention scores: one atom per head
 };
 
 // Largest channel axis (after Flatten/Reshape expansion) the analysis maps index by index.
@@ -103,12 +115,17 @@ class Analyzer {
       for (const auto& v : copy.graph.value_info) note(v);
     }
     for (const auto& t : g_.initializers) shapes_[t.name()] = t.dims();
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      for (const auto& o : g_.nodes[i].outputs) node_of_value_[o] = i;
+    }
+    uses_ = UseCounts(g_);
   }
 
   ChannelAnalysis Run() {
     for (size_t idx : TopologicalOrder(g_)) Visit(idx);
     for (const auto& out : g_.outputs) {
       if (const Chan* c = Get(out.name)) Block(*c, "channels reach graph output '" + out.name + "'");
+      if (const HeadChan* h = GetHeads(out.name)) Block(h->atoms, "attention heads reach graph output '" + out.name + "'");
     }
     CheckEdits();
     Finish();
@@ -159,6 +176,7 @@ class Analyzer {
   void BlockInputs(const Node& n, const std::string& why) {
     for (const auto& in : n.inputs) {
       if (const Chan* c = Get(in)) Block(*c, n.Describe() + ": " + why);
+      if (const HeadChan* h = GetHeads(in)) Block(h->atoms, n.Describe() + ": " + why);
     }
   }
   void Slice(const std::string& tensor, int64_t dim, std::vector<int> atoms, size_t reader) {
@@ -179,11 +197,14 @@ class Analyzer {
   void Visit(size_t idx) {
     const Node& n = g_.nodes[idx];
     bool traced = false;
-    for (const auto& in : n.inputs) traced = traced || Get(in) != nullptr;
+    bool heads = false;
+    for (const auto& in : n.inputs) heads = heads || GetHeads(in) != nullptr;
+    for (const auto& in : n.inputs) traced = traced || Get(in) != nullptr || heads;
     for (const auto& a : n.attributes) {
       if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) {
         for (const auto& captured : OuterScopeInputs(n)) {
           if (const Chan* c = Get(captured)) Block(*c, n.Describe() + ": read inside a subgraph");
+          if (const HeadChan* h = GetHeads(captured)) Block(h->atoms, n.Describe() + ": read inside a subgraph");
         }
         BlockInputs(n, "control flow");
         return;
@@ -194,6 +215,7 @@ class Analyzer {
       if (traced) BlockInputs(n, "operator of domain '" + n.domain + "' not understood");
       return;
     }
+    if (heads) return VisitHeads(idx);
     if (op == "Conv" || op == "ConvTranspose" || op == "Gemm" || op == "MatMul") {
       if (n.inputs.size() < 2 || n.outputs.empty() || n.outputs[0].empty() || n.inputs[0].empty()) {
         if (traced) BlockInputs(n, "unexpected inputs");
@@ -260,6 +282,7 @@ class Analyzer {
       return SetOut(n, 0, *in0);
     }
     if (op == "Squeeze" || op == "Unsqueeze") return VisitSqueeze(idx);
+    if (op == "Split") return VisitSplit(idx);
     if (ReduceOps().count(op)) return VisitReduce(idx);
     BlockInputs(n, "operator " + op + " not understood");
   }
@@ -582,6 +605,7 @@ class Analyzer {
     const Node& n = g_.nodes[idx];
     const Chan* in = Get(n.inputs[0]);
     if (in == nullptr) return BlockInputs(n, "channels on the shape input");
+    if (TryHeadSplit(idx, *in)) return;
     auto shape = Shape(n.inputs[0]);
     auto target = n.inputs.size() > 1 ? ConstInts(n.inputs[1]) : std::nullopt;
     if (!shape || !target || static_cast<int64_t>(shape->size()) != in->rank || n.AttrInt("allowzero", 0) != 0) {
@@ -704,6 +728,450 @@ class Analyzer {
     SetOut(n, 0, out);
   }
 
+  // Split along the channel axis (a fused Q/K/V projection split before its Reshapes): output k carries
+  // its range of channels; the sizes, a constant input, are rewritten to the kept counts. Sizes in an
+  // attribute (before opset 13) or an equal split without sizes cannot follow an uneven removal: blocked.
+  void VisitSplit(size_t idx) {
+    const Node& n = g_.nodes[idx];
+    const Chan* in = Get(n.inputs[0]);
+    if (in == nullptr) return BlockInputs(n, "channels on a parameter input");
+    const int64_t axis = NormAxis(n.AttrInt("axis", 0), in->rank);
+    if (axis != in->axis) {
+      for (size_t k = 0; k < n.outputs.size(); ++k) SetOut(n, k, *in);
+      return;
+    }
+    const Tensor* sizes_t = n.inputs.size() > 1 && !n.inputs[1].empty() ? Const(n.inputs[1]) : nullptr;
+    auto sizes = sizes_t != nullptr ? ToInt64s(*sizes_t) : std::nullopt;
+    if (!sizes || sizes_t->rank() != 1 || sizes->size() != n.outputs.size()) {
+      return BlockInputs(n, "split sizes not a constant input");
+    }
+    int64_t total = 0;
+    for (int64_t v : *sizes) {
+      if (v < 0 || v > static_cast<int64_t>(in->atoms.size())) return BlockInputs(n, "split sizes out of range");
+      total += v;
+    }
+    if (total != static_cast<int64_t>(in->atoms.size())) return BlockInputs(n, "split sizes do not add up to the channels");
+    size_t at = 0;
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      Chan out = *in;
+      out.atoms.assign(in->atoms.begin() + static_cast<std::ptrdiff_t>(at),
+                       in->atoms.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>((*sizes)[k])));
+      at += static_cast<size_t>((*sizes)[k]);
+      ShapePieceEdit(ShapePiece{(*sizes)[k], idx, 1, n.inputs[1], static_cast<int64_t>(k)}, out.atoms);
+      SetOut(n, k, out);
+    }
+  }
+
+  // ---- attention heads ----------------------------------------------------------------------------------
+  const HeadChan* GetHeads(const std::string& name) const {
+    auto it = heads_.find(name);
+    return it == heads_.end() ? nullptr : &it->second;
+  }
+  void SetHeads(const Node& n, size_t k, HeadChan h) {
+    if (k < n.outputs.size() && !n.outputs[k].empty()) heads_[n.outputs[k]] = std::move(h);
+  }
+  int Uses(const std::string& name) const {
+    auto it = uses_.find(name);
+    return it == uses_.end() ? 0 : it->second;
+  }
+
+  // One entry of a Reshape's target shape: its value when it is a constant, and where that constant sits.
+  struct ShapePiece {
+    std::optional<int64_t> value;  // nullopt: computed at run time
+    size_t node = 0;               // the node reading the constant: the Reshape, or the Concat building the shape
+    size_t input = 0;
+    std::string tensor;  // empty when computed
+    int64_t index = 0;
+  };
+
+  // The entries of the shape input of Reshape `idx`: a constant, or a Concat (axis 0, read by this Reshape
+  // only) of constant and computed pieces of known length.
+  std::optional<std::vector<ShapePiece>> ShapePieces(size_t idx) const {
+    const Node& n = g_.nodes[idx];
+    if (n.inputs.size() < 2 || n.inputs[1].empty()) return std::nullopt;
+    std::vector<ShapePiece> out;
+    auto add_const = [&](size_t node, size_t input, const std::string& name) {
+      const Tensor* t = Const(name);
+      auto v = t != nullptr ? ToInt64s(*t) : std::nullopt;
+      if (!v || t->rank() != 1) return false;
+      for (size_t i = 0; i < v->size(); ++i) out.push_back({(*v)[i], node, input, name, static_cast<int64_t>(i)});
+      return true;
+    };
+    const std::string& s = n.inputs[1];
+    if (Const(s) != nullptr) return add_const(idx, 1, s) ? std::optional(out) : std::nullopt;
+    auto it = node_of_value_.find(s);
+    if (it == node_of_value_.end()) return std::nullopt;
+    const Node& c = g_.nodes[it->second];
+    if (c.op_type != "Concat" || !c.IsDefaultDomain() || NormAxis(c.AttrInt("axis", 0), 1) != 0 || Uses(s) != 1) {
+      return std::nullopt;
+    }
+    for (size_t k = 0; k < c.inputs.size(); ++k) {
+      if (Const(c.inputs[k]) != nullptr) {
+        if (!add_const(it->second, k, c.inputs[k])) return std::nullopt;
+        continue;
+      }
+      auto shape = Shape(c.inputs[k]);
+      if (!shape || shape->size() != 1 || (*shape)[0] < 0) return std::nullopt;
+      for (int64_t i = 0; i < (*shape)[0]; ++i) out.push_back({std::nullopt, it->second, k, {}, i});
+    }
+    return out;
+  }
+
+  void ShapePieceEdit(const ShapePiece& p, std::vector<int> atoms) {
+    CountEdit e;
+    e.kind = CountEdit::Kind::kShapePiece;
+    e.node = p.node;
+    e.input = p.input;
+    e.tensor = p.tensor;
+    e.index = p.index;
+    e.atoms = std::move(atoms);
+    out_.counts.push_back(std::move(e));
+  }
+
+  // A Reshape splitting the last (channel) axis into [..., H, D] or [..., S, H, D] (S parts of a fused
+  // Q/K/V projection): the output is a head-split value, each head's columns (over all parts) one unit,
+  // the head count entry an edit. False when the Reshape is not such a split (the caller goes on).
+  bool TryHeadSplit(size_t idx, const Chan& in) {
+    const Node& n = g_.nodes[idx];
+    const int64_t r = in.rank, c = static_cast<int64_t>(in.atoms.size());
+    if (r < 2 || in.axis != r - 1 || c < 2 || n.AttrInt("allowzero", 0) != 0) return false;
+    auto pieces = ShapePieces(idx);
+    if (!pieces) return false;
+    const int64_t ro = static_cast<int64_t>(pieces->size());
+    const int64_t k = ro - (r - 1);
+    if (k != 2 && k != 3) return false;
+    std::vector<int64_t> t;
+    int64_t known = 1;
+    int64_t infer = -1;
+    for (int64_t j = r - 1; j < ro; ++j) {
+      const auto& v = (*pieces)[static_cast<size_t>(j)].value;
+      if (!v) return false;
+      if (*v == -1 && infer < 0) {
+        infer = j - (r - 1);
+        t.push_back(-1);
+        continue;
+      }
+      if (*v <= 0 || *v > c || known > c / *v) return false;
+      known *= *v;
+      t.push_back(*v);
+    }
+    if (infer >= 0) {
+      for (int64_t j = 0; j < r - 1; ++j) {
+        if ((*pieces)[static_cast<size_t>(j)].value == std::optional<int64_t>(-1)) return false;
+      }
+      if (c % known != 0) return false;
+      t[static_cast<size_t>(infer)] = c / known;
+    } else if (known != c) {
+      return false;
+    }
+    const int64_t parts = k == 3 ? t[0] : 1, heads = t[static_cast<size_t>(k - 2)], dim = t[static_cast<size_t>(k - 1)];
+    if (heads < 2) return false;
+    for (int a : in.atoms) {
+      if (a < 0) {
+        BlockInputs(n, "features split into heads that no producer owns");
+        return true;
+      }
+    }
+    std::vector<int> reps;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int first = in.atoms[static_cast<size_t>(h * dim)];
+      reps.push_back(first);
+      for (int64_t p = 0; p < parts; ++p) {
+        for (int64_t d = 0; d < dim; ++d) Join(first, in.atoms[static_cast<size_t>((p * heads + h) * dim + d)]);
+      }
+    }
+    const ShapePiece& hp = (*pieces)[static_cast<size_t>(ro - 2)];
+    if (*hp.value != -1) ShapePieceEdit(hp, reps);
+    head_reps_.insert(head_reps_.end(), reps.begin(), reps.end());
+    HeadChan out;
+    out.rank = ro;
+    out.part_axis = k == 3 ? r - 1 : -1;
+    out.head_axis = ro - 2;
+    out.dim_axis = ro - 1;
+    out.parts = parts;
+    out.heads = heads;
+    out.dim = dim;
+    out.atoms = in.atoms;
+    SetHeads(n, 0, out);
+    return true;
+  }
+
+  // A node reading a head-split value.
+  void VisitHeads(size_t idx) {
+    const Node& n = g_.nodes[idx];
+    const std::string& op = n.op_type;
+    for (const auto& in : n.inputs) {
+      if (Get(in) != nullptr) return BlockInputs(n, "attention heads meet other channels");
+    }
+    const HeadChan* h0 = n.inputs.empty() ? nullptr : GetHeads(n.inputs[0]);
+    auto is_tracked = [](const HeadChan& h, int64_t a) {
+      return a == h.part_axis || a == h.head_axis || a == h.dim_axis;
+    };
+    if (op == "MatMul") return VisitHeadMatMul(idx);
+    if (op == "Reshape") {
+      if (h0 == nullptr) return BlockInputs(n, "attention heads on the shape input");
+      return VisitHeadMerge(idx, *h0);
+    }
+    if (BinaryOps().count(op) || op == "Where") return VisitHeadElementwise(idx);
+    if (h0 == nullptr) return BlockInputs(n, "attention heads on a parameter input");
+    for (size_t k = 1; k < n.inputs.size(); ++k) {
+      if (GetHeads(n.inputs[k]) != nullptr) return BlockInputs(n, "attention heads on a parameter input");
+    }
+    HeadChan out = *h0;
+    if (op == "Transpose") {
+      std::vector<int64_t> perm = n.AttrInts("perm", {});
+      if (perm.empty()) {
+        for (int64_t i = h0->rank - 1; i >= 0; --i) perm.push_back(i);
+      }
+      if (static_cast<int64_t>(perm.size()) != h0->rank) return BlockInputs(n, "perm does not match the rank");
+      auto moved = [&](int64_t a) {
+        if (a < 0) return a;
+        for (size_t j = 0; j < perm.size(); ++j) {
+          if (perm[j] == a) return static_cast<int64_t>(j);
+        }
+        return int64_t{-1};
+      };
+      out.part_axis = moved(h0->part_axis);
+      out.head_axis = moved(h0->head_axis);
+      out.dim_axis = moved(h0->dim_axis);
+      if (out.head_axis < 0 || (h0->part_axis >= 0 && out.part_axis < 0) || (h0->dim_axis >= 0 && out.dim_axis < 0)) {
+        return BlockInputs(n, "perm is not a permutation");
+      }
+      return SetHeads(n, 0, out);
+    }
+    if (op == "Gather") {
+      const int64_t axis = NormAxis(n.AttrInt("axis", 0), h0->rank);
+      if (axis == h0->head_axis || axis == h0->dim_axis) return BlockInputs(n, "gathers along the heads or their features");
+      const int64_t ind_rank = n.inputs.size() > 1 ? Rank(n.inputs[1]) : -1;
+      if (ind_rank < 0) return BlockInputs(n, "rank of the indices unknown");
+      if (axis == h0->part_axis) {
+        const Tensor* ind = Const(n.inputs[1]);
+        auto v = ind != nullptr ? ToInt64s(*ind) : std::nullopt;
+        if (!v || ind->rank() != 0) return BlockInputs(n, "parts of a fused projection picked by non-constant indices");
+        int64_t p = (*v)[0] < 0 ? (*v)[0] + h0->parts : (*v)[0];
+        if (p < 0 || p >= h0->parts) return BlockInputs(n, "part index out of range");
+        const size_t block = static_cast<size_t>(h0->heads * h0->dim);
+        out.atoms.assign(h0->atoms.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(p) * block),
+                         h0->atoms.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(p + 1) * block));
+        out.parts = 1;
+        out.part_axis = -1;
+      }
+      for (int64_t* a : {&out.part_axis, &out.head_axis, &out.dim_axis}) {
+        if (*a > axis) *a += ind_rank - 1;
+      }
+      out.rank += ind_rank - 1;
+      return SetHeads(n, 0, out);
+    }
+    if (op == "Split") {
+      const int64_t axis = NormAxis(n.AttrInt("axis", 0), h0->rank);
+      if (axis == h0->head_axis || axis == h0->dim_axis) return BlockInputs(n, "splits the heads or their features");
+      if (axis != h0->part_axis) {
+        for (size_t k = 0; k < n.outputs.size(); ++k) SetHeads(n, k, out);
+        return;
+      }
+      std::optional<std::vector<int64_t>> sizes;
+      if (const Attribute* a = n.FindAttr("split")) sizes = a->ints;
+      if (n.inputs.size() > 1 && !n.inputs[1].empty()) sizes = ConstInts(n.inputs[1]);
+      if (static_cast<int64_t>(n.outputs.size()) != h0->parts ||
+          (sizes && *sizes != std::vector<int64_t>(static_cast<size_t>(h0->parts), 1))) {
+        return BlockInputs(n, "does not split a fused projection into its parts");
+      }
+      const size_t block = static_cast<size_t>(h0->heads * h0->dim);
+      for (size_t p = 0; p < n.outputs.size(); ++p) {
+        HeadChan part = *h0;
+        part.parts = 1;
+        part.atoms.assign(h0->atoms.begin() + static_cast<std::ptrdiff_t>(p * block),
+                          h0->atoms.begin() + static_cast<std::ptrdiff_t>((p + 1) * block));
+        SetHeads(n, p, part);
+      }
+      return;
+    }
+    if (op == "Slice") {
+      // One part of a fused projection (starts s, ends s + 1 on the part axis), or a range of another axis.
+      std::optional<std::vector<int64_t>> starts, ends, axes, steps;
+      if (model_.OpsetVersion("") < 10) {
+        starts = n.AttrInts("starts", {});
+        ends = n.AttrInts("ends", {});
+        axes = n.AttrInts("axes", {});
+      } else {
+        starts = n.inputs.size() > 1 ? ConstInts(n.inputs[1]) : std::nullopt;
+        ends = n.inputs.size() > 2 ? ConstInts(n.inputs[2]) : std::nullopt;
+        axes = n.inputs.size() > 3 && !n.inputs[3].empty() ? ConstInts(n.inputs[3]) : std::vector<int64_t>{};
+        steps = n.inputs.size() > 4 && !n.inputs[4].empty() ? ConstInts(n.inputs[4]) : std::vector<int64_t>{};
+      }
+      if (!starts || !ends || !axes || starts->size() != ends->size() || (steps && !steps->empty() && steps->size() != starts->size())) {
+        return BlockInputs(n, "slice bounds not constant");
+      }
+      if (axes->empty()) {
+        for (size_t i = 0; i < starts->size(); ++i) axes->push_back(static_cast<int64_t>(i));
+      }
+      if (axes->size() != starts->size()) return BlockInputs(n, "slice bounds not constant");
+      for (size_t i = 0; i < axes->size(); ++i) {
+        const int64_t ax = NormAxis((*axes)[i], h0->rank);
+        const int64_t step = steps && !steps->empty() ? (*steps)[i] : 1;
+        if (ax == h0->head_axis || ax == h0->dim_axis) return BlockInputs(n, "slices the heads or their features");
+        if (ax != h0->part_axis) continue;
+        const int64_t p = (*starts)[i] < 0 ? (*starts)[i] + h0->parts : (*starts)[i];
+        const int64_t e = (*ends)[i] < 0 ? (*ends)[i] + h0->parts : std::min((*ends)[i], h0->parts);
+        if (step != 1 || p < 0 || p >= h0->parts || e != p + 1) return BlockInputs(n, "does not pick one part of a fused projection");
+        const size_t block = static_cast<size_t>(h0->heads * h0->dim);
+        out.atoms.assign(h0->atoms.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(p) * block),
+                         h0->atoms.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(p + 1) * block));
+        out.parts = 1;
+      }
+      return SetHeads(n, 0, out);
+    }
+    if (op == "Squeeze" || op == "Unsqueeze") {
+      auto axes = AxesOf(n);
+      if (!axes || axes->empty()) return BlockInputs(n, "axes not constant");
+      if (op == "Squeeze") {
+        for (int64_t& ax : *axes) ax = NormAxis(ax, h0->rank);
+        std::sort(axes->rbegin(), axes->rend());
+        for (int64_t ax : *axes) {
+          if (ax == out.head_axis || ax == out.dim_axis) return BlockInputs(n, "squeezes the heads or their features");
+          if (ax == out.part_axis) {
+            if (out.parts != 1) return BlockInputs(n, "squeezes the parts of a fused projection");
+            out.part_axis = -1;
+          }
+          for (int64_t* a : {&out.part_axis, &out.head_axis, &out.dim_axis}) {
+            if (*a > ax) --*a;
+          }
+          --out.rank;
+        }
+      } else {
+        out.rank += static_cast<int64_t>(axes->size());
+        std::set<int64_t> inserted;
+        for (int64_t ax : *axes) inserted.insert(NormAxis(ax, out.rank));
+        std::vector<int64_t> pos;
+        for (int64_t p = 0; p < out.rank; ++p) {
+          if (!inserted.count(p)) pos.push_back(p);
+        }
+        if (static_cast<int64_t>(pos.size()) != h0->rank) return BlockInputs(n, "axes out of range");
+        for (int64_t* a : {&out.part_axis, &out.head_axis, &out.dim_axis}) {
+          if (*a >= 0) *a = pos[static_cast<size_t>(*a)];
+        }
+      }
+      return SetHeads(n, 0, out);
+    }
+    if (op == "Softmax" || op == "LogSoftmax" || op == "Hardmax") {
+      const bool old = model_.OpsetVersion("") < 13;
+      const int64_t axis = NormAxis(n.AttrInt("axis", old ? 1 : -1), h0->rank);
+      if (is_tracked(*h0, axis) || (old && axis != h0->rank - 1)) {
+        return BlockInputs(n, "normalizes over the heads or their features");
+      }
+      return SetHeads(n, 0, out);
+    }
+    if (UnaryOps().count(op)) {
+      if (op == "Dropout" && n.outputs.size() > 1 && !n.outputs[1].empty()) return BlockInputs(n, "mask output read");
+      return SetHeads(n, 0, out);
+    }
+    BlockInputs(n, "operator " + op + " on attention heads not understood");
+  }
+
+  // Element-wise ops: head-split inputs of one layout are joined; other inputs must not span the heads,
+  // their features or the parts (size 1 there after broadcasting).
+  void VisitHeadElementwise(size_t idx) {
+    const Node& n = g_.nodes[idx];
+    int64_t out_rank = 0;
+    const HeadChan* first = nullptr;
+    for (const auto& in : n.inputs) {
+      const HeadChan* h = GetHeads(in);
+      const int64_t r = h != nullptr ? h->rank : Rank(in);
+      if (r < 0) return BlockInputs(n, "rank of input '" + in + "' unknown");
+      out_rank = std::max(out_rank, r);
+      if (h == nullptr) continue;
+      if (first == nullptr) {
+        first = h;
+      } else if (h->rank != first->rank || h->part_axis != first->part_axis || h->head_axis != first->head_axis ||
+                 h->dim_axis != first->dim_axis || h->atoms.size() != first->atoms.size()) {
+        return BlockInputs(n, "attention heads in different layouts");
+      }
+    }
+    if (first->rank != out_rank) return BlockInputs(n, "attention heads broadcast to a higher rank");
+    for (const auto& in : n.inputs) {
+      if (const HeadChan* h = GetHeads(in)) {
+        for (size_t i = 0; i < h->atoms.size(); ++i) Join(first->atoms[i], h->atoms[i]);
+        continue;
+      }
+      const int64_t r = Rank(in);
+      auto shape = Shape(in);
+      for (int64_t a : {first->part_axis, first->head_axis, first->dim_axis}) {
+        const int64_t ai = a < 0 ? -1 : a - (out_rank - r);
+        if (ai < 0) continue;
+        if (!shape || (*shape)[static_cast<size_t>(ai)] != 1) {
+          return BlockInputs(n, "input '" + in + "' spans the attention heads");
+        }
+      }
+    }
+    SetHeads(n, 0, *first);
+  }
+
+  // The attention MatMuls: Q.K^T contracts a head's features (Q's and K's head h become one unit; the
+  // result holds one score map per head), scores.V keeps V's features (the scores' head h joins V's).
+  void VisitHeadMatMul(size_t idx) {
+    const Node& n = g_.nodes[idx];
+    const HeadChan* a = GetHeads(n.inputs[0]);
+    const HeadChan* b = n.inputs.size() > 1 ? GetHeads(n.inputs[1]) : nullptr;
+    if (a == nullptr || b == nullptr) return BlockInputs(n, "attention heads multiplied by a value without them");
+    const int64_t r = a->rank;
+    if (b->rank != r || r < 3 || a->part_axis >= 0 || b->part_axis >= 0 || a->head_axis != b->head_axis ||
+        a->head_axis >= r - 2 || a->heads != b->heads) {
+      return BlockInputs(n, "operands do not line up head by head");
+    }
+    const int64_t heads = a->heads;
+    HeadChan out;
+    if (a->dim_axis == r - 1 && b->dim_axis == r - 2 && a->dim == b->dim) {
+      out = *a;
+      out.dim_axis = -1;
+      out.dim = 1;
+      out.atoms.clear();
+      for (int64_t h = 0; h < heads; ++h) {
+        const int first = a->atoms[static_cast<size_t>(h * a->dim)];
+        for (int64_t d = 0; d < a->dim; ++d) {
+          Join(first, a->atoms[static_cast<size_t>(h * a->dim + d)]);
+          Join(first, b->atoms[static_cast<size_t>(h * b->dim + d)]);
+        }
+        out.atoms.push_back(first);
+      }
+    } else if ((a->dim_axis < 0 && b->dim_axis == r - 1) || (a->dim_axis == r - 2 && b->dim_axis < 0)) {
+      const HeadChan* scores = a->dim_axis < 0 ? a : b;
+      const HeadChan* values = a->dim_axis < 0 ? b : a;
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t d = 0; d < values->dim; ++d) {
+          Join(scores->atoms[static_cast<size_t>(h)], values->atoms[static_cast<size_t>(h * values->dim + d)]);
+        }
+      }
+      out = *values;
+    } else {
+      return BlockInputs(n, "contracts something other than a head's features");
+    }
+    SetHeads(n, 0, out);
+  }
+
+  // A Reshape merging [..., H, D] (the last two axes) back into H*D features: ordinary channels again.
+  void VisitHeadMerge(size_t idx, const HeadChan& h) {
+    const Node& n = g_.nodes[idx];
+    if (h.part_axis >= 0 || h.dim_axis != h.rank - 1 || h.head_axis != h.rank - 2) {
+      return BlockInputs(n, "heads not merged from the last two axes");
+    }
+    auto pieces = ShapePieces(idx);
+    if (!pieces || n.AttrInt("allowzero", 0) != 0 || static_cast<int64_t>(pieces->size()) != h.rank - 1) {
+      return BlockInputs(n, "shape neither a constant nor a Concat merging the heads");
+    }
+    const ShapePiece& last = pieces->back();
+    if (!last.value) return BlockInputs(n, "width of the merged heads computed at run time");
+    if (*last.value == h.heads * h.dim) {
+      ShapePieceEdit(last, h.atoms);
+    } else if (*last.value == -1) {
+      for (size_t j = 0; j + 1 < pieces->size(); ++j) {
+        if ((*pieces)[j].value == std::optional<int64_t>(-1)) return BlockInputs(n, "two -1 entries in the shape");
+      }
+    } else {
+      return BlockInputs(n, "merged width " + std::to_string(*last.value) + " is not heads x features");
+    }
+    SetOut(n, 0, Chan{h.rank - 1, h.rank - 2, h.atoms});
+  }
+
   // ---- consistency of the edits -------------------------------------------------------------------------
   void CheckEdits() {
     const auto uses = UseCounts(g_);
@@ -750,6 +1218,27 @@ class Analyzer {
         }
       }
     }
+    std::map<std::tuple<size_t, size_t, int64_t>, std::vector<const CountEdit*>> piece_edits;
+    for (const auto& e : out_.counts) {
+      if (e.kind != CountEdit::Kind::kShapePiece) continue;
+      const Node& reader = g_.nodes[e.node];
+      const Tensor* t = Const(e.tensor);
+      if (e.input >= reader.inputs.size() || reader.inputs[e.input] != e.tensor || t == nullptr ||
+          e.index >= t->numel() || (t->dtype() != DType::kInt64 && t->dtype() != DType::kInt32)) {
+        Block(e.atoms, reader.Describe() + ": shape constant '" + e.tensor + "' cannot be rewritten");
+      }
+      piece_edits[{e.node, e.input, e.index}].push_back(&e);
+    }
+    for (const auto& [key, edits] : piece_edits) {
+      for (const CountEdit* e : edits) {
+        if (e->atoms != edits[0]->atoms) {
+          for (const CountEdit* f : edits) {
+            Block(f->atoms, g_.nodes[f->node].Describe() + ": shape entry rewritten for different channels");
+          }
+          break;
+        }
+      }
+    }
     auto block_tensor = [&](const std::string& name, const std::string& why) {
       for (const auto& e : out_.slices) {
         if (e.tensor == name) Block(e.atoms, g_.nodes[e.reader].Describe() + ": " + why);
@@ -784,6 +1273,7 @@ class Analyzer {
       if (out_.producers[p].atoms.empty()) continue;
       out_.groups[out_.group_of_atom[static_cast<size_t>(out_.producers[p].atoms[0])]].producers.push_back(p);
     }
+    for (int a : head_reps_) out_.groups[out_.group_of_atom[static_cast<size_t>(a)]].heads = true;
     for (const auto& [atom, why] : blocked_) {
       ChannelGroup& grp = out_.groups[out_.group_of_atom[static_cast<size_t>(atom)]];
       if (grp.prunable) {
@@ -798,6 +1288,10 @@ class Analyzer {
   std::unordered_map<std::string, std::vector<int64_t>> shapes_;
   std::unordered_map<std::string, Chan> chans_;
   std::unordered_map<std::string, size_t> producer_of_value_;
+  std::unordered_map<std::string, HeadChan> heads_;
+  std::unordered_map<std::string, size_t> node_of_value_;
+  std::unordered_map<std::string, int> uses_;
+  std::vector<int> head_reps_;  // one atom of every head
   UnionFind fine_, coarse_;
   std::vector<std::pair<int, std::string>> blocked_;
   ChannelAnalysis out_;
@@ -825,6 +1319,55 @@ Tensor SliceTensor(const Tensor& t, int64_t dim, const std::vector<int64_t>& kee
   return out;
 }
 
+// Shape pieces: every (node, input) whose constant has entries to rewrite gets a private copy with them
+// rewritten; an original no node reads any more is dropped.
+void ApplyShapePieces(Model& model, const ChannelAnalysis& analysis, const std::vector<bool>& removed) {
+  Graph& g = model.graph;
+  std::map<std::pair<size_t, size_t>, std::vector<std::pair<int64_t, int64_t>>> entries;  // -> (index, kept)
+  std::map<std::pair<size_t, size_t>, std::string> tensor_of;
+  for (const auto& e : analysis.counts) {
+    if (e.kind != CountEdit::Kind::kShapePiece) continue;
+    int64_t kept = 0;
+    for (int a : e.atoms) kept += (a >= 0 && removed[static_cast<size_t>(a)]) ? 0 : 1;
+    if (kept == static_cast<int64_t>(e.atoms.size())) continue;
+    entries[{e.node, e.input}].push_back({e.index, kept});
+    tensor_of[{e.node, e.input}] = e.tensor;
+  }
+  if (entries.empty()) return;
+  NameGenerator names(g);
+  std::vector<Tensor> copies;
+  std::unordered_set<std::string> originals;
+  for (const auto& [key, list] : entries) {
+    const std::string& name = tensor_of[key];
+    const Tensor* t = g.FindInitializer(name);
+    if (key.first >= g.nodes.size() || key.second >= g.nodes[key.first].inputs.size() ||
+        g.nodes[key.first].inputs[key.second] != name || t == nullptr) {
+      ThrowInvalid("prune_channels: shape constant '" + name + "' changed");
+    }
+    Tensor copy = *t;
+    for (const auto& [index, kept] : list) {
+      if (index >= copy.numel()) ThrowInvalid("prune_channels: shape constant '" + name + "' changed");
+      if (copy.dtype() == DType::kInt64) {
+        copy.mutable_data<int64_t>()[index] = kept;
+      } else {
+        copy.mutable_data<int32_t>()[index] = static_cast<int32_t>(kept);
+      }
+    }
+    copy.set_name(names.Make(name + "_pruned"));
+    g.nodes[key.first].inputs[key.second] = copy.name();
+    originals.insert(name);
+    copies.push_back(std::move(copy));
+  }
+  for (auto& t : copies) AddInitializer(model, g, std::move(t));
+  const auto uses = UseCounts(g);
+  std::unordered_set<std::string> unused;
+  for (const auto& name : originals) {
+    auto it = uses.find(name);
+    if (it == uses.end() || it->second == 0) unused.insert(name);
+  }
+  EraseInitializers(g, unused);
+}
+
 }  // namespace
 
 ChannelAnalysis AnalyzeChannels(const Model& model) { return Analyzer(model).Run(); }
@@ -850,10 +1393,12 @@ void ApplyChannelRemoval(Model& model, const ChannelAnalysis& analysis, const st
       if (in.name == e.tensor) in.type = TensorTypeOf(*t);
     }
   }
+  ApplyShapePieces(model, analysis, removed);
   for (const auto& e : analysis.counts) {
     int64_t kept = 0;
     for (int a : e.atoms) kept += gone(a) ? 0 : 1;
     if (kept == static_cast<int64_t>(e.atoms.size())) continue;
+    if (e.kind == CountEdit::Kind::kShapePiece) continue;
     if (e.kind == CountEdit::Kind::kGroupAttr) {
       g.nodes[e.node].SetAttr(
           Attribute::Int("group", e.original * kept / static_cast<int64_t>(e.atoms.size())));

@@ -8,8 +8,17 @@
 // joins the atoms at equal indices, a depthwise or grouped Conv joins a whole block of input channels with
 // its block of output channels. A "unit" is such a set of atoms (removed or kept as one); a "group" is the
 // set of units tied through one producer's channel space or a residual (ratio and rounding apply per
-// group). Concat maps channels by offset, Flatten or Reshape into Gemm/MatMul repeats a channel's atom over
-// its block of features.
+// group). Concat maps channels by offset (and Split, with constant sizes that are rewritten, the other way),
+// Flatten or Reshape into Gemm/MatMul repeats a channel's atom over its block of features.
+//
+// Attention heads: a Reshape that splits the last (channel) axis of a projection's output into [..., H, D]
+// or, for a fused Q/K/V projection, [..., S, H, D] starts a head-split value, tracked with its part, head
+// and feature axes through Transpose, Gather or Split/Slice(+Squeeze) of the parts, scalar scaling, Softmax over
+// another axis, and the two attention MatMuls (Q.K^T contracts the features of a head: Q's and K's columns
+// of head h are one unit; scores.V carries V's head h back); a Reshape merging [..., H, D] into H*D hands
+// the features to the output projection as ordinary channels. Both Reshape shapes get their head count or
+// width rewritten, whether the shape is a constant or a Concat of constant and computed pieces (the piece
+// holding the count must be a constant). Anything else reading a head-split value blocks the heads.
 //
 // Every tensor and attribute that depends on a channel count is recorded as an edit: a weight, bias or
 // normalization parameter sliced along one dim, a Conv group attribute, a Reshape shape entry. Anything not
@@ -36,12 +45,16 @@ struct SliceEdit {
 };
 
 // An integer attribute (Conv/ConvTranspose "group") scaled by the share of kept input channels, or a
-// Reshape shape entry set to the number of kept indices among `atoms`.
+// Reshape shape entry set to the number of kept indices among `atoms`. A shape piece is an entry of a
+// constant that input `input` of node `node` reads (a Reshape's shape, or one piece of the Concat that
+// builds it): that node gets a private copy of the constant with the entry rewritten, so a constant
+// shared with other readers stays as it is for them.
 struct CountEdit {
-  enum class Kind { kGroupAttr, kShapeEntry };
+  enum class Kind { kGroupAttr, kShapeEntry, kShapePiece };
   Kind kind = Kind::kGroupAttr;
-  size_t node = 0;          // index into graph.nodes (group attribute)
-  std::string tensor;       // shape initializer (shape entry)
+  size_t node = 0;          // index into graph.nodes (group attribute; the reader of a shape piece)
+  size_t input = 0;         // shape piece: input of `node` reading `tensor`
+  std::string tensor;       // shape initializer (shape entry, shape piece)
   int64_t index = 0;        // entry of the shape tensor
   int64_t original = 0;     // group: original value
   std::vector<int> atoms;   // indices counted
@@ -61,6 +74,9 @@ struct ChannelGroup {
   std::vector<size_t> producers;        // indices into ChannelAnalysis::producers
   bool prunable = true;
   std::string reason;  // why not, naming the node
+  // The units are attention heads: the Q/K/V projection columns of one head (split off by a Reshape to
+  // [..., H, D] or [..., 3, H, D]) and the rows of the output projection that read it back.
+  bool heads = false;
 };
 
 struct ChannelAnalysis {

@@ -21,7 +21,9 @@
 // ceil(width * (1 - ratio)) units rounded up to a multiple of round_to (halved while the group has fewer
 // than 4 * round_to units, so small groups are not rounded away), at least round_to, and never all of
 // them removed. Groups that reach a graph output, a subgraph or an operator the analysis does not
-// understand stay whole, with a note naming the node. After the surgery the shapes are inferred and the
+// understand stay whole, with a note naming the node. Attention heads (groups whose units are heads) lose
+// floor(heads * ratio) heads, at least one staying, ranked by the norm of all their Q/K/V columns and
+// output-projection rows; round_to does not apply to them. After the surgery the shapes are inferred and the
 // operators verified; when that fails the groups are applied one at a time and the ones that fail stay.
 
 #include <algorithm>
@@ -228,6 +230,13 @@ class PruneChannelsPass : public Pass {
       const int64_t k = EffectiveRoundTo(round_to_, width);
       int64_t keep = static_cast<int64_t>(std::ceil(static_cast<double>(width) * (1.0 - ratio_) - 1e-9));
       keep = std::max<int64_t>(k, (keep + k - 1) / k * k);
+      if (grp.heads) keep = KeptHeads(width, ratio_);
+      if (grp.heads && keep >= width) {
+        ctx.Count("groups_kept");
+        ctx.Note("kept heads of " + first + ": " + std::to_string(width) + " heads, ratio " + std::to_string(ratio_) +
+                 " removes none");
+        continue;
+      }
       if (keep >= width) {
         ctx.Count("groups_kept");
         ctx.Note("kept channels of " + first + ": " + std::to_string(width) + " channels, rounding to multiples of " +
@@ -235,7 +244,8 @@ class PruneChannelsPass : public Pass {
         continue;
       }
       std::string method;
-      const std::vector<double> score = Importance(model, an, grp, consumers, &method);
+      const std::vector<double> score =
+          grp.heads ? HeadImportance(model, an, gi, &method) : Importance(model, an, grp, consumers, &method);
       std::vector<size_t> order(grp.units.size());
       for (size_t u = 0; u < order.size(); ++u) order[u] = u;
       std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] < score[b]; });
@@ -297,6 +307,7 @@ class PruneChannelsPass : public Pass {
                           {"method", methods[r]},
                           {"channels_before", static_cast<int64_t>(prod.atoms.size())},
                           {"channels_after", after}});
+        if (grp.heads) AddHeadCounts(grp, removed, layers.back());
       }
     }
     if (!layers.empty()) ctx.details()["layers"] = layers;
@@ -430,6 +441,64 @@ class PruneChannelsPass : public Pass {
 
   static size_t GroupIndex(const ChannelAnalysis& an, const ChannelGroup& grp) {
     return static_cast<size_t>(&grp - an.groups.data());
+  }
+
+  // Attention heads (groups whose units are heads): round_to does not apply; floor(heads * ratio) heads go,
+  // at least one stays.
+  static int64_t KeptHeads(int64_t heads, double ratio) {
+    const int64_t gone = static_cast<int64_t>(std::floor(static_cast<double>(heads) * ratio + 1e-9));
+    return std::max<int64_t>(1, heads - gone);
+  }
+
+  static void AddHeadCounts(const ChannelGroup& grp, const std::vector<bool>& removed, nlohmann::json& layer) {
+    int64_t after = 0;
+    for (const auto& unit : grp.units) after += removed[static_cast<size_t>(unit[0])] ? 0 : 1;
+    layer["heads_before"] = static_cast<int64_t>(grp.units.size());
+    layer["heads_after"] = after;
+  }
+
+  // Importance of each head of group `gi`: the L2 (L1 with importance "l1") norm of every weight of a
+  // MatMul or Gemm the head owns: its Q, K and V projection columns and its rows of the output projection.
+  std::vector<double> HeadImportance(const Model& model, const ChannelAnalysis& an, size_t gi,
+                                     std::string* method) const {
+    const bool l1 = importance_ == "l1";
+    *method = l1 ? "l1" : "l2";
+    const Graph& g = model.graph;
+    auto mine = [&](int a) { return a >= 0 && static_cast<size_t>(an.group_of_atom[static_cast<size_t>(a)]) == gi; };
+    std::vector<double> atom_score(static_cast<size_t>(an.atom_count), 0.0);
+    for (const auto& e : an.slices) {
+      const Node& reader = g.nodes[e.reader];
+      if ((reader.op_type != "MatMul" && reader.op_type != "Gemm") || reader.inputs.size() < 2 ||
+          reader.inputs[1] != e.tensor || std::none_of(e.atoms.begin(), e.atoms.end(), mine)) {
+        continue;
+      }
+      const Tensor* w = g.FindInitializer(e.tensor);
+      auto v = w != nullptr ? passes::ToDoubles(*w) : std::nullopt;
+      if (!v || e.dim >= w->rank() || w->dims()[static_cast<size_t>(e.dim)] != static_cast<int64_t>(e.atoms.size())) {
+        continue;
+      }
+      int64_t outer = 1, inner = 1;
+      const int64_t n = w->dims()[static_cast<size_t>(e.dim)];
+      for (int64_t i = 0; i < e.dim; ++i) outer *= w->dims()[static_cast<size_t>(i)];
+      for (int64_t i = e.dim + 1; i < w->rank(); ++i) inner *= w->dims()[static_cast<size_t>(i)];
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t c = 0; c < n; ++c) {
+          const int a = e.atoms[static_cast<size_t>(c)];
+          if (!mine(a)) continue;
+          for (int64_t i = 0; i < inner; ++i) {
+            const double x = (*v)[static_cast<size_t>((o * n + c) * inner + i)];
+            atom_score[static_cast<size_t>(a)] += l1 ? std::fabs(x) : x * x;
+          }
+        }
+      }
+    }
+    std::vector<double> score;
+    for (const auto& unit : an.groups[gi].units) {
+      double s = 0;
+      for (int a : unit) s += atom_score[static_cast<size_t>(a)];
+      score.push_back(l1 ? s : std::sqrt(s));
+    }
+    return score;
   }
 
   double ratio_;
