@@ -23,6 +23,10 @@
 //                 each layer's scores are divided by their root mean square, so that a layer of small
 //                 weights is not emptied just because of its scale; the layers then differ in sparsity.
 //
+// `only_nodes`, when not empty, restricts pruning to the weights these nodes read (every reader of such a
+// weight is pruned with it); the rest of the selection is unchanged, so `compress sensitivity` prunes
+// exactly one layer of the full run at a time.
+//
 // Ties are broken by element index (the lower index is pruned first), so the output is deterministic.
 // Pre-existing zeros count towards the sparsity. A weight read by several prunable nodes of the same
 // layout is pruned once, with the activation norms of all its readers summed; a weight read by anything
@@ -179,6 +183,10 @@ class PrunePass : public Pass {
     }
     const auto uses = passes::UseCounts(g);
     const auto outputs = passes::GraphOutputNames(g);
+    std::set<std::string> only_weights;  // with only_nodes: the weights they read
+    for (const Node& n : g.nodes) {
+      if (only_.count(n.name.empty() ? n.Describe() : n.name) && IsPrunableOp(n)) only_weights.insert(n.inputs[1]);
+    }
     std::map<std::string, Target> by_weight;
     std::vector<std::string> order;
     std::set<std::string> rejected;
@@ -186,6 +194,7 @@ class PrunePass : public Pass {
       const Node& n = g.nodes[i];
       const std::string& w = n.inputs[1];
       if (w.empty() || rejected.count(w)) continue;
+      if (!only_.empty() && !only_weights.count(w)) continue;
       const Tensor* t = g.FindInitializer(w);
       if (t == nullptr) {
         if (n.op_type != "MatMul") ctx.Note("prune: " + n.Describe() + ": weight '" + w + "' is not a constant; kept");
@@ -464,6 +473,9 @@ class PrunePass : public Pass {
   bool global_;
   std::set<std::string> exclude_;
   bool keep_first_last_;
+
+ public:
+  std::set<std::string> only_;  // only_nodes
 };
 
 }  // namespace
@@ -505,8 +517,10 @@ std::unique_ptr<Pass> MakePrunePass(const json& options) {
   }
   std::set<std::string> exclude;
   for (const auto& e : options.value("exclude_nodes", json::array())) exclude.insert(e.get<std::string>());
-  return std::make_unique<PrunePass>(sparsity, n, m, method, global, std::move(exclude),
-                                     options.value("keep_first_last", false));
+  auto pass = std::make_unique<PrunePass>(sparsity, n, m, method, global, std::move(exclude),
+                                          options.value("keep_first_last", false));
+  for (const auto& e : options.value("only_nodes", json::array())) pass->only_.insert(e.get<std::string>());
+  return pass;
 }
 
 }  // namespace compress
