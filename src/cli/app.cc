@@ -191,7 +191,8 @@ Recipe BuildRecipe(const MainOptions& opt) {
       if (!(*opt.target_macs > 0 && *opt.target_macs <= 1)) {
         ThrowUsage("--target-macs must be a fraction in (0, 1], e.g. 0.5");
       }
-      recipe.steps.push_back(MakeRecipeStep("prune_channels", {{"ratio", 0.0}}, "--target-macs"));
+      recipe.steps.push_back(
+          MakeRecipeStep("prune_channels", {{"ratio", 0.0}, {"round_to", kTargetMacsRoundTo}}, "--target-macs"));
       name.push_back("channel-pruned");
     }
     // Pruning first: quantization then sees the pruned weights, and symmetric int8 keeps every zero.

@@ -479,6 +479,34 @@ json ChooseTargetMacsOptions(const Model& original, const RecipeStep& step, doub
       current = best_macs;
       steps.push_back({{"group", groups[best_g].key}, {"ratio", ratios[best_s - 1]}, {"macs", current}});
     }
+    // The last step may overshoot the budget (a large step is cheap per MAC): give back the ratio whose
+    // return lowers the loss most while the budget still holds, until none can.
+    for (;;) {
+      double best_gain = 0;
+      size_t best_g = groups.size(), best_s = 0;
+      int64_t best_macs = current;
+      for (size_t g = 0; g < groups.size(); ++g) {
+        for (size_t s = 0; s < state[g]; ++s) {
+          std::vector<size_t> st = state;
+          st[g] = s;
+          const int64_t m = macs_of(options_of(st));
+          const double gain = loss[g][state[g]] - loss[g][s];
+          if (static_cast<double>(m) <= budget && gain > best_gain) {
+            best_gain = gain;
+            best_g = g;
+            best_s = s;
+            best_macs = m;
+          }
+        }
+      }
+      if (best_g == groups.size()) break;
+      state[best_g] = best_s;
+      current = best_macs;
+      steps.push_back({{"group", groups[best_g].key},
+                       {"ratio", best_s > 0 ? ratios[best_s - 1] : 0.0},
+                       {"macs", current},
+                       {"back", true}});
+    }
     result = options_of(state);
     // The chosen model, once more with the run's own importance: its MACs are what the run will write.
     json final_details;

@@ -26,7 +26,9 @@ void ExpectSortedByDrop(const json& entries) {
     if (a0 == a1 && !entries[i - 1]["sqnr_db"].is_null() && !entries[i]["sqnr_db"].is_null()) {
       EXPECT_LE(entries[i - 1]["sqnr_db"].get<double>(), entries[i]["sqnr_db"].get<double>()) << "entry " << i;
     }
-    if (entries[i - 1]["sqnr_db"].is_null()) EXPECT_TRUE(entries[i]["sqnr_db"].is_null() || a0 < a1);
+    if (entries[i - 1]["sqnr_db"].is_null()) {
+      EXPECT_TRUE(entries[i]["sqnr_db"].is_null() || a0 < a1) << "entry " << i;
+    }
   }
 }
 

@@ -73,6 +73,12 @@ inline const std::vector<double>& TargetMacsRatios() {
   return ratios;
 }
 
+// Kept widths under --target-macs are multiples of 16 (halved for groups under 64 channels, as round_to
+// always is): ONNX Runtime's blocked (NCHWc) convolutions on AVX-512 take channels in blocks of 16, and
+// the sample CNN pruned to 32 channels in its two 64-wide groups (46 % of the MACs) runs faster there than
+// pruned to 24 in one (43 %); BENCHMARKS.md ("Structured pruning in ONNX Runtime").
+inline constexpr int64_t kTargetMacsRoundTo = 16;
+
 // --target-macs FRACTION: options for pass `prune_channels` (`step.options` completed, with `ratio` 0 and
 // `group_ratios` chosen, or a uniform `ratio` without data) under which the cleaned-up model keeps at most
 // FRACTION of the MACs of `original` (CountMacs, after the surgery). With data: each group's fidelity loss
