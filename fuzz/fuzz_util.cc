@@ -83,6 +83,9 @@ const std::vector<Recipe>& CompressionRecipes() {
       OneStep("fp16", {{"keep_io_types", false}, {"default_block_ops", false}}),
       OneStep("quantize", {{"mode", "dynamic"}}),
       OneStep("prune_channels", {{"ratio", 0.5}}),
+      // One group's own ratio (--target-macs, `compress sensitivity`): the sample CNN's stem group and a
+      // key no model has; the other groups at 0.25.
+      OneStep("prune_channels", {{"ratio", 0.25}, {"group_ratios", {{"/stem/stem.0/Conv", 0.75}, {"none", 0.5}}}}),
       // Weights-only and static INT8 upgrade old opsets with ONNX's version converter, which costs
       // ~0.1 s per call under the sanitizers: one weights-only run (per channel) per input.
       OneStep("quantize", {{"mode", "weights_only"}}),
@@ -90,6 +93,9 @@ const std::vector<Recipe>& CompressionRecipes() {
       OneStep("prune", {{"method", "magnitude"}}),
       OneStep("prune", {{"method", "magnitude"}, {"global", true}, {"sparsity", 0.9}}),
       OneStep("prune", {{"method", "magnitude"}, {"pattern", "2:4"}, {"update", false}, {"exact_flops", 0.0}}),
+      // One layer at a time (`compress sensitivity`): named layers of the sample models.
+      OneStep("prune",
+              {{"method", "magnitude"}, {"only_nodes", json::array({"/net/net.1/Gemm", "/conv2/conv2.0/Conv"})}}),
   };
   return recipes;
 }

@@ -27,6 +27,8 @@
 #include "compress/report/report.h"
 #include "compress/report/zstd_size.h"
 #include "compress/report/gate.h"
+#include "compress/report/sensitivity.h"
+#include "compress/eval/macs.h"
 #include "compress/calib/calibration.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
@@ -68,6 +70,7 @@ struct MainOptions {
   bool no_prune_update = false;
   std::vector<std::string> prune_exclude_nodes;
   std::optional<double> prune_channels;
+  std::optional<double> target_macs;
   // Report and evaluation.
   std::string report_json;
   std::string report_md;
@@ -125,6 +128,20 @@ struct BenchCliOptions {
   bool reference = false;
 };
 
+struct SensitivityCliOptions {
+  std::string model;
+  std::string calib;
+  std::string labels;
+  std::string json_out;
+  std::optional<double> prune;
+  std::optional<double> prune_channels;
+  std::string prune_pattern;
+  std::string prune_method;
+  int64_t batch = 64;
+  int64_t limit = 0;
+  int threads = 0;
+};
+
 struct RunCliOptions {
   std::string model;
   std::string data;
@@ -154,12 +171,12 @@ bool AnyInt8Option(const MainOptions& opt) {
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
   const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune.has_value() ||
-                          opt.prune_channels.has_value();
+                          opt.prune_channels.has_value() || opt.target_macs.has_value();
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
     if (pass_flags) {
-      ThrowUsage("--recipe cannot be combined with pass flags (--prune, --fp16, --int8, --compact-names); put every "
-                 "pass in the recipe");
+      ThrowUsage("--recipe cannot be combined with pass flags (--prune, --prune-channels, --target-macs, --fp16, "
+                 "--int8, --compact-names); put every pass in the recipe");
     }
     recipe = LoadRecipeFile(opt.recipe_file);
   } else {
@@ -170,6 +187,16 @@ Recipe BuildRecipe(const MainOptions& opt) {
       if (!(*opt.prune_channels >= 0 && *opt.prune_channels < 1)) ThrowUsage("--prune-channels must be in [0, 1)");
       recipe.steps.push_back(
           MakeRecipeStep("prune_channels", {{"ratio", *opt.prune_channels}}, "--prune-channels"));
+      name.push_back("channel-pruned");
+    }
+    // --target-macs: the ratios per group are chosen once the model is loaded (ChooseTargetMacsOptions).
+    if (opt.target_macs) {
+      if (opt.prune_channels) ThrowUsage("--prune-channels and --target-macs are alternatives; choose one");
+      if (!(*opt.target_macs > 0 && *opt.target_macs <= 1)) {
+        ThrowUsage("--target-macs must be a fraction in (0, 1], e.g. 0.5");
+      }
+      recipe.steps.push_back(
+          MakeRecipeStep("prune_channels", {{"ratio", 0.0}, {"round_to", kTargetMacsRoundTo}}, "--target-macs"));
       name.push_back("channel-pruned");
     }
     // Pruning first: quantization then sees the pruned weights, and symmetric int8 keeps every zero.
@@ -324,7 +351,7 @@ std::string FormatGateFailure(const GateCheck& g, const std::string& data) {
 
 int RunMain(const MainOptions& opt, std::ostream& out) {
   const auto start = std::chrono::steady_clock::now();
-  const Recipe requested = BuildRecipe(opt);
+  Recipe requested = BuildRecipe(opt);
   const bool needs_calib = NeedsCalibration(requested);
   const bool table_exists = !opt.calib_table.empty() && FileExists(opt.calib_table);
   if (needs_calib && opt.calib_dir.empty() && !table_exists) {
@@ -436,12 +463,32 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   // Pruning measures activation norms on the calibration data (wanda, the default with --calib; channel
   // pruning ranks by activation and compensates the removed channels' means).
   const bool prune_calib = calib_data.has_value() &&
-                           std::any_of(requested.steps.begin(), requested.steps.end(),
-                                       [](const RecipeStep& s) {
-                                         return s.pass == "prune" || s.pass == "prune_channels";
-                                       });
+                           std::any_of(requested.steps.begin(), requested.steps.end(), [](const RecipeStep& s) {
+                             return s.pass == "prune" || s.pass == "prune_channels";
+                           });
   pipe_opt.calibration = needs_calib || fp16_calib || prune_calib ? &calibration : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
+
+  // --target-macs: per-group ratios from the sensitivity measured on the calibration data (a uniform
+  // ratio without it), written into the recipe so that the output's metadata reproduces them.
+  nlohmann::json target_details;
+  if (opt.target_macs) {
+    if (!calib_data) {
+      spdlog::info("--target-macs without --calib: the same ratio for every channel group, the smallest that "
+                   "meets the target");
+    }
+    SensitivityOptions sens;
+    sens.threads = opt.threads;
+    sens.batch = opt.batch;
+    sens.limit = opt.calib_limit;
+    sens.calibration = pipe_opt.calibration;
+    sens.cleanup = requested.optimize;
+    for (auto& step : requested.steps) {
+      if (step.pass != "prune_channels") continue;
+      step.options = ChooseTargetMacsOptions(original, step, *opt.target_macs, calib_data ? &*calib_data : nullptr,
+                                             sens, &target_details);
+    }
+  }
 
   Recipe recipe = requested;
   std::vector<PassRun> runs;
@@ -504,6 +551,26 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
     gate_info = g;
   }
   if (comparison) comparison->data_sha256 = compare_sha256;
+  if (opt.target_macs) {
+    // The budget is checked on the model written (quantization counts as its float model).
+    const int64_t before = CountMacs(original).total, after = CountMacs(model).total;
+    if (static_cast<double>(after) > *opt.target_macs * static_cast<double>(before)) {
+      ThrowInternal("--target-macs " + std::to_string(*opt.target_macs) + ": the output keeps " +
+                    std::to_string(after) + " of " + std::to_string(before) + " MACs");
+    }
+    for (auto& r : runs) {
+      if (r.pass != "prune_channels") continue;
+      r.details["target_macs"] = target_details;
+      const std::string method = target_details.value("method", std::string());
+      std::ostringstream note;
+      note << std::fixed << std::setprecision(4) << "--target-macs " << *opt.target_macs << ": " << after << " of "
+           << before << " MACs kept (" << static_cast<double>(after) / static_cast<double>(before) << "), "
+           << (method == "sensitivity" ? "per-group ratios from the sensitivity on the calibration data"
+               : method == "uniform"   ? "one ratio for every group (no --calib), found by bisection"
+                                       : "nothing to prune");
+      r.notes.push_back(note.str());
+    }
+  }
 
   model.SetMetadata(kMetaRecipe, recipe.ToJson().dump());
   model.SetMetadata(kMetaVersion, COMPRESS_VERSION);
@@ -857,6 +924,49 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
   return 0;
 }
 
+int RunSensitivityCommand(const SensitivityCliOptions& opt, std::ostream& out) {
+  if (opt.prune && opt.prune_channels) ThrowUsage("--prune and --prune-channels are alternatives; choose one");
+  if ((!opt.prune_pattern.empty() || !opt.prune_method.empty()) && opt.prune_channels) {
+    ThrowUsage("--prune-pattern and --prune-method apply to --prune only");
+  }
+  RecipeStep step;
+  if (opt.prune_channels) {
+    if (!(*opt.prune_channels > 0 && *opt.prune_channels < 1)) ThrowUsage("--prune-channels must be in (0, 1)");
+    step = MakeRecipeStep("prune_channels", {{"ratio", *opt.prune_channels}}, "--prune-channels");
+  } else {
+    const double sparsity = opt.prune.value_or(0.5);
+    if (!(sparsity > 0 && sparsity < 1)) ThrowUsage("--prune must be a fraction in (0, 1), e.g. 0.5");
+    nlohmann::json o = {{"sparsity", sparsity}};
+    if (!opt.prune_pattern.empty()) o["pattern"] = opt.prune_pattern;
+    if (!opt.prune_method.empty()) o["method"] = opt.prune_method;
+    step = MakeRecipeStep("prune", o, "--prune");
+    MakePrunePass(step.options);  // usage errors (pattern, method) before anything is loaded
+  }
+  if (!opt.json_out.empty()) {
+    if (FileExists(opt.model) && SameFile(opt.json_out, opt.model)) {
+      ThrowUsage("refusing to overwrite the input file '" + opt.model + "' with the JSON output");
+    }
+    CheckOutputPath(opt.json_out);
+  }
+  const Model model = LoadModel(opt.model);
+  DatasetOptions data_opt;
+  data_opt.labels_file = opt.labels;
+  const Dataset data = Dataset::Open(opt.calib, ModelInputSpecs(model), data_opt);
+  CalibrateOptions calib_opt;
+  calib_opt.threads = opt.threads;
+  calib_opt.limit = opt.limit;
+  DataCalibrationSource calibration(&data, "", calib_opt);
+  SensitivityOptions sens;
+  sens.threads = opt.threads;
+  sens.batch = opt.batch;
+  sens.limit = opt.limit;
+  sens.calibration = &calibration;
+  const nlohmann::json doc = RunSensitivity(model, opt.model, step, data, opt.calib, sens);
+  if (!opt.json_out.empty()) WriteFileAtomic(opt.json_out, doc.dump(2) + "\n");
+  out << FormatSensitivity(doc);
+  return 0;
+}
+
 int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   CLI::App app{"compress: shrink ONNX models (quantization, pruning, low rank, distillation) and report the cost",
                "compress"};
@@ -910,6 +1020,9 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_flag("--fp16", main_opt.fp16, "Convert float32 weights and computation to float16");
   app.add_option("--prune-channels", main_opt.prune_channels,
                  "Structured pruning: remove this fraction of the channels of every prunable channel group");
+  app.add_option("--target-macs", main_opt.target_macs,
+                 "Structured pruning to keep at most this fraction of the MACs, in (0, 1]: per-group ratios from the "
+                 "sensitivity measured on --calib (one ratio for every group without it)");
   app.add_flag("--compact-names", main_opt.compact_names,
                "Shorten intermediate value and initializer names, drop node names and attributes that hold "
                "their default (smaller files for small models)");
@@ -1000,6 +1113,24 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   bench->add_flag("--reference-kernels", bench_opt.reference, "Time the plain reference kernels");
   bench->add_flag("--json", bench_opt.json, "Print JSON (schema compress.bench/1)");
 
+  SensitivityCliOptions sens_opt;
+  CLI::App* sens = app.add_subcommand("sensitivity", "Fidelity drop when only one layer (--prune) or one channel "
+                                                     "group (--prune-channels) is pruned, measured on --calib");
+  sens->fallthrough();
+  sens->add_option("model", sens_opt.model, "ONNX model")->required();
+  sens->add_option("--calib", sens_opt.calib, "Data folder the models are compared on")->required();
+  sens->add_option("--prune", sens_opt.prune, "Unstructured/N:M pruning of one layer at a time at this sparsity "
+                                              "(default 0.5)");
+  sens->add_option("--prune-channels", sens_opt.prune_channels,
+                   "Structured pruning of one channel group at a time at this ratio");
+  sens->add_option("--prune-pattern", sens_opt.prune_pattern, "With --prune: unstructured (default) or N:M");
+  sens->add_option("--prune-method", sens_opt.prune_method, "With --prune: magnitude or wanda (default)");
+  sens->add_option("-o,--json", sens_opt.json_out, "Also write the results as JSON (schema compress.sensitivity/1)");
+  sens->add_option("--labels", sens_opt.labels, "Labels file instead of DIR/labels.*");
+  sens->add_option("--limit", sens_opt.limit, "Use only the first N samples");
+  sens->add_option("--batch", sens_opt.batch, "Samples per run")->capture_default_str()->check(CLI::PositiveNumber);
+  sens->add_option("--threads", sens_opt.threads, "Threads (0: one per core)")->capture_default_str();
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -1024,6 +1155,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   if (eval->parsed()) return RunEval(eval_opt, out);
   if (run->parsed()) return RunRun(run_opt, out);
   if (bench->parsed()) return RunBench(bench_opt, out);
+  if (sens->parsed()) return RunSensitivityCommand(sens_opt, out);
   if (main_opt.model.empty()) {
     spdlog::error("no input model given (run 'compress --help' for usage)");
     return static_cast<int>(ErrorKind::kUsage);

@@ -47,7 +47,9 @@ std::vector<PassInfo> BuildPassList() {
                                                   "every producer of the group has one)"},
                      {"round_to", json(int64_t{8}), "kept widths are multiples of this (halved for groups under "
                                                    "4x as many channels)"},
-                     {"exclude_nodes", json::array(), "producer node names whose channel groups stay whole"}},
+                     {"exclude_nodes", json::array(), "producer node names whose channel groups stay whole"},
+                     {"group_ratios", json::object(), "ratio of single groups, by the name of the group's first "
+                                                      "producer node (details.layers[].group); others use ratio"}},
                     MakePruneChannelsPass});
   passes.push_back({"fp16",
                     "convert float32 weights and computation to float16",
@@ -90,7 +92,8 @@ std::vector<PassInfo> BuildPassList() {
                                             "layer by layer on the model pruned so far; without data, mask only"},
                      {"exact_flops", json(3e10), "update: per-layer budget of the exact per-row least-squares solve "
                                                  "(rows x kept^3 / 3 flops); above it SparseGPT's sequential OBS "
-                                                 "update is used"}},
+                                                 "update is used"},
+                     {"only_nodes", json::array(), "when not empty, prune only the weights these nodes read"}},
                     MakePrunePass});
   passes.push_back({"compact_names",
                     "shorten intermediate value and initializer names, drop node names and attributes "
@@ -109,6 +112,7 @@ std::string TypeName(const json& v) {
   if (v.is_number()) return "a number";
   if (v.is_string()) return "a string";
   if (v.is_array()) return "a list of strings";
+  if (v.is_object()) return "a mapping of names to numbers";
   return "a value";
 }
 
@@ -121,6 +125,13 @@ bool SameType(const json& spec, const json& v) {
     if (!v.is_array()) return false;
     for (const auto& e : v) {
       if (!e.is_string()) return false;
+    }
+    return true;
+  }
+  if (spec.is_object()) {
+    if (!v.is_object()) return false;
+    for (const auto& e : v) {
+      if (!e.is_number()) return false;
     }
     return true;
   }

@@ -40,6 +40,9 @@
 // stays as it is. Limits: K <= kMaxReconstructK per group (H is K x K doubles, 128 MB at 4096; released
 // after each layer), at most kMaxGramFlops to accumulate H, Conv with explicit, VALID or SAME padding;
 // ConvTranspose and larger layers are masked only, with a note.
+// `only_nodes`, when not empty, restricts pruning to the weights these nodes read (every reader of such a
+// weight is pruned with it); the rest of the selection is unchanged, so `compress sensitivity` prunes
+// exactly one layer of the full run at a time.
 //
 // Ties are broken by element index (the lower index is pruned first), so the output is deterministic.
 // Pre-existing zeros count towards the sparsity. A weight read by several prunable nodes of the same
@@ -316,6 +319,10 @@ class PrunePass : public Pass {
     }
     const auto uses = passes::UseCounts(g);
     const auto outputs = passes::GraphOutputNames(g);
+    std::set<std::string> only_weights;  // with only_nodes: the weights they read
+    for (const Node& n : g.nodes) {
+      if (only_.count(n.name.empty() ? n.Describe() : n.name) && IsPrunableOp(n)) only_weights.insert(n.inputs[1]);
+    }
     std::map<std::string, Target> by_weight;
     std::vector<std::string> order;
     std::set<std::string> rejected;
@@ -323,6 +330,7 @@ class PrunePass : public Pass {
       const Node& n = g.nodes[i];
       const std::string& w = n.inputs[1];
       if (w.empty() || rejected.count(w)) continue;
+      if (!only_.empty() && !only_weights.count(w)) continue;
       const Tensor* t = g.FindInitializer(w);
       if (t == nullptr) {
         if (n.op_type != "MatMul") ctx.Note("prune: " + n.Describe() + ": weight '" + w + "' is not a constant; kept");
@@ -994,6 +1002,9 @@ class PrunePass : public Pass {
   bool keep_first_last_;
   bool update_;
   double exact_flops_;
+
+ public:
+  std::set<std::string> only_;  // only_nodes
 };
 
 }  // namespace
@@ -1039,9 +1050,11 @@ std::unique_ptr<Pass> MakePrunePass(const json& options) {
   if (!(exact_flops >= 0.0)) {
     ThrowUsage("pass 'prune': option 'exact_flops' must be >= 0, got " + json(exact_flops).dump());
   }
-  return std::make_unique<PrunePass>(sparsity, n, m, method, global, std::move(exclude),
-                                     options.value("keep_first_last", false), options.value("update", true),
-                                     exact_flops);
+  auto pass = std::make_unique<PrunePass>(sparsity, n, m, method, global, std::move(exclude),
+                                          options.value("keep_first_last", false), options.value("update", true),
+                                          exact_flops);
+  for (const auto& e : options.value("only_nodes", json::array())) pass->only_.insert(e.get<std::string>());
+  return pass;
 }
 
 }  // namespace compress

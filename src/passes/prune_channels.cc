@@ -25,6 +25,11 @@
 // floor(heads * ratio) heads, at least one staying, ranked by the norm of all their Q/K/V columns and
 // output-projection rows; round_to does not apply to them. After the surgery the shapes are inferred and the
 // operators verified; when that fails the groups are applied one at a time and the ones that fail stay.
+//
+// `group_ratios` sets the ratio of single groups, keyed by the name of the group's first producer node
+// (its description when unnamed; the "group" of every entry of details.layers): a listed group uses its
+// own ratio, the others `ratio` (0 leaves them whole). --target-macs and `compress sensitivity` prune
+// through it.
 
 #include <algorithm>
 #include <cmath>
@@ -176,10 +181,20 @@ class PruneChannelsPass : public Pass {
       ThrowUsage("prune_channels: importance must be auto, act, l1, l2 or bn, got '" + importance_ + "'");
     }
     if (round_to_ < 1) ThrowUsage("prune_channels: round_to must be at least 1");
+    if (o.contains("group_ratios") && o.at("group_ratios").is_object()) {
+      const nlohmann::json& ratios = o.at("group_ratios");
+      for (auto it = ratios.begin(); it != ratios.end(); ++it) {
+        const double v = it.value().get<double>();
+        if (!(v >= 0.0 && v < 1.0)) {
+          ThrowUsage("prune_channels: group_ratios['" + it.key() + "'] must be in [0, 1), got " + it.value().dump());
+        }
+        group_ratios_[it.key()] = v;
+      }
+    }
   }
 
   void Run(Model& model, PassContext& ctx) override {
-    if (ratio_ == 0.0) return;
+    if (ratio_ == 0.0 && group_ratios_.empty()) return;
     const ChannelAnalysis an = passes::AnalyzeChannels(model);
     const Graph& g = model.graph;
     const bool have_data = ctx.calibration() != nullptr && ctx.calibration()->has_data();
@@ -208,10 +223,16 @@ class PruneChannelsPass : public Pass {
     std::vector<std::vector<int>> removals;  // per group, atoms to remove
     std::vector<size_t> chosen;              // group index of each removal
     std::vector<std::string> methods;
+    std::vector<std::string> keys;           // group key of each removal
     for (size_t gi = 0; gi < an.groups.size(); ++gi) {
       const ChannelGroup& grp = an.groups[gi];
       if (grp.producers.empty()) continue;
-      const std::string first = g.nodes[an.producers[grp.producers[0]].node].Describe();
+      const Node& first_node = g.nodes[an.producers[grp.producers[0]].node];
+      const std::string first = first_node.Describe();
+      const std::string key = first_node.name.empty() ? first : first_node.name;
+      const auto listed = group_ratios_.find(key);
+      const double ratio = listed != group_ratios_.end() ? listed->second : ratio_;
+      if (ratio == 0.0) continue;
       if (!grp.prunable) {
         ctx.Count("groups_kept");
         ctx.Note("kept channels of " + first + ": " + grp.reason);
@@ -228,7 +249,7 @@ class PruneChannelsPass : public Pass {
       }
       const int64_t width = static_cast<int64_t>(grp.units.size());
       const int64_t k = EffectiveRoundTo(round_to_, width);
-      int64_t keep = static_cast<int64_t>(std::ceil(static_cast<double>(width) * (1.0 - ratio_) - 1e-9));
+      int64_t keep = static_cast<int64_t>(std::ceil(static_cast<double>(width) * (1.0 - ratio) - 1e-9));
       keep = std::max<int64_t>(k, (keep + k - 1) / k * k);
       if (grp.heads) keep = KeptHeads(width, ratio_);
       if (grp.heads && keep >= width) {
@@ -257,6 +278,7 @@ class PruneChannelsPass : public Pass {
       removals.push_back(atoms);
       chosen.push_back(gi);
       methods.push_back(method);
+      keys.push_back(key);
     }
 
     // Apply everything; when the result does not check, apply group by group and keep what checks.
@@ -306,7 +328,8 @@ class PruneChannelsPass : public Pass {
                           {"op", node.op_type},
                           {"method", methods[r]},
                           {"channels_before", static_cast<int64_t>(prod.atoms.size())},
-                          {"channels_after", after}});
+                          {"channels_after", after},
+                          {"group", keys[r]}});
         if (grp.heads) AddHeadCounts(grp, removed, layers.back());
       }
     }
@@ -506,6 +529,7 @@ class PruneChannelsPass : public Pass {
   bool act_ = false;
   int64_t round_to_;
   std::set<std::string> exclude_;
+  std::map<std::string, double> group_ratios_;
 };
 
 }  // namespace

@@ -105,8 +105,8 @@ class Pass {
   virtual void Run(Model& model, PassContext& ctx) = 0;
 };
 
-// One option of a pass. `default_value` also fixes the type: boolean, integer, number, string, or an
-// array of strings.
+// One option of a pass. `default_value` also fixes the type: boolean, integer, number, string, an array
+// of strings, or an object (a mapping of names to numbers).
 struct OptionSpec {
   std::string name;
   nlohmann::json default_value;
