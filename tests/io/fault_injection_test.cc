@@ -85,7 +85,8 @@ class Child {
         const rlimit lim{opt.file_size_limit, opt.file_size_limit};
         if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(126);
       }
-      if (opt.as_nobody && (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)) ::_exit(126);
+      if (opt.as_nobody && (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0))
+        ::_exit(126);
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
@@ -207,6 +208,7 @@ constexpr int64_t kBigWidth = kSanitized ? 512 : 1024;
 constexpr rlim_t kBigDataBytes = rlim_t{kBigLayers} * kBigWidth * kBigWidth * 4;
 // Interruptions per signal.
 constexpr int kInterruptions = kSanitized ? 8 : 20;
+constexpr int kSpanRounds = 4;  // InterruptMany: at most this many rounds of runs, each span 3x the last
 
 struct Files {
   std::map<std::string, std::string> bytes;  // name in the folder -> content
@@ -249,7 +251,8 @@ std::vector<std::string> Lines(const std::string& s) {
 }
 bool CompleteMarkdownReport(const std::string& s, const std::string& reference) {
   const auto a = Lines(s), b = Lines(reference);
-  return !s.empty() && s.back() == '\n' && a.size() == b.size() && a.front() == b.front() && a.back() == b.back();
+  return !s.empty() && s.back() == '\n' && a.size() == b.size() && a.front() == b.front() &&
+         a.back() == b.back();
 }
 
 // The scene of the interruption tests: the input model with external data in in/, reference outputs of
@@ -299,7 +302,10 @@ class WriteFaults : public ::testing::Test {
 
   enum class State { kAbsent, kPrevious, kNew, kPartial };
   static const char* Name(State s) {
-    return s == State::kAbsent ? "absent" : s == State::kPrevious ? "previous" : s == State::kNew ? "new" : "PARTIAL";
+    return s == State::kAbsent     ? "absent"
+           : s == State::kPrevious ? "previous"
+           : s == State::kNew      ? "new"
+                                   : "PARTIAL";
   }
   State StateOf(const std::string& name, bool had_previous) const {
     const std::string path = tmp_ / "out/" + name;
@@ -319,53 +325,69 @@ class WriteFaults : public ::testing::Test {
     std::uniform_real_distribution<double> jitter(0.0, 1.0);
     // Runs in this loop take longer than the reference (the previous outputs are rewritten just before,
     // and the disk is busier): the delays go well past the reference's duration.
-    const double span = run_seconds_ * 1.6;
+    // On a loaded machine a run can take several times the reference: when no signal landed after the
+    // commit (or none before it), the same number of runs is repeated with the delays stretched (or
+    // shrunk), at most kSpanRounds times; every run's outputs are checked all the same.
+    double span = run_seconds_ * 1.6;
     std::map<std::string, int> tally;
-    int finished = 0, stale_temps = 0;
-    for (int i = 0; i < iterations; ++i) {
-      const bool had_previous = i % 2 == 1;
-      Restore(tmp_ / "out", had_previous ? previous_ : Files{});
-      const double delay = span * (i + jitter(rng)) / iterations;
-      SCOPED_TRACE("run " + std::to_string(i) + ": signal " + std::to_string(sig) + " after " +
-                   std::to_string(delay) + " s" + (had_previous ? ", over previous outputs" : ""));
-      Child c(Args(tmp_ / "out", {}));
-      std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-      c.Signal(sig);
-      const int code = c.Wait();
-      EXPECT_TRUE(code == 0 || code == 128 + sig) << "exit " << code << ": " << c.err();
-      if (code == 0) ++finished;
-      const State model = StateOf("model.onnx", had_previous), data = StateOf("model.onnx.data", had_previous);
-      const State json = StateOf("report.json", had_previous), md = StateOf("report.md", had_previous);
-      for (State s : {model, data, json, md}) {
-        EXPECT_NE(s, State::kPartial);
+    int finished = 0, stale_temps = 0, runs = 0;
+    const auto committed_runs = [&tally] {
+      int n = 0;
+      for (const auto& [k, c] : tally) n += k.rfind("model new", 0) == 0 ? c : 0;
+      return n;
+    };
+    for (int round = 0; round < kSpanRounds; ++round) {
+      if (round > 0) {
+        const int c = committed_runs();
+        if (c > 0 && c < runs) break;
+        span = c == 0 ? span * 3.0 : span / 3.0;
       }
-      // The model's name never shows a model with another run's data.
-      if (model == State::kNew || model == State::kPrevious) {
-        EXPECT_EQ(data, model) << "model " << Name(model);
-      }
-      if (code == 0) {
+      for (int i = 0; i < iterations; ++i, ++runs) {
+        const bool had_previous = i % 2 == 1;
+        Restore(tmp_ / "out", had_previous ? previous_ : Files{});
+        const double delay = span * (i + jitter(rng)) / iterations;
+        SCOPED_TRACE("run " + std::to_string(i) + ": signal " + std::to_string(sig) + " after " +
+                     std::to_string(delay) + " s" + (had_previous ? ", over previous outputs" : ""));
+        Child c(Args(tmp_ / "out", {}));
+        std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+        c.Signal(sig);
+        const int code = c.Wait();
+        EXPECT_TRUE(code == 0 || code == 128 + sig) << "exit " << code << ": " << c.err();
+        if (code == 0) ++finished;
+        const State model = StateOf("model.onnx", had_previous),
+                    data = StateOf("model.onnx.data", had_previous);
+        const State json = StateOf("report.json", had_previous), md = StateOf("report.md", had_previous);
         for (State s : {model, data, json, md}) {
-          EXPECT_EQ(s, State::kNew);
+          EXPECT_NE(s, State::kPartial);
         }
-      }
-      ++tally[std::string("model ") + Name(model) + ", data " + Name(data)];
-      const auto temps = TempFiles(tmp_ / "out");
-      if (sig == SIGKILL) {
-        stale_temps += static_cast<int>(temps.size());
-      } else {
-        EXPECT_TRUE(temps.empty()) << temps.size() << " temporary files left, first " << temps[0];
+        // The model's name never shows a model with another run's data.
+        if (model == State::kNew || model == State::kPrevious) {
+          EXPECT_EQ(data, model) << "model " << Name(model);
+        }
+        if (code == 0) {
+          for (State s : {model, data, json, md}) {
+            EXPECT_EQ(s, State::kNew);
+          }
+        }
+        ++tally[std::string("model ") + Name(model) + ", data " + Name(data)];
+        const auto temps = TempFiles(tmp_ / "out");
+        if (sig == SIGKILL) {
+          stale_temps += static_cast<int>(temps.size());
+        } else {
+          EXPECT_TRUE(temps.empty()) << temps.size() << " temporary files left, first " << temps[0];
+        }
       }
     }
     ExpectInputUntouched();  // nothing restores it: a change in any run would show here
     std::string summary;
     for (const auto& [k, n] : tally) summary += " [" + k + ": " + std::to_string(n) + "]";
-    std::cout << "signal " << sig << ", " << iterations << " runs of " << run_seconds_ << " s: " << finished
-              << " finished;" << summary << "; temporary files left by SIGKILL: " << stale_temps << "\n";
+    std::cout << "signal " << sig << ", " << runs << " runs (reference " << run_seconds_ << " s, last span "
+              << span << " s): " << finished << " finished;" << summary
+              << "; temporary files left by SIGKILL: " << stale_temps << "\n";
     // The signals did land both before and after the model was committed.
-    int committed = 0;
-    for (const auto& [k, n] : tally) committed += k.rfind("model new", 0) == 0 ? n : 0;
+    const int committed = committed_runs();
     EXPECT_GT(committed, 0);
-    EXPECT_LT(committed, iterations);
+    EXPECT_LT(committed, runs);
   }
 
   TempDir tmp_;
@@ -383,7 +405,9 @@ TEST_F(WriteFaults, SigtermAtAnyMomentLeavesCompleteOrPreviousOutputsAndNoTempor
   InterruptMany(SIGTERM, kInterruptions / 2);
 }
 
-TEST_F(WriteFaults, SigkillAtAnyMomentLeavesCompleteOrPreviousOutputs) { InterruptMany(SIGKILL, kInterruptions); }
+TEST_F(WriteFaults, SigkillAtAnyMomentLeavesCompleteOrPreviousOutputs) {
+  InterruptMany(SIGKILL, kInterruptions);
+}
 
 TEST_F(WriteFaults, TwoRunsWritingTheSameFilesEndWithOneCompleteSet) {
   for (int round = 0; round < (kSanitized ? 2 : 3); ++round) {
@@ -407,8 +431,10 @@ TEST_F(WriteFaults, TwoRunsWritingTheSameFilesEndWithOneCompleteSet) {
     Child b(Args(tmp_ / "out", fp16_first ? std::vector<std::string>{} : std::vector<std::string>{"--fp16"}));
     EXPECT_EQ(a.Wait(), 0) << a.err();
     EXPECT_EQ(b.Wait(), 0) << b.err();
-    const std::string model = ReadBytes(tmp_ / "out/model.onnx"), data = ReadBytes(tmp_ / "out/model.onnx.data");
-    const bool is_new = model == reference_.bytes["model.onnx"] && data == reference_.bytes["model.onnx.data"];
+    const std::string model = ReadBytes(tmp_ / "out/model.onnx"),
+                      data = ReadBytes(tmp_ / "out/model.onnx.data");
+    const bool is_new =
+        model == reference_.bytes["model.onnx"] && data == reference_.bytes["model.onnx.data"];
     const bool is_fp16 = model == previous_.bytes["model.onnx"] && data == previous_.bytes["model.onnx.data"];
     EXPECT_TRUE(is_new || is_fp16) << "the model and its data file come from different runs";
     ++winners[is_new ? "float32" : is_fp16 ? "fp16" : "mixed"];
@@ -450,13 +476,17 @@ TEST(WriteFaultsSmall, FileSizeLimitOnTheReportIsExit4AndNoPartialReport) {
   TempDir tmp;
   WriteBytes(tmp / "tiny.onnx", SerializeModel(testing::TinyModel()));
   std::string err;
-  ASSERT_EQ(RunToEnd({tmp / "tiny.onnx", "-o", tmp / "ref.onnx", "--report", tmp / "ref.json", "-q"}, &err), 0) << err;
-  const size_t model_bytes = ReadBytes(tmp / "ref.onnx").size(), report_bytes = ReadBytes(tmp / "ref.json").size();
+  ASSERT_EQ(RunToEnd({tmp / "tiny.onnx", "-o", tmp / "ref.onnx", "--report", tmp / "ref.json", "-q"}, &err),
+            0)
+      << err;
+  const size_t model_bytes = ReadBytes(tmp / "ref.onnx").size(),
+               report_bytes = ReadBytes(tmp / "ref.json").size();
   ASSERT_LT(model_bytes * 2, report_bytes);
   std::filesystem::create_directory(tmp / "out");
   SpawnOptions lim;
   lim.file_size_limit = model_bytes + (report_bytes - model_bytes) / 2;
-  EXPECT_EQ(RunToEnd({tmp / "tiny.onnx", "-o", tmp / "out/tiny.onnx", "--report", tmp / "out/report.json"}, &err, lim),
+  EXPECT_EQ(RunToEnd({tmp / "tiny.onnx", "-o", tmp / "out/tiny.onnx", "--report", tmp / "out/report.json"},
+                     &err, lim),
             kExitIO)
       << err;
   EXPECT_TRUE(OneLine(err)) << err;
@@ -468,10 +498,16 @@ TEST(WriteFaultsSmall, FileSizeLimitOnTheReportIsExit4AndNoPartialReport) {
 TEST(WriteFaultsSmall, FileSizeLimitOnTheCalibrationTableIsExit4AndNoPartialTable) {
   // The calibration table is written while the passes run, before the model.
   TempDir tmp;
-  const std::vector<std::string> base{testing::SourcePath("models/cnn.onnx"), "--int8", "--calib",
-                                      testing::SourcePath("models/calib"), "--calib-limit", kSanitized ? "2" : "16", "-q"};
+  const std::vector<std::string> base{testing::SourcePath("models/cnn.onnx"),
+                                      "--int8",
+                                      "--calib",
+                                      testing::SourcePath("models/calib"),
+                                      "--calib-limit",
+                                      kSanitized ? "2" : "16",
+                                      "-q"};
   auto args = base;
-  for (const std::string& a : {std::string("-o"), tmp / "ref.onnx", std::string("--calib-table"), tmp / "ref.json"}) {
+  for (const std::string& a :
+       {std::string("-o"), tmp / "ref.onnx", std::string("--calib-table"), tmp / "ref.json"}) {
     args.push_back(a);
   }
   std::string err;
@@ -480,8 +516,8 @@ TEST(WriteFaultsSmall, FileSizeLimitOnTheCalibrationTableIsExit4AndNoPartialTabl
   ASSERT_GT(table_bytes, 1000u);
   std::filesystem::create_directory(tmp / "out");
   args = base;
-  for (const std::string& a : {std::string("-o"), tmp / "out/cnn.onnx", std::string("--calib-table"),
-                               tmp / "out/table.json"}) {
+  for (const std::string& a :
+       {std::string("-o"), tmp / "out/cnn.onnx", std::string("--calib-table"), tmp / "out/table.json"}) {
     args.push_back(a);
   }
   SpawnOptions lim;
@@ -553,7 +589,8 @@ TEST_F(WriteFaults, ReadOnlyOutputFolderIsExit4NamingTheFolder) {
     std::string err;
     EXPECT_EQ(RunToEnd(Args(dir, {}), &err), kExitIO) << err;
     EXPECT_TRUE(OneLine(err)) << err;
-    EXPECT_NE(err.find("folder '" + dir + "' is not writable: Read-only file system"), std::string::npos) << err;
+    EXPECT_NE(err.find("folder '" + dir + "' is not writable: Read-only file system"), std::string::npos)
+        << err;
     EXPECT_EQ(ListDir(dir), std::vector<std::string>{"model.onnx"});
     EXPECT_EQ(ReadBytes(dir + "/model.onnx"), "previous");
   } else {
@@ -594,7 +631,8 @@ TEST_F(OutputPaths, DirectoryIsExit4) {
   std::string err;
   EXPECT_EQ(RunToEnd({input_, "-o", tmp_ / "out/model.onnx"}, &err), kExitIO) << err;
   EXPECT_TRUE(OneLine(err)) << err;
-  EXPECT_NE(err.find("cannot write '" + tmp_ / "out/model.onnx" + "': it is a directory"), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot write '" + tmp_ / "out/model.onnx" + "': it is a directory"), std::string::npos)
+      << err;
   EXPECT_TRUE(ListDir(tmp_ / "out/model.onnx").empty());
   EXPECT_EQ(ListDir(tmp_ / "out"), std::vector<std::string>{"model.onnx"});
 }
@@ -615,7 +653,8 @@ TEST_F(OutputPaths, SymlinkToTheInputIsRefused) {
   }
   // A report through a link to the input is refused too.
   std::string err;
-  EXPECT_EQ(RunToEnd({input_, "-o", tmp_ / "out/other.onnx", "--report", tmp_ / "out/model.onnx"}, &err), kExitUsage)
+  EXPECT_EQ(RunToEnd({input_, "-o", tmp_ / "out/other.onnx", "--report", tmp_ / "out/model.onnx"}, &err),
+            kExitUsage)
       << err;
   EXPECT_EQ(ReadBytes(input_), input_bytes_);
 }
@@ -642,15 +681,16 @@ TEST_F(OutputPaths, FifoIsRefusedWithoutBlocking) {
        {std::vector<std::string>{input_, "-o", tmp_ / "out/pipe"},
         std::vector<std::string>{input_, "-o", tmp_ / "out/model.onnx", "--report", tmp_ / "out/pipe"},
         std::vector<std::string>{input_, "-o", tmp_ / "out/model.onnx", "--report-md", tmp_ / "out/pipe"},
-        std::vector<std::string>{input_, "-o", tmp_ / "out/model.onnx", "--external-data", "--external-data-file",
-                                 "pipe"}}) {
+        std::vector<std::string>{input_, "-o", tmp_ / "out/model.onnx", "--external-data",
+                                 "--external-data-file", "pipe"}}) {
     std::string err;
     Child c(args);
     EXPECT_EQ(c.Wait(), kExitIO) << err;  // -1 after kChildTimeoutSeconds if it blocked
     err = c.err();
     EXPECT_LT(c.seconds(), 10.0);
     EXPECT_TRUE(OneLine(err)) << err;
-    EXPECT_NE(err.find("cannot write '" + tmp_ / "out/pipe" + "': it is a named pipe (FIFO)"), std::string::npos)
+    EXPECT_NE(err.find("cannot write '" + tmp_ / "out/pipe" + "': it is a named pipe (FIFO)"),
+              std::string::npos)
         << err;
     EXPECT_EQ(ListDir(tmp_ / "out"), std::vector<std::string>{"pipe"});
     EXPECT_EQ(std::filesystem::status(tmp_ / "out/pipe").type(), std::filesystem::file_type::fifo);
@@ -676,7 +716,8 @@ TEST_F(OutputPaths, ParentThatIsAFileOrMissingIsExit4) {
   EXPECT_NE(err.find("'" + input_ + "' is not a folder"), std::string::npos) << err;
   EXPECT_EQ(RunToEnd({input_, "-o", tmp_ / "missing/model.onnx"}, &err), kExitIO) << err;
   EXPECT_NE(err.find("folder '" + tmp_ / "missing" + "' does not exist"), std::string::npos) << err;
-  EXPECT_EQ(RunToEnd({input_, "-o", tmp_ / "out/model.onnx", "--report", input_ + "/r.json"}, &err), kExitIO) << err;
+  EXPECT_EQ(RunToEnd({input_, "-o", tmp_ / "out/model.onnx", "--report", input_ + "/r.json"}, &err), kExitIO)
+      << err;
   EXPECT_NE(err.find("'" + input_ + "' is not a folder"), std::string::npos) << err;
   EXPECT_EQ(ReadBytes(input_), input_bytes_);
   EXPECT_TRUE(ListDir(tmp_ / "out").empty());
@@ -686,8 +727,10 @@ TEST_F(OutputPaths, TwoOutputsOnTheSameFileAreRefused) {
   const std::string model = tmp_ / "out/model.onnx";
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{input_, "-o", model, "--report", model},
-        std::vector<std::string>{input_, "-o", model, "--report", tmp_ / "out/r", "--report-md", tmp_ / "out/./r"},
-        std::vector<std::string>{input_, "-o", model, "--external-data", "--external-data-file", "model.onnx"}}) {
+        std::vector<std::string>{input_, "-o", model, "--report", tmp_ / "out/r", "--report-md",
+                                 tmp_ / "out/./r"},
+        std::vector<std::string>{input_, "-o", model, "--external-data", "--external-data-file",
+                                 "model.onnx"}}) {
     std::string err;
     EXPECT_EQ(RunToEnd(args, &err), kExitUsage) << err;
     EXPECT_TRUE(OneLine(err)) << err;
@@ -707,16 +750,16 @@ TEST_F(OutputPaths, StaleTemporaryFilesOfAKilledRunAreRemovedOnlyWhenOldAndUnloc
   make(".model.onnx.tmp-xyz789", 5);                      // ours, maybe still being written: kept
   make(".model.onnx.tmp-LoCkeD", 2 * kStaleTempSeconds);  // stale but locked by a live process: kept
   make(".model.onnx.tmp-AbC12", 2 * kStaleTempSeconds);   // not our pattern: kept
-  make(".other.onnx.tmp-AbC123", 2 * kStaleTempSeconds); // another destination's: kept
+  make(".other.onnx.tmp-AbC123", 2 * kStaleTempSeconds);  // another destination's: kept
   const int fd = ::open((dir + "/.model.onnx.tmp-LoCkeD").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::flock(fd, LOCK_EX), 0);
   std::string err;
   EXPECT_EQ(RunToEnd({input_, "-o", dir + "/model.onnx", "-q"}, &err), 0) << err;
   ::close(fd);
-  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{".model.onnx.tmp-AbC12", ".model.onnx.tmp-LoCkeD",
-                                                    ".model.onnx.tmp-xyz789", ".other.onnx.tmp-AbC123",
-                                                    "model.onnx"}));
+  EXPECT_EQ(ListDir(dir),
+            (std::vector<std::string>{".model.onnx.tmp-AbC12", ".model.onnx.tmp-LoCkeD",
+                                      ".model.onnx.tmp-xyz789", ".other.onnx.tmp-AbC123", "model.onnx"}));
 }
 
 }  // namespace
