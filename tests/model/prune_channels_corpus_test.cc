@@ -27,6 +27,9 @@ using nlohmann::json;
 // ONNX Runtime and our executor on the same pruned model: different kernels and summation orders over
 // float32, a few hundred to a few thousand terms per output; relative L2 difference far below 1e-4.
 constexpr double kRuntimeRelativeL2 = 1e-4;
+// PP-OCRv4 det: the two runtimes already differ on the original model on random input (measured relative
+// L2 0.0054: its sigmoid map after 4 resized branches amplifies rounding), 0.007-0.013 on the pruned one.
+constexpr double kDetRuntimeRelativeL2 = 0.03;
 
 struct Case {
   std::string name;
@@ -34,6 +37,7 @@ struct Case {
   std::vector<std::vector<int64_t>> inputs;  // float inputs, in the order of the real inputs
   float scale;                               // inputs uniform in [-scale, scale]
   enum class Macs { kDrop, kSame, kUncounted } macs;  // measured: prunable groups exist, none, not counted
+  double tolerance = kRuntimeRelativeL2;               // ONNX Runtime against our executor
 };
 
 std::vector<Case> Cases() {
@@ -49,7 +53,8 @@ std::vector<Case> Cases() {
       // 0.627 (cls), 0.603 (rec: its SVTR neck stays, Shape and Softmax over the features), 0.584 (det).
       {"ocr_cls", ocr + "ch_ppocr_mobile_v2.0_cls_infer.onnx", {{1, 3, 48, 192}}, 1.0f, Case::Macs::kDrop},
       {"ocr_rec", ocr + "ch_PP-OCRv4_rec_infer.onnx", {{1, 3, 48, 320}}, 1.0f, Case::Macs::kDrop},
-      {"ocr_det", ocr + "ch_PP-OCRv4_det_infer.onnx", {{1, 3, 160, 160}}, 1.0f, Case::Macs::kDrop},
+      {"ocr_det", ocr + "ch_PP-OCRv4_det_infer.onnx", {{1, 3, 160, 160}}, 1.0f, Case::Macs::kDrop,
+       kDetRuntimeRelativeL2},
       // 0.649; the last Conv's Reshape to [-1, 1, 1, 96] stays.
       {"wake_embedding", wake + "embedding_model.onnx", {{1, 76, 32, 1}}, 10.0f, Case::Macs::kDrop},
       // Nothing: LayerNorm as ReduceMean over the features, GreaterOrEqual.
@@ -123,7 +128,7 @@ TEST_P(PruneChannelsCorpus, OutputChecksRunsInOnnxRuntimeAndMatchesOurExecutor) 
   ASSERT_FALSE(ours.empty());
   for (size_t o = 0; o < ours.size(); ++o) {
     if (ours[o].dtype() != DType::kFloat) continue;
-    EXPECT_LE(RelativeL2(ort[o], ours[o]), kRuntimeRelativeL2) << "output " << o;
+    EXPECT_LE(RelativeL2(ort[o], ours[o]), c.tolerance) << "output " << o;
   }
 }
 
