@@ -29,11 +29,13 @@
 // w_S + H_SS^-1 H_SP w_P (the solve `prune` uses, reconstruct.h). The ones column makes the fit subsume
 // mean folding (folding is its solution when the removed channels are constant), so the bias follows the
 // fit instead of being folded separately. The fit is one-shot: H is measured once on the original model,
-// all consumers in one run over the calibration data (on the sample CNN a sequential fit on the already
-// pruned model gained no more than the noise of the test set). A row whose fit fails or ends up worse than
-// folding on the calibration data is folded instead. Limits: K <= kMaxReconstructK per consumer and
-// kMaxTotalGramEntries for all of them together; a consumer beyond them, with a shared or non-float weight,
-// or a Gemm with alpha or beta other than 1 keeps mean folding only, with a note. `update: false` folds only.
+// all consumers in one run over the calibration data (on the sample CNN this keeps 88.8 % at ratio 0.25
+// and 87.4 % at 0.375, against 75.3 % and 42.9 % with mean folding alone; a sequential fit, each consumer
+// measured on the model with the earlier groups pruned, costs a run per group and is not done). A row
+// whose fit fails or ends up worse than folding on the calibration data is folded instead. Limits: K <=
+// kMaxReconstructK per consumer and kMaxTotalGramEntries for all of them together; a consumer beyond them,
+// with a shared or non-float weight, or a Gemm with alpha or beta other than 1 keeps mean folding only,
+// with a note. `update: false` folds only.
 //
 // The group keeps
 // ceil(width * (1 - ratio)) units rounded up to a multiple of round_to (halved while the group has fewer
