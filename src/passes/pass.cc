@@ -49,7 +49,11 @@ std::vector<PassInfo> BuildPassList() {
                                                    "4x as many channels)"},
                      {"exclude_nodes", json::array(), "producer node names whose channel groups stay whole"},
                      {"group_ratios", json::object(), "ratio of single groups, by the name of the group's first "
-                                                      "producer node (details.layers[].group); others use ratio"}},
+                                                      "producer node (details.layers[].group); others use ratio"},
+                     {"update", json(true), "with calibration data: re-fit the kept input weights and the bias of "
+                                            "every Conv/Gemm/MatMul reading removed channels by least squares on "
+                                            "their calibration inputs (false: fold the removed channels' means "
+                                            "into the bias only)"}},
                     MakePruneChannelsPass});
   passes.push_back({"fp16",
                     "convert float32 weights and computation to float16",

@@ -67,118 +67,28 @@
 #include "compress/passes/builders.h"
 #include "compress/util/error.h"
 #include "pass_util.h"
+#include "reconstruct.h"
 
 namespace compress {
 
 namespace {
 
 using nlohmann::json;
+using passes::Accumulate;
+using passes::ConvGeometry;
+using passes::GramAccumulator;
+using passes::kDamping;
+using passes::kMaxGramEntries;
+using passes::kMaxReconstructK;
+using passes::Layout;
+using passes::MakeLayout;
 
-// H is K x K doubles per group: 4096 keeps it at 128 MB (and all groups of a layer together as well).
-constexpr int64_t kMaxReconstructK = 4096;
-constexpr int64_t kMaxGramEntries = kMaxReconstructK * kMaxReconstructK;
 // Exact per-row least squares costs about rows x |S|^3 / 3 flops (a Cholesky of H_SS per row): the
 // MLP's first layer is 256 x 392^3 / 3 = 5e9. Above 3e10 (about 10 s on one core; option
 // `exact_flops`) the sequential OBS update, K^3 + rows x K^2, takes over.
 constexpr double kDefaultExactFlops = 3e10;
-// Accumulating H costs positions x K^2 multiply-adds per group over the calibration data; beyond this
-// (minutes on one core) the layer is masked only.
-constexpr double kMaxGramFlops = 2e12;
-// SparseGPT's dampening: 1 % of the mean diagonal of H keeps H_SS positive definite (dead inputs give
-// zero rows) and pulls the fit towards the original weights.
-constexpr double kDamping = 0.01;
-// Columns of X materialized at a time when accumulating H.
-constexpr int64_t kGramChunk = 1024;
 
-// How the elements of a weight map to output rows and input channels. Row r holds `lines` x `len`
-// elements: element (l, p) is at flat index RowBase(r) + l * line_stride + p * p_stride and reads input
-// channel ChannelBase(r) + p. N:M groups are M consecutive p of one line.
-struct Layout {
-  enum Kind { kConv, kConvTranspose, kMatrix } kind = kMatrix;
-  int64_t rows = 0, lines = 1, len = 0;
-  int64_t line_stride = 1, p_stride = 1;
-  int64_t rows_per_group = 0;   // Conv/ConvTranspose: output channels per group
-  int64_t group_stride = 0;     // ConvTranspose: elements per group block of the weight
-  int64_t row_stride = 0;       // Conv: elements per output channel; matrices: distance between rows
-  int64_t channels = 0;         // channels of the activation
-  std::string act;              // the activation read (input 0)
-  int64_t act_axis = 1;
 
-  int64_t RowBase(int64_t r) const {
-    if (kind == kConvTranspose) return (r / rows_per_group) * group_stride + (r % rows_per_group) * lines;
-    return r * row_stride;
-  }
-  int64_t ChannelBase(int64_t r) const { return kind == kMatrix ? 0 : (r / rows_per_group) * len; }
-  int64_t Index(int64_t r, int64_t l, int64_t p) const { return RowBase(r) + l * line_stride + p * p_stride; }
-  std::string Key() const {
-    return std::to_string(kind) + ":" + std::to_string(rows) + ":" + std::to_string(lines) + ":" +
-           std::to_string(len) + ":" + std::to_string(line_stride) + ":" + std::to_string(p_stride) + ":" +
-           std::to_string(rows_per_group) + ":" + std::to_string(group_stride) + ":" + std::to_string(row_stride);
-  }
-};
-
-// The layout of input 1 of `n` with dims `w`, or an empty string `why` on success.
-bool MakeLayout(const Node& n, const std::vector<int64_t>& w, Layout* out, std::string* why) {
-  Layout L;
-  L.act = n.inputs.empty() ? std::string() : n.inputs[0];
-  if (n.op_type == "Conv" || n.op_type == "ConvTranspose") {
-    if (w.size() < 3) {
-      *why = "weight of rank " + std::to_string(w.size()) + ", expected >= 3";
-      return false;
-    }
-    const int64_t group = n.AttrInt("group", 1);
-    int64_t k = 1;
-    for (size_t i = 2; i < w.size(); ++i) k *= w[i];
-    if (group < 1 || k < 1) {
-      *why = "invalid group or kernel";
-      return false;
-    }
-    L.lines = k;
-    L.line_stride = 1;
-    L.act_axis = 1;
-    if (n.op_type == "Conv") {
-      L.kind = Layout::kConv;
-      if (w[0] % group != 0) {
-        *why = "output channels not divisible by group";
-        return false;
-      }
-      L.rows = w[0];
-      L.len = w[1];
-      L.p_stride = k;
-      L.row_stride = w[1] * k;
-      L.rows_per_group = w[0] / group;
-      L.channels = w[1] * group;
-    } else {
-      L.kind = Layout::kConvTranspose;
-      if (w[0] % group != 0) {
-        *why = "input channels not divisible by group";
-        return false;
-      }
-      L.len = w[0] / group;
-      L.rows_per_group = w[1];
-      L.rows = w[1] * group;
-      L.p_stride = w[1] * k;
-      L.group_stride = L.len * w[1] * k;
-      L.channels = w[0];
-    }
-  } else {  // Gemm, MatMul
-    if (w.size() != 2) {
-      *why = "weight of rank " + std::to_string(w.size()) + ", expected 2";
-      return false;
-    }
-    const bool trans_b = n.op_type == "Gemm" && n.AttrInt("transB", 0) != 0;
-    const bool trans_a = n.op_type == "Gemm" && n.AttrInt("transA", 0) != 0;
-    L.kind = Layout::kMatrix;
-    L.rows = trans_b ? w[0] : w[1];
-    L.len = trans_b ? w[1] : w[0];
-    L.p_stride = trans_b ? 1 : w[1];
-    L.row_stride = trans_b ? w[1] : 1;
-    L.channels = L.len;
-    L.act_axis = n.op_type == "Gemm" ? (trans_a ? 0 : 1) : -1;
-  }
-  *out = L;
-  return true;
-}
 
 bool IsPrunableOp(const Node& n) {
   return n.IsDefaultDomain() && n.inputs.size() >= 2 &&
@@ -198,100 +108,7 @@ struct Target {
   double error_mask_only = 0, error_after = 0, energy = 0;
 };
 
-// Geometry of a Conv's im2col patches for one input shape.
-struct ConvGeometry {
-  int64_t k = 1;                  // kernel positions
-  int64_t positions = 1;          // output positions per sample and group
-  std::vector<int64_t> offsets;   // [positions x k]: input spatial index, or -1 for padding
-};
 
-// The patch geometry of Conv `n` with weight dims `w` on an input of dims `x`, or false with `why`.
-bool MakeConvGeometry(const Node& n, const std::vector<int64_t>& w, const std::vector<int64_t>& x, ConvGeometry* out,
-                      std::string* why) {
-  const size_t r = w.size() - 2;
-  if (x.size() != r + 2) {
-    *why = "input of rank " + std::to_string(x.size()) + " for a weight of rank " + std::to_string(w.size());
-    return false;
-  }
-  const std::vector<int64_t> strides = n.AttrInts("strides", std::vector<int64_t>(r, 1));
-  const std::vector<int64_t> dil = n.AttrInts("dilations", std::vector<int64_t>(r, 1));
-  std::vector<int64_t> pads = n.AttrInts("pads", std::vector<int64_t>(2 * r, 0));
-  const std::string auto_pad = n.AttrString("auto_pad", "NOTSET");
-  if (strides.size() != r || dil.size() != r || pads.size() != 2 * r) {
-    *why = "strides, dilations or pads of the wrong length";
-    return false;
-  }
-  std::vector<int64_t> outd(r);
-  for (size_t d = 0; d < r; ++d) {
-    const int64_t in = x[2 + d], kd = w[2 + d], s = strides[d], dl = dil[d];
-    if (in < 1 || kd < 1 || s < 1 || dl < 1) {
-      *why = "invalid input size, kernel, stride or dilation";
-      return false;
-    }
-    const int64_t span = (kd - 1) * dl + 1;
-    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-      outd[d] = (in + s - 1) / s;
-      const int64_t total = std::max<int64_t>(0, (outd[d] - 1) * s + span - in);
-      pads[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-      pads[d + r] = total - pads[d];
-    } else if (auto_pad == "VALID") {
-      pads[d] = pads[d + r] = 0;
-      outd[d] = in >= span ? (in - span) / s + 1 : 0;
-    } else if (auto_pad == "NOTSET") {
-      const int64_t padded = in + pads[d] + pads[d + r];
-      outd[d] = padded >= span ? (padded - span) / s + 1 : 0;
-    } else {
-      *why = "auto_pad " + auto_pad;
-      return false;
-    }
-  }
-  ConvGeometry G;
-  for (size_t d = 0; d < r; ++d) {
-    G.k *= w[2 + d];
-    G.positions *= outd[d];
-  }
-  G.offsets.assign(static_cast<size_t>(G.positions * G.k), -1);
-  std::vector<int64_t> o(r, 0), kk(r, 0);
-  for (int64_t p = 0; p < G.positions; ++p) {
-    int64_t rem = p;
-    for (size_t d = r; d-- > 0;) {
-      o[d] = rem % outd[d];
-      rem /= outd[d];
-    }
-    for (int64_t q = 0; q < G.k; ++q) {
-      int64_t qr = q;
-      for (size_t d = r; d-- > 0;) {
-        kk[d] = qr % w[2 + d];
-        qr /= w[2 + d];
-      }
-      int64_t flat = 0;
-      bool inside = true;
-      for (size_t d = 0; d < r && inside; ++d) {
-        const int64_t i = o[d] * strides[d] - pads[d] + kk[d] * dil[d];
-        inside = i >= 0 && i < x[2 + d];
-        flat = flat * x[2 + d] + i;
-      }
-      if (inside) G.offsets[static_cast<size_t>(p * G.k + q)] = flat;
-    }
-  }
-  *out = std::move(G);
-  return true;
-}
-
-// The Gram matrices H = X^T X of one target's input (one per group for Conv), accumulated over the
-// calibration batches and every reader, and the per-channel sums of squares Wanda needs.
-struct GramAccumulator {
-  bool gram = false;   // H wanted (reconstruction possible so far)
-  std::string why;     // why not, once it is not
-  int64_t k = 0, groups = 1;
-  double flops = 0;
-  std::vector<Eigen::MatrixXd> h;  // lower triangles
-  std::vector<double> sum_sq;      // per channel of the activation
-  bool channels_ok = true;
-  // Conv geometry, per input shape seen (the batch size may change with the last batch).
-  std::vector<int64_t> geometry_dims;
-  ConvGeometry geometry;
-};
 
 class PrunePass : public Pass {
  public:
@@ -680,103 +497,6 @@ class PrunePass : public Pass {
     }
   }
 
-  // Adds one batch of reader `n`'s input to `a`.
-  static void Accumulate(const Node& n, const Tensor& weight, const Layout& L, const Tensor& value,
-                         GramAccumulator* a) {
-    const auto& dims = value.dims();
-    const int64_t rank = value.rank();
-    const float* v = value.data<float>();
-    if (rank == 0) {
-      a->channels_ok = false;
-      a->gram = false;
-      a->why = "scalar input";
-      return;
-    }
-    const int64_t axis = L.act_axis < 0 ? L.act_axis + rank : L.act_axis;
-    if (axis < 0 || axis >= rank) {
-      a->channels_ok = false;
-      a->gram = false;
-      a->why = "input of rank " + std::to_string(rank);
-      return;
-    }
-    int64_t outer = 1, inner = 1;
-    for (int64_t d = 0; d < axis; ++d) outer *= dims[static_cast<size_t>(d)];
-    for (int64_t d = axis + 1; d < rank; ++d) inner *= dims[static_cast<size_t>(d)];
-    const int64_t channels = dims[static_cast<size_t>(axis)];
-    if (a->sum_sq.empty() && a->channels_ok) a->sum_sq.assign(static_cast<size_t>(channels), 0.0);
-    if (static_cast<int64_t>(a->sum_sq.size()) != channels || channels != L.channels) {
-      a->channels_ok = false;
-      a->gram = false;
-      a->why = "input with " + std::to_string(channels) + " channels, the weight expects " + std::to_string(L.channels);
-      return;
-    }
-    for (int64_t o = 0; o < outer; ++o) {
-      for (int64_t c = 0; c < channels; ++c) {
-        const float* p = v + (o * channels + c) * inner;
-        double s = 0;
-        for (int64_t k = 0; k < inner; ++k) s += static_cast<double>(p[k]) * static_cast<double>(p[k]);
-        a->sum_sq[static_cast<size_t>(c)] += s;
-      }
-    }
-    if (!a->gram) return;
-    const int64_t K = a->k;
-    auto budget = [&](double positions) {
-      a->flops += positions * static_cast<double>(K) * static_cast<double>(K) * static_cast<double>(a->groups);
-      if (a->flops <= kMaxGramFlops) return true;
-      a->gram = false;
-      a->why = "accumulating its K x K input Gram matrix would take over " + std::to_string(kMaxGramFlops) + " flops";
-      a->h.clear();
-      return false;
-    };
-    Eigen::MatrixXd cols;
-    if (L.kind == Layout::kMatrix) {
-      // Positions are (o, i); column c of X is the value at (o, c, i).
-      const int64_t positions = outer * inner;
-      if (!budget(static_cast<double>(positions))) return;
-      for (int64_t p0 = 0; p0 < positions; p0 += kGramChunk) {
-        const int64_t m = std::min(kGramChunk, positions - p0);
-        cols.resize(K, m);
-        for (int64_t j = 0; j < m; ++j) {
-          const int64_t o = (p0 + j) / inner, i = (p0 + j) % inner;
-          for (int64_t c = 0; c < K; ++c) cols(c, j) = v[(o * channels + c) * inner + i];
-        }
-        a->h[0].selfadjointView<Eigen::Lower>().rankUpdate(cols);
-      }
-      return;
-    }
-    // Conv: im2col patches of each group, patch element c * k + q (the weight's own order within a row).
-    if (a->geometry_dims != dims) {
-      std::string why;
-      if (!MakeConvGeometry(n, weight.dims(), dims, &a->geometry, &why)) {
-        a->gram = false;
-        a->why = why;
-        a->h.clear();
-        return;
-      }
-      a->geometry_dims = dims;
-    }
-    const ConvGeometry& G = a->geometry;
-    const int64_t batch = dims[0];
-    const int64_t cg = L.len, spatial = inner;
-    if (!budget(static_cast<double>(batch * G.positions))) return;
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t grp = 0; grp < a->groups; ++grp) {
-        const float* base = v + (b * channels + grp * cg) * spatial;
-        for (int64_t p0 = 0; p0 < G.positions; p0 += kGramChunk) {
-          const int64_t m = std::min(kGramChunk, G.positions - p0);
-          cols.resize(K, m);
-          for (int64_t j = 0; j < m; ++j) {
-            const int64_t* off = G.offsets.data() + (p0 + j) * G.k;
-            for (int64_t c = 0; c < cg; ++c) {
-              const float* ch = base + c * spatial;
-              for (int64_t q = 0; q < G.k; ++q) cols(c * G.k + q, j) = off[q] >= 0 ? ch[off[q]] : 0.0f;
-            }
-          }
-          a->h[static_cast<size_t>(grp)].selfadjointView<Eigen::Lower>().rankUpdate(cols);
-        }
-      }
-    }
-  }
 
   // Re-fits the kept weights of every output row of `tensor` (mask 1: pruned; weights already zero are
   // held at zero too) to the layer's original output on the calibration inputs summarized by `a`.
@@ -853,23 +573,10 @@ class PrunePass : public Pass {
         continue;
       }
       if (exact) {
-        const auto ns = static_cast<Eigen::Index>(S.size());
-        Eigen::MatrixXd hss(ns, ns);
-        Eigen::VectorXd rhs = Eigen::VectorXd::Zero(ns);
-        for (Eigen::Index x = 0; x < ns; ++x) {
-          for (Eigen::Index y = 0; y < ns; ++y) hss(x, y) = H(S[static_cast<size_t>(x)], S[static_cast<size_t>(y)]);
-          hss(x, x) += lambda[static_cast<size_t>(grp)];
-          double acc = 0;
-          for (int64_t j : P) acc += H(S[static_cast<size_t>(x)], j) * w(j);
-          rhs(x) = acc;
-        }
-        Eigen::LLT<Eigen::MatrixXd> llt(hss);
-        if (llt.info() != Eigen::Success) {
+        if (!passes::RefitRow(H, lambda[static_cast<size_t>(grp)], w, S, P, &wn)) {
           target.error_after += err_mask;
           continue;
         }
-        const Eigen::VectorXd delta = llt.solve(rhs);
-        for (Eigen::Index x = 0; x < ns; ++x) wn(S[static_cast<size_t>(x)]) = w(S[static_cast<size_t>(x)]) + delta(x);
       } else {
         // SparseGPT with a fixed mask: column by column, a pruned weight's error is spread over the
         // columns after it through the Cholesky factor of H^-1.

@@ -17,7 +17,27 @@
 // consumer's weights for it is folded into the consumer's bias (b[o] += mean_c * sum_k W[o, c, k]), which
 // is exact for 1x1 Conv, Gemm and MatMul on a constant channel and away from zero padding otherwise. This
 // is what keeps one-shot pruning of a trained network with folded BatchNormalization away from chance:
-// its channels carry large means, and dropping them shifts every output of the next layer. The group keeps
+// its channels carry large means, and dropping them shifts every output of the next layer.
+//
+// Re-fit (`update`, on by default with calibration data; ThiNet, Luo et al. 2017, and He et al. 2017's
+// channel pruning with reconstruction): every consumer with a constant weight (Conv with group 1, Gemm,
+// MatMul) that loses input channels gets its kept input weights and its bias re-fitted by least squares to
+// its original output on the calibration data. With X the consumer's input on the calibration data (for a
+// Conv the im2col patches, C x kh x kw per output position) plus a column of ones when the consumer has a
+// bias of its own, H = X^T X + lambda I (lambda = 1 % of the mean diagonal), P the entries of the removed
+// channels (every kernel position) and S the kept ones and the bias, each output row becomes
+// w_S + H_SS^-1 H_SP w_P (the solve `prune` uses, reconstruct.h). The ones column makes the fit subsume
+// mean folding (folding is its solution when the removed channels are constant), so the bias follows the
+// fit instead of being folded separately. The fit is one-shot: H is measured once on the original model,
+// all consumers in one run over the calibration data (on the sample CNN this keeps 88.8 % at ratio 0.25
+// and 87.4 % at 0.375, against 75.3 % and 42.9 % with mean folding alone; a sequential fit, each consumer
+// measured on the model with the earlier groups pruned, costs a run per group and is not done). A row
+// whose fit fails or ends up worse than folding on the calibration data is folded instead. Limits: K <=
+// kMaxReconstructK per consumer and kMaxTotalGramEntries for all of them together; a consumer beyond them,
+// with a shared or non-float weight, or a Gemm with alpha or beta other than 1 keeps mean folding only,
+// with a note. `update: false` folds only.
+//
+// The group keeps
 // ceil(width * (1 - ratio)) units rounded up to a multiple of round_to (halved while the group has fewer
 // than 4 * round_to units, so small groups are not rounded away), at least round_to, and never all of
 // them removed. Groups that reach a graph output, a subgraph or an operator the analysis does not
@@ -36,12 +56,14 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "channel_groups.h"
 #include "compress/io/schema.h"
 #include "compress/passes/builders.h"
 #include "compress/util/error.h"
 #include "pass_util.h"
+#include "reconstruct.h"
 
 namespace compress {
 
@@ -160,6 +182,31 @@ std::optional<ColumnSums> Columns(const Tensor& w, int64_t dim) {
   return cs;
 }
 
+// The Gram matrix of a consumer's input on the calibration data (original model), for the re-fit.
+struct ConsumerGram {
+  size_t consumer = 0;
+  passes::Layout layout;
+  passes::GramAccumulator acc;
+  bool bias = false;  // the consumer has a bias of its own: X has a column of ones, the bias is fitted too
+};
+
+// Whether consumer `c`'s bias (input 2) is a float initializer of the right size read by it alone.
+bool OwnBias(const Model& model, const Consumer& c, const std::unordered_map<std::string, int>& uses) {
+  const Graph& g = model.graph;
+  const Node& n = g.nodes[c.node];
+  const Tensor* w = g.FindInitializer(c.weight);
+  const std::string bias = n.inputs.size() > 2 ? n.inputs[2] : std::string();
+  const Tensor* b = bias.empty() ? nullptr : g.FindInitializer(bias);
+  const auto it = uses.find(bias);
+  return w != nullptr && b != nullptr && b->dtype() == DType::kFloat &&
+         b->numel() == w->dims()[static_cast<size_t>(c.out_dim)] && !passes::IsOverridable(model, g, bias) &&
+         it != uses.end() && it->second == 1;
+}
+
+// All consumers' Gram matrices are held at once (measured in one run over the calibration data): at most
+// this many doubles together (512 MB); consumers beyond it keep mean folding.
+constexpr double kMaxTotalGramEntries = 4.0 * static_cast<double>(passes::kMaxGramEntries);
+
 int64_t EffectiveRoundTo(int64_t round_to, int64_t width) {
   int64_t k = std::max<int64_t>(round_to, 1);
   while (k > 1 && width < 4 * k) k /= 2;
@@ -171,7 +218,8 @@ class PruneChannelsPass : public Pass {
   explicit PruneChannelsPass(const nlohmann::json& o)
       : ratio_(o.at("ratio").get<double>()),
         importance_(o.at("importance").get<std::string>()),
-        round_to_(o.at("round_to").get<int64_t>()) {
+        round_to_(o.at("round_to").get<int64_t>()),
+        update_(o.at("update").get<bool>()) {
     for (const auto& n : o.at("exclude_nodes")) exclude_.insert(n.get<std::string>());
     if (!(ratio_ >= 0.0 && ratio_ < 1.0)) {
       ThrowUsage("prune_channels: ratio must be in [0, 1), got " + std::to_string(ratio_));
@@ -291,8 +339,15 @@ class PruneChannelsPass : public Pass {
       }
       return removed;
     };
+    // The consumers' input Gram matrices on the calibration data, measured once on the original model.
+    std::vector<ConsumerGram> grams;
+    if (have_data && update_ && !removals.empty()) grams = MeasureGrams(model, consumers, mask_of(applied), ctx);
+    auto adjust = [&](Model& m, const std::vector<bool>& removed) {
+      const std::vector<bool> refitted = Refit(m, consumers, grams, removed, ctx);
+      Compensate(m, consumers, removed, refitted, ctx);
+    };
     Model compensated = model;
-    if (have_data) Compensate(compensated, consumers, mask_of(applied), ctx);
+    if (have_data) adjust(compensated, mask_of(applied));
     Model candidate = compensated;
     passes::ApplyChannelRemoval(candidate, an, mask_of(applied));
     if (!removals.empty() && !ShapesCheck(candidate)) {
@@ -309,7 +364,7 @@ class PruneChannelsPass : public Pass {
         }
       }
       compensated = model;
-      if (have_data) Compensate(compensated, consumers, mask_of(applied), ctx);
+      if (have_data) adjust(compensated, mask_of(applied));
       candidate = compensated;
       passes::ApplyChannelRemoval(candidate, an, mask_of(applied));
     }
@@ -341,11 +396,12 @@ class PruneChannelsPass : public Pass {
   // Folds the mean of every removed input channel of a consumer into the consumer's bias (a float
   // initializer read by that node alone); a consumer without one keeps its weights and gets a note.
   static void Compensate(Model& model, const std::vector<Consumer>& consumers, const std::vector<bool>& removed,
-                         PassContext& ctx) {
+                         const std::vector<bool>& refitted, PassContext& ctx) {
     Graph& g = model.graph;
     const auto uses = passes::UseCounts(g);
-    for (const auto& c : consumers) {
-      if (c.mean.empty()) continue;
+    for (size_t ci = 0; ci < consumers.size(); ++ci) {
+      const Consumer& c = consumers[ci];
+      if (c.mean.empty() || refitted[ci]) continue;
       bool any = false;
       for (int a : c.atoms) any = any || (a >= 0 && removed[static_cast<size_t>(a)]);
       if (!any) continue;
@@ -382,6 +438,180 @@ class PruneChannelsPass : public Pass {
       for (int64_t o = 0; o < nout; ++o) bp[o] = static_cast<float>(bp[o] + delta[static_cast<size_t>(o)]);
       ctx.Count("consumers_compensated");
     }
+  }
+
+  // The Gram matrix of the input of every consumer that loses channels (X with a column of ones when
+  // the consumer has a bias of its own), accumulated over the calibration data on the original model.
+  // Consumers that cannot be re-fitted (a shared or non-float weight, a Gemm with alpha or beta != 1, K
+  // over kMaxReconstructK, beyond kMaxTotalGramEntries for all of them) keep mean folding, with a note.
+  static std::vector<ConsumerGram> MeasureGrams(const Model& model, const std::vector<Consumer>& consumers,
+                                                const std::vector<bool>& removed, PassContext& ctx) {
+    const Graph& g = model.graph;
+    const auto uses = passes::UseCounts(g);
+    std::vector<ConsumerGram> grams;
+    double entries = 0;
+    for (size_t i = 0; i < consumers.size(); ++i) {
+      const Consumer& c = consumers[i];
+      if (c.mean.empty()) continue;
+      bool any = false;
+      for (int a : c.atoms) any = any || (a >= 0 && removed[static_cast<size_t>(a)]);
+      if (!any) continue;
+      const Node& n = g.nodes[c.node];
+      auto fold_only = [&](const std::string& why) {
+        ctx.Note("prune_channels: " + n.Describe() + ": weights not re-fitted (removed channels' means folded only): " +
+                 why);
+      };
+      const Tensor* w = g.FindInitializer(c.weight);
+      const auto u = uses.find(c.weight);
+      if (w == nullptr || w->dtype() != DType::kFloat) {
+        fold_only("weight '" + c.weight + "' is not float32");
+        continue;
+      }
+      if (u == uses.end() || u->second != 1 || passes::IsOverridable(model, g, c.weight)) {
+        fold_only("weight '" + c.weight + "' is shared or can be replaced through a graph input");
+        continue;
+      }
+      if (n.op_type == "Gemm" && (n.AttrFloat("alpha", 1.0f) != 1.0f || n.AttrFloat("beta", 1.0f) != 1.0f)) {
+        fold_only("Gemm with alpha or beta other than 1");
+        continue;
+      }
+      ConsumerGram cg;
+      cg.consumer = i;
+      std::string why;
+      if (!passes::MakeLayout(n, w->dims(), &cg.layout, &why)) {
+        fold_only(why);
+        continue;
+      }
+      cg.bias = OwnBias(model, c, uses);
+      const int64_t k = cg.layout.len * cg.layout.lines + (cg.bias ? 1 : 0);
+      if (k > passes::kMaxReconstructK) {
+        fold_only("K = " + std::to_string(k) + " exceeds " + std::to_string(passes::kMaxReconstructK));
+        continue;
+      }
+      if (entries + static_cast<double>(k) * static_cast<double>(k) > kMaxTotalGramEntries) {
+        fold_only("the Gram matrices of the consumers before it fill the budget of " +
+                  std::to_string(static_cast<int64_t>(kMaxTotalGramEntries)) + " entries");
+        continue;
+      }
+      entries += static_cast<double>(k) * static_cast<double>(k);
+      cg.acc.gram = true;
+      cg.acc.k = k;
+      cg.acc.groups = 1;
+      cg.acc.ones = cg.bias;
+      cg.acc.h.assign(1, Eigen::MatrixXd::Zero(k, k));
+      grams.push_back(std::move(cg));
+    }
+    if (grams.empty()) return grams;
+    std::vector<std::string> names;
+    for (const auto& cg : grams) names.push_back(g.nodes[consumers[cg.consumer].node].inputs[0]);
+    try {
+      ctx.calibration()->ForEachBatch(model, names, [&](size_t i, const Tensor& v) {
+        ConsumerGram& cg = grams[i];
+        const Consumer& c = consumers[cg.consumer];
+        if (v.dtype() != DType::kFloat) {
+          cg.acc.gram = false;
+          cg.acc.why = "input is not float32";
+          return;
+        }
+        passes::Accumulate(g.nodes[c.node], *g.FindInitializer(c.weight), cg.layout, v, &cg.acc);
+      });
+    } catch (const Error& e) {
+      ctx.Note(std::string("prune_channels: consumers not re-fitted (") + e.what() + ")");
+      return {};
+    }
+    for (auto& cg : grams) {
+      if (!cg.acc.gram) {
+        ctx.Note("prune_channels: " + g.nodes[consumers[cg.consumer].node].Describe() +
+                 ": weights not re-fitted (removed channels' means folded only): " + cg.acc.why);
+        cg.acc.h.clear();
+        continue;
+      }
+      cg.acc.h[0] = cg.acc.h[0].selfadjointView<Eigen::Lower>();  // full symmetric
+    }
+    return grams;
+  }
+
+  // Re-fits the kept input weights (and the bias) of every consumer in `grams` that loses channels, by
+  // least squares on its calibration inputs: per output row, with P the entries of the removed input
+  // channels (every kernel position) and S the kept ones plus the bias column, w_S += (H_SS + lambda
+  // I)^-1 H_SP w_P. A row whose fit fails or comes out worse than folding the means gets the mean
+  // folding instead. Returns which consumers were handled; details.consumers lists their relative
+  // output errors ||X (W' - W)||^2 / ||X W||^2 on the calibration data with mean folding and re-fitted.
+  static std::vector<bool> Refit(Model& model, const std::vector<Consumer>& consumers,
+                                 std::vector<ConsumerGram>& grams, const std::vector<bool>& removed,
+                                 PassContext& ctx) {
+    Graph& g = model.graph;
+    std::vector<bool> done(consumers.size(), false);
+    nlohmann::json report = nlohmann::json::array();
+    for (auto& cg : grams) {
+      if (!cg.acc.gram || cg.acc.h.size() != 1) continue;
+      const Consumer& c = consumers[cg.consumer];
+      bool any = false;
+      for (int a : c.atoms) any = any || (a >= 0 && removed[static_cast<size_t>(a)]);
+      if (!any) continue;
+      const Node& n = g.nodes[c.node];
+      Tensor* w = g.FindInitializer(c.weight);
+      Tensor* b = cg.bias ? g.FindInitializer(n.inputs[2]) : nullptr;
+      const passes::Layout& L = cg.layout;
+      const Eigen::MatrixXd& H = cg.acc.h[0];
+      const int64_t K = cg.acc.k, data_k = cg.bias ? K - 1 : K;
+      const double mean_diag = H.diagonal().mean();
+      if (w == nullptr || (cg.bias && b == nullptr) || !(mean_diag > 0) || !std::isfinite(mean_diag)) continue;
+      const double lambda = passes::kDamping * mean_diag;
+      const double count = cg.bias ? H(data_k, data_k) : 0.0;
+      float* out = w->mutable_data<float>();
+      float* bp = b != nullptr ? b->mutable_data<float>() : nullptr;
+      // Element j (channel j / lines, kernel position j % lines) of row r.
+      auto flat = [&](int64_t r, int64_t j) { return L.Index(r, j % L.lines, j / L.lines); };
+      Eigen::VectorXd wv(K), wn(K), fold(K), diff(K);
+      std::vector<int64_t> S, P;
+      double energy = 0, err_fold = 0, err_refit = 0;
+      for (int64_t r = 0; r < L.rows; ++r) {
+        S.clear();
+        P.clear();
+        for (int64_t j = 0; j < data_k; ++j) {
+          const int64_t i = flat(r, j);
+          wv(j) = out[i];
+          const int a = c.atoms[static_cast<size_t>(j / L.lines)];
+          ((a >= 0 && removed[static_cast<size_t>(a)]) || out[i] == 0.0f ? P : S).push_back(j);
+        }
+        // Mean folding: the removed entries' mean input (H(j, ones) / count) times their weight, into the bias.
+        fold = wv;
+        if (cg.bias) {
+          wv(data_k) = 0.0;
+          fold(data_k) = 0.0;
+          S.push_back(data_k);
+          for (int64_t j : P) fold(data_k) += count > 0 ? wv(j) * H(j, data_k) / count : 0.0;
+        }
+        for (int64_t j : P) fold(j) = 0.0;
+        energy += wv.dot(H * wv);
+        diff = fold - wv;
+        const double ef = diff.dot(H * diff);
+        err_fold += ef;
+        double er = ef;
+        if (!P.empty() && !S.empty() && passes::RefitRow(H, lambda, wv, S, P, &wn)) {
+          diff = wn - wv;
+          er = diff.dot(H * diff);
+        }
+        if (!(er < ef) || !std::isfinite(er)) {  // never worse than folding the means
+          wn = fold;
+          er = ef;
+        }
+        err_refit += er;
+        for (int64_t j : S) {
+          if (j < data_k) out[flat(r, j)] = static_cast<float>(wn(j));
+        }
+        if (bp != nullptr) bp[r] = static_cast<float>(bp[r] + wn(data_k));
+      }
+      done[cg.consumer] = true;
+      ctx.Count("consumers_refitted");
+      const double e = energy > 0 ? energy : 1.0;
+      report.push_back({{"node", n.name.empty() ? n.Describe() : n.name},
+                        {"output_error_mean_fold", err_fold / e},
+                        {"output_error", err_refit / e}});
+    }
+    if (!report.empty()) ctx.details()["consumers"] = report;
+    return done;
   }
 
   // Importance of each unit of `grp`; `method` says what was used.
@@ -528,6 +758,7 @@ class PruneChannelsPass : public Pass {
   std::string importance_;
   bool act_ = false;
   int64_t round_to_;
+  bool update_;
   std::set<std::string> exclude_;
   std::map<std::string, double> group_ratios_;
 };

@@ -4,6 +4,9 @@
 // zeroed (producer weights and biases, BatchNormalization scale and bias set to zero).
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <iostream>
+
 #include "cleanup_test_helpers.h"
 #include "compress/calib/calibration.h"
 
@@ -20,6 +23,9 @@ constexpr double kPruneTolerance = 1e-5;
 // then equals the original with that channel held at its mean. Means are summed in double and stored in
 // float32: differences of float rounding only.
 constexpr double kCompensationTolerance = 1e-5;
+// The re-fit must cut the consumer's squared output error on the calibration data versus mean folding by
+// at least this factor on the random graph of RefitBeatsMeanFoldingOnTheCalibrationData.
+constexpr double kRefitGain = 2.0;
 // Factor applied to the weights of the channels a test wants removed: far below any other channel's norm.
 constexpr float kWeak = 0.01f;
 
@@ -570,6 +576,16 @@ class ExecSource : public CalibrationSource {
     exec.Run(inputs_, &observe);
     return out;
   }
+  void ForEachBatch(const Model& model, const std::vector<std::string>& tensors,
+                    const std::function<void(size_t, const Tensor&)>& fn) override {
+    Executor exec(model);
+    const ValueObserver observe = [&](const std::string& name, const Tensor& v) {
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        if (tensors[i] == name) fn(i, v);
+      }
+    };
+    exec.Run(inputs_, &observe);
+  }
 
  private:
   CalibrationTable table_;
@@ -612,7 +628,8 @@ TEST(PruneChannels, ActivationImportanceAndMeanCompensation) {
 
   Model pruned = m;
   const PassInfo* info = FindPass("prune_channels");
-  auto pass = info->create(ValidatePassOptions(*info, {{"ratio", 0.5}, {"round_to", 1}}, "test"));
+  auto pass =
+      info->create(ValidatePassOptions(*info, {{"ratio", 0.5}, {"round_to", 1}, {"update", false}}, "test"));
   PassContext ctx(1, &source);
   pass->Run(pruned, ctx);
   VerifyModel(pruned);
@@ -630,6 +647,68 @@ TEST(PruneChannels, ActivationImportanceAndMeanCompensation) {
   Zero(dropped.graph, "W1", 0, removed);
   Zero(dropped.graph, "b1", 0, removed);
   EXPECT_GT(MaxAbsDiff(RunModel(dropped, calib), RunModel(pruned, calib)), 100 * kCompensationTolerance);
+}
+
+// The re-fit (update, the default with calibration data): conv2 (3x3, K = 16 x 9 + bias) loses 8 of its 16
+// input channels; least squares on its calibration patches moves its kept weights and bias so that its
+// output on the calibration data stays much closer to the original than folding the removed channels'
+// means into the bias alone (update false). The shapes are those of plain channel removal.
+TEST(PruneChannels, RefitBeatsMeanFoldingOnTheCalibrationData) {
+  Model m = Start({1, 4, 6, 6});
+  Graph& g = m.graph;
+  AddOutput(m, "y", {1, 8, 6, 6});
+  g.initializers.push_back(RandomFloats({16, 4, 3, 3}, 11, "W1"));
+  g.initializers.push_back(RandomFloats({16}, 12, "b1"));
+  g.initializers.push_back(RandomFloats({8, 16, 3, 3}, 13, "W2"));
+  g.initializers.push_back(RandomFloats({8}, 14, "b2"));
+  const Attribute pads = Attribute::Ints("pads", {1, 1, 1, 1});
+  g.nodes.push_back(MakeNode("Conv", {"x", "W1", "b1"}, {"c1"}, {pads}, "conv1"));
+  g.nodes.push_back(MakeNode("Relu", {"c1"}, {"r1"}, {}, "relu"));
+  g.nodes.push_back(MakeNode("Conv", {"r1", "W2", "b2"}, {"y"}, {pads}, "conv2"));
+  float* b1 = Init(g, "b1").mutable_data<float>();
+  for (int64_t c = 0; c < 16; ++c) b1[c] = std::fabs(b1[c]) + 0.2f;  // channels with a mean
+  // 8 samples x 36 positions = 288 patches for 73 kept columns.
+  const std::vector<Tensor> calib = {RandomFloats({8, 4, 6, 6}, 21)};
+  ExecSource source(calib);
+  const std::vector<Tensor> reference = RunModel(m, calib);
+  auto prune = [&](bool update, PassContext* ctx) {
+    Model out = m;
+    const PassInfo* info = FindPass("prune_channels");
+    info->create(ValidatePassOptions(*info, {{"ratio", 0.5}, {"round_to", 1}, {"update", update}}, "test"))
+        ->Run(out, *ctx);
+    VerifyModel(out);
+    return out;
+  };
+  auto error = [&](const Model& pruned) {
+    const std::vector<Tensor> y = RunModel(pruned, calib);
+    double e = 0;
+    for (int64_t i = 0; i < y[0].numel(); ++i) {
+      const double d = static_cast<double>(y[0].data<float>()[i]) - reference[0].data<float>()[i];
+      e += d * d;
+    }
+    return e;
+  };
+  PassContext fold_ctx(1, &source), refit_ctx(1, &source);
+  const Model folded = prune(false, &fold_ctx);
+  const Model refitted = prune(true, &refit_ctx);
+  for (const Model* p : {&folded, &refitted}) {
+    EXPECT_EQ(Dims(*p, "W1"), (std::vector<int64_t>{8, 4, 3, 3}));
+    EXPECT_EQ(Dims(*p, "b1"), (std::vector<int64_t>{8}));
+    EXPECT_EQ(Dims(*p, "W2"), (std::vector<int64_t>{8, 8, 3, 3}));
+    EXPECT_EQ(Dims(*p, "b2"), (std::vector<int64_t>{8}));
+  }
+  EXPECT_EQ(Counter(fold_ctx, "consumers_compensated"), 1);
+  EXPECT_EQ(Counter(refit_ctx, "consumers_refitted"), 1);
+  EXPECT_EQ(Counter(refit_ctx, "consumers_compensated"), 0);
+  // Both prune the same channels (the ranking does not depend on update).
+  EXPECT_EQ(Values(*folded.graph.FindInitializer("W1")), Values(*refitted.graph.FindInitializer("W1")));
+  const double e_fold = error(folded), e_refit = error(refitted);
+  std::cout << "output error on the calibration data: mean folding " << e_fold << ", re-fit " << e_refit << "\n";
+  EXPECT_LT(e_refit * kRefitGain, e_fold);
+  // The pass's own accounting (relative, from H) agrees in direction.
+  const auto& c = refit_ctx.details().at("consumers").at(0);
+  EXPECT_EQ(c.at("node"), "conv2");
+  EXPECT_LT(c.at("output_error").get<double>() * kRefitGain, c.at("output_error_mean_fold").get<double>());
 }
 
 }  // namespace
