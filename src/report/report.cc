@@ -228,6 +228,33 @@ std::string Ratio(double v) { return Fixed(v, 2) + "x"; }
 
 }  // namespace
 
+OutputFidelity CompareOutputs(const EvalResult& a, const EvalResult& b) {
+  OutputFidelity f;
+  int64_t agree = 0;
+  for (size_t i = 0; i < a.predictions.size() && i < b.predictions.size(); ++i) agree += a.predictions[i] == b.predictions[i];
+  f.agreement = a.samples > 0 ? static_cast<double>(agree) / static_cast<double>(a.samples) : 0.0;
+  const size_t per_sample = a.samples > 0 ? a.output0.size() / static_cast<size_t>(a.samples) : 0;
+  double cosine_sum = 0;
+  for (int64_t s = 0; s < a.samples; ++s) {
+    double dot = 0, na = 0, nb = 0;
+    for (size_t k = 0; k < per_sample; ++k) {
+      const double x = a.output0[static_cast<size_t>(s) * per_sample + k];
+      const double y = b.output0[static_cast<size_t>(s) * per_sample + k];
+      dot += x * y;
+      na += x * x;
+      nb += y * y;
+      f.signal += x * x;
+      f.noise += (x - y) * (x - y);
+      f.max_abs_error = std::max(f.max_abs_error, std::abs(x - y));
+    }
+    // Two all-zero outputs are identical: count them as cosine 1.
+    cosine_sum += (na == 0 && nb == 0) ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / std::sqrt(na * nb);
+  }
+  f.cosine = a.samples > 0 ? cosine_sum / static_cast<double>(a.samples) : 0.0;
+  f.sqnr_db = f.noise == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(f.signal / f.noise);
+  return f;
+}
+
 ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
                               const std::string& data_label, const CompareOptions& options) {
   ModelComparison c;
@@ -255,28 +282,11 @@ ModelComparison CompareModels(const Model& before, const Model& after, const Dat
   c.labelled = a.has_labels;
   c.top1_before = a.top1;
   c.top1_after = b.top1;
-  int64_t agree = 0;
-  for (size_t i = 0; i < a.predictions.size() && i < b.predictions.size(); ++i) agree += a.predictions[i] == b.predictions[i];
-  c.agreement = a.samples > 0 ? static_cast<double>(agree) / static_cast<double>(a.samples) : 0.0;
-  const size_t per_sample = a.samples > 0 ? a.output0.size() / static_cast<size_t>(a.samples) : 0;
-  double signal = 0, noise = 0, cosine_sum = 0;
-  for (int64_t s = 0; s < a.samples; ++s) {
-    double dot = 0, na = 0, nb = 0;
-    for (size_t k = 0; k < per_sample; ++k) {
-      const double x = a.output0[static_cast<size_t>(s) * per_sample + k];
-      const double y = b.output0[static_cast<size_t>(s) * per_sample + k];
-      dot += x * y;
-      na += x * x;
-      nb += y * y;
-      signal += x * x;
-      noise += (x - y) * (x - y);
-      c.max_abs_error = std::max(c.max_abs_error, std::abs(x - y));
-    }
-    // Two all-zero outputs are identical: count them as cosine 1.
-    cosine_sum += (na == 0 && nb == 0) ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / std::sqrt(na * nb);
-  }
-  c.cosine = a.samples > 0 ? cosine_sum / static_cast<double>(a.samples) : 0.0;
-  c.sqnr_db = noise == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(signal / noise);
+  const OutputFidelity f = CompareOutputs(a, b);
+  c.agreement = f.agreement;
+  c.cosine = f.cosine;
+  c.sqnr_db = f.sqnr_db;
+  c.max_abs_error = f.max_abs_error;
   c.ms_per_sample_before = a.samples_per_second > 0 ? 1000.0 / a.samples_per_second : 0.0;
   c.ms_per_sample_after = b.samples_per_second > 0 ? 1000.0 / b.samples_per_second : 0.0;
   return c;

@@ -11,6 +11,7 @@
 #include "compress/exec/executor.h"
 #include "compress/pipeline/pipeline.h"
 #include "compress/report/inspect.h"
+#include "compress/report/report.h"
 #include "compress/util/error.h"
 #include "compress/util/progress.h"
 
@@ -147,28 +148,12 @@ Fidelity FidelityProbe::Measure(const Model& candidate) const {
                   " values over " + std::to_string(b.samples) + " samples, the original's " +
                   std::to_string(a.output0.size()) + " over " + std::to_string(a.samples));
   }
+  const OutputFidelity o = CompareOutputs(a, b);
   Fidelity f;
-  int64_t agree = 0;
-  for (size_t i = 0; i < a.predictions.size() && i < b.predictions.size(); ++i) agree += a.predictions[i] == b.predictions[i];
-  f.agreement = a.samples > 0 ? static_cast<double>(agree) / static_cast<double>(a.samples) : 0.0;
-  const size_t per_sample = a.samples > 0 ? a.output0.size() / static_cast<size_t>(a.samples) : 0;
-  double signal = 0, noise = 0, cosine_sum = 0;
-  for (int64_t s = 0; s < a.samples; ++s) {
-    double dot = 0, na = 0, nb = 0;
-    for (size_t k = 0; k < per_sample; ++k) {
-      const double x = a.output0[static_cast<size_t>(s) * per_sample + k];
-      const double y = b.output0[static_cast<size_t>(s) * per_sample + k];
-      dot += x * y;
-      na += x * x;
-      nb += y * y;
-      signal += x * x;
-      noise += (x - y) * (x - y);
-    }
-    // As in CompareModels: two all-zero outputs are identical.
-    cosine_sum += (na == 0 && nb == 0) ? 1.0 : (na == 0 || nb == 0) ? 0.0 : dot / std::sqrt(na * nb);
-  }
-  f.cosine = a.samples > 0 ? cosine_sum / static_cast<double>(a.samples) : 0.0;
-  f.sqnr_db = noise == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(signal / noise);
+  f.agreement = o.agreement;
+  f.cosine = o.cosine;
+  f.sqnr_db = o.sqnr_db;
+  const double signal = o.signal, noise = o.noise;
   f.noise_ratio = signal > 0 ? noise / signal : (noise > 0 ? std::numeric_limits<double>::infinity() : 0.0);
   if (b.has_labels) f.top1 = b.top1;
   return f;

@@ -47,6 +47,17 @@ struct ModelComparison {
 ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
                               const std::string& data_label, const CompareOptions& options);
 
+// How far `b`'s first output and predictions are from `a`'s, two evaluations of the same samples (with
+// EvalOptions::keep_outputs): the fidelity figures of CompareModels and `compress sensitivity`.
+struct OutputFidelity {
+  double agreement = 0;           // fraction of samples whose top-1 is unchanged
+  double cosine = 0;              // mean over samples of the cosine similarity of output 0 (two zeros: 1)
+  double signal = 0, noise = 0;   // sum ref^2 and sum (ref - out)^2 over all of output 0
+  double sqnr_db = 0;             // 10 log10(signal / noise); +inf when equal
+  double max_abs_error = 0;
+};
+OutputFidelity CompareOutputs(const EvalResult& a, const EvalResult& b);
+
 // SQNR of every intermediate value the two models share by name (the compressed model's layer outputs
 // against the original's), over the first `samples` of `data` (in the batches Dataset::PlanBatches
 // forms). In graph order of `before`.
