@@ -71,6 +71,14 @@ struct MainOptions {
   std::vector<std::string> prune_exclude_nodes;
   std::optional<double> prune_channels;
   std::optional<double> target_macs;
+  // Low-rank factorization (after pruning, before quantization).
+  std::optional<double> low_rank;
+  std::optional<double> low_rank_energy;
+  std::optional<double> low_rank_params;
+  std::optional<double> low_rank_macs;
+  std::string low_rank_method;
+  std::optional<int64_t> rank_multiple;
+  std::vector<std::string> low_rank_exclude_nodes;
   // Report and evaluation.
   std::string report_json;
   std::string report_md;
@@ -168,15 +176,66 @@ bool AnyInt8Option(const MainOptions& opt) {
          !opt.exclude_ops.empty() || opt.min_conv_depth.has_value();
 }
 
+bool AnyLowRank(const MainOptions& opt) {
+  return opt.low_rank || opt.low_rank_energy || opt.low_rank_params || opt.low_rank_macs;
+}
+
+// The low_rank step of --low-rank, --low-rank-energy, --low-rank-params or --low-rank-macs.
+RecipeStep LowRankStep(const MainOptions& opt) {
+  const int given = (opt.low_rank ? 1 : 0) + (opt.low_rank_energy ? 1 : 0) + (opt.low_rank_params ? 1 : 0) +
+                    (opt.low_rank_macs ? 1 : 0);
+  if (given > 1) {
+    ThrowUsage("--low-rank, --low-rank-energy, --low-rank-params and --low-rank-macs are alternatives; choose one");
+  }
+  nlohmann::json o = nlohmann::json::object();
+  if (opt.low_rank) {
+    if (!(*opt.low_rank > 0 && *opt.low_rank < 1)) ThrowUsage("--low-rank must be a fraction in (0, 1), e.g. 0.25");
+    o["ratio"] = *opt.low_rank;
+  }
+  if (opt.low_rank_energy) {
+    if (!(*opt.low_rank_energy > 0 && *opt.low_rank_energy <= 1)) {
+      ThrowUsage("--low-rank-energy must be a fraction in (0, 1], e.g. 0.95");
+    }
+    o["energy"] = *opt.low_rank_energy;
+  }
+  if (opt.low_rank_params) {
+    if (!(*opt.low_rank_params > 0 && *opt.low_rank_params < 1)) {
+      ThrowUsage("--low-rank-params must be a fraction in (0, 1), e.g. 0.5");
+    }
+    o["params"] = *opt.low_rank_params;
+  }
+  if (opt.low_rank_macs) {
+    if (!(*opt.low_rank_macs > 0 && *opt.low_rank_macs < 1)) {
+      ThrowUsage("--low-rank-macs must be a fraction in (0, 1), e.g. 0.6");
+    }
+    o["macs"] = *opt.low_rank_macs;
+  }
+  if (!opt.low_rank_method.empty()) {
+    if (opt.low_rank_method != "svd" && opt.low_rank_method != "whitened" && opt.low_rank_method != "auto") {
+      ThrowUsage("--low-rank-method must be svd, whitened or auto, got '" + opt.low_rank_method + "'");
+    }
+    if (opt.low_rank_method == "whitened" && opt.calib_dir.empty()) {
+      ThrowUsage("--low-rank-method whitened needs --calib DIR (the layers' inputs whiten the weights)");
+    }
+    o["method"] = opt.low_rank_method;
+  }
+  if (opt.rank_multiple) {
+    if (*opt.rank_multiple < 1 || *opt.rank_multiple > 4096) ThrowUsage("--rank-multiple must be in [1, 4096]");
+    o["rank_multiple"] = *opt.rank_multiple;
+  }
+  if (!opt.low_rank_exclude_nodes.empty()) o["exclude_nodes"] = opt.low_rank_exclude_nodes;
+  return MakeRecipeStep("low_rank", o, "--low-rank");
+}
+
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
   const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune.has_value() ||
-                          opt.prune_channels.has_value() || opt.target_macs.has_value();
+                          opt.prune_channels.has_value() || opt.target_macs.has_value() || AnyLowRank(opt);
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
     if (pass_flags) {
-      ThrowUsage("--recipe cannot be combined with pass flags (--prune, --prune-channels, --target-macs, --fp16, "
-                 "--int8, --compact-names); put every pass in the recipe");
+      ThrowUsage("--recipe cannot be combined with pass flags (--prune, --prune-channels, --target-macs, --low-rank*, "
+                 "--fp16, --int8, --compact-names); put every pass in the recipe");
     }
     recipe = LoadRecipeFile(opt.recipe_file);
   } else {
@@ -217,6 +276,12 @@ Recipe BuildRecipe(const MainOptions& opt) {
                                       : "-" + opt.prune_pattern.substr(0, opt.prune_pattern.find(':')) + "of" +
                                             opt.prune_pattern.substr(opt.prune_pattern.find(':') + 1);
       name.push_back("pruned" + pattern);
+    }
+    // Low rank after pruning (it factorizes what pruning kept), before quantization (which then quantizes
+    // both factors like any weight).
+    if (AnyLowRank(opt)) {
+      recipe.steps.push_back(LowRankStep(opt));
+      name.push_back("low-rank");
     }
     if (opt.fp16) {
       nlohmann::json o = {{"keep_io_types", opt.keep_io_types}};
@@ -280,6 +345,10 @@ Recipe BuildRecipe(const MainOptions& opt) {
                "--prune-update/--no-prune-update only apply with --prune");
   }
   if (opt.prune_update && opt.no_prune_update) ThrowUsage("--prune-update and --no-prune-update exclude each other");
+  if ((!opt.low_rank_method.empty() || opt.rank_multiple || !opt.low_rank_exclude_nodes.empty()) && !AnyLowRank(opt)) {
+    ThrowUsage("--low-rank-method, --rank-multiple and --low-rank-exclude-nodes only apply with --low-rank, "
+               "--low-rank-energy, --low-rank-params or --low-rank-macs");
+  }
   if (AnyInt8Option(opt) && !opt.int8) {
     ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
                "--exclude-nodes, --exclude-ops and --min-conv-depth only apply with --int8");
@@ -461,10 +530,11 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
                           std::any_of(requested.steps.begin(), requested.steps.end(),
                                       [](const RecipeStep& s) { return s.pass == "fp16"; });
   // Pruning measures activation norms on the calibration data (wanda, the default with --calib; channel
-  // pruning ranks by activation and compensates the removed channels' means).
+  // pruning ranks by activation and compensates the removed channels' means); low rank whitens the weights
+  // by the layers' inputs and measures each layer's output fidelity there.
   const bool prune_calib = calib_data.has_value() &&
                            std::any_of(requested.steps.begin(), requested.steps.end(), [](const RecipeStep& s) {
-                             return s.pass == "prune" || s.pass == "prune_channels";
+                             return s.pass == "prune" || s.pass == "prune_channels" || s.pass == "low_rank";
                            });
   pipe_opt.calibration = needs_calib || fp16_calib || prune_calib ? &calibration : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
@@ -1052,6 +1122,25 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
                "so that its output on the calibration data changes least (SparseGPT-style)");
   app.add_flag("--no-prune-update", main_opt.no_prune_update,
                "With --prune: only set the pruned weights to zero, even with --calib");
+  app.add_option("--low-rank", main_opt.low_rank,
+                 "Factorize every Gemm, MatMul and Conv weight into two smaller ones keeping at most this fraction "
+                 "of each layer's parameters (e.g. 0.25); runs after pruning, before --int8/--fp16");
+  app.add_option("--low-rank-energy", main_opt.low_rank_energy,
+                 "Low rank: per layer, the smallest rank keeping this share of the spectrum's energy (e.g. 0.95)");
+  app.add_option("--low-rank-params", main_opt.low_rank_params,
+                 "Low rank: the whole model keeps at most this fraction of its parameters; ranks per layer chosen "
+                 "by measured fidelity (on --calib when given)");
+  app.add_option("--low-rank-macs", main_opt.low_rank_macs,
+                 "Low rank: the whole model keeps at most this fraction of its MACs; ranks per layer chosen by "
+                 "measured fidelity (on --calib when given)");
+  app.add_option("--low-rank-method", main_opt.low_rank_method,
+                 "Low rank: svd (plain truncated SVD) or whitened (SVD-LLM: minimizes the layer's output error on "
+                 "--calib; the default when --calib is given)");
+  app.add_option("--rank-multiple", main_opt.rank_multiple,
+                 "Low rank: ranks are multiples of N (default 8; 1 for layers narrower than 32)");
+  app.add_option("--low-rank-exclude-nodes", main_opt.low_rank_exclude_nodes,
+                 "Low rank: node names whose weights stay whole")
+      ->delimiter(',');
   app.add_option("--report", main_opt.report_json, "Write the report as JSON (schema compress.report/1)");
   app.add_option("--report-md", main_opt.report_md, "Write the report as Markdown");
   app.add_option("--eval", main_opt.eval_dir,

@@ -55,6 +55,27 @@ std::vector<PassInfo> BuildPassList() {
                                             "their calibration inputs (false: fold the removed channels' means "
                                             "into the bias only)"}},
                     MakePruneChannelsPass});
+  passes.push_back({"low_rank",
+                    "low-rank factorization: a Gemm, MatMul or Conv weight becomes the product of two smaller ones "
+                    "(truncated SVD, whitened by the calibration inputs when there are some)",
+                    false,
+                    {{"ratio", json(0.5), "keep at most this fraction of each factorized layer's parameters, in (0, 1)"},
+                     {"energy", json(0.0), "instead of ratio: the smallest rank per layer keeping this share of the "
+                                           "spectrum's energy, in (0, 1] (0: unused)"},
+                     {"params", json(0.0), "instead of ratio: the whole model keeps at most this fraction of its "
+                                           "parameters, ranks chosen greedily by measured layer fidelity (0: unused)"},
+                     {"macs", json(0.0), "instead of ratio: the whole model keeps at most this fraction of its MACs, "
+                                         "ranks chosen greedily by measured layer fidelity (0: unused)"},
+                     {"method", json("auto"), "auto (whitened with calibration data, else svd), svd (truncated SVD "
+                                              "of the weight) or whitened (SVD of the weight scaled by the Cholesky "
+                                              "factor of the layer's input Gram matrix, SVD-LLM)"},
+                     {"rank_multiple", json(int64_t{8}), "ranks are multiples of this (1 for layers whose largest "
+                                                         "rank is below 32)"},
+                     {"keep_output_layers", json(true), "keep whole the layers that compute a graph output with no "
+                                                        "other product after them (classifier heads)"},
+                     {"exclude_nodes", json::array(), "node names whose weights stay whole"},
+                     {"only_nodes", json::array(), "when not empty, factorize only these nodes"}},
+                    MakeLowRankPass});
   passes.push_back({"fp16",
                     "convert float32 weights and computation to float16",
                     false,
