@@ -143,6 +143,8 @@ struct SensitivityCliOptions {
   std::string json_out;
   std::optional<double> prune;
   std::optional<double> prune_channels;
+  std::optional<double> low_rank;
+  std::string low_rank_method;
   std::string prune_pattern;
   std::string prune_method;
   int64_t batch = 64;
@@ -999,8 +1001,25 @@ int RunSensitivityCommand(const SensitivityCliOptions& opt, std::ostream& out) {
   if ((!opt.prune_pattern.empty() || !opt.prune_method.empty()) && opt.prune_channels) {
     ThrowUsage("--prune-pattern and --prune-method apply to --prune only");
   }
+  if (opt.low_rank && (opt.prune || opt.prune_channels)) {
+    ThrowUsage("--low-rank, --prune and --prune-channels are alternatives; choose one");
+  }
+  if (!opt.low_rank_method.empty() && !opt.low_rank) ThrowUsage("--low-rank-method applies to --low-rank only");
+  if (opt.low_rank && (!opt.prune_pattern.empty() || !opt.prune_method.empty())) {
+    ThrowUsage("--prune-pattern and --prune-method apply to --prune only");
+  }
   RecipeStep step;
-  if (opt.prune_channels) {
+  if (opt.low_rank) {
+    if (!(*opt.low_rank > 0 && *opt.low_rank < 1)) ThrowUsage("--low-rank must be a fraction in (0, 1), e.g. 0.25");
+    nlohmann::json o = {{"ratio", *opt.low_rank}};
+    if (!opt.low_rank_method.empty()) {
+      if (opt.low_rank_method != "svd" && opt.low_rank_method != "whitened" && opt.low_rank_method != "auto") {
+        ThrowUsage("--low-rank-method must be svd, whitened or auto, got '" + opt.low_rank_method + "'");
+      }
+      o["method"] = opt.low_rank_method;
+    }
+    step = MakeRecipeStep("low_rank", o, "--low-rank");
+  } else if (opt.prune_channels) {
     if (!(*opt.prune_channels > 0 && *opt.prune_channels < 1)) ThrowUsage("--prune-channels must be in (0, 1)");
     step = MakeRecipeStep("prune_channels", {{"ratio", *opt.prune_channels}}, "--prune-channels");
   } else {
@@ -1212,6 +1231,10 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
                                               "(default 0.5)");
   sens->add_option("--prune-channels", sens_opt.prune_channels,
                    "Structured pruning of one channel group at a time at this ratio");
+  sens->add_option("--low-rank", sens_opt.low_rank,
+                   "Low-rank factorization of one layer at a time, keeping this fraction of its parameters");
+  sens->add_option("--low-rank-method", sens_opt.low_rank_method,
+                   "With --low-rank: svd or whitened (the default: the layer's input on --calib whitens it)");
   sens->add_option("--prune-pattern", sens_opt.prune_pattern, "With --prune: unstructured (default) or N:M");
   sens->add_option("--prune-method", sens_opt.prune_method, "With --prune: magnitude or wanda (default)");
   sens->add_option("-o,--json", sens_opt.json_out, "Also write the results as JSON (schema compress.sensitivity/1)");

@@ -34,7 +34,8 @@
 //   params/macs a fraction of the whole model's parameters or MACs (CountMacs, per sample): every layer's
 //               error is measured at every rank of the grid (exactly, on the calibration data, as the
 //               relative error of the layer's output; without data, of its weight) and ranks are lowered
-//               greedily, the step with the least added error per unit saved first, until the budget holds.
+//               greedily, the step with the least added error per unit saved first, until the budget holds;
+//               then the slack the last steps left is spent back where it removes the most error.
 //               Throws Error(kAccuracyGate) naming the reachable fraction when even the smallest ranks
 //               keep more.
 //   The grid: multiples of `rank_multiple` (default 8; 1 for layers whose largest possible rank per group is
@@ -54,6 +55,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -775,7 +777,41 @@ class LowRankPass : public Pass {
       now -= best_saving;
       ++steps;
     }
+    // The greedy steps are whole options and may overshoot: give the slack back, the move that removes the
+    // most error per unit spent first (a layer may also return to whole), while the budget still holds.
+    int64_t refills = 0;
+    while (static_cast<double>(now) <= limit) {
+      double best_gain = 0;
+      size_t best_layer = 0;
+      std::optional<size_t> best_option;  // nullopt: whole again
+      int64_t best_extra = 0;
+      bool found = false;
+      for (size_t i = 0; i < layers.size(); ++i) {
+        if (choices[i].rank == 0) continue;
+        const int64_t here = cost(layers[i], choices[i]);
+        auto consider = [&](std::optional<size_t> j, int64_t to, double error) {
+          const int64_t extra = to - here;
+          if (extra <= 0 || static_cast<double>(now + extra) > limit) return;
+          const double gain = (current[i] - error) / static_cast<double>(extra);
+          if (gain > best_gain) {
+            best_gain = gain;
+            best_layer = i;
+            best_option = j;
+            best_extra = extra;
+            found = true;
+          }
+        };
+        for (size_t j = 0; j < options[i].size(); ++j) consider(j, cost(layers[i], options[i][j]), errors[i][j]);
+        consider(std::nullopt, cost(layers[i], Choice{}), 0.0);
+      }
+      if (!found) break;
+      choices[best_layer] = best_option ? options[best_layer][*best_option] : Choice{};
+      current[best_layer] = best_option ? errors[best_layer][*best_option] : 0.0;
+      now += best_extra;
+      ++refills;
+    }
     json target;
+    target["refills"] = refills;
     target["by"] = by_macs ? "macs" : "params";
     target["fraction"] = fraction;
     target["before"] = total;

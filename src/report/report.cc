@@ -178,6 +178,7 @@ json PruningRows(const json& passes, const json& macs_before, const json& macs_a
   json rows = json::array();
   for (const auto& p : passes) {
     const json& d = p["details"];
+    if (p["pass"] == "low_rank") continue;  // LowRankRows
     if (!d.is_object() || !d.contains("layers") || !d["layers"].is_array()) continue;
     for (const auto& layer : d["layers"]) {
       if (!layer.is_object() || !layer.contains("node") || !layer["node"].is_string()) continue;
@@ -188,6 +189,22 @@ json PruningRows(const json& passes, const json& macs_before, const json& macs_a
       row["macs_before"] = b == before.end() ? json(nullptr) : b->second;
       row["macs_after"] = a == after_macs.end() ? json(nullptr) : a->second;
       row["status"] = after_nodes.count(node) ? "kept" : "renamed or removed";
+      rows.push_back(row);
+    }
+  }
+  return rows;
+}
+
+// The low_rank passes' details.layers as they are (their MACs are the pass's own: the factorized layer is
+// two nodes afterwards), each with the pass name.
+json LowRankRows(const json& passes) {
+  json rows = json::array();
+  for (const auto& p : passes) {
+    const json& d = p["details"];
+    if (p["pass"] != "low_rank" || !d.is_object() || !d.contains("layers") || !d["layers"].is_array()) continue;
+    for (const auto& layer : d["layers"]) {
+      json row = layer;
+      row["pass"] = p["pass"];
       rows.push_back(row);
     }
   }
@@ -409,6 +426,7 @@ json BuildReport(const ReportInput& in) {
     json mb = MacsJson(CountMacs(*in.before)), ma = MacsJson(CountMacs(*in.after));
     const int64_t tb = mb["total"].get<int64_t>(), ta = ma["total"].get<int64_t>();
     r["pruning"] = PruningRows(passes, mb, ma, *in.after);
+    r["low_rank"] = LowRankRows(passes);
     r["macs"] = {{"before", mb}, {"after", ma},
                  {"ratio", tb > 0 ? json(static_cast<double>(ta) / static_cast<double>(tb)) : json(nullptr)}};
   }
@@ -527,6 +545,16 @@ std::string FormatReportSummary(const json& r) {
   }
   if (r.contains("pruning") && !r["pruning"].empty()) {
     os << "pruning     " << r["pruning"].size() << " layers (per-layer table in the report)\n";
+  }
+  if (r.contains("low_rank") && !r["low_rank"].empty()) {
+    int64_t pb = 0, pa = 0;
+    for (const auto& row : r["low_rank"]) {
+      pb += row.value("params_before", int64_t{0});
+      pa += row.value("params_after", int64_t{0});
+    }
+    os << "low rank    " << r["low_rank"].size() << " layers factorized, their parameters " << Thousands(pb) << " -> "
+       << Thousands(pa) << " (" << Pct(pb > 0 ? static_cast<double>(pa) / static_cast<double>(pb) : 0.0)
+       << "; per-layer table in the report)\n";
   }
   os << "parameters  " << DtypeList(r["parameters"]["before"]["by_dtype"]) << "  ->  "
      << DtypeList(r["parameters"]["after"]["by_dtype"]) << "\n";
@@ -683,6 +711,27 @@ std::string FormatReportMarkdown(const json& r) {
          << " | " << Str(row, "method") << " | " << PruningChange(row) << " | "
          << (row.contains("params") && row["params"].is_number_integer() ? Thousands(row["params"].get<int64_t>()) : "—")
          << " | " << MacsText(row["macs_before"]) << " | " << (removed ? "—" : MacsText(row["macs_after"])) << " |\n";
+    }
+    os << "\n";
+  }
+
+  if (r.contains("low_rank") && !r["low_rank"].empty()) {
+    os << "## Low-rank factorization\n\nLayer SQNR: the factorized layer's output against the original's on the "
+          "calibration data (weight SQNR without data).\n\n"
+          "| node | op | weight | scheme | method | rank | parameters | MACs | layer SQNR |\n"
+          "|---|---|---|---|---|---:|---:|---:|---:|\n";
+    auto db = [](const json& v) { return v.is_number() ? Fixed(v.get<double>(), 1) + " dB" : std::string("—"); };
+    for (const auto& row : r["low_rank"]) {
+      std::string shape;
+      for (const auto& d : row["shape"]) shape += (shape.empty() ? "" : "x") + std::to_string(d.get<int64_t>());
+      const bool has_sqnr = row.contains("sqnr_db") && row["sqnr_db"].is_number();
+      os << "| `" << row["node"].get<std::string>() << "` | " << Str(row, "op") << " | `"
+         << row["weight"].get<std::string>() << "` " << shape << " | " << Str(row, "scheme") << " | "
+         << Str(row, "method") << " | " << row["rank"].get<int64_t>() << " of " << row["max_rank"].get<int64_t>()
+         << " | " << Thousands(row["params_before"].get<int64_t>()) << " → "
+         << Thousands(row["params_after"].get<int64_t>()) << " | " << MacsText(row["macs_before"]) << " → "
+         << MacsText(row["macs_after"]) << " | "
+         << (has_sqnr ? db(row["sqnr_db"]) : db(row.value("weight_sqnr_db", json(nullptr))) + " (weight)") << " |\n";
     }
     os << "\n";
   }

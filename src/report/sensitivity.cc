@@ -162,7 +162,8 @@ Fidelity FidelityProbe::Measure(const Model& candidate) const {
 json RunSensitivity(const Model& original, const std::string& model_path, const RecipeStep& step,
                     const Dataset& data, const std::string& data_label, const SensitivityOptions& options) {
   const bool channels = step.pass == "prune_channels";
-  if (!channels && step.pass != "prune") ThrowInternal("sensitivity: unsupported pass '" + step.pass + "'");
+  const bool low_rank = step.pass == "low_rank";
+  if (!channels && !low_rank && step.pass != "prune") ThrowInternal("sensitivity: unsupported pass '" + step.pass + "'");
   const PipelineOptions popt = PipeOptions(options, true);
   const Model cleaned = Cleaned(original, options);
   const MacsCount macs_cleaned = CountMacs(cleaned);
@@ -231,6 +232,12 @@ json RunSensitivity(const Model& original, const std::string& model_path, const 
       if (channels) {
         e["params_removed"] = params_cleaned - CountParameters(m);
         e["channels"] = ChannelRows(details);
+      } else if (low_rank) {
+        e["params_removed"] = params_cleaned - CountParameters(m);
+        const json& rows = details.contains("layers") ? details["layers"] : json::array();
+        e["rank"] = rows.empty() ? json(nullptr) : rows[0]["rank"];
+        e["scheme"] = rows.empty() ? json(nullptr) : rows[0]["scheme"];
+        e["layer_sqnr_db"] = rows.empty() ? json(nullptr) : rows[0]["sqnr_db"];
       } else {
         int64_t zeroed = 0;
         if (details.contains("layers")) {
@@ -289,8 +296,12 @@ std::string FormatSensitivity(const json& doc) {
   if (doc["labelled"].get<bool>()) os << ", top-1 " << Fixed(doc["top1"].get<double>() * 100.0, 2) << "%";
   os << ")\n";
   const json& o = doc["options"];
+  const bool low_rank = doc["pass"] == "low_rank";
   if (channels) {
     os << "pruning     prune_channels ratio " << o["ratio"].dump() << ", one channel group at a time\n";
+  } else if (low_rank) {
+    os << "low rank    low_rank ratio " << o["ratio"].dump() << ", method " << o["method"].get<std::string>()
+       << ", one layer at a time\n";
   } else {
     os << "pruning     prune sparsity " << o["sparsity"].dump() << ", pattern " << o["pattern"].get<std::string>()
        << ", method " << o["method"].get<std::string>() << ", one layer at a time\n";
