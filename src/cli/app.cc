@@ -178,6 +178,12 @@ bool AnyInt8Option(const MainOptions& opt) {
          !opt.exclude_ops.empty() || opt.min_conv_depth.has_value();
 }
 
+void CheckLowRankMethod(const std::string& method) {
+  if (method != "svd" && method != "whitened" && method != "auto") {
+    ThrowUsage("--low-rank-method must be svd, whitened or auto, got '" + method + "'");
+  }
+}
+
 bool AnyLowRank(const MainOptions& opt) {
   return opt.low_rank || opt.low_rank_energy || opt.low_rank_params || opt.low_rank_macs;
 }
@@ -213,9 +219,7 @@ RecipeStep LowRankStep(const MainOptions& opt) {
     o["macs"] = *opt.low_rank_macs;
   }
   if (!opt.low_rank_method.empty()) {
-    if (opt.low_rank_method != "svd" && opt.low_rank_method != "whitened" && opt.low_rank_method != "auto") {
-      ThrowUsage("--low-rank-method must be svd, whitened or auto, got '" + opt.low_rank_method + "'");
-    }
+    CheckLowRankMethod(opt.low_rank_method);
     if (opt.low_rank_method == "whitened" && opt.calib_dir.empty()) {
       ThrowUsage("--low-rank-method whitened needs --calib DIR (the layers' inputs whiten the weights)");
     }
@@ -1013,9 +1017,7 @@ int RunSensitivityCommand(const SensitivityCliOptions& opt, std::ostream& out) {
     if (!(*opt.low_rank > 0 && *opt.low_rank < 1)) ThrowUsage("--low-rank must be a fraction in (0, 1), e.g. 0.25");
     nlohmann::json o = {{"ratio", *opt.low_rank}};
     if (!opt.low_rank_method.empty()) {
-      if (opt.low_rank_method != "svd" && opt.low_rank_method != "whitened" && opt.low_rank_method != "auto") {
-        ThrowUsage("--low-rank-method must be svd, whitened or auto, got '" + opt.low_rank_method + "'");
-      }
+      CheckLowRankMethod(opt.low_rank_method);
       o["method"] = opt.low_rank_method;
     }
     step = MakeRecipeStep("low_rank", o, "--low-rank");
