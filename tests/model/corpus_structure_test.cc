@@ -1,11 +1,13 @@
-// `compress MODEL --prune-channels 0.25` on models from other exporters: the sample models of models/other
+// The passes that change the graph's structure, `compress MODEL --prune-channels 0.25` and
+// `compress MODEL --low-rank 0.5`, on models from other exporters: the sample models of models/other
 // (old opsets, weights in Constant nodes, Hardswish and squeeze-excite, ConvTranspose and Resize,
 // decomposed attention) and the real third-party models of tests/corpus (paddle2onnx PP-OCR with residual
 // and Concat branches, tf2onnx and PyTorch wake-word models). Each output passes the ONNX checker with
 // strict type inference, runs in ONNX Runtime, and ONNX Runtime and our executor compute the same outputs
 // on the same input. Where the analysis finds prunable groups the MAC count goes down; what stays whole is
-// listed in the pass's notes, printed here. (silero_vad is not here: all its weights sit inside If
-// branches, which the analysis leaves alone.)
+// listed in the pass's notes, printed here. Low rank: every model has layers that factorize (parameters go
+// down), the sample models of models/other also whitened on models/calib. (silero_vad is not here: all its
+// weights sit inside If branches, which both passes leave alone.)
 
 #include <gtest/gtest.h>
 
@@ -78,6 +80,27 @@ double RelativeL2(const Tensor& ref, const Tensor& got) {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
+// The output of a structural pass on random inputs: ONNX Runtime and our executor agree.
+void ExpectRuntimesAgree(const Case& c, const Model& m) {
+  std::vector<Tensor> inputs;
+  std::mt19937 gen(20261203);
+  std::uniform_real_distribution<float> dist(-c.scale, c.scale);
+  for (const auto& dims : c.inputs) {
+    Tensor t(DType::kFloat, dims);
+    for (int64_t i = 0; i < t.numel(); ++i) t.mutable_data<float>()[i] = dist(gen);
+    inputs.push_back(t);
+  }
+  const std::vector<Tensor> ort = testing::RunModelInOrt(m, inputs);
+  Executor exec(m);
+  const std::vector<Tensor> ours = exec.Run(inputs);
+  ASSERT_EQ(ort.size(), ours.size());
+  ASSERT_FALSE(ours.empty());
+  for (size_t o = 0; o < ours.size(); ++o) {
+    if (ours[o].dtype() != DType::kFloat) continue;
+    EXPECT_LE(RelativeL2(ort[o], ours[o]), c.tolerance) << "output " << o;
+  }
+}
+
 class PruneChannelsCorpus : public ::testing::TestWithParam<Case> {};
 
 TEST_P(PruneChannelsCorpus, OutputChecksRunsInOnnxRuntimeAndMatchesOurExecutor) {
@@ -114,24 +137,42 @@ TEST_P(PruneChannelsCorpus, OutputChecksRunsInOnnxRuntimeAndMatchesOurExecutor) 
             << counters.dump() << "\n";
   for (const auto& n : notes) std::cout << "  note: " << n.get<std::string>() << "\n";
 
-  std::vector<Tensor> inputs;
-  std::mt19937 gen(20261203);
-  std::uniform_real_distribution<float> dist(-c.scale, c.scale);
-  for (const auto& dims : c.inputs) {
-    Tensor t(DType::kFloat, dims);
-    for (int64_t i = 0; i < t.numel(); ++i) t.mutable_data<float>()[i] = dist(gen);
-    inputs.push_back(t);
-  }
-  const std::vector<Tensor> ort = testing::RunModelInOrt(pruned, inputs);
-  Executor exec(pruned);
-  const std::vector<Tensor> ours = exec.Run(inputs);
-  ASSERT_EQ(ort.size(), ours.size());
-  ASSERT_FALSE(ours.empty());
-  for (size_t o = 0; o < ours.size(); ++o) {
-    if (ours[o].dtype() != DType::kFloat) continue;
-    EXPECT_LE(RelativeL2(ort[o], ours[o]), c.tolerance) << "output " << o;
-  }
+  ExpectRuntimesAgree(c, pruned);
 }
+
+class LowRankCorpus : public ::testing::TestWithParam<Case> {};
+
+TEST_P(LowRankCorpus, FactorizedOutputChecksRunsInOnnxRuntimeAndMatchesOurExecutor) {
+  const Case& c = GetParam();
+  const std::string in = testing::SourcePath(c.path);
+  ASSERT_TRUE(std::filesystem::exists(in))
+      << in << " is missing: the test corpus is installed by tools/setup.sh --tests (npm ci in tests/corpus)";
+  // The 28x28 sample models take the bundled calibration images: whitened there, plain SVD elsewhere.
+  const bool with_data = c.path.rfind("models/other/", 0) == 0;
+  testing::TempDir tmp;
+  const std::string out = tmp / "factorized.onnx", report = tmp / "report.json";
+  std::vector<std::string> args = {in, "--low-rank", "0.5", "-o", out, "--report", report, "-q"};
+  if (with_data) args.insert(args.end(), {"--calib", testing::SourcePath("models/calib")});
+  const auto r = testing::RunCompress(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rep = json::parse(testing::ReadBytes(report));
+  EXPECT_TRUE(rep["output"]["checker"]["ok"].get<bool>()) << rep["output"]["checker"]["message"];
+  const Model m = LoadModel(out);
+  EXPECT_EQ(testing::CheckerAndTypeErrors(m), "");
+  ASSERT_FALSE(rep["low_rank"].empty());
+  for (const auto& row : rep["low_rank"]) {
+    EXPECT_LE(row["params_after"].get<double>(), 0.5 * row["params_before"].get<double>()) << row.dump();
+    EXPECT_EQ(row["method"], with_data && row["scheme"] != "spatial" ? "whitened" : "svd") << row.dump();
+    EXPECT_EQ(row["sqnr_db"].is_number(), with_data) << row.dump();
+  }
+  EXPECT_LT(rep["parameters"]["after"]["total"].get<int64_t>(), rep["parameters"]["before"]["total"].get<int64_t>());
+  std::cout << "[low-rank corpus] " << c.name << ": " << rep["low_rank"].size() << " layers, parameters "
+            << rep["parameters"]["before"]["total"] << " -> " << rep["parameters"]["after"]["total"] << "\n";
+  ExpectRuntimesAgree(c, m);
+}
+
+INSTANTIATE_TEST_SUITE_P(Exporters, LowRankCorpus, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& p) { return p.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(Exporters, PruneChannelsCorpus, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<Case>& p) { return p.param.name; });
