@@ -86,6 +86,8 @@ using passes::Layout;
 constexpr int64_t kNarrowLayer = 32;
 // Gram matrices accumulated in one calibration run (entries, 8 bytes each): 1 GiB.
 constexpr int64_t kGramEntriesPerRun = int64_t{1} << 27;
+// Budget mode: exact output errors of the spatial scheme probed per layer (flops), about 2 s on one core.
+constexpr double kMaxSpatialProbeFlops = 2e10;
 // Cholesky of H + lambda I: lambda grows tenfold this many times before the layer falls back to plain SVD.
 constexpr int kDampingRetries = 6;
 
@@ -107,6 +109,10 @@ struct Factors {
   std::vector<Eigen::VectorXd> s;  // singular values, descending
   std::vector<Eigen::MatrixXd> v;  // right singular vectors
   std::vector<Eigen::MatrixXd> l;  // whitened: the Cholesky factor L per group (empty: plain)
+  std::vector<double> lambda;      // whitened: the damping added to H per group
+  // Plain SVD with calibration data: q_i = u_i^T H u_i per group, so that the output error of rank r is
+  // sum over i >= r of s_i^2 q_i (the v_i are orthonormal), every rank from one pass.
+  std::vector<Eigen::VectorXd> q;
   int64_t max_rank = 0;            // per group
 };
 
@@ -222,6 +228,40 @@ OutputError ExactError(const Layer& L, Scheme scheme, int64_t r) {
   return e;
 }
 
+double Tail(const Factors& f, int64_t r);
+
+// The output error of a choice on the calibration data and the signal ||X W||^2, exactly, at the cost of
+// the factors themselves where the spectrum gives it: whitened, ||L^T dW||^2 is the spectrum's tail and
+// dW^T H dW = that - lambda ||dW||^2; plain, sum over i >= r of s_i^2 q_i. Only the spatial scheme needs
+// the K x K x N product. Without data: the weight's error and energy.
+OutputError LayerError(const Layer& L, Scheme scheme, int64_t r) {
+  if (L.h.empty() || scheme == Scheme::kSpatial) return ExactError(L, scheme, r);
+  OutputError e;
+  const Factors& f = L.channel;
+  if (!f.q.empty()) {
+    for (size_t g = 0; g < f.q.size(); ++g) {
+      for (Eigen::Index i = 0; i < f.s[g].size(); ++i) {
+        const double v = f.s[g](i) * f.s[g](i) * f.q[g](i);
+        e.signal += v;
+        if (i >= r) e.error += v;
+      }
+    }
+    return e;
+  }
+  if (f.l.empty()) return ExactError(L, scheme, r);
+  for (size_t g = 0; g < f.s.size(); ++g) {
+    const Eigen::MatrixXd d = L.w[g] - Approximation(L, scheme, g, r);
+    double tail = 0, total = 0;
+    for (Eigen::Index i = 0; i < f.s[g].size(); ++i) {
+      total += f.s[g](i) * f.s[g](i);
+      if (i >= r) tail += f.s[g](i) * f.s[g](i);
+    }
+    e.error += std::max(0.0, tail - f.lambda[g] * d.squaredNorm());
+    e.signal += std::max(0.0, total - f.lambda[g] * L.w[g].squaredNorm());
+  }
+  return e;
+}
+
 // Tail energy of a spectrum: error of every rank from one SVD, exact for plain SVD in the weight norm and
 // for whitened SVD in the (damped) output norm.
 double Tail(const Factors& f, int64_t r) {
@@ -233,9 +273,11 @@ double Tail(const Factors& f, int64_t r) {
 }
 double Total(const Factors& f) { return Tail(f, 0); }
 
-Factors Decompose(const std::vector<Eigen::MatrixXd>& mats, const std::vector<Eigen::MatrixXd>* whiten) {
+Factors Decompose(const std::vector<Eigen::MatrixXd>& mats, const std::vector<Eigen::MatrixXd>* whiten,
+                  const std::vector<double>* lambda = nullptr) {
   Factors f;
   f.ok = true;
+  if (lambda != nullptr) f.lambda = *lambda;
   for (size_t g = 0; g < mats.size(); ++g) {
     Eigen::MatrixXd m = mats[g];
     if (whiten != nullptr) {
@@ -256,7 +298,7 @@ Factors Decompose(const std::vector<Eigen::MatrixXd>& mats, const std::vector<Ei
 }
 
 // L with H + lambda I = L L^T for the top-left k x k block of `h`, or false.
-bool Whitening(const Eigen::MatrixXd& h, int64_t k, Eigen::MatrixXd* l) {
+bool Whitening(const Eigen::MatrixXd& h, int64_t k, Eigen::MatrixXd* l, double* lambda_out) {
   const Eigen::MatrixXd hk = h.topLeftCorner(k, k);
   const double mean_diag = hk.diagonal().mean();
   if (!(mean_diag > 0) || !std::isfinite(mean_diag)) return false;
@@ -269,6 +311,7 @@ bool Whitening(const Eigen::MatrixXd& h, int64_t k, Eigen::MatrixXd* l) {
     Eigen::MatrixXd lm = llt.matrixL();
     if (!lm.allFinite() || lm.diagonal().minCoeff() <= 0) continue;
     *l = std::move(lm);
+    *lambda_out = lambda;
     return true;
   }
   return false;
@@ -600,6 +643,7 @@ class LowRankPass : public Pass {
 
   void Factorize(Layer& L, bool whitened, PassContext& ctx) const {
     std::vector<Eigen::MatrixXd> ls;
+    std::vector<double> lambdas;
     bool white = whitened && !L.h.empty();
     if (whitened && L.h.empty()) {
       ctx.Note("low_rank: " + L.key + ": plain SVD, no calibration statistics: " +
@@ -608,21 +652,29 @@ class LowRankPass : public Pass {
     if (white) {
       for (const auto& h : L.h) {
         Eigen::MatrixXd l;
-        if (!Whitening(h, L.k, &l)) {
+        double lambda = 0;
+        if (!Whitening(h, L.k, &l, &lambda)) {
           ctx.Note("low_rank: " + L.key + ": plain SVD: its input is zero or not finite on the calibration data");
           white = false;
           break;
         }
         ls.push_back(std::move(l));
+        lambdas.push_back(lambda);
       }
     }
-    L.channel = Decompose(L.w, white ? &ls : nullptr);
+    L.channel = Decompose(L.w, white ? &ls : nullptr, white ? &lambdas : nullptr);
     if (!L.channel.ok && white) {
       ctx.Note("low_rank: " + L.key + ": plain SVD: the whitened decomposition was not finite");
       white = false;
       L.channel = Decompose(L.w, nullptr);
     }
     L.method = white ? "whitened" : "svd";
+    if (!white && !L.h.empty() && L.channel.ok) {
+      for (size_t g = 0; g < L.h.size(); ++g) {
+        const auto hk = L.h[g].topLeftCorner(L.k, L.k);
+        L.channel.q.push_back((L.channel.u[g].transpose() * hk * L.channel.u[g]).diagonal());
+      }
+    }
     if (L.spatial_ok) {
       L.spatial = Decompose(L.ws, nullptr);
       L.spatial_ok = L.spatial.ok;
@@ -650,15 +702,12 @@ class LowRankPass : public Pass {
   // Relative error of a choice (see Error): spectrum tails where they are exact, else the exact product.
   static double RelativeError(const Layer& L, const Choice& c) {
     if (c.rank == 0) return 0;
-    if (c.scheme != Scheme::kSpatial && (L.method == "whitened" || L.h.empty())) {
-      const double total = Total(L.channel);
-      return total > 0 ? Tail(L.channel, c.rank) / total : 0.0;
+    if (L.h.empty()) {  // the weight's relative error, from the spectrum (the Frobenius norm survives reshaping)
+      const Factors& f = c.scheme == Scheme::kSpatial ? L.spatial : L.channel;
+      const double total = Total(f);
+      return total > 0 ? Tail(f, c.rank) / total : 0.0;
     }
-    if (c.scheme == Scheme::kSpatial && L.h.empty()) {
-      const double total = Total(L.spatial);
-      return total > 0 ? Tail(L.spatial, c.rank) / total : 0.0;
-    }
-    return ExactError(L, c.scheme, c.rank).Relative();
+    return LayerError(L, c.scheme, c.rank).Relative();
   }
 
   // Among a layer's options at its rank, the one with fewer MACs (then fewer parameters).
@@ -745,8 +794,27 @@ class LowRankPass : public Pass {
     const double limit = fraction * static_cast<double>(total);
     std::vector<Choice> choices(layers.size());
     std::vector<std::vector<double>> errors(layers.size());
+    // The exact output error of a spatial option costs a K x K x N product per rank: above
+    // kMaxSpatialProbeFlops per layer, only every n-th spatial rank is a candidate.
+    std::vector<std::vector<Choice>> probed(options.size());
     for (size_t i = 0; i < layers.size(); ++i) {
-      for (const auto& o : options[i]) errors[i].push_back(RelativeError(layers[i], o));
+      const Layer& L = layers[i];
+      int64_t spatial = 0;
+      for (const auto& o : options[i]) spatial += o.scheme == Scheme::kSpatial;
+      const double per_rank = static_cast<double>(L.groups) * static_cast<double>(L.k) * static_cast<double>(L.k) *
+                              static_cast<double>(L.n);
+      const int64_t keep = L.h.empty() ? spatial
+                                       : std::max<int64_t>(1, static_cast<int64_t>(kMaxSpatialProbeFlops / per_rank));
+      const int64_t step = spatial > keep ? (spatial + keep - 1) / keep : 1;
+      int64_t seen = 0;
+      for (const auto& o : options[i]) {
+        if (o.scheme == Scheme::kSpatial && (seen++ % step) != 0) continue;
+        probed[i].push_back(o);
+      }
+    }
+    const std::vector<std::vector<Choice>>& candidates = probed;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      for (const auto& o : candidates[i]) errors[i].push_back(RelativeError(layers[i], o));
     }
     std::vector<double> current(layers.size(), 0.0);
     int64_t now = total;
@@ -758,8 +826,8 @@ class LowRankPass : public Pass {
       int64_t best_saving = 0;
       for (size_t i = 0; i < layers.size(); ++i) {
         const int64_t here = cost(layers[i], choices[i]);
-        for (size_t j = 0; j < options[i].size(); ++j) {
-          const int64_t saving = here - cost(layers[i], options[i][j]);
+        for (size_t j = 0; j < candidates[i].size(); ++j) {
+          const int64_t saving = here - cost(layers[i], candidates[i][j]);
           if (saving <= 0) continue;
           const double added = std::max(0.0, errors[i][j] - current[i]);
           const double score = added / static_cast<double>(saving);
@@ -772,7 +840,7 @@ class LowRankPass : public Pass {
         }
       }
       if (best_saving <= 0) break;
-      choices[best_layer] = options[best_layer][best_option];
+      choices[best_layer] = candidates[best_layer][best_option];
       current[best_layer] = errors[best_layer][best_option];
       now -= best_saving;
       ++steps;
@@ -801,11 +869,11 @@ class LowRankPass : public Pass {
             found = true;
           }
         };
-        for (size_t j = 0; j < options[i].size(); ++j) consider(j, cost(layers[i], options[i][j]), errors[i][j]);
+        for (size_t j = 0; j < candidates[i].size(); ++j) consider(j, cost(layers[i], candidates[i][j]), errors[i][j]);
         consider(std::nullopt, cost(layers[i], Choice{}), 0.0);
       }
       if (!found) break;
-      choices[best_layer] = best_option ? options[best_layer][*best_option] : Choice{};
+      choices[best_layer] = best_option ? candidates[best_layer][*best_option] : Choice{};
       current[best_layer] = best_option ? errors[best_layer][*best_option] : 0.0;
       now += best_extra;
       ++refills;
@@ -958,7 +1026,7 @@ class LowRankPass : public Pass {
       removed.insert(L.weight);
       replacement[L.node] = {std::move(first), std::move(second)};
 
-      const OutputError err = ExactError(L, c.scheme, r);
+      const OutputError err = LayerError(L, c.scheme, r);
       json row;
       row["node"] = L.key;
       row["op"] = L.op;
@@ -974,23 +1042,20 @@ class LowRankPass : public Pass {
       const auto mb = L.macs_before, ma = Macs(L, c);
       row["macs_before"] = mb ? json(*mb) : json(nullptr);
       row["macs_after"] = ma ? json(*ma) : json(nullptr);
-      // Fidelity of the layer's own output on the calibration data (the original input fed to both).
+      // Fidelity of the layer's own output on the calibration data (the original input fed to both):
+      // signal ||X W + 1 b||^2 = ||X W||^2 + 2 b^T W^T (X^T 1) + rows ||b||^2.
       if (!L.h.empty()) {
-        double signal = 0;
-        for (size_t grp = 0; grp < L.h.size(); ++grp) {
-          Eigen::MatrixXd wb_aug(L.k + 1, L.n);
-          wb_aug.topRows(L.k) = L.w[grp];
-          wb_aug.row(L.k).setZero();
-          if (L.bias > 0) {
-            const Node& nn = g.nodes[L.node];
-            const Tensor* bt = g.FindInitializer(nn.inputs[2]);
-            if (bt != nullptr && bt->dtype() == DType::kFloat && bt->numel() == L.groups * L.n) {
-              for (int64_t o = 0; o < L.n; ++o) wb_aug(L.k, o) = bt->data<float>()[grp * L.n + o];
-            } else if (bt != nullptr && bt->dtype() == DType::kFloat && bt->numel() == 1) {
-              wb_aug.row(L.k).setConstant(bt->data<float>()[0]);
+        double signal = err.signal;
+        const Tensor* bt = L.bias > 0 ? g.FindInitializer(n.inputs[2]) : nullptr;
+        if (bt != nullptr && bt->dtype() == DType::kFloat && (bt->numel() == L.groups * L.n || bt->numel() == 1)) {
+          for (size_t grp = 0; grp < L.h.size(); ++grp) {
+            Eigen::VectorXd b(L.n);
+            for (int64_t o = 0; o < L.n; ++o) {
+              b(o) = bt->data<float>()[bt->numel() == 1 ? 0 : static_cast<int64_t>(grp) * L.n + o];
             }
+            const Eigen::VectorXd sums = L.h[grp].col(L.k).head(L.k);
+            signal += 2.0 * b.dot(L.w[grp].transpose() * sums) + L.h[grp](L.k, L.k) * b.squaredNorm();
           }
-          signal += (wb_aug.transpose() * L.h[grp] * wb_aug).trace();
         }
         row["sqnr_db"] = Sqnr(signal, err.error);
       } else {
