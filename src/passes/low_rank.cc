@@ -22,7 +22,9 @@
 //             H = X^T X + lambda I = L L^T (lambda = kDamping x mean diagonal, raised tenfold until the
 //             Cholesky succeeds, so a singular or ill-conditioned H gives no NaN), the truncated SVD of
 //             L^T W, mapped back through L^-T: the rank-r weight with the least output error ||X (W - W')||
-//             on the data. The spatial scheme has no such closed form and uses plain SVD.
+//             on the data. The spatial scheme has no such closed form: its first factor comes from plain
+//             SVD and its second is re-fitted by least squares on the data for that first factor
+//             (method "refit" in the report; see SpatialFactors).
 // The singular values are split evenly between the two factors (sqrt(S) on each), so that both are
 // quantized well by a later int8 pass.
 //
@@ -138,6 +140,7 @@ struct Layer {
   std::string no_data_why;
   Factors channel, spatial;        // channel also serves matrices
   std::string method;              // as applied to the channel/matrix scheme
+  bool refit_spatial = false;      // data-aware: the spatial scheme's second factor re-fitted on the data
 };
 
 struct Choice {
@@ -194,11 +197,41 @@ Eigen::MatrixXd SpatialToMatrix(const Layer& L, const Eigen::MatrixXd& m) {
   return out;
 }
 
+// The spatial factors of group g at rank r: A from the SVD; with `refit_spatial`, B is then the least-squares
+// best second factor for that A on the calibration data. W_r[:, o] = M beta_o with
+// M[(c, i, j), (q, j')] = A[(c, i), q] delta(j, j') and beta_o[(q, j)] = B[q, (o, j)], so
+// beta_o = (M^T H M + lambda I)^-1 M^T H W[:, o]: the output error ||X (W - W_r)|| is least for the A kept.
+void SpatialFactors(const Layer& L, size_t g, int64_t r, Eigen::MatrixXd* a, Eigen::MatrixXd* b) {
+  GroupFactors(L.spatial, g, r, a, b);
+  if (!L.refit_spatial || L.h.empty()) return;
+  const int64_t kw = L.kw, rows = L.cg * L.kh, p = r * kw;
+  Eigen::MatrixXd m = Eigen::MatrixXd::Zero(L.k, p);
+  for (int64_t ci = 0; ci < rows; ++ci) {
+    for (int64_t q = 0; q < r; ++q) {
+      for (int64_t j = 0; j < kw; ++j) m(ci * kw + j, q * kw + j) = (*a)(ci, q);
+    }
+  }
+  const Eigen::MatrixXd hm = L.h[g].topLeftCorner(L.k, L.k) * m;
+  Eigen::MatrixXd gram = m.transpose() * hm;
+  const double mean_diag = gram.diagonal().mean();
+  if (!(mean_diag > 0) || !std::isfinite(mean_diag)) return;
+  gram.diagonal().array() += kDamping * mean_diag;
+  Eigen::LLT<Eigen::MatrixXd> llt(gram);
+  if (llt.info() != Eigen::Success) return;
+  const Eigen::MatrixXd beta = llt.solve(hm.transpose() * L.w[g]);  // [r kw, og]
+  if (!beta.allFinite()) return;
+  for (int64_t q = 0; q < r; ++q) {
+    for (int64_t o = 0; o < L.og; ++o) {
+      for (int64_t j = 0; j < kw; ++j) (*b)(q, o * kw + j) = beta(q * kw + j, o);
+    }
+  }
+}
+
 // The rank-r weight of group g (matrix view).
 Eigen::MatrixXd Approximation(const Layer& L, Scheme scheme, size_t g, int64_t r) {
   Eigen::MatrixXd a, b;
   if (scheme == Scheme::kSpatial) {
-    GroupFactors(L.spatial, g, r, &a, &b);
+    SpatialFactors(L, g, r, &a, &b);
     return SpatialToMatrix(L, a * b);
   }
   GroupFactors(L.channel, g, r, &a, &b);
@@ -678,6 +711,7 @@ class LowRankPass : public Pass {
     if (L.spatial_ok) {
       L.spatial = Decompose(L.ws, nullptr);
       L.spatial_ok = L.spatial.ok;
+      L.refit_spatial = whitened && !L.h.empty();
     }
   }
 
@@ -961,7 +995,13 @@ class LowRankPass : public Pass {
       } else {
         const int64_t rank = static_cast<int64_t>(L.wdims.size()) - 2;
         std::vector<Eigen::MatrixXd> as(static_cast<size_t>(L.groups)), bs(static_cast<size_t>(L.groups));
-        for (size_t grp = 0; grp < as.size(); ++grp) GroupFactors(f, grp, r, &as[grp], &bs[grp]);
+        for (size_t grp = 0; grp < as.size(); ++grp) {
+          if (c.scheme == Scheme::kSpatial) {
+            SpatialFactors(L, grp, r, &as[grp], &bs[grp]);
+          } else {
+            GroupFactors(f, grp, r, &as[grp], &bs[grp]);
+          }
+        }
         if (n.inputs.size() > 2 && !n.inputs[2].empty()) second.inputs.push_back(n.inputs[2]);
         const Attribute group = Attribute::Int("group", L.groups);
         if (c.scheme == Scheme::kChannel) {
@@ -1033,7 +1073,7 @@ class LowRankPass : public Pass {
       row["weight"] = L.weight;
       row["shape"] = L.wdims;
       row["scheme"] = SchemeName(c.scheme);
-      row["method"] = c.scheme == Scheme::kSpatial ? std::string("svd") : L.method;
+      row["method"] = c.scheme != Scheme::kSpatial ? L.method : L.refit_spatial ? "refit" : "svd";
       row["rank"] = r;
       row["max_rank"] = f.max_rank;
       row["groups"] = L.groups;

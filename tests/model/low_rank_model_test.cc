@@ -36,9 +36,11 @@ constexpr double kMlpDropPts = 1.0;
 constexpr double kMlpInt8DropPts = 1.0;
 constexpr double kMinInt8SizeRatio = 12.0;  // issue's bar; measured 14.3x
 // Transformer at half the parameters and the CNN at 60 % of the MACs: the issue asks for the accuracy to
-// be reported; these floors (measured 84.90 % and 82.46 %) catch a regression of several points.
-constexpr double kVitMinTop1 = 0.83;
-constexpr double kCnnMinTop1 = 0.80;
+// be reported; these floors catch a regression of more than about a point and a half. Measured in our
+// executor: ViT 85.14 % (fp32 89.15 %); CNN 89.94 % (fp32 91.25 %: both 3x3 convolutions in the spatial
+// scheme with the second factor re-fitted on the data; 82.49 % with plain spatial SVD).
+constexpr double kVitMinTop1 = 0.835;
+constexpr double kCnnMinTop1 = 0.885;
 // ONNX Runtime and our executor on the same model: float sums in another order flip a handful of images.
 constexpr double kMinAgreement = 0.995;
 
@@ -163,6 +165,8 @@ TEST(LowRankModel, CnnAtSixtyPercentOfTheMacs) {
   for (const auto& row : rep["low_rank"]) {
     EXPECT_EQ(row["op"], "Conv");
     EXPECT_LT(row["macs_after"].get<int64_t>(), row["macs_before"].get<int64_t>());
+    // Spatial factors re-fitted on the data, or whitened channel factors: data-aware either way.
+    EXPECT_EQ(row["method"], row["scheme"] == "spatial" ? "refit" : "whitened") << row.dump();
   }
   EXPECT_EQ(testing::CheckerAndTypeErrors(LoadModel(out)), "");
   const Measured m = Measure(out, tmp, "cnn");
