@@ -97,6 +97,20 @@ TEST(LowRankCli, RecipeFileWithEveryOption) {
   EXPECT_EQ(gemms, 4);
 }
 
+TEST(LowRankCli, SameCommandSameBytesWhateverTheThreads) {
+  TempDir dir;
+  std::vector<std::string> bytes;
+  for (const std::string threads : {"1", "2"}) {
+    const std::string out = dir / ("t" + threads + ".onnx");
+    const auto r = RunCompress({SourcePath("models/cnn.onnx"), "--low-rank-macs", "0.6", "--calib",
+                                SourcePath("models/calib"), "--threads", threads, "-o", out, "-q"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    bytes.push_back(testing::ReadBytes(out));
+  }
+  EXPECT_EQ(bytes[0], bytes[1]);
+  EXPECT_GT(bytes[0].size(), 1000u);
+}
+
 TEST(LowRankCli, SensitivityOneEntryPerFactorizableLayer) {
   TempDir dir;
   const std::string out = dir / "sens.json";
