@@ -102,7 +102,7 @@ TEST(LowRankCli, SameCommandSameBytesWhateverTheThreads) {
   std::vector<std::string> bytes;
   for (const std::string threads : {"1", "2"}) {
     const std::string out = dir / ("t" + threads + ".onnx");
-    const auto r = RunCompress({SourcePath("models/cnn.onnx"), "--low-rank-macs", "0.6", "--calib",
+    const auto r = RunCompress({SourcePath("models/mlp.onnx"), "--low-rank-params", "0.4", "--calib",
                                 SourcePath("models/calib"), "--threads", threads, "-o", out, "-q"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     bytes.push_back(testing::ReadBytes(out));
