@@ -98,6 +98,12 @@ const std::vector<Recipe>& CompressionRecipes() {
       // One layer at a time (`compress sensitivity`): named layers of the sample models.
       OneStep("prune",
               {{"method", "magnitude"}, {"only_nodes", json::array({"/net/net.1/Gemm", "/conv2/conv2.0/Conv"})}}),
+      // Low-rank factorization without data (plain SVD): per-layer ratio, a grid of 1 with the output
+      // layers too, energy, and a parameter budget (one that cannot be met is an Error(kAccuracyGate)).
+      OneStep("low_rank", {{"ratio", 0.5}}),
+      OneStep("low_rank", {{"ratio", 0.25}, {"method", "svd"}, {"rank_multiple", 1}, {"keep_output_layers", false}}),
+      OneStep("low_rank", {{"energy", 0.9}}),
+      OneStep("low_rank", {{"params", 0.5}}),
   };
   return recipes;
 }

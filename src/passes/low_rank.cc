@@ -4,8 +4,9 @@
 //   After:   x -> MatMul(A[K,r]) -> MatMul(B[r,N]) -> y          (W ~ A B, r(K + N) < K N)
 //
 // Matrices: W[K,N] is the weight as the product uses it (a Gemm's transB is undone; transA and alpha stay
-// on the first Gemm, C and beta go to the second). Batched 3-D activations of transformers are fine: the
-// weight is 2-D and both MatMuls broadcast as the original did.
+// on the first Gemm, C and beta go to the second; before opset 11, where Gemm's C is required, the first
+// is a MatMul and alpha goes to the second, and a Gemm with transA stays). Batched 3-D activations of
+// transformers are fine: the weight is 2-D and both MatMuls broadcast as the original did.
 //
 // Conv [O, C/g, k...]: two schemes, whichever needs fewer MACs at the rank the budget gives it:
 //   channel  a Conv with r filters per group (the original kernel, strides, pads, dilations, group) then a
@@ -512,6 +513,10 @@ class LowRankPass : public Pass {
           skip("weight of rank " + std::to_string(L.wdims.size()) + ", expected 2");
           continue;
         }
+        if (n.op_type == "Gemm" && model.OpsetVersion("") < 11 && n.AttrInt("transA", 0) != 0) {
+          skip("a Gemm with transA before opset 11 (the first factor would be a Gemm without its required C)");
+          continue;
+        }
         const bool trans_b = n.op_type == "Gemm" && n.AttrInt("transB", 0) != 0;
         L.k = trans_b ? L.wdims[1] : L.wdims[0];
         L.n = trans_b ? L.wdims[0] : L.wdims[1];
@@ -985,11 +990,18 @@ class LowRankPass : public Pass {
         ta = ToTensor({L.k, r}, [&](int64_t x, int64_t y) { return a(x, y); });
         tb = ToTensor({r, L.n}, [&](int64_t x, int64_t y) { return b(x, y); });
         if (n.op_type == "Gemm") {
-          if (const Attribute* at = n.FindAttr("transA")) first.attributes.push_back(*at);
-          if (const Attribute* at = n.FindAttr("alpha")) first.attributes.push_back(*at);
+          // Before opset 11 Gemm's C is required: the first product is a MatMul (Collect keeps a
+          // Gemm with transA there) and alpha moves to the second Gemm, which has the original C.
+          const bool c_required = model.OpsetVersion("") < 11;
+          if (c_required) first.op_type = "MatMul";
+          if (const Attribute* at = n.FindAttr("transA")) {
+            if (!c_required) first.attributes.push_back(*at);
+          }
+          if (const Attribute* at = n.FindAttr("alpha")) (c_required ? second : first).attributes.push_back(*at);
           if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
             second.inputs.push_back(n.inputs[2]);
             if (const Attribute* at = n.FindAttr("beta")) second.attributes.push_back(*at);
+            if (const Attribute* at = n.FindAttr("broadcast")) second.attributes.push_back(*at);  // Gemm < 7
           }
         }
       } else {
@@ -1082,10 +1094,13 @@ class LowRankPass : public Pass {
       const auto mb = L.macs_before, ma = Macs(L, c);
       row["macs_before"] = mb ? json(*mb) : json(nullptr);
       row["macs_after"] = ma ? json(*ma) : json(nullptr);
-      // Fidelity of the layer's own output on the calibration data (the original input fed to both):
-      // signal ||X W + 1 b||^2 = ||X W||^2 + 2 b^T W^T (X^T 1) + rows ||b||^2.
+      // Fidelity of the layer's own output on the calibration data (the original input fed to both).
       if (!L.h.empty()) {
-        double signal = err.signal;
+        // A Gemm computes alpha X W + beta C: ||alpha X W + beta 1 b||^2 = alpha^2 ||X W||^2
+        // + 2 alpha beta b^T W^T (X^T 1) + beta^2 rows ||b||^2; the error scales by alpha^2.
+        const double alpha = L.op == "Gemm" ? double{n.AttrFloat("alpha", 1.0f)} : 1.0;
+        const double beta = L.op == "Gemm" ? double{n.AttrFloat("beta", 1.0f)} : 1.0;
+        double signal = alpha * alpha * err.signal;
         const Tensor* bt = L.bias > 0 ? g.FindInitializer(n.inputs[2]) : nullptr;
         if (bt != nullptr && bt->dtype() == DType::kFloat && (bt->numel() == L.groups * L.n || bt->numel() == 1)) {
           for (size_t grp = 0; grp < L.h.size(); ++grp) {
@@ -1094,10 +1109,11 @@ class LowRankPass : public Pass {
               b(o) = bt->data<float>()[bt->numel() == 1 ? 0 : static_cast<int64_t>(grp) * L.n + o];
             }
             const Eigen::VectorXd sums = L.h[grp].col(L.k).head(L.k);
-            signal += 2.0 * b.dot(L.w[grp].transpose() * sums) + L.h[grp](L.k, L.k) * b.squaredNorm();
+            signal += 2.0 * alpha * beta * b.dot(L.w[grp].transpose() * sums) +
+                      beta * beta * L.h[grp](L.k, L.k) * b.squaredNorm();
           }
         }
-        row["sqnr_db"] = Sqnr(signal, err.error);
+        row["sqnr_db"] = Sqnr(signal, alpha * alpha * err.error);
       } else {
         row["sqnr_db"] = nullptr;
       }
