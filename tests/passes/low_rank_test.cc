@@ -615,6 +615,21 @@ TEST(LowRankWhitened, BeatsPlainSvdOnCorrelatedInputs) {
   EXPECT_EQ(output_error(automatic), ew);
 }
 
+// 10 log10(||Y||^2 / ||Y - Y'||^2) of output 0 of the original `m` and the factorized `f` over `batches`.
+double MeasuredSqnrDb(const Model& m, const Model& f, const std::vector<std::vector<Tensor>>& batches) {
+  double signal = 0, noise = 0;
+  for (const auto& batch : batches) {
+    const auto y = RunModel(m, batch);
+    const auto yr = RunModel(f, batch);
+    for (int64_t i = 0; i < y[0].numel(); ++i) {
+      const double a = y[0].data<float>()[i], d = a - yr[0].data<float>()[i];
+      signal += a * a;
+      noise += d * d;
+    }
+  }
+  return 10 * std::log10(signal / noise);
+}
+
 // sqnr_db is the SQNR of the layer's own output on the calibration data: 10 log10(||Y||^2 / ||Y - Y'||^2)
 // with Y = alpha X W + beta C the original Gemm's output and Y' the factorized pair's, both fed the
 // calibration inputs.
@@ -635,17 +650,7 @@ TEST(LowRankWhitened, SqnrIsTheLayerOutputSqnrOnTheCalibrationData) {
           LowRank(f, {{"ratio", 0.4}, {"method", method}, {"keep_output_layers", false}}, &source);
       const json& row = Row(ctx, "gemm");
       ASSERT_EQ(row.value("rank", 0), 8) << ctx.details().dump();  // 8 x 88 + 40 <= 0.4 x 1960
-      double signal = 0, noise = 0;
-      for (const auto& batch : batches) {
-        const auto y = RunModel(m, batch);
-        const auto yr = RunModel(f, batch);
-        for (int64_t i = 0; i < y[0].numel(); ++i) {
-          const double a = y[0].data<float>()[i], d = a - yr[0].data<float>()[i];
-          signal += a * a;
-          noise += d * d;
-        }
-      }
-      const double measured = 10 * std::log10(signal / noise);
+      const double measured = MeasuredSqnrDb(m, f, batches);
       std::printf("Gemm alpha %.1f beta %.1f %s: sqnr_db %.4f, measured %.4f\n", double{alpha}, double{beta}, method,
                   row.at("sqnr_db").get<double>(), measured);
       EXPECT_NEAR(row.at("sqnr_db").get<double>(), measured, kMeasuredSqnrToleranceDb)
@@ -689,17 +694,7 @@ TEST(LowRankWhitened, ConvSqnrIsTheLayerOutputSqnrOnTheCalibrationData) {
       EXPECT_EQ(row.value("method", ""), !spatial ? std::string(method)
                                                   : std::string(method) == "whitened" ? "refit" : "svd");
       sqnr[method] = row.at("sqnr_db").get<double>();
-      double signal = 0, noise = 0;
-      for (const auto& batch : batches) {
-        const auto y = RunModel(m, batch);
-        const auto yr = RunModel(f, batch);
-        for (int64_t i = 0; i < y[0].numel(); ++i) {
-          const double a = y[0].data<float>()[i], d = a - yr[0].data<float>()[i];
-          signal += a * a;
-          noise += d * d;
-        }
-      }
-      const double measured = 10 * std::log10(signal / noise);
+      const double measured = MeasuredSqnrDb(m, f, batches);
       std::printf("Conv %s %s rank %d: sqnr_db %.4f, measured %.4f\n", c.scheme, method, row.value("rank", 0),
                   row.at("sqnr_db").get<double>(), measured);
       EXPECT_NEAR(row.at("sqnr_db").get<double>(), measured, kMeasuredSqnrToleranceDb) << c.scheme << " " << method;
