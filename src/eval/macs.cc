@@ -421,4 +421,24 @@ MacsCount CountMacs(const Model& model) {
   return result;
 }
 
+int64_t CountParameters(const Model& model) {
+  int64_t n = 0;
+  ForEachGraph(model.graph, [&](const Graph& g) {
+    for (const auto& t : g.initializers) n += t.numel();
+    for (const auto& s : g.sparse_initializers) n += s.values.numel();
+    for (const auto& node : g.nodes) {
+      if (node.op_type != "Constant" || !node.IsDefaultDomain()) continue;
+      for (const auto& a : node.attributes) {
+        for (const auto& t : a.tensors) n += t.numel();
+        for (const auto& s : a.sparse_tensors) n += s.values.numel();
+        if (a.name == "value_float" || a.name == "value_int" || a.name == "value_string") n += 1;
+        if (a.name == "value_floats") n += static_cast<int64_t>(a.floats.size());
+        if (a.name == "value_ints") n += static_cast<int64_t>(a.ints.size());
+        if (a.name == "value_strings") n += static_cast<int64_t>(a.strings.size());
+      }
+    }
+  });
+  return n;
+}
+
 }  // namespace compress

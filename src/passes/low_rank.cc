@@ -401,7 +401,7 @@ class LowRankPass : public Pass {
     }
   }
 
-  std::vector<Layer> Collect(const Model& model, PassContext& ctx) const {
+  std::vector<Layer> Collect(const Model& model, PassContext& ctx) {
     const Graph& g = model.graph;
     const auto uses = passes::UseCounts(g);
     const auto outputs = passes::GraphOutputNames(g);
@@ -409,6 +409,7 @@ class LowRankPass : public Pass {
     std::map<std::string, int64_t> node_macs;
     {
       const MacsCount mc = CountMacs(model);
+      model_macs_ = mc.total;
       for (const auto& n : mc.nodes) {
         if (n.graph.empty() && n.macs) node_macs[n.node] = *n.macs;
       }
@@ -817,12 +818,7 @@ class LowRankPass : public Pass {
                              const std::vector<std::vector<Choice>>& options, PassContext& ctx) const {
     const bool by_macs = macs_ > 0;
     const double fraction = by_macs ? macs_ : params_;
-    int64_t total = 0;
-    if (by_macs) {
-      total = CountMacs(model).total;
-    } else {
-      ForEachTensor(model.graph, [&](int64_t n) { total += n; });
-    }
+    const int64_t total = by_macs ? model_macs_ : CountParameters(model);
     auto cost = [&](const Layer& L, const Choice& c) -> int64_t {
       if (by_macs) {
         const auto m = Macs(L, c);
@@ -942,19 +938,6 @@ class LowRankPass : public Pass {
 
   [[noreturn]] static void ThrowGate(const std::string& message) {
     throw Error(ErrorKind::kAccuracyGate, message);
-  }
-
-  // Calls fn(elements) for every initializer and Constant value of `g` and its subgraphs.
-  template <typename Fn>
-  static void ForEachTensor(const Graph& g, Fn fn) {
-    for (const auto& t : g.initializers) fn(t.numel());
-    for (const auto& s : g.sparse_initializers) fn(s.values.numel());
-    for (const auto& n : g.nodes) {
-      for (const auto& a : n.attributes) {
-        if (n.op_type == "Constant" && a.type == AttrType::kTensor && !a.tensors.empty()) fn(a.tensors[0].numel());
-        for (const auto& sub : a.graphs) ForEachTensor(sub, fn);
-      }
-    }
   }
 
   void Rewrite(Model& model, const std::vector<Layer>& layers, const std::vector<Choice>& choices,
@@ -1164,6 +1147,7 @@ class LowRankPass : public Pass {
   std::string method_;
   int64_t multiple_;
   bool keep_output_layers_;
+  int64_t model_macs_ = 0;  // CountMacs of the model as the pass found it (Collect), for `macs`
   std::set<std::string> exclude_, only_;
 };
 

@@ -36,23 +36,6 @@ std::vector<TensorEntry> CollectTensors(const Model& model) {
   return out;
 }
 
-// Constant nodes may hold their value as value_float(s) / value_int(s) instead of a tensor.
-int64_t ScalarConstantElements(const Model& model) {
-  int64_t n = 0;
-  ForEachGraph(model.graph, [&](const Graph& g) {
-    for (const auto& node : g.nodes) {
-      if (node.op_type != "Constant" || !node.IsDefaultDomain()) continue;
-      for (const auto& a : node.attributes) {
-        if (a.name == "value_float" || a.name == "value_int" || a.name == "value_string") n += 1;
-        if (a.name == "value_floats") n += static_cast<int64_t>(a.floats.size());
-        if (a.name == "value_ints") n += static_cast<int64_t>(a.ints.size());
-        if (a.name == "value_strings") n += static_cast<int64_t>(a.strings.size());
-      }
-    }
-  });
-  return n;
-}
-
 nlohmann::json ValueJson(const ValueInfo& v) {
   nlohmann::json j;
   j["name"] = v.name;
@@ -99,12 +82,6 @@ std::string HumanBytes(uint64_t b) {
 }
 
 }  // namespace
-
-int64_t CountParameters(const Model& model) {
-  int64_t n = ScalarConstantElements(model);
-  for (const auto& e : CollectTensors(model)) n += e.tensor->numel();
-  return n;
-}
 
 nlohmann::json InspectModel(const Model& model, const std::string& path) {
   nlohmann::json doc;

@@ -53,4 +53,9 @@ struct MacsCount {
 // Counts the MACs of `model` (shape inference runs on a copy; the model is not changed).
 MacsCount CountMacs(const Model& model);
 
+// Elements of every initializer (sparse ones: stored values) and every Constant-node value (tensor or
+// value_float(s)/value_int(s)/value_string(s)), in all graphs including subgraphs. Tensor attributes of
+// other ops, such as ConstantOfShape's fill value, are not parameters.
+int64_t CountParameters(const Model& model);
+
 }  // namespace compress

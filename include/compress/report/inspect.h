@@ -9,9 +9,7 @@
 
 namespace compress {
 
-// Elements of every initializer (sparse ones: stored values) and every Constant-node value, in all graphs
-// including subgraphs.
-int64_t CountParameters(const Model& model);
+// CountParameters (the model's parameters) is declared in compress/eval/macs.h, included above.
 
 // Builds the inspection document. `path` is used for the file size and the ONNX checker.
 // Schema (version 1):
