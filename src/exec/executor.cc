@@ -268,6 +268,14 @@ void Executor::ValidateInput(size_t i, const Tensor& t) const {
   }
 }
 
+std::vector<std::pair<std::string, Tensor>> Executor::Constants() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t s = 0; s < num_slots_; ++s) {
+    if (is_constant_[s]) out.emplace_back(slot_names_[s], constants_[s]);
+  }
+  return out;
+}
+
 std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const ValueObserver* observer) {
   if (inputs.size() != inputs_.size()) {
     ThrowInvalid("the model has " + std::to_string(inputs_.size()) + " inputs, " + std::to_string(inputs.size()) +

@@ -41,6 +41,8 @@ class Executor {
   const std::vector<ValueInfo>& inputs() const { return inputs_; }
   const std::vector<ValueInfo>& outputs() const { return outputs_; }
   int threads() const { return pool_->threads(); }
+  // Values known before any run (initializers and Constant node outputs), by name.
+  std::vector<std::pair<std::string, Tensor>> Constants() const;
 
   // Runs the graph; `inputs` in the order of inputs(). Inputs whose dtype, rank or fixed dims differ from
   // the declaration are an Error(kInvalidInput) naming the input.

@@ -1,0 +1,112 @@
+#include "train/grad_common.h"
+
+#include "compress/util/error.h"
+
+namespace compress::train {
+
+void AddInto(Tensor& acc, const Tensor& g) {
+  if (acc.dims() != g.dims() || acc.dtype() != g.dtype()) {
+    ThrowInternal("gradient accumulation of " + ShapeToString(g.dims()) + " into " + ShapeToString(acc.dims()));
+  }
+  if (acc.dtype() == DType::kFloat) {
+    float* a = acc.mutable_data<float>();
+    const float* b = g.data<float>();
+    for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
+  } else if (acc.dtype() == DType::kDouble) {
+    double* a = acc.mutable_data<double>();
+    const double* b = g.data<double>();
+    for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
+  } else {
+    ThrowInternal(std::string("gradient accumulation in ") + DTypeName(acc.dtype()));
+  }
+}
+
+std::vector<int64_t> RowStrides(const std::vector<int64_t>& dims) {
+  std::vector<int64_t> s(dims.size(), 1);
+  for (size_t d = dims.size(); d-- > 1;) s[d - 1] = s[d] * dims[d];
+  return s;
+}
+
+namespace {
+
+// Strides of `in` (right-aligned) seen from `out`, 0 along broadcast axes.
+std::vector<int64_t> StridesFrom(const std::vector<int64_t>& in, const std::vector<int64_t>& out) {
+  std::vector<int64_t> s(out.size(), 0);
+  const auto is = RowStrides(in);
+  const size_t off = out.size() - in.size();
+  for (size_t d = 0; d < in.size(); ++d) s[off + d] = in[d] == 1 && out[off + d] != 1 ? 0 : is[d];
+  return s;
+}
+
+template <typename T, typename Fn>
+void Walk(const std::vector<int64_t>& out, const std::vector<int64_t>& strides, Fn&& fn) {
+  const int64_t n = ShapeElementCount(out);
+  std::vector<int64_t> idx(out.size(), 0);
+  int64_t off = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    fn(i, off);
+    for (size_t d = out.size(); d-- > 0;) {
+      ++idx[d];
+      off += strides[d];
+      if (idx[d] < out[d]) break;
+      off -= strides[d] * idx[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+Tensor ReduceToShape(const Tensor& grad, const std::vector<int64_t>& shape) {
+  if (grad.dims() == shape) return grad;
+  if (shape.size() > grad.dims().size()) ThrowInternal("ReduceToShape: target of higher rank");
+  Tensor out(grad.dtype(), shape);
+  const auto strides = StridesFrom(shape, grad.dims());
+  if (grad.dtype() == DType::kFloat) {
+    const float* g = grad.data<float>();
+    float* o = out.mutable_data<float>();
+    Walk<float>(grad.dims(), strides, [&](int64_t i, int64_t off) { o[off] += g[i]; });
+  } else {
+    const double* g = grad.data<double>();
+    double* o = out.mutable_data<double>();
+    Walk<double>(grad.dims(), strides, [&](int64_t i, int64_t off) { o[off] += g[i]; });
+  }
+  return out;
+}
+
+Tensor BroadcastTo(const Tensor& t, const std::vector<int64_t>& dims) {
+  if (t.dims() == dims) return t;
+  Tensor out(t.dtype(), dims);
+  const auto strides = StridesFrom(t.dims(), dims);
+  if (t.dtype() == DType::kFloat) {
+    const float* s = t.data<float>();
+    float* o = out.mutable_data<float>();
+    Walk<float>(dims, strides, [&](int64_t i, int64_t off) { o[i] = s[off]; });
+  } else {
+    const double* s = t.data<double>();
+    double* o = out.mutable_data<double>();
+    Walk<double>(dims, strides, [&](int64_t i, int64_t off) { o[i] = s[off]; });
+  }
+  return out;
+}
+
+int64_t NormAxis(const GradContext& ctx, int64_t axis, int64_t rank) {
+  if (axis < -rank || axis >= std::max<int64_t>(rank, 1)) {
+    ctx.Fail("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+std::vector<int64_t> ReadInts(const Tensor& t) {
+  std::vector<int64_t> v(static_cast<size_t>(t.numel()));
+  if (t.dtype() == DType::kInt64) {
+    for (int64_t i = 0; i < t.numel(); ++i) v[static_cast<size_t>(i)] = t.data<int64_t>()[i];
+  } else if (t.dtype() == DType::kInt32) {
+    for (int64_t i = 0; i < t.numel(); ++i) v[static_cast<size_t>(i)] = t.data<int32_t>()[i];
+  } else {
+    ThrowInvalid(std::string("expected an int32 or int64 tensor, got ") + DTypeName(t.dtype()));
+  }
+  return v;
+}
+
+}  // namespace compress::train
