@@ -202,6 +202,19 @@ std::vector<std::string> Backprop::MissingRules(const Model& model, const std::v
   return missing;
 }
 
+std::vector<std::string> Backprop::TrainableParameters(const Model& model, const std::vector<std::string>& seeds) {
+  std::vector<std::string> candidates;
+  for (const auto& t : model.graph.initializers) {
+    if ((t.dtype() == DType::kFloat || t.dtype() == DType::kDouble) && t.numel() > 1) candidates.push_back(t.name());
+  }
+  const Analysis a = Analyze(model, candidates, seeds);
+  std::vector<std::string> out;
+  for (const auto& c : candidates) {
+    if (a.needed.count(c)) out.push_back(c);
+  }
+  return out;
+}
+
 Backprop::Backprop(const Model& model, std::vector<std::string> params, std::vector<std::string> seeds,
                    const BackpropOptions& options)
     : params_(std::move(params)), seeds_(std::move(seeds)) {

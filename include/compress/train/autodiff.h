@@ -125,6 +125,11 @@ class Backprop {
   // Nodes that the backward pass differentiates, in forward order (for tests and messages).
   std::vector<std::string> DifferentiatedNodes() const;
 
+  // The initializers that fine-tuning trains: float32 / float64 tensors of more than one element read at
+  // a differentiable input of some node on a path to a seed (weights, biases, norm scales, embeddings;
+  // not shapes, scalar constants, or Resize scales). In graph initializer order.
+  static std::vector<std::string> TrainableParameters(const Model& model, const std::vector<std::string>& seeds);
+
   // "Op (node)" for every node on a parameter -> seed path without a backward rule; empty when all have.
   static std::vector<std::string> MissingRules(const Model& model, const std::vector<std::string>& params,
                                                const std::vector<std::string>& seeds);

@@ -1,0 +1,77 @@
+// Fine-tuning a compressed model (the student) toward the original (the teacher) on unlabelled or
+// labelled data, on the CPU, from the graph itself.
+//
+// Loss per batch: (1 - a) * T^2 KL(softmax(teacher / T) || softmax(student / T)) on the first output,
+// plus a * cross-entropy against the labels when the data has them and a > 0, plus the mean squared error
+// of every named intermediate value (student vs teacher). Trained: every float initializer of more than
+// one element on a path to the loss (Backprop::TrainableParameters). What compression decided stays:
+// weight elements that are exactly zero stay zero (unstructured and N:M sparsity), shapes do not change
+// (removed channels, low-rank factors), folded BatchNormalization stays folded.
+//
+// Deterministic: the sample order of epoch e is a Fisher-Yates shuffle seeded with (seed, e) from our own
+// generator, gradients and updates are summed in a fixed order, so the same command gives the same
+// weights whatever the thread count.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compress/ir/graph.h"
+#include "compress/train/optimizer.h"
+
+namespace compress::train {
+
+struct FinetuneOptions {
+  std::string data_dir;
+  std::string labels_file;       // overrides DIR/labels.* when set
+  int64_t epochs = 1;
+  int64_t batch = 64;
+  int64_t limit = 0;             // > 0: the first N samples only
+  double temperature = 4.0;
+  double label_weight = 0.0;     // weight of cross-entropy when the data has labels
+  std::vector<std::string> feature_loss;  // intermediate values matched by MSE
+  uint64_t seed = 0;
+  OptimizerOptions optimizer;    // total_steps and warmup_steps are set from the data
+  double warmup_fraction = 0.05; // of all steps
+  int threads = 0;
+  // Per-epoch top-1 on this labelled folder (empty: none).
+  std::string eval_dir;
+  int64_t eval_limit = 0;
+  bool progress = true;          // a bar per epoch on a terminal; one log line per epoch otherwise
+  std::string label = "fine-tune";  // progress label
+};
+
+struct EpochStats {
+  int64_t epoch = 0;
+  double loss = 0;                // mean over the epoch's batches
+  double seconds = 0;
+  double samples_per_second = 0;
+  double eval_top1 = -1;          // < 0 when not measured
+};
+
+struct FinetuneResult {
+  std::vector<EpochStats> epochs;
+  int64_t samples = 0;            // per epoch
+  int64_t steps = 0;
+  int64_t batch = 0;
+  double seconds = 0;
+  int64_t peak_rss_bytes = 0;     // of the process, at the end
+  std::vector<std::string> parameters;
+  int64_t parameter_elements = 0;
+  int64_t frozen_zeros = 0;       // weight elements kept at zero
+  bool used_labels = false;
+  nlohmann::json ToJson() const;
+};
+
+// Trains `student` in place. `teacher` must take the same inputs and give outputs of the same shapes.
+// Throws Error(kInvalidInput) naming the node when a node on the way to the loss has no backward rule,
+// Error(kUsage) for options that cannot work (labels asked for but absent, unknown feature values).
+FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOptions& options);
+
+// The process's peak resident set size in bytes (0 when the system does not say).
+int64_t PeakResidentBytes();
+
+}  // namespace compress::train
