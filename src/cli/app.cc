@@ -79,6 +79,18 @@ struct MainOptions {
   std::string low_rank_method;
   std::optional<int64_t> rank_multiple;
   std::vector<std::string> low_rank_exclude_nodes;
+  // Fine-tuning (after pruning and low rank, before --fp16/--int8; after --int8 with --qat).
+  std::string finetune_dir;
+  std::optional<int64_t> epochs;
+  std::optional<double> lr;
+  std::optional<double> temperature;
+  std::optional<double> label_weight;
+  std::vector<std::string> feature_loss;
+  std::optional<int64_t> seed;
+  std::optional<int64_t> prune_steps;
+  std::optional<int64_t> finetune_limit;
+  bool qat = false;
+  std::string student;
   // Report and evaluation.
   std::string report_json;
   std::string report_md;
@@ -184,6 +196,28 @@ void CheckLowRankMethod(const std::string& method) {
   }
 }
 
+bool AnyFinetuneOption(const MainOptions& opt) {
+  return opt.epochs || opt.lr || opt.temperature || opt.label_weight || !opt.feature_loss.empty() || opt.seed ||
+         opt.prune_steps || opt.finetune_limit || opt.qat || !opt.student.empty();
+}
+
+// The finetune step of --finetune DIR and its flags.
+RecipeStep FinetuneStep(const MainOptions& opt, int64_t epochs) {
+  nlohmann::json o = {{"data", opt.finetune_dir}, {"epochs", epochs}, {"batch", opt.batch}};
+  if (opt.lr) o["lr"] = *opt.lr;
+  if (opt.temperature) o["temperature"] = *opt.temperature;
+  if (opt.label_weight) o["label_weight"] = *opt.label_weight;
+  if (!opt.feature_loss.empty()) o["feature_loss"] = opt.feature_loss;
+  if (opt.seed) o["seed"] = *opt.seed;
+  if (opt.finetune_limit) o["limit"] = *opt.finetune_limit;
+  if (!opt.eval_dir.empty()) {
+    o["eval"] = opt.eval_dir;
+    o["eval_limit"] = opt.eval_limit;
+  }
+  if (!opt.labels.empty() && opt.label_weight && *opt.label_weight > 0) o["labels"] = opt.labels;
+  return MakeRecipeStep("finetune", o, "--finetune");
+}
+
 bool AnyLowRank(const MainOptions& opt) {
   return opt.low_rank || opt.low_rank_energy || opt.low_rank_params || opt.low_rank_macs;
 }
@@ -236,12 +270,13 @@ RecipeStep LowRankStep(const MainOptions& opt) {
 // Recipe from --recipe or from the pass flags; validated before anything is loaded.
 Recipe BuildRecipe(const MainOptions& opt) {
   const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune.has_value() ||
-                          opt.prune_channels.has_value() || opt.target_macs.has_value() || AnyLowRank(opt);
+                          opt.prune_channels.has_value() || opt.target_macs.has_value() || AnyLowRank(opt) ||
+                          !opt.finetune_dir.empty();
   Recipe recipe;
   if (!opt.recipe_file.empty()) {
     if (pass_flags) {
       ThrowUsage("--recipe cannot be combined with pass flags (--prune, --prune-channels, --target-macs, --low-rank*, "
-                 "--fp16, --int8, --compact-names); put every pass in the recipe");
+                 "--finetune, --fp16, --int8, --compact-names); put every pass in the recipe");
     }
     recipe = LoadRecipeFile(opt.recipe_file);
   } else {
@@ -276,7 +311,24 @@ Recipe BuildRecipe(const MainOptions& opt) {
       if (!opt.prune_exclude_nodes.empty()) o["exclude_nodes"] = opt.prune_exclude_nodes;
       RecipeStep step = MakeRecipeStep("prune", o, "--prune");
       MakePrunePass(step.options);  // usage errors (pattern, method) before anything is loaded
-      recipe.steps.push_back(std::move(step));
+      if (opt.prune_steps && *opt.prune_steps > 1) {
+        // Gradual pruning (Zhu and Gupta): sparsity s_k = S (1 - (1 - k/K)^3) at step k of K, fine-tuning
+        // after each step; the zeros of a step stay zero in the next.
+        if (opt.finetune_dir.empty()) ThrowUsage("--prune-steps fine-tunes between the steps: it needs --finetune DIR");
+        if (!opt.prune_pattern.empty() && opt.prune_pattern != "unstructured") {
+          ThrowUsage("--prune-steps applies to unstructured pruning only");
+        }
+        const int64_t k_total = *opt.prune_steps;
+        for (int64_t k = 1; k <= k_total; ++k) {
+          RecipeStep sk = step;
+          const double f = 1.0 - static_cast<double>(k) / static_cast<double>(k_total);
+          sk.options["sparsity"] = *opt.prune * (1.0 - f * f * f);
+          recipe.steps.push_back(sk);
+          if (k < k_total) recipe.steps.push_back(FinetuneStep(opt, opt.epochs.value_or(1)));
+        }
+      } else {
+        recipe.steps.push_back(std::move(step));
+      }
       const std::string pattern = opt.prune_pattern.empty() || opt.prune_pattern == "unstructured"
                                       ? std::string()
                                       : "-" + opt.prune_pattern.substr(0, opt.prune_pattern.find(':')) + "of" +
@@ -288,6 +340,12 @@ Recipe BuildRecipe(const MainOptions& opt) {
     if (AnyLowRank(opt)) {
       recipe.steps.push_back(LowRankStep(opt));
       name.push_back("low-rank");
+    }
+    // Fine-tuning after the passes that change weights and shapes, before the passes that change precision
+    // (those then quantize the trained weights); with --qat after quantization, through fake quantization.
+    if (!opt.finetune_dir.empty() && !opt.qat) {
+      recipe.steps.push_back(FinetuneStep(opt, opt.epochs.value_or(1)));
+      name.push_back(opt.student.empty() ? "finetuned" : "distilled");
     }
     if (opt.fp16) {
       nlohmann::json o = {{"keep_io_types", opt.keep_io_types}};
@@ -331,6 +389,15 @@ Recipe BuildRecipe(const MainOptions& opt) {
       }
       recipe.steps.push_back(MakeRecipeStep("quantize", o, "--int8"));
       name.push_back(opt.dynamic ? "int8-dynamic" : opt.weights_only ? "int8-weights" : opt.format == "qop" ? "int8-qop" : "int8");
+      if (opt.qat) {
+        if (opt.dynamic || opt.weights_only || opt.format == "qop") {
+          ThrowUsage("--qat trains through the QuantizeLinear/DequantizeLinear pairs of static QDQ quantization; "
+                     "it does not apply with --dynamic, --weights-only or --format qop");
+        }
+        if (opt.finetune_dir.empty()) ThrowUsage("--qat needs the training data: --finetune DIR");
+        recipe.steps.push_back(FinetuneStep(opt, opt.epochs.value_or(1)));
+        name.push_back("qat");
+      }
     }
     // Last, so that every earlier pass (and the report's per-tensor table) sees the original names.
     if (opt.compact_names) {
@@ -355,6 +422,17 @@ Recipe BuildRecipe(const MainOptions& opt) {
     ThrowUsage("--low-rank-method, --rank-multiple and --low-rank-exclude-nodes only apply with --low-rank, "
                "--low-rank-energy, --low-rank-params or --low-rank-macs");
   }
+  if (AnyFinetuneOption(opt) && opt.finetune_dir.empty()) {
+    ThrowUsage("--epochs, --lr, --temperature, --label-weight, --feature-loss, --seed, --prune-steps, --finetune-limit, "
+               "--qat and --student only apply with --finetune DIR");
+  }
+  if (opt.prune_steps && !opt.prune) ThrowUsage("--prune-steps applies with --prune");
+  if (opt.prune_steps && *opt.prune_steps < 1) ThrowUsage("--prune-steps must be at least 1");
+  if (opt.qat && !opt.int8) ThrowUsage("--qat applies with --int8");
+  if (opt.epochs && *opt.epochs < 1) ThrowUsage("--epochs must be at least 1");
+  if (opt.label_weight && !(*opt.label_weight >= 0 && *opt.label_weight <= 1)) ThrowUsage("--label-weight must be in [0, 1]");
+  if (opt.temperature && !(*opt.temperature > 0)) ThrowUsage("--temperature must be positive");
+  if (opt.lr && !(*opt.lr > 0)) ThrowUsage("--lr must be positive");
   if (AnyInt8Option(opt) && !opt.int8) {
     ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
                "--exclude-nodes, --exclude-ops and --min-conv-depth only apply with --int8");
@@ -496,6 +574,24 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   LoadInfo info;
   spdlog::debug("loading {}", opt.model);
   const Model original = LoadModel(opt.model, {}, &info);
+  // --student: the passes start from the student; the input model is the teacher and the reference.
+  std::optional<Model> student;
+  if (!opt.student.empty()) {
+    student = LoadModel(opt.student);
+    const auto want = ModelInputSpecs(original), got = ModelInputSpecs(*student);
+    for (size_t i = 0; i < std::max(want.size(), got.size()); ++i) {
+      if (i >= want.size() || i >= got.size() || want[i].name != got[i].name || want[i].dtype != got[i].dtype) {
+        ThrowInvalid(opt.student + ": the student must take the inputs of " + opt.model + " (" +
+                     (i < want.size() ? want[i].ToString() : std::string("no input ") + std::to_string(i)) + "), found " +
+                     (i < got.size() ? got[i].ToString() : std::string("no input ") + std::to_string(i)));
+      }
+    }
+    if (student->graph.outputs.size() != original.graph.outputs.size()) {
+      ThrowInvalid(opt.student + ": the student has " + std::to_string(student->graph.outputs.size()) +
+                   " outputs, " + opt.model + " has " + std::to_string(original.graph.outputs.size()));
+    }
+  }
+  const Model& start_model = student ? *student : original;
   int64_t input_bytes = static_cast<int64_t>(info.file_bytes);
   for (const auto& f : info.external_files) input_bytes += FileSize(f);
 
@@ -544,6 +640,7 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
                            });
   pipe_opt.calibration = needs_calib || fp16_calib || prune_calib ? &calibration : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
+  pipe_opt.teacher = &original;
 
   // --target-macs: per-group ratios from the sensitivity measured on the calibration data (a uniform
   // ratio without it), written into the recipe so that the output's metadata reproduces them.
@@ -569,7 +666,7 @@ int RunMain(const MainOptions& opt, std::ostream& out) {
   Recipe recipe = requested;
   std::vector<PassRun> runs;
   auto build = [&](const Recipe& r) {
-    Model m = original;  // tensors are shared copy-on-write: this costs no weight copies
+    Model m = start_model;  // tensors are shared copy-on-write: this costs no weight copies
     runs = RunPipeline(m, r, pipe_opt);
     return m;
   };
@@ -1162,6 +1259,28 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_option("--low-rank-exclude-nodes", main_opt.low_rank_exclude_nodes,
                  "Low rank: node names whose weights stay whole")
       ->delimiter(',');
+  app.add_option("--finetune", main_opt.finetune_dir,
+                 "Fine-tune the compressed model on the data in DIR toward the original (distillation; labels with "
+                 "--label-weight), after pruning and low rank, before --fp16/--int8 (after --int8 with --qat)");
+  app.add_option("--epochs", main_opt.epochs, "Fine-tuning: passes over the data (default 1; per step with --prune-steps)");
+  app.add_option("--lr", main_opt.lr, "Fine-tuning: peak learning rate of AdamW (default 0.001), cosine decay after a warm-up");
+  app.add_option("--temperature", main_opt.temperature, "Fine-tuning: distillation temperature T (default 4)");
+  app.add_option("--label-weight", main_opt.label_weight,
+                 "Fine-tuning: weight of cross-entropy on the labels of DIR in [0, 1]; the rest goes to distillation "
+                 "(default 0)");
+  app.add_option("--feature-loss", main_opt.feature_loss,
+                 "Fine-tuning: intermediate values also matched to the original's (mean squared error)")
+      ->delimiter(',');
+  app.add_option("--seed", main_opt.seed, "Fine-tuning: seed of the sample order (default 0)");
+  app.add_option("--finetune-limit", main_opt.finetune_limit, "Fine-tuning: use the first N samples of DIR only");
+  app.add_option("--prune-steps", main_opt.prune_steps,
+                 "With --prune and --finetune: reach the sparsity in K steps on a cubic schedule, fine-tuning after each");
+  app.add_flag("--qat", main_opt.qat,
+               "With --int8 and --finetune: quantization-aware training of the QDQ model (fake quantization, "
+               "learned scales), written back as QDQ");
+  app.add_option("--student", main_opt.student,
+                 "With --finetune: distil the input model into this model (same inputs and outputs, any weights); "
+                 "the output is the trained student, then any other requested pass");
   app.add_option("--report", main_opt.report_json, "Write the report as JSON (schema compress.report/1)");
   app.add_option("--report-md", main_opt.report_md, "Write the report as Markdown");
   app.add_option("--eval", main_opt.eval_dir,

@@ -76,6 +76,30 @@ std::vector<PassInfo> BuildPassList() {
                      {"exclude_nodes", json::array(), "node names whose weights stay whole"},
                      {"only_nodes", json::array(), "when not empty, factorize only these nodes"}},
                     MakeLowRankPass});
+  passes.push_back({"finetune",
+                    "fine-tune the weights on a data folder toward the original model (distillation, optionally "
+                    "with labels and intermediate values); zeros, shapes and factorizations stay",
+                    false,
+                    {{"data", json(""), "data folder (the layouts of --calib; labels.npy / labels.txt for "
+                                        "label_weight)"},
+                     {"labels", json(""), "labels file instead of data/labels.*"},
+                     {"epochs", json(int64_t{1}), "passes over the data"},
+                     {"batch", json(int64_t{64}), "samples per step (the model's fixed batch, if it has one)"},
+                     {"limit", json(int64_t{0}), "train on the first N samples only (0: all)"},
+                     {"lr", json(1e-3), "peak learning rate (cosine decay to 0 after a linear warm-up)"},
+                     {"warmup", json(0.05), "share of the steps spent warming the learning rate up"},
+                     {"optimizer", json("adamw"), "adamw or sgd (momentum 0.9)"},
+                     {"weight_decay", json(0.0), "decoupled weight decay of weights (not biases)"},
+                     {"clip_norm", json(0.0), "clip the global gradient norm to this (0: off)"},
+                     {"temperature", json(4.0), "distillation temperature T: T^2 KL(softmax(t/T) || softmax(s/T))"},
+                     {"label_weight", json(0.0), "weight of cross-entropy on the labels; the rest goes to "
+                                                 "distillation (needs labels)"},
+                     {"feature_loss", json::array(), "intermediate values matched to the original's by mean squared "
+                                                     "error"},
+                     {"seed", json(int64_t{0}), "seed of the sample order"},
+                     {"eval", json(""), "labelled folder on which to measure top-1 after every epoch"},
+                     {"eval_limit", json(int64_t{0}), "evaluate on the first N samples of eval only (0: all)"}},
+                    MakeFinetunePass});
   passes.push_back({"fp16",
                     "convert float32 weights and computation to float16",
                     false,

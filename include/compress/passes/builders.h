@@ -22,5 +22,6 @@ std::unique_ptr<Pass> MakeQuantizePass(const nlohmann::json& options);
 std::unique_ptr<Pass> MakePrunePass(const nlohmann::json& options);
 std::unique_ptr<Pass> MakePruneChannelsPass(const nlohmann::json& options);
 std::unique_ptr<Pass> MakeLowRankPass(const nlohmann::json& options);
+std::unique_ptr<Pass> MakeFinetunePass(const nlohmann::json& options);
 
 }  // namespace compress

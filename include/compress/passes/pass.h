@@ -87,6 +87,10 @@ class PassContext {
 
   int threads() const { return threads_; }
   CalibrationSource* calibration() const { return calibration_; }
+  // The model the compressed one should imitate (the input before any pass, or the model distilled into
+  // a --student); null when the caller gives none. Fine-tuning uses it as the teacher.
+  const Model* teacher() const { return teacher_; }
+  void set_teacher(const Model* teacher) { teacher_ = teacher; }
   const std::map<std::string, int64_t>& counters() const { return counters_; }
   const std::vector<std::string>& notes() const { return notes_; }
   const nlohmann::json& details() const { return details_; }
@@ -94,6 +98,7 @@ class PassContext {
  private:
   int threads_;
   CalibrationSource* calibration_;
+  const Model* teacher_ = nullptr;
   std::map<std::string, int64_t> counters_;
   std::vector<std::string> notes_;
   nlohmann::json details_ = nlohmann::json::object();

@@ -39,6 +39,7 @@ struct PassRun {
 struct PipelineOptions {
   int threads = 1;
   CalibrationSource* calibration = nullptr;  // for passes that need activation statistics
+  const Model* teacher = nullptr;            // for fine-tuning: the model to imitate
   // Called before each pass (e.g. for a log line); may be empty.
   std::function<void(const RecipeStep& step)> on_pass;
 };
