@@ -214,7 +214,6 @@ RecipeStep FinetuneStep(const MainOptions& opt, int64_t epochs) {
     o["eval"] = opt.eval_dir;
     o["eval_limit"] = opt.eval_limit;
   }
-  if (!opt.labels.empty() && opt.label_weight && *opt.label_weight > 0) o["labels"] = opt.labels;
   return MakeRecipeStep("finetune", o, "--finetune");
 }
 
@@ -1267,7 +1266,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_option("--temperature", main_opt.temperature, "Fine-tuning: distillation temperature T (default 4)");
   app.add_option("--label-weight", main_opt.label_weight,
                  "Fine-tuning: weight of cross-entropy on the labels of DIR in [0, 1]; the rest goes to distillation "
-                 "(default 0)");
+                 "(default 0.5 when DIR has labels, else 0)");
   app.add_option("--feature-loss", main_opt.feature_loss,
                  "Fine-tuning: intermediate values also matched to the original's (mean squared error)")
       ->delimiter(',');

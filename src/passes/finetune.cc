@@ -54,7 +54,6 @@ class FinetunePass : public Pass {
     t["lr"] = o.optimizer.lr;
     t["optimizer"] = o.optimizer.kind;
     t["temperature"] = o.temperature;
-    t["label_weight"] = o.label_weight;
     ctx.details()["training"] = t;
     ctx.Note("fine-tuned " + std::to_string(r.parameters.size()) + " weight tensors for " +
              std::to_string(r.epochs.size()) + " epochs on " + std::to_string(r.samples) + " samples of " + o.data_dir);

@@ -92,8 +92,8 @@ std::vector<PassInfo> BuildPassList() {
                      {"weight_decay", json(0.0), "decoupled weight decay of weights (not biases)"},
                      {"clip_norm", json(0.0), "clip the global gradient norm to this (0: off)"},
                      {"temperature", json(4.0), "distillation temperature T: T^2 KL(softmax(t/T) || softmax(s/T))"},
-                     {"label_weight", json(0.0), "weight of cross-entropy on the labels; the rest goes to "
-                                                 "distillation (needs labels)"},
+                     {"label_weight", json(-1.0), "weight of cross-entropy on the labels in [0, 1]; the rest goes "
+                                                  "to distillation (negative: 0.5 when the data has labels, else 0)"},
                      {"feature_loss", json::array(), "intermediate values matched to the original's by mean squared "
                                                      "error"},
                      {"seed", json(int64_t{0}), "seed of the sample order"},

@@ -211,6 +211,19 @@ json LowRankRows(const json& passes) {
   return rows;
 }
 
+// One entry per finetune pass run: its details.training, with the pass's position in the pipeline.
+json TrainingRuns(const json& passes) {
+  json runs = json::array();
+  for (size_t i = 0; i < passes.size(); ++i) {
+    const json& p = passes[i];
+    if (p["pass"] != "finetune" || !p["details"].is_object() || !p["details"].contains("training")) continue;
+    json t = p["details"]["training"];
+    t["pass_index"] = i;
+    runs.push_back(t);
+  }
+  return runs;
+}
+
 int64_t TotalFileBytes(const std::vector<std::string>& paths) {
   int64_t total = 0;
   for (const auto& p : paths) {
@@ -427,6 +440,7 @@ json BuildReport(const ReportInput& in) {
     const int64_t tb = mb["total"].get<int64_t>(), ta = ma["total"].get<int64_t>();
     r["pruning"] = PruningRows(passes, mb, ma, *in.after);
     r["low_rank"] = LowRankRows(passes);
+    r["training"] = TrainingRuns(passes);
     r["macs"] = {{"before", mb}, {"after", ma},
                  {"ratio", tb > 0 ? json(static_cast<double>(ta) / static_cast<double>(tb)) : json(nullptr)}};
   }
@@ -555,6 +569,19 @@ std::string FormatReportSummary(const json& r) {
     os << "low rank    " << r["low_rank"].size() << " layers factorized, their parameters " << Thousands(pb) << " -> "
        << Thousands(pa) << " (" << Pct(pb > 0 ? static_cast<double>(pa) / static_cast<double>(pb) : 0.0)
        << "; per-layer table in the report)\n";
+  }
+  if (r.contains("training") && !r["training"].empty()) {
+    int64_t epochs = 0;
+    double seconds = 0;
+    for (const auto& t : r["training"]) {
+      epochs += static_cast<int64_t>(t["epochs"].size());
+      seconds += t["seconds"].get<double>();
+    }
+    const json& last = r["training"].back();
+    os << "training    " << r["training"].size() << (r["training"].size() == 1 ? " run, " : " runs, ") << epochs
+       << (epochs == 1 ? " epoch" : " epochs") << " in " << Fixed(seconds, 1) << " s; final loss "
+       << Fixed(last["epochs"].back()["loss"].get<double>(), 4) << ", peak memory "
+       << Thousands(last["peak_rss_bytes"].get<int64_t>() >> 20) << " MiB\n";
   }
   os << "parameters  " << DtypeList(r["parameters"]["before"]["by_dtype"]) << "  ->  "
      << DtypeList(r["parameters"]["after"]["by_dtype"]) << "\n";
@@ -732,6 +759,24 @@ std::string FormatReportMarkdown(const json& r) {
          << Thousands(row["params_after"].get<int64_t>()) << " | " << MacsText(row["macs_before"]) << " → "
          << MacsText(row["macs_after"]) << " | "
          << (has_sqnr ? db(row["sqnr_db"]) : db(row.value("weight_sqnr_db", json(nullptr))) + " (weight)") << " |\n";
+    }
+    os << "\n";
+  }
+
+  if (r.contains("training") && !r["training"].empty()) {
+    os << "## Fine-tuning\n\n"
+          "| run | data | samples | batch | epoch | loss | samples/s | top-1 on eval |\n"
+          "|---:|---|---:|---:|---:|---:|---:|---:|\n";
+    int run = 0;
+    for (const auto& t : r["training"]) {
+      ++run;
+      for (const auto& e : t["epochs"]) {
+        os << "| " << run << " | `" << t.value("data", std::string()) << "` | "
+           << Thousands(t["samples_per_epoch"].get<int64_t>()) << " | " << t["batch"].get<int64_t>() << " | "
+           << e["epoch"].get<int64_t>() << " | " << Fixed(e["loss"].get<double>(), 4) << " | "
+           << Fixed(e["samples_per_second"].get<double>(), 0) << " | "
+           << (e.contains("eval_top1") ? Fixed(100 * e["eval_top1"].get<double>(), 2) + " %" : std::string("—")) << " |\n";
+      }
     }
     os << "\n";
   }

@@ -31,7 +31,7 @@ struct FinetuneOptions {
   int64_t batch = 64;
   int64_t limit = 0;             // > 0: the first N samples only
   double temperature = 4.0;
-  double label_weight = 0.0;     // weight of cross-entropy when the data has labels
+  double label_weight = -1.0;    // weight of cross-entropy; < 0: 0.5 when the data has labels, else 0
   std::vector<std::string> feature_loss;  // intermediate values matched by MSE
   uint64_t seed = 0;
   OptimizerOptions optimizer;    // total_steps and warmup_steps are set from the data
@@ -49,7 +49,7 @@ struct EpochStats {
   double loss = 0;                // mean over the epoch's batches
   double seconds = 0;
   double samples_per_second = 0;
-  double eval_top1 = -1;          // < 0 when not measured
+  double eval_top1 = -1;          // < 0 when not measured (no eval folder, or one without labels)
 };
 
 struct FinetuneResult {
@@ -63,6 +63,7 @@ struct FinetuneResult {
   int64_t parameter_elements = 0;
   int64_t frozen_zeros = 0;       // weight elements kept at zero
   bool used_labels = false;
+  double label_weight = 0;        // as used
   nlohmann::json ToJson() const;
 };
 
