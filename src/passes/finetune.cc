@@ -8,6 +8,7 @@
 #include "compress/passes/builders.h"
 #include "compress/passes/pass.h"
 #include "compress/train/finetune.h"
+#include "compress/train/qat.h"
 
 namespace compress {
 namespace {
@@ -44,7 +45,25 @@ class FinetunePass : public Pass {
     if (!(o.warmup_fraction >= 0 && o.warmup_fraction < 1)) ThrowUsage("finetune: warmup must be in [0, 1)");
     if (!(o.temperature > 0)) ThrowUsage("finetune: temperature must be positive");
     if (!(o.optimizer.lr > 0)) ThrowUsage("finetune: lr must be positive");
+    // A QDQ model trains through fake quantization (quantization-aware training) and is written back as QDQ.
+    train::QatState qat;
+    if (train::HasQdq(model)) {
+      qat = train::PrepareQat(model);
+      if (options_.at("qat_scales").get<bool>()) {
+        o.extra_parameters = qat.scales;
+        for (const auto& sc : qat.scales) o.lr_factor[sc] = options_.at("qat_scale_lr").get<double>();
+      } else {
+        o.frozen_parameters = qat.scales;
+      }
+      o.keep_all_zeros = false;
+      o.keep_zeros_of = qat.sparse_weights;
+    }
     const train::FinetuneResult r = train::Finetune(model, *ctx.teacher(), o);
+    if (qat.active()) {
+      train::FinishQat(model, qat);
+      ctx.Count("qat_weights", static_cast<int64_t>(qat.weights.size()));
+      ctx.Count("qat_scales", options_.at("qat_scales").get<bool>() ? static_cast<int64_t>(qat.scales.size()) : 0);
+    }
     ctx.Count("trained_tensors", static_cast<int64_t>(r.parameters.size()));
     ctx.Count("trained_parameters", r.parameter_elements);
     ctx.Count("steps", r.steps);
@@ -54,6 +73,7 @@ class FinetunePass : public Pass {
     t["lr"] = o.optimizer.lr;
     t["optimizer"] = o.optimizer.kind;
     t["temperature"] = o.temperature;
+    t["qat"] = qat.active();
     ctx.details()["training"] = t;
     ctx.Note("fine-tuned " + std::to_string(r.parameters.size()) + " weight tensors for " +
              std::to_string(r.epochs.size()) + " epochs on " + std::to_string(r.samples) + " samples of " + o.data_dir);

@@ -98,7 +98,9 @@ std::vector<PassInfo> BuildPassList() {
                                                      "error"},
                      {"seed", json(int64_t{0}), "seed of the sample order"},
                      {"eval", json(""), "labelled folder on which to measure top-1 after every epoch"},
-                     {"eval_limit", json(int64_t{0}), "evaluate on the first N samples of eval only (0: all)"}},
+                     {"eval_limit", json(int64_t{0}), "evaluate on the first N samples of eval only (0: all)"},
+                     {"qat_scales", json(true), "QDQ models: train the quantization scales too (LSQ)"},
+                     {"qat_scale_lr", json(0.01), "QDQ models: learning rate of the scales relative to lr"}},
                     MakeFinetunePass});
   passes.push_back({"fp16",
                     "convert float32 weights and computation to float16",

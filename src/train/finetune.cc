@@ -166,7 +166,15 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
     if (!student_values.count(f)) ThrowUsage("--feature-loss: '" + f + "' is not a value of the compressed model");
     if (!teacher_values.count(f)) ThrowUsage("--feature-loss: '" + f + "' is not a value of the original model");
   }
-  const std::vector<std::string> params = Backprop::TrainableParameters(student, seeds);
+  std::vector<std::string> params;
+  for (const auto& p : Backprop::TrainableParameters(student, seeds)) {
+    if (std::find(options.frozen_parameters.begin(), options.frozen_parameters.end(), p) == options.frozen_parameters.end()) {
+      params.push_back(p);
+    }
+  }
+  for (const auto& p : options.extra_parameters) {
+    if (std::find(params.begin(), params.end(), p) == params.end()) params.push_back(p);
+  }
   if (params.empty()) ThrowInvalid("the model has no float weights on the way to its first output: nothing to fine-tune");
   Backprop bp(student, params, seeds, bo);
 
@@ -178,14 +186,17 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
   result.label_weight = label_weight;
   std::vector<Tensor> values, masks;
   std::vector<bool> decay;
+  std::vector<double> lr_factor;
   for (const auto& p : params) {
+    const auto lf = options.lr_factor.find(p);
+    lr_factor.push_back(lf == options.lr_factor.end() ? 1.0 : lf->second);
     const Tensor& t = *student.graph.FindInitializer(p);
     // Fresh buffers: the optimizer writes them every step.
     values.push_back(Tensor::FromBytes(t.dtype(), t.dims(), t.raw(), t.nbytes(), t.name()));
     result.parameter_elements += t.numel();
     decay.push_back(t.rank() >= 2);
     Tensor mask;
-    if (t.rank() >= 2) {
+    if (t.rank() >= 2 && (options.keep_all_zeros || options.keep_zeros_of.count(p))) {
       int64_t zeros = 0;
       Tensor m(DType::kUInt8, t.dims());
       uint8_t* pm = m.mutable_data<uint8_t>();
@@ -242,7 +253,7 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
   OptimizerOptions oo = options.optimizer;
   oo.total_steps = steps_per_epoch * options.epochs;
   oo.warmup_steps = static_cast<int64_t>(std::floor(options.warmup_fraction * static_cast<double>(oo.total_steps)));
-  Optimizer opt(oo, decay);
+  Optimizer opt(oo, decay, lr_factor);
 
   for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();

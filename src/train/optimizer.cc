@@ -22,7 +22,8 @@ double ScheduledLearningRate(const OptimizerOptions& o, int64_t step) {
   return o.lr * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, t)));
 }
 
-Optimizer::Optimizer(OptimizerOptions options, std::vector<bool> decay) : o_(std::move(options)), decay_(std::move(decay)) {
+Optimizer::Optimizer(OptimizerOptions options, std::vector<bool> decay, std::vector<double> lr_factor)
+    : o_(std::move(options)), decay_(std::move(decay)), lr_factor_(std::move(lr_factor)) {
   if (o_.kind != "adamw" && o_.kind != "sgd") ThrowUsage("optimizer must be adamw or sgd, not '" + o_.kind + "'");
   if (!(o_.lr > 0)) ThrowUsage("learning rate must be positive");
 }
@@ -48,13 +49,14 @@ double Optimizer::Step(std::vector<Tensor>& params, const std::vector<Tensor>& g
   }
   const double norm = std::sqrt(norm2);
   const double scale = o_.clip_norm > 0 && norm > o_.clip_norm ? o_.clip_norm / norm : 1.0;
-  const double lr = ScheduledLearningRate(o_, step_);
-  last_lr_ = lr;
+  const double base_lr = ScheduledLearningRate(o_, step_);
+  last_lr_ = base_lr;
   ++step_;
   const double bc1 = 1.0 - std::pow(o_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(o_.beta2, static_cast<double>(step_));
   for (size_t p = 0; p < params.size(); ++p) {
     Tensor& w = params[p];
+    const double lr = base_lr * (p < lr_factor_.size() ? lr_factor_[p] : 1.0);
     const bool decay = p < decay_.size() && decay_[p] && o_.weight_decay > 0;
     auto& m = m_[p];
     const uint8_t* mask = p < masks.size() && masks[p].dtype() == DType::kUInt8 ? masks[p].data<uint8_t>() : nullptr;

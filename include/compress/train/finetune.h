@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,14 @@ struct FinetuneOptions {
   // Per-epoch top-1 on this labelled folder (empty: none).
   std::string eval_dir;
   int64_t eval_limit = 0;
+  // Trained besides TrainableParameters (QAT: the per-tensor scales), and per-parameter learning-rate
+  // factors (QAT: scales move far less than weights).
+  std::vector<std::string> extra_parameters;
+  std::vector<std::string> frozen_parameters;  // never trained (QAT without scale learning)
+  std::map<std::string, double> lr_factor;
+  // Which weights keep their zeros: all weights of rank >= 2 with zeros (default), or only those listed.
+  bool keep_all_zeros = true;
+  std::set<std::string> keep_zeros_of;
   bool progress = true;          // a bar per epoch on a terminal; one log line per epoch otherwise
   std::string label = "fine-tune";  // progress label
 };

@@ -30,7 +30,8 @@ double ScheduledLearningRate(const OptimizerOptions& o, int64_t step);
 class Optimizer {
  public:
   // `decay[i]`: whether weight decay applies to parameter i (weights, not biases or norms).
-  Optimizer(OptimizerOptions options, std::vector<bool> decay);
+  // `lr_factor[i]` (when given) multiplies the learning rate of parameter i.
+  Optimizer(OptimizerOptions options, std::vector<bool> decay, std::vector<double> lr_factor = {});
 
   // One update of `params` with `grads` (same order and shapes). Elements where `masks[i]` (when not
   // empty) holds 0 stay exactly as they are: pruned weights stay zero. Returns the gradient norm before
@@ -43,6 +44,7 @@ class Optimizer {
  private:
   OptimizerOptions o_;
   std::vector<bool> decay_;
+  std::vector<double> lr_factor_;
   std::vector<std::vector<double>> m_, v_;
   int64_t step_ = 0;
   double last_lr_ = 0;
