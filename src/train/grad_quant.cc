@@ -19,19 +19,28 @@ namespace {
 
 double Get(const Tensor& t, int64_t i) {
   switch (t.dtype()) {
-    case DType::kFloat: return t.data<float>()[i];
-    case DType::kDouble: return t.data<double>()[i];
-    case DType::kUInt8: return t.data<uint8_t>()[i];
-    case DType::kInt8: return t.data<int8_t>()[i];
-    case DType::kUInt16: return t.data<uint16_t>()[i];
-    case DType::kInt16: return t.data<int16_t>()[i];
-    case DType::kInt32: return t.data<int32_t>()[i];
-    default: return std::numeric_limits<double>::quiet_NaN();
+    case DType::kFloat:
+      return t.data<float>()[i];
+    case DType::kDouble:
+      return t.data<double>()[i];
+    case DType::kUInt8:
+      return t.data<uint8_t>()[i];
+    case DType::kInt8:
+      return t.data<int8_t>()[i];
+    case DType::kUInt16:
+      return t.data<uint16_t>()[i];
+    case DType::kInt16:
+      return t.data<int16_t>()[i];
+    case DType::kInt32:
+      return t.data<int32_t>()[i];
+    default:
+      return std::numeric_limits<double>::quiet_NaN();
   }
 }
 
 // A float tensor of `dtype` (float32 / float64) from double values.
-Tensor FromDoubles(const GradContext& ctx, DType dtype, const std::vector<int64_t>& dims, const std::vector<double>& v) {
+Tensor FromDoubles(const GradContext& ctx, DType dtype, const std::vector<int64_t>& dims,
+                   const std::vector<double>& v) {
   Tensor t(dtype, dims);
   DispatchFloat(ctx, dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -53,11 +62,12 @@ Layout ResolveLayout(const GradContext& ctx, const Tensor& x, const Tensor& scal
     l.inner = std::max<int64_t>(1, x.numel());
     return l;
   }
-  if (scale.rank() != 1) ctx.Fail("scale of shape " + ShapeToString(scale.dims()) + " must be a scalar or 1-D");
+  if (scale.rank() != 1)
+    ctx.Fail("scale of shape " + ShapeToString(scale.dims()) + " must be a scalar or 1-D");
   const size_t axis = static_cast<size_t>(NormAxis(ctx, ctx.node().AttrInt("axis", 1), x.rank()));
   if (scale.numel() != x.dims()[axis]) {
-    ctx.Fail("scale has " + std::to_string(scale.numel()) + " values for axis " + std::to_string(axis) + " of size " +
-             std::to_string(x.dims()[axis]));
+    ctx.Fail("scale has " + std::to_string(scale.numel()) + " values for axis " + std::to_string(axis) +
+             " of size " + std::to_string(x.dims()[axis]));
   }
   l.channels = x.dims()[axis];
   for (size_t d = axis + 1; d < x.dims().size(); ++d) l.inner *= x.dims()[d];
@@ -80,7 +90,7 @@ void DequantizeBackward(GradContext& ctx) {
   if (ctx.wanted(0)) {
     std::vector<double> dq(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) dq[static_cast<size_t>(i)] = Get(*dy, i) * Get(s, l.channel(i));
-    // A float input (opset 19+ float8 aside, never here) keeps its dtype; an integer one gets dy's.
+    // The integer input gets a gradient of dy's type (GradContext::SetInputGrad).
     const DType dt = IsFloatingPoint(q.dtype()) ? q.dtype() : dy->dtype();
     ctx.SetInputGrad(0, FromDoubles(ctx, dt, q.dims(), dq));
   }
@@ -103,11 +113,24 @@ void QuantizeBackward(GradContext& ctx) {
   const Layout l = ResolveLayout(ctx, x, s);
   double qmin = 0, qmax = 0;
   switch (q.dtype()) {
-    case DType::kUInt8: qmin = 0; qmax = 255; break;
-    case DType::kInt8: qmin = -128; qmax = 127; break;
-    case DType::kUInt16: qmin = 0; qmax = 65535; break;
-    case DType::kInt16: qmin = -32768; qmax = 32767; break;
-    default: ctx.Fail(std::string("quantized type ") + DTypeName(q.dtype()) + " has no gradient rule");
+    case DType::kUInt8:
+      qmin = 0;
+      qmax = 255;
+      break;
+    case DType::kInt8:
+      qmin = -128;
+      qmax = 127;
+      break;
+    case DType::kUInt16:
+      qmin = 0;
+      qmax = 65535;
+      break;
+    case DType::kInt16:
+      qmin = -32768;
+      qmax = 32767;
+      break;
+    default:
+      ctx.Fail(std::string("quantized type ") + DTypeName(q.dtype()) + " has no gradient rule");
   }
   const int64_t n = x.numel();
   std::vector<double> dx(static_cast<size_t>(n), 0.0), ds(static_cast<size_t>(s.numel()), 0.0);
@@ -115,7 +138,8 @@ void QuantizeBackward(GradContext& ctx) {
     const int64_t c = l.channel(i);
     const double sc = Get(s, c), xv = Get(x, i);
     // As the forward kernel: round half to even in float32, then add the zero point.
-    const float scaled = std::nearbyint(static_cast<float>(xv) / static_cast<float>(sc)) + static_cast<float>(ZeroPoint(ctx, c));
+    const float scaled = std::nearbyint(static_cast<float>(xv) / static_cast<float>(sc)) +
+                         static_cast<float>(ZeroPoint(ctx, c));
     if (!(scaled >= qmin && scaled <= qmax)) continue;  // clamped: no gradient
     const double g = Get(*dq, i);
     dx[static_cast<size_t>(i)] = g / sc;

@@ -150,7 +150,8 @@ double SourceCoordinate(CoordMode coord, double i, double scale, int64_t in, int
   return 0.0;
 }
 
-AxisPlan PlanAxis(const ResizeAttrs& a, int64_t in, int64_t out, double scale, double roi_start, double roi_end) {
+AxisPlan PlanAxis(const ResizeAttrs& a, int64_t in, int64_t out, double scale, double roi_start,
+                  double roi_end) {
   AxisPlan p;
   p.in = in;
   p.out = out;
@@ -165,7 +166,8 @@ AxisPlan PlanAxis(const ResizeAttrs& a, int64_t in, int64_t out, double scale, d
   p.outside.assign(static_cast<size_t>(out), 0);
   auto clamp = [in](int64_t v) { return std::clamp<int64_t>(v, 0, in - 1); };
   for (int64_t i = 0; i < out; ++i) {
-    const double x = SourceCoordinate(a.coord, static_cast<double>(i), scale, in, out, width, roi_start, roi_end);
+    const double x =
+        SourceCoordinate(a.coord, static_cast<double>(i), scale, in, out, width, roi_start, roi_end);
     int64_t* idx = &p.index[static_cast<size_t>(i * p.taps)];
     double* w = &p.weight[static_cast<size_t>(i * p.taps)];
     if (a.coord == CoordMode::kTfCropAndResize && (x < 0.0 || x > static_cast<double>(in - 1))) {
@@ -225,22 +227,26 @@ std::vector<float> ReadFloats(const GradContext& ctx, const Tensor& t) {
   if (t.dtype() == DType::kFloat) {
     for (int64_t i = 0; i < t.numel(); ++i) v[static_cast<size_t>(i)] = t.data<float>()[i];
   } else if (t.dtype() == DType::kDouble) {
-    for (int64_t i = 0; i < t.numel(); ++i) v[static_cast<size_t>(i)] = static_cast<float>(t.data<double>()[i]);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      v[static_cast<size_t>(i)] = static_cast<float>(t.data<double>()[i]);
   } else {
     ctx.Fail(std::string("expected float scales or roi, got ") + DTypeName(t.dtype()));
   }
   return v;
 }
 
-std::vector<AxisPlan> PlanResize(const GradContext& ctx, const ResizeAttrs& a, const std::vector<int64_t>& dims) {
+std::vector<AxisPlan> PlanResize(const GradContext& ctx, const ResizeAttrs& a,
+                                 const std::vector<int64_t>& dims) {
   const size_t rank = dims.size();
   std::vector<size_t> axes;
-  for (int64_t axis : a.axes) axes.push_back(static_cast<size_t>(NormAxis(ctx, axis, static_cast<int64_t>(rank))));
+  for (int64_t axis : a.axes)
+    axes.push_back(static_cast<size_t>(NormAxis(ctx, axis, static_cast<int64_t>(rank))));
   if (a.axes.empty()) {
     for (size_t d = 0; d < rank; ++d) axes.push_back(d);
   }
   auto present = [&](int i) {
-    return i >= 0 && ctx.input(static_cast<size_t>(i)) != nullptr && ctx.input(static_cast<size_t>(i))->numel() > 0;
+    return i >= 0 && ctx.input(static_cast<size_t>(i)) != nullptr &&
+           ctx.input(static_cast<size_t>(i))->numel() > 0;
   };
   std::vector<float> scales = a.scales_attr;
   if (present(a.scales_input)) scales = ReadFloats(ctx, *ctx.input(static_cast<size_t>(a.scales_input)));
@@ -248,7 +254,8 @@ std::vector<AxisPlan> PlanResize(const GradContext& ctx, const ResizeAttrs& a, c
   if (present(a.sizes_input)) sizes = ReadInts(*ctx.input(static_cast<size_t>(a.sizes_input)));
   if (!scales.empty() && !sizes.empty()) ctx.Fail("only one of scales and sizes may be given");
   if (scales.empty() && sizes.empty()) ctx.Fail("one of scales and sizes is required");
-  if ((scales.empty() ? sizes.size() : scales.size()) != axes.size()) ctx.Fail("scales or sizes do not match the axes");
+  if ((scales.empty() ? sizes.size() : scales.size()) != axes.size())
+    ctx.Fail("scales or sizes do not match the axes");
   std::vector<double> scale(rank, 1.0);
   std::vector<int64_t> out(dims);
   if (!sizes.empty()) {
@@ -258,7 +265,8 @@ std::vector<AxisPlan> PlanResize(const GradContext& ctx, const ResizeAttrs& a, c
     }
     if (a.policy != AspectPolicy::kStretch) {
       double s = scale[axes[0]];
-      for (size_t d : axes) s = a.policy == AspectPolicy::kNotLarger ? std::min(s, scale[d]) : std::max(s, scale[d]);
+      for (size_t d : axes)
+        s = a.policy == AspectPolicy::kNotLarger ? std::min(s, scale[d]) : std::max(s, scale[d]);
       for (size_t d : axes) {
         scale[d] = s;
         out[d] = static_cast<int64_t>(s * static_cast<double>(dims[d]) + 0.5);
@@ -267,7 +275,8 @@ std::vector<AxisPlan> PlanResize(const GradContext& ctx, const ResizeAttrs& a, c
   } else {
     for (size_t k = 0; k < axes.size(); ++k) {
       scale[axes[k]] = scales[k];
-      out[axes[k]] = static_cast<int64_t>(std::floor(static_cast<double>(scales[k]) * static_cast<double>(dims[axes[k]])));
+      out[axes[k]] = static_cast<int64_t>(
+          std::floor(static_cast<double>(scales[k]) * static_cast<double>(dims[axes[k]])));
     }
   }
   std::vector<double> roi_start(rank, 0.0), roi_end(rank, 1.0);
@@ -281,7 +290,8 @@ std::vector<AxisPlan> PlanResize(const GradContext& ctx, const ResizeAttrs& a, c
     }
   }
   std::vector<AxisPlan> plans;
-  for (size_t d = 0; d < rank; ++d) plans.push_back(PlanAxis(a, dims[d], out[d], scale[d], roi_start[d], roi_end[d]));
+  for (size_t d = 0; d < rank; ++d)
+    plans.push_back(PlanAxis(a, dims[d], out[d], scale[d], roi_start[d], roi_end[d]));
   return plans;
 }
 
@@ -302,9 +312,10 @@ void ResizeBackward(GradContext& ctx, bool upsample) {
     // Transposed per-axis maps, outermost axis first (the maps commute).
     for (size_t d = 0; d < plans.size(); ++d) {
       const AxisPlan& p = plans[d];
-      const int64_t outer = ShapeElementCount(std::vector<int64_t>(dims.begin(), dims.begin() + static_cast<std::ptrdiff_t>(d)));
-      const int64_t inner =
-          ShapeElementCount(std::vector<int64_t>(dims.begin() + static_cast<std::ptrdiff_t>(d) + 1, dims.end()));
+      const int64_t outer = ShapeElementCount(
+          std::vector<int64_t>(dims.begin(), dims.begin() + static_cast<std::ptrdiff_t>(d)));
+      const int64_t inner = ShapeElementCount(
+          std::vector<int64_t>(dims.begin() + static_cast<std::ptrdiff_t>(d) + 1, dims.end()));
       std::vector<double> next(static_cast<size_t>(outer * p.in * inner), 0.0);
       for (int64_t o = 0; o < outer; ++o) {
         for (int64_t i = 0; i < p.out; ++i) {
@@ -313,7 +324,8 @@ void ResizeBackward(GradContext& ctx, bool upsample) {
           for (int64_t t = 0; t < p.taps; ++t) {
             const double w = p.weight[static_cast<size_t>(i * p.taps + t)];
             if (w == 0.0) continue;
-            double* dst = &next[static_cast<size_t>((o * p.in + p.index[static_cast<size_t>(i * p.taps + t)]) * inner)];
+            double* dst =
+                &next[static_cast<size_t>((o * p.in + p.index[static_cast<size_t>(i * p.taps + t)]) * inner)];
             for (int64_t k = 0; k < inner; ++k) dst[k] += w * src[k];
           }
         }

@@ -39,10 +39,10 @@ Tensor RandomInts(DType dtype, std::vector<int64_t> dims, uint32_t seed) {
 struct FakeQuant {
   DType q_type = DType::kUInt8;
   std::vector<int64_t> dims;
-  int64_t axis = 1;                 // used when the scale is 1-D
-  std::vector<float> scales;        // one: per tensor (scalar scale)
-  std::vector<int> zero_points;     // empty: no zero point input
-  double x_range = 1.0;             // x uniform in [-x_range, x_range)
+  int64_t axis = 1;              // used when the scale is 1-D
+  std::vector<float> scales;     // one: per tensor (scalar scale)
+  std::vector<int> zero_points;  // empty: no zero point input
+  double x_range = 1.0;          // x uniform in [-x_range, x_range)
 };
 
 // x -> QuantizeLinear(x, s, z) -> q -> DequantizeLinear(q, s, z) -> y, x and s initializers (trained).
@@ -52,14 +52,16 @@ Model TwoNodeModel(const FakeQuant& f, Tensor* x_out, Tensor* s_out) {
   m.opset_imports.push_back({"", 13});
   Tensor x = RandomTensor(DType::kFloat, f.dims, 7, -f.x_range, f.x_range);
   x.set_name("x");
-  Tensor s = f.scales.size() == 1 ? Tensor(DType::kFloat, {}) : Tensor(DType::kFloat, {static_cast<int64_t>(f.scales.size())});
+  Tensor s = f.scales.size() == 1 ? Tensor(DType::kFloat, {})
+                                  : Tensor(DType::kFloat, {static_cast<int64_t>(f.scales.size())});
   for (size_t i = 0; i < f.scales.size(); ++i) s.mutable_data<float>()[i] = f.scales[i];
   s.set_name("s");
   m.graph.initializers.push_back(x);
   m.graph.initializers.push_back(s);
   std::vector<std::string> q_inputs = {"x", "s"}, dq_inputs = {"q", "s"};
   if (!f.zero_points.empty()) {
-    Tensor z = f.scales.size() == 1 ? Tensor(f.q_type, {}) : Tensor(f.q_type, {static_cast<int64_t>(f.zero_points.size())});
+    Tensor z = f.scales.size() == 1 ? Tensor(f.q_type, {})
+                                    : Tensor(f.q_type, {static_cast<int64_t>(f.zero_points.size())});
     for (size_t i = 0; i < f.zero_points.size(); ++i) {
       if (f.q_type == DType::kUInt8) {
         z.mutable_data<uint8_t>()[i] = static_cast<uint8_t>(f.zero_points[i]);
@@ -109,7 +111,8 @@ std::pair<int, int> CheckFakeQuant(const FakeQuant& f) {
   const size_t channels = f.scales.size();
   int64_t inner = 1;
   if (channels > 1) {
-    const size_t axis = static_cast<size_t>(f.axis < 0 ? f.axis + static_cast<int64_t>(f.dims.size()) : f.axis);
+    const size_t axis =
+        static_cast<size_t>(f.axis < 0 ? f.axis + static_cast<int64_t>(f.dims.size()) : f.axis);
     for (size_t d = axis + 1; d < f.dims.size(); ++d) inner *= f.dims[d];
   }
   std::vector<double> ds(channels, 0.0), magnitude(channels, 0.0);
@@ -129,7 +132,8 @@ std::pair<int, int> CheckFakeQuant(const FakeQuant& f) {
     // LSQ: dy/ds = round(x/s) - x/s inside, qmin - z or qmax - z outside.
     const double dyds = in_range ? rounded - static_cast<double>(xv) / sc : (v < qmin ? qmin : qmax) - z;
     ds[c] += rv * dyds;
-    magnitude[c] += std::abs(rv) * (std::abs(rounded) + std::abs(static_cast<double>(xv) / sc) + std::abs(qmax - qmin));
+    magnitude[c] +=
+        std::abs(rv) * (std::abs(rounded) + std::abs(static_cast<double>(xv) / sc) + std::abs(qmax - qmin));
     (in_range ? inside : clamped) += 1;
   }
   for (size_t c = 0; c < channels; ++c) {

@@ -29,7 +29,8 @@ Tensor Ints(std::vector<int64_t> v) {
   return t;
 }
 
-GradCase Case(const std::string& op, int64_t opset, std::vector<Tensor> inputs, std::vector<Attribute> attrs) {
+GradCase Case(const std::string& op, int64_t opset, std::vector<Tensor> inputs,
+              std::vector<Attribute> attrs) {
   GradCase c;
   c.op = op;
   c.opset = opset;
@@ -40,8 +41,8 @@ GradCase Case(const std::string& op, int64_t opset, std::vector<Tensor> inputs, 
   return c;
 }
 
-const char* const kCoordModes[] = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
-                                   "asymmetric", "tf_half_pixel_for_nn"};
+const char* const kCoordModes[] = {"half_pixel",    "half_pixel_symmetric", "pytorch_half_pixel",
+                                   "align_corners", "asymmetric",           "tf_half_pixel_for_nn"};
 
 TEST(ResizeGrad, LinearEveryCoordinateModeUpAndDown) {
   const Tensor x = RandomTensor(DType::kDouble, {1, 2, 3, 5}, 1);
@@ -79,9 +80,9 @@ TEST(ResizeGrad, NearestEveryRoundingAndCoordinateMode) {
 TEST(ResizeGrad, SizesCubicExcludeOutsideAndCropAndResize) {
   const Tensor x = RandomTensor(DType::kDouble, {2, 3, 4}, 3);
   // Sizes instead of scales (opset 13: roi and scales omitted).
-  ExpectGradientsMatch(Case("Resize", 13, {x, Tensor(), Tensor(), Ints({2, 5, 7})},
-                            {Attribute::String("mode", "linear")}),
-                       kResizeF64);
+  ExpectGradientsMatch(
+      Case("Resize", 13, {x, Tensor(), Tensor(), Ints({2, 5, 7})}, {Attribute::String("mode", "linear")}),
+      kResizeF64);
   ExpectGradientsMatch(Case("Resize", 13, {x, Tensor(), Tensor(), Ints({2, 2, 9})},
                             {Attribute::String("mode", "nearest"),
                              Attribute::String("coordinate_transformation_mode", "align_corners")}),
@@ -89,24 +90,26 @@ TEST(ResizeGrad, SizesCubicExcludeOutsideAndCropAndResize) {
   ExpectGradientsMatch(Case("Resize", 13, {x, Tensor(), Floats({1, 1.7f, 1.3f})},
                             {Attribute::String("mode", "cubic"), Attribute::Int("exclude_outside", 1)}),
                        kResizeF64);
-  ExpectGradientsMatch(Case("Resize", 13, {x, Tensor(), Floats({1, 0.8f, 2.0f})}, {Attribute::String("mode", "cubic")}),
-                       kResizeF64);
+  ExpectGradientsMatch(
+      Case("Resize", 13, {x, Tensor(), Floats({1, 0.8f, 2.0f})}, {Attribute::String("mode", "cubic")}),
+      kResizeF64);
   // tf_crop_and_resize: output elements outside the box take the extrapolation constant (no gradient).
-  ExpectGradientsMatch(Case("Resize", 13, {x, Floats({0, -0.2f, 0.1f, 1, 0.9f, 1.3f}), Tensor(), Ints({2, 4, 5})},
-                            {Attribute::String("mode", "linear"),
-                             Attribute::String("coordinate_transformation_mode", "tf_crop_and_resize"),
-                             Attribute::Float("extrapolation_value", 3.0f)}),
-                       kResizeF64);
+  ExpectGradientsMatch(
+      Case("Resize", 13, {x, Floats({0, -0.2f, 0.1f, 1, 0.9f, 1.3f}), Tensor(), Ints({2, 4, 5})},
+           {Attribute::String("mode", "linear"),
+            Attribute::String("coordinate_transformation_mode", "tf_crop_and_resize"),
+            Attribute::Float("extrapolation_value", 3.0f)}),
+      kResizeF64);
 }
 
 TEST(ResizeGrad, Opset10And11And18Forms) {
   const Tensor x = RandomTensor(DType::kDouble, {1, 1, 3, 4}, 4);
   // Opset 10: (X, scales), asymmetric coordinates, nearest rounds down when enlarging, up when shrinking.
   for (const char* mode : {"nearest", "linear"}) {
-    ExpectGradientsMatch(Case("Resize", 10, {x, Floats({1, 1, 2.0f, 1.5f})}, {Attribute::String("mode", mode)}),
-                         kResizeF64);
-    ExpectGradientsMatch(Case("Resize", 10, {x, Floats({1, 1, 0.7f, 0.5f})}, {Attribute::String("mode", mode)}),
-                         kResizeF64);
+    ExpectGradientsMatch(
+        Case("Resize", 10, {x, Floats({1, 1, 2.0f, 1.5f})}, {Attribute::String("mode", mode)}), kResizeF64);
+    ExpectGradientsMatch(
+        Case("Resize", 10, {x, Floats({1, 1, 0.7f, 0.5f})}, {Attribute::String("mode", mode)}), kResizeF64);
   }
   // Opset 11: roi given as an empty tensor.
   ExpectGradientsMatch(Case("Resize", 11, {x, Tensor(DType::kFloat, {0}), Floats({1, 1, 1.5f, 1.25f})},
@@ -126,19 +129,22 @@ TEST(ResizeGrad, Opset10And11And18Forms) {
 
 TEST(ResizeGrad, UpsampleScalesAttributeAndInput) {
   const Tensor x = RandomTensor(DType::kDouble, {1, 2, 3, 3}, 5);
-  ExpectGradientsMatch(Case("Upsample", 7, {x},
-                            {Attribute::String("mode", "nearest"), Attribute::Floats("scales", {1, 1, 2, 3})}),
-                       kResizeF64);
-  ExpectGradientsMatch(Case("Upsample", 7, {x},
-                            {Attribute::String("mode", "linear"), Attribute::Floats("scales", {1, 1, 2, 1.5f})}),
-                       kResizeF64);
-  ExpectGradientsMatch(Case("Upsample", 9, {x, Floats({1, 1, 1.5f, 2})}, {Attribute::String("mode", "bilinear")}),
-                       kResizeF64);
+  ExpectGradientsMatch(
+      Case("Upsample", 7, {x},
+           {Attribute::String("mode", "nearest"), Attribute::Floats("scales", {1, 1, 2, 3})}),
+      kResizeF64);
+  ExpectGradientsMatch(
+      Case("Upsample", 7, {x},
+           {Attribute::String("mode", "linear"), Attribute::Floats("scales", {1, 1, 2, 1.5f})}),
+      kResizeF64);
+  ExpectGradientsMatch(
+      Case("Upsample", 9, {x, Floats({1, 1, 1.5f, 2})}, {Attribute::String("mode", "bilinear")}), kResizeF64);
 }
 
 TEST(ResizeGrad, Float32GradientHasTheInputType) {
-  GradCase c = Case("Resize", 13, {RandomTensor(DType::kFloat, {1, 1, 3, 4}, 6), Tensor(), Floats({1, 1, 2, 1.5f})},
-                    {Attribute::String("mode", "linear")});
+  GradCase c =
+      Case("Resize", 13, {RandomTensor(DType::kFloat, {1, 1, 3, 4}, 6), Tensor(), Floats({1, 1, 2, 1.5f})},
+           {Attribute::String("mode", "linear")});
   c.h = 1e-2;  // L is linear in x: a large step only limits float32 rounding
   // Float32 evaluation of L: about 1e-6 relative rounding over the step of 1e-2.
   constexpr GradTolerance kResizeF32{1e-4, 1e-3};

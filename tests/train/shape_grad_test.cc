@@ -27,8 +27,8 @@ Tensor Ints(std::vector<int64_t> v, std::vector<int64_t> dims = {}) {
 }
 
 // Only input 0 (the data) is trained; the other inputs are shapes, indices, axes or constants.
-GradCase Case(const std::string& op, int64_t opset, std::vector<Tensor> inputs, std::vector<Attribute> attrs = {},
-              int outputs = 1) {
+GradCase Case(const std::string& op, int64_t opset, std::vector<Tensor> inputs,
+              std::vector<Attribute> attrs = {}, int outputs = 1) {
   GradCase c;
   c.op = op;
   c.opset = opset;
@@ -81,15 +81,15 @@ TEST(ShapeGrad, ConcatEveryInputPositiveAndNegativeAxis) {
 TEST(ShapeGrad, SplitAttributeInputEvenAndNumOutputs) {
   const Tensor x = RandomTensor(DType::kDouble, {3, 7}, 8);
   // Opset 11: sizes as an attribute, negative axis.
-  ExpectGradientsMatch(Case("Split", 11, {x}, {Attribute::Int("axis", -1), Attribute::Ints("split", {2, 4, 1})}, 3),
-                       kCopyF64);
+  ExpectGradientsMatch(
+      Case("Split", 11, {x}, {Attribute::Int("axis", -1), Attribute::Ints("split", {2, 4, 1})}, 3), kCopyF64);
   // Opset 13: sizes as the second input.
   ExpectGradientsMatch(Case("Split", 13, {x, Ints({5, 2})}, {Attribute::Int("axis", 1)}, 2), kCopyF64);
   // Opset 13: even split of axis 0.
   ExpectGradientsMatch(Case("Split", 13, {x}, {Attribute::Int("axis", 0)}, 3), kCopyF64);
   // Opset 18: num_outputs, chunks of ceil(7 / 3) = 3, the last one 1.
-  ExpectGradientsMatch(Case("Split", 18, {x}, {Attribute::Int("axis", 1), Attribute::Int("num_outputs", 3)}, 3),
-                       kCopyF64);
+  ExpectGradientsMatch(
+      Case("Split", 18, {x}, {Attribute::Int("axis", 1), Attribute::Int("num_outputs", 3)}, 3), kCopyF64);
 }
 
 // Only some outputs of a Split reach the loss: the other slices of x get a zero gradient.
@@ -135,7 +135,9 @@ TEST(ShapeGrad, SplitWithOutputsWithoutGradient) {
   const std::vector<Tensor> g = bp.Backward(fwd, {ra, rc});
   for (int64_t i = 0; i < 2; ++i) {
     for (int64_t j = 0; j < 6; ++j) {
-      const double expected = j < 2 ? ra.data<double>()[i * 2 + j] : j >= 4 ? rc.data<double>()[i * 2 + j - 4] : 0.0;
+      const double expected = j < 2    ? ra.data<double>()[i * 2 + j]
+                              : j >= 4 ? rc.data<double>()[i * 2 + j - 4]
+                                       : 0.0;
       EXPECT_EQ(g[0].data<double>()[i * 6 + j], expected) << i << "," << j;
     }
   }
@@ -149,13 +151,15 @@ TEST(ShapeGrad, SliceAttributesInputsNegativeClampedAndStepped) {
                              Attribute::Ints("axes", {0, 1})}),
                        kCopyF64);
   // Opset 9 without axes.
-  ExpectGradientsMatch(Case("Slice", 9, {x}, {Attribute::Ints("starts", {1}), Attribute::Ints("ends", {4})}), kCopyF64);
+  ExpectGradientsMatch(Case("Slice", 9, {x}, {Attribute::Ints("starts", {1}), Attribute::Ints("ends", {4})}),
+                       kCopyF64);
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   // Opset 13: inputs, steps of 2 and negative axes.
-  ExpectGradientsMatch(Case("Slice", 13, {x, Ints({0, 1}), Ints({kMax, 7}), Ints({-3, -2}), Ints({2, 3})}), kCopyF64);
+  ExpectGradientsMatch(Case("Slice", 13, {x, Ints({0, 1}), Ints({kMax, 7}), Ints({-3, -2}), Ints({2, 3})}),
+                       kCopyF64);
   // Negative steps: reverse an axis completely and part of another.
-  ExpectGradientsMatch(
-      Case("Slice", 13, {x, Ints({-1, 5}), Ints({-kMax, 0}), Ints({0, 1}), Ints({-1, -2})}), kCopyF64);
+  ExpectGradientsMatch(Case("Slice", 13, {x, Ints({-1, 5}), Ints({-kMax, 0}), Ints({0, 1}), Ints({-1, -2})}),
+                       kCopyF64);
   // Opset 10: inputs without axes and steps.
   ExpectGradientsMatch(Case("Slice", 10, {x, Ints({1, 2}), Ints({3, -1})}), kCopyF64);
 }
@@ -163,22 +167,27 @@ TEST(ShapeGrad, SliceAttributesInputsNegativeClampedAndStepped) {
 TEST(ShapeGrad, GatherRepeatedAndNegativeIndicesSumTheirGradients) {
   const Tensor x = RandomTensor(DType::kDouble, {5, 3}, 12);
   // Index 1 three times (also as -4), index 4 as -1 twice.
-  ExpectGradientsMatch(Case("Gather", 13, {x, Ints({1, -1, 1, 0, -4, 4})}, {Attribute::Int("axis", 0)}), kCopyF64);
-  const Tensor y = RandomTensor(DType::kDouble, {2, 3, 5}, 13);
-  ExpectGradientsMatch(Case("Gather", 13, {y, Ints({4, -5, 4, 2}, {2, 2})}, {Attribute::Int("axis", -1)}), kCopyF64);
-  // A scalar index drops the axis.
-  ExpectGradientsMatch(Case("Gather", 11, {y, Ints({2}, std::vector<int64_t>{1})}, {Attribute::Int("axis", 1)}),
+  ExpectGradientsMatch(Case("Gather", 13, {x, Ints({1, -1, 1, 0, -4, 4})}, {Attribute::Int("axis", 0)}),
                        kCopyF64);
+  const Tensor y = RandomTensor(DType::kDouble, {2, 3, 5}, 13);
+  ExpectGradientsMatch(Case("Gather", 13, {y, Ints({4, -5, 4, 2}, {2, 2})}, {Attribute::Int("axis", -1)}),
+                       kCopyF64);
+  // A scalar index drops the axis.
+  ExpectGradientsMatch(
+      Case("Gather", 11, {y, Ints({2}, std::vector<int64_t>{1})}, {Attribute::Int("axis", 1)}), kCopyF64);
   Tensor scalar(DType::kInt64, {});
   scalar.mutable_data<int64_t>()[0] = -2;
   ExpectGradientsMatch(Case("Gather", 13, {y, scalar}, {Attribute::Int("axis", 1)}), kCopyF64);
 }
 
 TEST(ShapeGrad, ExpandAndTileSumOverCopies) {
-  ExpectGradientsMatch(Case("Expand", 13, {RandomTensor(DType::kDouble, {3, 1}, 14), Ints({2, 3, 5})}), kCopyF64);
-  ExpectGradientsMatch(Case("Expand", 8, {RandomTensor(DType::kDouble, {1, 3, 1}, 15), Ints({2, 1, 1, 4})}), kCopyF64);
+  ExpectGradientsMatch(Case("Expand", 13, {RandomTensor(DType::kDouble, {3, 1}, 14), Ints({2, 3, 5})}),
+                       kCopyF64);
+  ExpectGradientsMatch(Case("Expand", 8, {RandomTensor(DType::kDouble, {1, 3, 1}, 15), Ints({2, 1, 1, 4})}),
+                       kCopyF64);
   ExpectGradientsMatch(Case("Tile", 13, {RandomTensor(DType::kDouble, {2, 3}, 16), Ints({3, 2})}), kCopyF64);
-  ExpectGradientsMatch(Case("Tile", 13, {RandomTensor(DType::kDouble, {3, 1, 2}, 17), Ints({1, 5, 2})}), kCopyF64);
+  ExpectGradientsMatch(Case("Tile", 13, {RandomTensor(DType::kDouble, {3, 1, 2}, 17), Ints({1, 5, 2})}),
+                       kCopyF64);
 }
 
 TEST(ShapeGrad, PadConstantReflectEdgeInputsAndAttributes) {
@@ -186,24 +195,29 @@ TEST(ShapeGrad, PadConstantReflectEdgeInputsAndAttributes) {
   Tensor value(DType::kDouble, {});
   value.mutable_data<double>()[0] = 0.75;
   // Opset 13: pads as input, constant value input (not trained).
-  ExpectGradientsMatch(Case("Pad", 13, {x, Ints({1, 2, 2, 0}), value}, {Attribute::String("mode", "constant")}),
-                       kCopyF64);
+  ExpectGradientsMatch(
+      Case("Pad", 13, {x, Ints({1, 2, 2, 0}), value}, {Attribute::String("mode", "constant")}), kCopyF64);
   ExpectGradientsMatch(Case("Pad", 13, {x, Ints({0, 3, 1, 2})}), kCopyF64);
   // Reflect pads more than once around a short axis only within len - 1; edge repeats the border.
-  ExpectGradientsMatch(Case("Pad", 13, {x, Ints({2, 3, 1, 4})}, {Attribute::String("mode", "reflect")}), kCopyF64);
-  ExpectGradientsMatch(Case("Pad", 13, {x, Ints({2, 3, 1, 4})}, {Attribute::String("mode", "edge")}), kCopyF64);
-  // Negative pads crop.
-  ExpectGradientsMatch(Case("Pad", 13, {x, Ints({-1, 2, 1, -2})}, {Attribute::String("mode", "edge")}), kCopyF64);
-  // Opset 18: axes input.
-  ExpectGradientsMatch(Case("Pad", 18, {x, Ints({2, 1}), Tensor(), Ints({-1})}, {Attribute::String("mode", "reflect")}),
+  ExpectGradientsMatch(Case("Pad", 13, {x, Ints({2, 3, 1, 4})}, {Attribute::String("mode", "reflect")}),
                        kCopyF64);
+  ExpectGradientsMatch(Case("Pad", 13, {x, Ints({2, 3, 1, 4})}, {Attribute::String("mode", "edge")}),
+                       kCopyF64);
+  // Negative pads crop.
+  ExpectGradientsMatch(Case("Pad", 13, {x, Ints({-1, 2, 1, -2})}, {Attribute::String("mode", "edge")}),
+                       kCopyF64);
+  // Opset 18: axes input.
+  ExpectGradientsMatch(
+      Case("Pad", 18, {x, Ints({2, 1}), Tensor(), Ints({-1})}, {Attribute::String("mode", "reflect")}),
+      kCopyF64);
   // Opset 2: pads and value as attributes.
   ExpectGradientsMatch(Case("Pad", 2, {x},
                             {Attribute::String("mode", "constant"), Attribute::Ints("pads", {1, 1, 0, 2}),
                              Attribute::Float("value", 0.5f)}),
                        kCopyF64);
   ExpectGradientsMatch(
-      Case("Pad", 2, {x}, {Attribute::String("mode", "reflect"), Attribute::Ints("pads", {2, 0, 1, 3})}), kCopyF64);
+      Case("Pad", 2, {x}, {Attribute::String("mode", "reflect"), Attribute::Ints("pads", {2, 0, 1, 3})}),
+      kCopyF64);
 }
 
 TEST(ShapeGrad, Float32GradientsHaveTheInputType) {
