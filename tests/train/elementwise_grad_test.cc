@@ -379,6 +379,28 @@ TEST(ElementwiseGrad, VariadicSumMeanMaxMin) {
   }
 }
 
+TEST(ElementwiseGrad, MaxMinTieGoesToTheLaterInput) {
+  // The forward folds left to right and keeps the later input on a tie; so does the gradient.
+  for (const char* op : {"Max", "Min"}) {
+    GradCase c;
+    c.op = op;
+    c.opset = 13;
+    c.inputs = {Tensor::FromVector<double>({3}, {1.0, 0.5, 2.0}), Tensor::FromVector<double>({3}, {1.0, 0.5, 2.0}),
+                Tensor::FromVector<double>({3}, {0.0, 3.0, -3.0})};
+    const std::vector<Tensor> g = RuleGradients(c, 1);
+    const Tensor w = RandomTensor(DType::kDouble, {3}, 1000u);
+    const bool max = std::string(op) == "Max";
+    // Element 0: inputs 0 and 1 tie at the max (1.0); input 2 (0.0) is the min.
+    EXPECT_EQ(g[0].data<double>()[0], 0.0);
+    EXPECT_EQ(g[1].data<double>()[0], max ? w.data<double>()[0] : 0.0);
+    EXPECT_EQ(g[2].data<double>()[0], max ? 0.0 : w.data<double>()[0]);
+    // Element 1: input 2 (3.0) is the max; inputs 0 and 1 tie at the min.
+    EXPECT_EQ(g[0].data<double>()[1], 0.0);
+    EXPECT_EQ(g[1].data<double>()[1], max ? 0.0 : w.data<double>()[1]);
+    EXPECT_EQ(g[2].data<double>()[1], max ? w.data<double>()[1] : 0.0);
+  }
+}
+
 TEST(ElementwiseGrad, WhereConditionBroadcast) {
   uint32_t seed = 900;
   const std::vector<std::vector<std::vector<int64_t>>> shape_sets = {

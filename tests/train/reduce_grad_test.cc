@@ -189,6 +189,18 @@ TEST(ReduceGrad, MaxMinPassTheGradientToTheExtremeOnly) {
   EXPECT_EQ(g[0].data<double>()[1], w.data<double>()[0]);
   EXPECT_EQ(g[0].data<double>()[5], w.data<double>()[1]);
   for (const int i : {0, 2, 3, 4}) EXPECT_EQ(g[0].data<double>()[i], 0.0) << i;
+  // A tie: the whole gradient goes to the first extreme element in row-major order, the one the forward
+  // scan keeps.
+  c.inputs = {Tensor::FromVector<double>({2, 3}, {1.0, 2.0, 2.0, -3.0, -3.0, 0.0})};
+  g = RuleGradients(c, 1);
+  EXPECT_EQ(g[0].data<double>()[0], w.data<double>()[0]);
+  EXPECT_EQ(g[0].data<double>()[3], w.data<double>()[1]);  // -3 twice in row 1
+  EXPECT_EQ(g[0].data<double>()[4], 0.0);
+  c.op = "ReduceMax";
+  g = RuleGradients(c, 1);
+  EXPECT_EQ(g[0].data<double>()[1], w.data<double>()[0]);  // 2 twice in row 0
+  EXPECT_EQ(g[0].data<double>()[2], 0.0);
+  EXPECT_EQ(g[0].data<double>()[5], w.data<double>()[1]);
 }
 
 TEST(ReduceGrad, OddShapesAndRanks) {
