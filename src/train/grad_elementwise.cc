@@ -35,7 +35,8 @@ void Unary(GradContext& ctx, DFn&& d) {
     const T* g = dy->data<T>();
     T* o = dx.mutable_data<T>();
     for (int64_t i = 0; i < x.numel(); ++i) {
-      o[i] = static_cast<T>(static_cast<double>(g[i]) * d(static_cast<double>(px[i]), static_cast<double>(py[i])));
+      o[i] = static_cast<T>(static_cast<double>(g[i]) *
+                            d(static_cast<double>(px[i]), static_cast<double>(py[i])));
     }
     ctx.SetInputGrad(0, std::move(dx));
   });
@@ -104,7 +105,9 @@ void ClipBackward(GradContext& ctx) {
     auto bound = [&](size_t i, double& v) {
       const Tensor* t = ctx.input(i);
       if (t == nullptr) return;
-      if (t->numel() != 1) ctx.Fail("Clip bound " + std::to_string(i) + " must be a scalar, got shape " + ShapeToString(t->dims()));
+      if (t->numel() != 1)
+        ctx.Fail("Clip bound " + std::to_string(i) + " must be a scalar, got shape " +
+                 ShapeToString(t->dims()));
       DispatchFloat(ctx, t->dtype(), [&](auto tag) { v = static_cast<double>(t->data<decltype(tag)>()[0]); });
     };
     bound(1, lo);
@@ -126,7 +129,8 @@ void DropoutBackward(GradContext& ctx) {
         ratio = r->dtype() == DType::kFloat ? r->data<float>()[0] : r->data<double>()[0];
       }
       if (ratio != 0) {
-        ctx.Fail("training_mode is true: training-mode Dropout has no backward rule (set training_mode to false)");
+        ctx.Fail(
+            "training_mode is true: training-mode Dropout has no backward rule (set training_mode to false)");
       }
     }
   }
@@ -137,23 +141,35 @@ void DropoutBackward(GradContext& ctx) {
 // Element i of a float tensor of any float dtype as double, and back.
 double FloatAt(const Tensor& t, int64_t i) {
   switch (t.dtype()) {
-    case DType::kFloat: return t.data<float>()[i];
-    case DType::kDouble: return t.data<double>()[i];
-    case DType::kFloat16: return HalfToFloat(static_cast<const uint16_t*>(t.raw())[i]);
-    case DType::kBFloat16: return BFloat16ToFloat(static_cast<const uint16_t*>(t.raw())[i]);
-    default: return 0;
+    case DType::kFloat:
+      return t.data<float>()[i];
+    case DType::kDouble:
+      return t.data<double>()[i];
+    case DType::kFloat16:
+      return HalfToFloat(static_cast<const uint16_t*>(t.raw())[i]);
+    case DType::kBFloat16:
+      return BFloat16ToFloat(static_cast<const uint16_t*>(t.raw())[i]);
+    default:
+      return 0;
   }
 }
 
 void SetFloatAt(Tensor& t, int64_t i, double v) {
   switch (t.dtype()) {
-    case DType::kFloat: t.mutable_data<float>()[i] = static_cast<float>(v); break;
-    case DType::kDouble: t.mutable_data<double>()[i] = v; break;
-    case DType::kFloat16: static_cast<uint16_t*>(t.mutable_raw())[i] = FloatToHalf(static_cast<float>(v)); break;
+    case DType::kFloat:
+      t.mutable_data<float>()[i] = static_cast<float>(v);
+      break;
+    case DType::kDouble:
+      t.mutable_data<double>()[i] = v;
+      break;
+    case DType::kFloat16:
+      static_cast<uint16_t*>(t.mutable_raw())[i] = FloatToHalf(static_cast<float>(v));
+      break;
     case DType::kBFloat16:
       static_cast<uint16_t*>(t.mutable_raw())[i] = FloatToBFloat16(static_cast<float>(v));
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -167,8 +183,8 @@ void CastBackward(GradContext& ctx) {
   if (dy == nullptr || !ctx.wanted(0)) return;
   const Tensor& x = ctx.required_input(0);
   if (!IsRealFloat(x.dtype()) || !IsRealFloat(dy->dtype())) {
-    ctx.Fail(std::string("Cast gradients flow between float types only, not ") + DTypeName(dy->dtype()) + " to " +
-             DTypeName(x.dtype()));
+    ctx.Fail(std::string("Cast gradients flow between float types only, not ") + DTypeName(dy->dtype()) +
+             " to " + DTypeName(x.dtype()));
   }
   if (dy->dtype() == x.dtype()) {
     ctx.SetInputGrad(0, *dy);
@@ -186,12 +202,14 @@ void CastBackward(GradContext& ctx) {
 // dims padded with trailing 1s so that they line up with input 0 from `axis`.
 std::vector<int64_t> AlignedDims(const GradContext& ctx, size_t k) {
   const Tensor& t = ctx.required_input(k);
-  if (k != 1 || ctx.opset() >= 7 || ctx.node().AttrInt("broadcast", 0) == 0 || ctx.node().FindAttr("axis") == nullptr) {
+  if (k != 1 || ctx.opset() >= 7 || ctx.node().AttrInt("broadcast", 0) == 0 ||
+      ctx.node().FindAttr("axis") == nullptr) {
     return t.dims();
   }
   const int64_t rank = ctx.required_input(0).rank();
   const int64_t start = NormAxis(ctx, ctx.node().AttrInt("axis", 0), rank);
-  if (start + t.rank() > rank) ctx.Fail("input 1 of shape " + ShapeToString(t.dims()) + " does not fit from axis");
+  if (start + t.rank() > rank)
+    ctx.Fail("input 1 of shape " + ShapeToString(t.dims()) + " does not fit from axis");
   std::vector<int64_t> dims = t.dims();
   dims.resize(static_cast<size_t>(rank - start), 1);
   return dims;
@@ -261,17 +279,15 @@ void BroadcastBackward(GradContext& ctx, size_t count, Fn&& f) {
 
 void AddSubBackward(GradContext& ctx, double sign_b) {
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
-    BroadcastBackward<decltype(tag)>(ctx, 2, [sign_b](size_t k, int64_t, const std::vector<double>&) {
-      return k == 0 ? 1.0 : sign_b;
-    });
+    BroadcastBackward<decltype(tag)>(
+        ctx, 2, [sign_b](size_t k, int64_t, const std::vector<double>&) { return k == 0 ? 1.0 : sign_b; });
   });
 }
 
 void MulBackward(GradContext& ctx) {
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
-    BroadcastBackward<decltype(tag)>(ctx, 2, [](size_t k, int64_t, const std::vector<double>& v) {
-      return k == 0 ? v[1] : v[0];
-    });
+    BroadcastBackward<decltype(tag)>(
+        ctx, 2, [](size_t k, int64_t, const std::vector<double>& v) { return k == 0 ? v[1] : v[0]; });
   });
 }
 
@@ -288,7 +304,8 @@ void SumMeanBackward(GradContext& ctx, bool mean) {
   const size_t count = ctx.num_inputs();
   const double scale = mean ? 1.0 / static_cast<double>(count) : 1.0;
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
-    BroadcastBackward<decltype(tag)>(ctx, count, [scale](size_t, int64_t, const std::vector<double>&) { return scale; });
+    BroadcastBackward<decltype(tag)>(ctx, count,
+                                     [scale](size_t, int64_t, const std::vector<double>&) { return scale; });
   });
 }
 
@@ -297,14 +314,15 @@ void SumMeanBackward(GradContext& ctx, bool mean) {
 void MaxMinBackward(GradContext& ctx, bool is_max) {
   const size_t count = ctx.num_inputs();
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
-    BroadcastBackward<decltype(tag)>(ctx, count, [is_max, count](size_t k, int64_t, const std::vector<double>& v) {
-      size_t sel = 0;
-      for (size_t j = 1; j < count; ++j) {
-        const bool keep = is_max ? v[sel] > v[j] : v[sel] < v[j];
-        if (!keep) sel = j;
-      }
-      return sel == k ? 1.0 : 0.0;
-    });
+    BroadcastBackward<decltype(tag)>(ctx, count,
+                                     [is_max, count](size_t k, int64_t, const std::vector<double>& v) {
+                                       size_t sel = 0;
+                                       for (size_t j = 1; j < count; ++j) {
+                                         const bool keep = is_max ? v[sel] > v[j] : v[sel] < v[j];
+                                         if (!keep) sel = j;
+                                       }
+                                       return sel == k ? 1.0 : 0.0;
+                                     });
   });
 }
 
@@ -360,7 +378,8 @@ void WhereBackward(GradContext& ctx) {
   const Tensor* dy = ctx.output_grad(0);
   if (dy == nullptr) return;
   const Tensor& cond = ctx.required_input(0);
-  if (cond.dtype() != DType::kBool) ctx.Fail(std::string("condition must be bool, got ") + DTypeName(cond.dtype()));
+  if (cond.dtype() != DType::kBool)
+    ctx.Fail(std::string("condition must be bool, got ") + DTypeName(cond.dtype()));
   const std::vector<int64_t> co = BroadcastOffsets(cond.dims(), dy->dims());
   const uint8_t* c = static_cast<const uint8_t*>(cond.raw());
   DispatchFloat(ctx, dy->dtype(), [&](auto tag) {
@@ -384,21 +403,41 @@ void WhereBackward(GradContext& ctx) {
 void AddElementwiseGrads(BackwardRegistry& r) {
   r.Add({"Relu", 1, 1000, ReluBackward, {0}});
   r.Add({"LeakyRelu", 1, 1000, LeakyReluBackward, {0}});
-  r.Add({"Sigmoid", 1, 1000, [](GradContext& c) { Unary(c, [](double, double y) { return y * (1 - y); }); }, {0}});
+  r.Add({"Sigmoid",
+         1,
+         1000,
+         [](GradContext& c) { Unary(c, [](double, double y) { return y * (1 - y); }); },
+         {0}});
   r.Add({"HardSigmoid", 1, 1000, HardSigmoidBackward, {0}});
   r.Add({"HardSwish", 14, 1000, HardSwishBackward, {0}});
   r.Add({"Tanh", 1, 1000, [](GradContext& c) { Unary(c, [](double, double y) { return 1 - y * y; }); }, {0}});
-  r.Add({"Erf", 9, 1000,
-         [](GradContext& c) { Unary(c, [](double x, double) { return 2 / std::sqrt(kPi) * std::exp(-x * x); }); },
+  r.Add({"Erf",
+         9,
+         1000,
+         [](GradContext& c) {
+           Unary(c, [](double x, double) { return 2 / std::sqrt(kPi) * std::exp(-x * x); });
+         },
          {0}});
   r.Add({"Sqrt", 1, 1000, [](GradContext& c) { Unary(c, [](double, double y) { return 0.5 / y; }); }, {0}});
   r.Add({"Exp", 1, 1000, [](GradContext& c) { Unary(c, [](double, double y) { return y; }); }, {0}});
   r.Add({"Log", 1, 1000, [](GradContext& c) { Unary(c, [](double x, double) { return 1 / x; }); }, {0}});
   r.Add({"Neg", 1, 1000, [](GradContext& c) { Unary(c, [](double, double) { return -1.0; }); }, {0}});
-  r.Add({"Abs", 1, 1000,
-         [](GradContext& c) { Unary(c, [](double x, double) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0); }); }, {0}});
-  r.Add({"Reciprocal", 1, 1000, [](GradContext& c) { Unary(c, [](double, double y) { return -y * y; }); }, {0}});
-  r.Add({"Softplus", 1, 1000, [](GradContext& c) { Unary(c, [](double x, double) { return Logistic(x); }); }, {0}});
+  r.Add(
+      {"Abs",
+       1,
+       1000,
+       [](GradContext& c) { Unary(c, [](double x, double) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0); }); },
+       {0}});
+  r.Add({"Reciprocal",
+         1,
+         1000,
+         [](GradContext& c) { Unary(c, [](double, double y) { return -y * y; }); },
+         {0}});
+  r.Add({"Softplus",
+         1,
+         1000,
+         [](GradContext& c) { Unary(c, [](double x, double) { return Logistic(x); }); },
+         {0}});
   r.Add({"Gelu", 20, 1000, GeluBackward, {0}});
   r.Add({"Clip", 1, 1000, ClipBackward, {0}});
   r.Add({"Dropout", 1, 1000, DropoutBackward, {0}});

@@ -23,7 +23,8 @@ struct Rows {
 Rows SoftmaxRows(const GradContext& ctx, const std::vector<int64_t>& dims) {
   const bool coerce_2d = ctx.opset() < 13;
   const int64_t rank = static_cast<int64_t>(dims.size());
-  const size_t axis = static_cast<size_t>(NormAxis(ctx, ctx.node().AttrInt("axis", coerce_2d ? 1 : -1), rank));
+  const size_t axis =
+      static_cast<size_t>(NormAxis(ctx, ctx.node().AttrInt("axis", coerce_2d ? 1 : -1), rank));
   Rows r;
   for (size_t d = 0; d < dims.size(); ++d) {
     if (d < axis) {
@@ -79,7 +80,8 @@ std::vector<double> PerRowElement(const Tensor& t, const std::vector<int64_t>& r
 
 // The gradient of a per-row-element parameter (sums over rows in `acc`) in the parameter's shape.
 template <typename T>
-Tensor RowParamGrad(const std::vector<double>& acc, const Tensor& param, const std::vector<int64_t>& row_dims) {
+Tensor RowParamGrad(const std::vector<double>& acc, const Tensor& param,
+                    const std::vector<int64_t>& row_dims) {
   const int64_t len = static_cast<int64_t>(acc.size());
   Tensor full(param.dtype(), param.numel() == len ? param.dims() : row_dims);
   for (int64_t j = 0; j < len; ++j) full.mutable_data<T>()[j] = static_cast<T>(acc[static_cast<size_t>(j)]);
@@ -149,8 +151,9 @@ void LayerNormBackward(GradContext& ctx) {
 void BatchNormBackward(GradContext& ctx) {
   const Node& n = ctx.node();
   if (ctx.opset() >= 14 && n.AttrInt("training_mode", 0) != 0) {
-    ctx.Fail("training_mode=1 (batch statistics) has no backward rule; gradients are computed with the frozen "
-             "running mean and variance (training_mode=0)");
+    ctx.Fail(
+        "training_mode=1 (batch statistics) has no backward rule; gradients are computed with the frozen "
+        "running mean and variance (training_mode=0)");
   }
   const Tensor* dy = ctx.output_grad(0);
   if (dy == nullptr) return;
@@ -163,7 +166,8 @@ void BatchNormBackward(GradContext& ctx) {
   const int64_t params = per_activation ? channels * spatial : channels;
   for (size_t i = 1; i < 5; ++i) {
     if (ctx.required_input(i).numel() != params || ctx.required_input(i).dtype() != x.dtype()) {
-      ctx.Fail("input " + std::to_string(i) + " must hold " + std::to_string(params) + " values of the input's type");
+      ctx.Fail("input " + std::to_string(i) + " must hold " + std::to_string(params) +
+               " values of the input's type");
     }
   }
   DispatchFloat(ctx, x.dtype(), [&](auto tag) {
@@ -190,7 +194,8 @@ void BatchNormBackward(GradContext& ctx) {
     }
     auto param_grad = [&](size_t input, const std::vector<double>& acc) {
       Tensor t(x.dtype(), ctx.required_input(input).dims());
-      for (int64_t k = 0; k < params; ++k) t.mutable_data<T>()[k] = static_cast<T>(acc[static_cast<size_t>(k)]);
+      for (int64_t k = 0; k < params; ++k)
+        t.mutable_data<T>()[k] = static_cast<T>(acc[static_cast<size_t>(k)]);
       ctx.SetInputGrad(input, std::move(t));
     };
     if (ctx.wanted(0)) ctx.SetInputGrad(0, std::move(dx));
@@ -251,7 +256,8 @@ void InstanceNormBackward(GradContext& ctx) {
     auto param_grad = [&](size_t input, const std::vector<double>& acc) {
       Tensor t(x.dtype(), ctx.required_input(input).dims());
       if (t.numel() != channels) ctx.Fail("scale and B must hold " + std::to_string(channels) + " values");
-      for (int64_t k = 0; k < channels; ++k) t.mutable_data<T>()[k] = static_cast<T>(acc[static_cast<size_t>(k)]);
+      for (int64_t k = 0; k < channels; ++k)
+        t.mutable_data<T>()[k] = static_cast<T>(acc[static_cast<size_t>(k)]);
       ctx.SetInputGrad(input, std::move(t));
     };
     if (ctx.wanted(0)) ctx.SetInputGrad(0, std::move(dx));

@@ -69,9 +69,15 @@ void ReduceBackward(GradContext& ctx, Kind kind, int64_t axes_input_since) {
       const double xi = static_cast<double>(px[i]);
       double v = 0;
       switch (kind) {
-        case Kind::kSum: v = gi; break;
-        case Kind::kMean: v = gi / static_cast<double>(count); break;
-        case Kind::kSumSquare: v = 2 * xi * gi; break;
+        case Kind::kSum:
+          v = gi;
+          break;
+        case Kind::kMean:
+          v = gi / static_cast<double>(count);
+          break;
+        case Kind::kSumSquare:
+          v = 2 * xi * gi;
+          break;
         case Kind::kL2: {
           const double n = static_cast<double>(py[off]);
           v = n > 0 ? gi * xi / n : 0.0;
@@ -96,7 +102,11 @@ void ReduceBackward(GradContext& ctx, Kind kind, int64_t axes_input_since) {
 }
 
 void Add(BackwardRegistry& r, const std::string& op, Kind kind, int64_t axes_input_since) {
-  r.Add({op, 1, 1000, [kind, axes_input_since](GradContext& c) { ReduceBackward(c, kind, axes_input_since); }, {0}});
+  r.Add({op,
+         1,
+         1000,
+         [kind, axes_input_since](GradContext& c) { ReduceBackward(c, kind, axes_input_since); },
+         {0}});
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // the float32 rules against the float64 ones, and thread-count independence.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -28,6 +30,21 @@ constexpr GradTolerance kCastToFloat{5e-5, 1e-4};
 // arithmetic round to 24 bits (relative 6e-8), a few operations deep.
 constexpr GradTolerance kFloat32VsFloat64{1e-5, 1e-4};
 
+// Largest |numeric - analytic| over one test, recorded as the test property worst_abs_error
+// (--gtest_output=xml) so that the margin under the tolerance can be read off a run.
+class WorstError {
+ public:
+  void operator()(double e) { worst_ = std::max(worst_, e); }
+  ~WorstError() {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.2e", worst_);
+    ::testing::Test::RecordProperty("worst_abs_error", text);
+  }
+
+ private:
+  double worst_ = 0;
+};
+
 // The rule's gradients of every float input for case c, the loss weights as ExpectGradientsMatch makes them.
 std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
   const Model model = testing::OneNodeModel(c);
@@ -35,8 +52,8 @@ std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
   std::vector<Tensor> values;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const DType d = c.inputs[i].dtype();
-    const bool trainable =
-        c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble) : (i < c.trainable.size() && c.trainable[i]);
+    const bool trainable = c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble)
+                                               : (i < c.trainable.size() && c.trainable[i]);
     if (!trainable) continue;
     params.push_back("x" + std::to_string(i));
     values.push_back(c.inputs[i]);
@@ -64,7 +81,8 @@ GradCase ToFloat32(GradCase c) {
   for (Tensor& t : c.inputs) {
     if (t.dtype() != DType::kDouble) continue;
     Tensor f(DType::kFloat, t.dims());
-    for (int64_t i = 0; i < t.numel(); ++i) f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
     t = f;
   }
   return c;
@@ -113,7 +131,8 @@ Tensor Scalar(double v) { return Tensor::FromVector<double>({}, {v}); }
 Tensor BoolTensor(std::vector<int64_t> dims, uint32_t seed) {
   const Tensor r = RandomTensor(DType::kDouble, dims, seed);
   Tensor b(DType::kBool, std::move(dims));
-  for (int64_t i = 0; i < r.numel(); ++i) static_cast<uint8_t*>(b.mutable_raw())[i] = r.data<double>()[i] > 0 ? 1 : 0;
+  for (int64_t i = 0; i < r.numel(); ++i)
+    static_cast<uint8_t*>(b.mutable_raw())[i] = r.data<double>()[i] > 0 ? 1 : 0;
   return b;
 }
 
@@ -126,11 +145,17 @@ struct UnaryCase {
 };
 
 TEST(ElementwiseGrad, UnaryOpsAndAttributes) {
+  WorstError track;
   const std::vector<UnaryCase> cases = {
       {"LeakyRelu", 16, {Attribute::Float("alpha", 0.3f)}, -2, 2, {0}},
       {"LeakyRelu", 6, {}, -2, 2, {0}},
       {"Sigmoid", 13, {}, -4, 4, {}},
-      {"HardSigmoid", 6, {Attribute::Float("alpha", 0.3f), Attribute::Float("beta", 0.4f)}, -3, 3, {-4.0 / 3, 2}},
+      {"HardSigmoid",
+       6,
+       {Attribute::Float("alpha", 0.3f), Attribute::Float("beta", 0.4f)},
+       -3,
+       3,
+       {-4.0 / 3, 2}},
       {"HardSigmoid", 6, {}, -3.5, 3.5, {-2.5, 2.5}},
       {"HardSwish", 14, {}, -4.5, 4.5, {-3, 3}},
       {"Tanh", 13, {}, -2, 2, {}},
@@ -160,12 +185,13 @@ TEST(ElementwiseGrad, UnaryOpsAndAttributes) {
     c.opset = u.opset;
     c.attributes = u.attrs;
     c.inputs = {AwayFrom(RandomTensor(DType::kDouble, {3, 5, 7}, seed++, u.lo, u.hi), u.kinks)};
-    ExpectGradientsMatch(c, kSmoothF64);
+    track(ExpectGradientsMatch(c, kSmoothF64));
     ExpectFloat32MatchesFloat64(c);
   }
 }
 
 TEST(ElementwiseGrad, ClipBoundsAsInputsGetNoGradient) {
+  WorstError track;
   struct Bounds {
     Tensor min, max;
     std::vector<double> kinks;
@@ -183,6 +209,7 @@ TEST(ElementwiseGrad, ClipBoundsAsInputsGetNoGradient) {
       if (c.inputs[2].dtype() == DType::kUndefined) c.inputs.pop_back();
       c.trainable = {true, false, false};
       const double worst = ExpectGradientsMatch(c, kSmoothF64);
+      track(worst);
       EXPECT_LT(worst, 1e-8);
       ExpectFloat32MatchesFloat64(c);
       // Elements clipped get zero, the others dy: the gradient sums to the weights over the unclipped ones.
@@ -200,6 +227,7 @@ TEST(ElementwiseGrad, ClipBoundsAsInputsGetNoGradient) {
 }
 
 TEST(ElementwiseGrad, DropoutInferenceIsIdentityAndMaskGetsNone) {
+  WorstError track;
   // Opset 6: a float mask output; opset 10: a bool mask; opset 12 on: ratio and training_mode inputs.
   uint32_t seed = 300;
   for (const int64_t opset : {6, 10}) {
@@ -208,7 +236,7 @@ TEST(ElementwiseGrad, DropoutInferenceIsIdentityAndMaskGetsNone) {
     c.opset = opset;
     c.num_outputs = 2;
     c.inputs = {RandomTensor(DType::kDouble, {2, 3, 5}, seed++)};
-    ExpectGradientsMatch(c, kSmoothF64);
+    track(ExpectGradientsMatch(c, kSmoothF64));
   }
   Tensor no(DType::kBool, {});
   static_cast<uint8_t*>(no.mutable_raw())[0] = 0;
@@ -218,7 +246,7 @@ TEST(ElementwiseGrad, DropoutInferenceIsIdentityAndMaskGetsNone) {
   c.num_outputs = 2;
   c.inputs = {RandomTensor(DType::kDouble, {2, 3, 5}, seed++), Scalar(0.25), no};
   c.trainable = {true, false, false};
-  ExpectGradientsMatch(c, kSmoothF64);
+  track(ExpectGradientsMatch(c, kSmoothF64));
   const std::vector<Tensor> g = RuleGradients(c, 1);
   const Tensor w = RandomTensor(DType::kDouble, {2, 3, 5}, 1000u);
   ASSERT_EQ(g[0].nbytes(), w.nbytes());
@@ -244,23 +272,25 @@ TEST(ElementwiseGrad, DropoutTrainingModeFailsClearly) {
 }
 
 TEST(ElementwiseGrad, CastBetweenFloatTypes) {
+  WorstError track;
   // float64 -> float32 and float32 -> float64: linear, checked with a larger step over the rounding.
   GradCase down;
   down.op = "Cast";
   down.attributes = {Attribute::Int("to", static_cast<int64_t>(DType::kFloat))};
   down.inputs = {RandomTensor(DType::kDouble, {3, 5}, 400)};
   down.h = 1e-2;
-  ExpectGradientsMatch(down, kCastToFloat);
+  track(ExpectGradientsMatch(down, kCastToFloat));
   GradCase up;
   up.op = "Cast";
   up.attributes = {Attribute::Int("to", static_cast<int64_t>(DType::kDouble))};
   up.inputs = {RandomTensor(DType::kFloat, {3, 5}, 401)};
   up.h = 1e-2;
-  ExpectGradientsMatch(up, kCastToFloat);
+  track(ExpectGradientsMatch(up, kCastToFloat));
   const std::vector<Tensor> g = RuleGradients(up, 1);
   ASSERT_EQ(g[0].dtype(), DType::kFloat);  // cast back to the input's dtype
   const Tensor w = RandomTensor(DType::kDouble, {3, 5}, 1000u);
-  for (int64_t i = 0; i < w.numel(); ++i) EXPECT_EQ(g[0].data<float>()[i], static_cast<float>(w.data<double>()[i]));
+  for (int64_t i = 0; i < w.numel(); ++i)
+    EXPECT_EQ(g[0].data<float>()[i], static_cast<float>(w.data<double>()[i]));
 }
 
 TEST(ElementwiseGrad, CastThroughFloat16CastsTheGradientBack) {
@@ -310,6 +340,7 @@ const std::vector<BinaryShapes>& BroadcastShapes() {
 }
 
 TEST(ElementwiseGrad, AddSubMulDivBroadcast) {
+  WorstError track;
   uint32_t seed = 500;
   for (const char* op : {"Add", "Sub", "Mul", "Div"}) {
     for (const BinaryShapes& s : BroadcastShapes()) {
@@ -319,13 +350,14 @@ TEST(ElementwiseGrad, AddSubMulDivBroadcast) {
       c.opset = 14;
       Tensor b = RandomTensor(DType::kDouble, s.b, seed++, 0.5, 2.0);  // away from 0 for Div
       c.inputs = {RandomTensor(DType::kDouble, s.a, seed++), b};
-      ExpectGradientsMatch(c, kSmoothF64);
+      track(ExpectGradientsMatch(c, kSmoothF64));
       ExpectFloat32MatchesFloat64(c);
     }
   }
 }
 
 TEST(ElementwiseGrad, LegacyBroadcastFromAxis) {
+  WorstError track;
   // Before opset 7, broadcast=1 with axis=1 lines B [3] up with A [2, 3, 5] at axis 1.
   uint32_t seed = 600;
   for (const char* op : {"Add", "Sub", "Mul", "Div", "Pow"}) {
@@ -336,32 +368,36 @@ TEST(ElementwiseGrad, LegacyBroadcastFromAxis) {
     c.attributes = {Attribute::Int("broadcast", 1), Attribute::Int("axis", 1)};
     c.inputs = {RandomTensor(DType::kDouble, {2, 3, 5}, seed++, 0.5, 2.0),
                 RandomTensor(DType::kDouble, {3}, seed++, 0.5, 2.0)};
-    ExpectGradientsMatch(c, kSmoothF64);
+    track(ExpectGradientsMatch(c, kSmoothF64));
   }
 }
 
 TEST(ElementwiseGrad, PowBaseAndExponent) {
+  WorstError track;
   uint32_t seed = 700;
   for (const BinaryShapes& s : BroadcastShapes()) {
     SCOPED_TRACE(ShapeToString(s.a) + " " + ShapeToString(s.b));
     GradCase c;
     c.op = "Pow";
     c.opset = 15;
-    c.inputs = {RandomTensor(DType::kDouble, s.a, seed++, 0.3, 2.0), RandomTensor(DType::kDouble, s.b, seed++, -1.5, 1.5)};
-    ExpectGradientsMatch(c, kSmoothF64);
+    c.inputs = {RandomTensor(DType::kDouble, s.a, seed++, 0.3, 2.0),
+                RandomTensor(DType::kDouble, s.b, seed++, -1.5, 1.5)};
+    track(ExpectGradientsMatch(c, kSmoothF64));
     ExpectFloat32MatchesFloat64(c);
   }
   // An integer exponent: only the base is differentiable.
   GradCase c;
   c.op = "Pow";
   c.opset = 15;
-  c.inputs = {RandomTensor(DType::kDouble, {3, 4}, seed++, -2, 2), Tensor::FromVector<int64_t>({4}, {2, 3, -1, 0})};
+  c.inputs = {RandomTensor(DType::kDouble, {3, 4}, seed++, -2, 2),
+              Tensor::FromVector<int64_t>({4}, {2, 3, -1, 0})};
   c.inputs[0] = AwayFrom(c.inputs[0], {0}, 0.2);
   c.trainable = {true, false};
-  ExpectGradientsMatch(c, kSmoothF64);
+  track(ExpectGradientsMatch(c, kSmoothF64));
 }
 
 TEST(ElementwiseGrad, VariadicSumMeanMaxMin) {
+  WorstError track;
   const std::vector<std::vector<std::vector<int64_t>>> shape_sets = {
       {{3, 5}}, {{2, 3, 5}, {3, 1}}, {{2, 3, 5}, {5}, {3, 1}}, {{1, 5}, {3, 1}, {3, 5}, {}}};
   uint32_t seed = 800;
@@ -373,7 +409,7 @@ TEST(ElementwiseGrad, VariadicSumMeanMaxMin) {
       c.opset = 13;
       // Continuous random values: no two inputs come within h of each other (Max / Min ties).
       for (const auto& s : shapes) c.inputs.push_back(RandomTensor(DType::kDouble, s, seed++));
-      ExpectGradientsMatch(c, kSmoothF64);
+      track(ExpectGradientsMatch(c, kSmoothF64));
       ExpectFloat32MatchesFloat64(c);
     }
   }
@@ -385,7 +421,8 @@ TEST(ElementwiseGrad, MaxMinTieGoesToTheLaterInput) {
     GradCase c;
     c.op = op;
     c.opset = 13;
-    c.inputs = {Tensor::FromVector<double>({3}, {1.0, 0.5, 2.0}), Tensor::FromVector<double>({3}, {1.0, 0.5, 2.0}),
+    c.inputs = {Tensor::FromVector<double>({3}, {1.0, 0.5, 2.0}),
+                Tensor::FromVector<double>({3}, {1.0, 0.5, 2.0}),
                 Tensor::FromVector<double>({3}, {0.0, 3.0, -3.0})};
     const std::vector<Tensor> g = RuleGradients(c, 1);
     const Tensor w = RandomTensor(DType::kDouble, {3}, 1000u);
@@ -402,6 +439,7 @@ TEST(ElementwiseGrad, MaxMinTieGoesToTheLaterInput) {
 }
 
 TEST(ElementwiseGrad, WhereConditionBroadcast) {
+  WorstError track;
   uint32_t seed = 900;
   const std::vector<std::vector<std::vector<int64_t>>> shape_sets = {
       {{3, 5}, {3, 5}, {3, 5}}, {{3, 1}, {2, 3, 5}, {5}}, {{5}, {3, 1}, {2, 1, 1}}};
@@ -411,7 +449,7 @@ TEST(ElementwiseGrad, WhereConditionBroadcast) {
     c.opset = 16;
     c.inputs = {BoolTensor(s[0], seed++), RandomTensor(DType::kDouble, s[1], seed++),
                 RandomTensor(DType::kDouble, s[2], seed++)};
-    ExpectGradientsMatch(c, kSmoothF64);
+    track(ExpectGradientsMatch(c, kSmoothF64));
     ExpectFloat32MatchesFloat64(c);
   }
 }

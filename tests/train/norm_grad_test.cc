@@ -2,6 +2,8 @@
 // the float32 rules against the float64 ones, and thread-count independence.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -24,6 +26,21 @@ constexpr GradTolerance kSmoothF64{1e-7, 1e-6};
 // arithmetic round to 24 bits (relative 6e-8), a few operations deep.
 constexpr GradTolerance kFloat32VsFloat64{1e-5, 1e-4};
 
+// Largest |numeric - analytic| over one test, recorded as the test property worst_abs_error
+// (--gtest_output=xml) so that the margin under the tolerance can be read off a run.
+class WorstError {
+ public:
+  void operator()(double e) { worst_ = std::max(worst_, e); }
+  ~WorstError() {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.2e", worst_);
+    ::testing::Test::RecordProperty("worst_abs_error", text);
+  }
+
+ private:
+  double worst_ = 0;
+};
+
 // The rule's gradients of every float input for case c, the loss weights as ExpectGradientsMatch makes them.
 std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
   const Model model = testing::OneNodeModel(c);
@@ -31,8 +48,8 @@ std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
   std::vector<Tensor> values;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const DType d = c.inputs[i].dtype();
-    const bool trainable =
-        c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble) : (i < c.trainable.size() && c.trainable[i]);
+    const bool trainable = c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble)
+                                               : (i < c.trainable.size() && c.trainable[i]);
     if (!trainable) continue;
     params.push_back("x" + std::to_string(i));
     values.push_back(c.inputs[i]);
@@ -60,7 +77,8 @@ GradCase ToFloat32(GradCase c) {
   for (Tensor& t : c.inputs) {
     if (t.dtype() != DType::kDouble) continue;
     Tensor f(DType::kFloat, t.dims());
-    for (int64_t i = 0; i < t.numel(); ++i) f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
     t = f;
   }
   return c;
@@ -94,6 +112,7 @@ void ExpectThreadInvariant(const GradCase& c) {
 }
 
 TEST(NormGrad, SoftmaxAndLogSoftmaxCoercedTo2DBeforeOpset13) {
+  WorstError track;
   uint32_t seed = 100;
   for (const char* op : {"Softmax", "LogSoftmax"}) {
     for (const int64_t opset : {1, 11}) {
@@ -104,7 +123,7 @@ TEST(NormGrad, SoftmaxAndLogSoftmaxCoercedTo2DBeforeOpset13) {
         c.opset = opset;
         if (axis != 99) c.attributes = {Attribute::Int("axis", axis)};
         c.inputs = {RandomTensor(DType::kDouble, {2, 3, 5}, seed++, -2, 2)};
-        ExpectGradientsMatch(c, kSmoothF64);
+        track(ExpectGradientsMatch(c, kSmoothF64));
         ExpectFloat32MatchesFloat64(c);
       }
     }
@@ -112,6 +131,7 @@ TEST(NormGrad, SoftmaxAndLogSoftmaxCoercedTo2DBeforeOpset13) {
 }
 
 TEST(NormGrad, SoftmaxAndLogSoftmaxAlongAxisFromOpset13) {
+  WorstError track;
   uint32_t seed = 200;
   for (const char* op : {"Softmax", "LogSoftmax"}) {
     for (const int64_t axis : {99, 0, 1, 2, -2, -3}) {  // 99: the attribute left out (default -1)
@@ -121,20 +141,21 @@ TEST(NormGrad, SoftmaxAndLogSoftmaxAlongAxisFromOpset13) {
       c.opset = 13;
       if (axis != 99) c.attributes = {Attribute::Int("axis", axis)};
       c.inputs = {RandomTensor(DType::kDouble, {3, 5, 7}, seed++, -2, 2)};
-      ExpectGradientsMatch(c, kSmoothF64);
+      track(ExpectGradientsMatch(c, kSmoothF64));
       ExpectFloat32MatchesFloat64(c);
     }
   }
 }
 
 TEST(NormGrad, LayerNormalizationXScaleBias) {
+  WorstError track;
   struct Case {
     int64_t axis;
     std::vector<int64_t> scale_dims;
     bool bias;
   };
-  const std::vector<Case> cases = {
-      {-1, {5}, true}, {1, {3, 5}, true}, {1, {5}, true}, {1, {1, 5}, false}, {0, {2, 3, 5}, true}, {2, {1}, true}};
+  const std::vector<Case> cases = {{-1, {5}, true},    {1, {3, 5}, true},    {1, {5}, true},
+                                   {1, {1, 5}, false}, {0, {2, 3, 5}, true}, {2, {1}, true}};
   uint32_t seed = 300;
   for (const Case& k : cases) {
     SCOPED_TRACE("axis " + std::to_string(k.axis) + " scale " + ShapeToString(k.scale_dims));
@@ -145,7 +166,7 @@ TEST(NormGrad, LayerNormalizationXScaleBias) {
     c.inputs = {RandomTensor(DType::kDouble, {2, 3, 5}, seed++, -2, 2),
                 RandomTensor(DType::kDouble, k.scale_dims, seed++, 0.5, 1.5)};
     if (k.bias) c.inputs.push_back(RandomTensor(DType::kDouble, k.scale_dims, seed++));
-    ExpectGradientsMatch(c, kSmoothF64);
+    track(ExpectGradientsMatch(c, kSmoothF64));
     ExpectFloat32MatchesFloat64(c);
   }
   // Default axis and epsilon.
@@ -154,10 +175,11 @@ TEST(NormGrad, LayerNormalizationXScaleBias) {
   c.opset = 17;
   c.inputs = {RandomTensor(DType::kDouble, {3, 7}, seed++, -2, 2), RandomTensor(DType::kDouble, {7}, seed++),
               RandomTensor(DType::kDouble, {7}, seed++)};
-  ExpectGradientsMatch(c, kSmoothF64);
+  track(ExpectGradientsMatch(c, kSmoothF64));
 }
 
 TEST(NormGrad, BatchNormalizationFrozenStatistics) {
+  WorstError track;
   struct Case {
     int64_t opset;
     std::vector<int64_t> x_dims, param_dims;
@@ -182,7 +204,7 @@ TEST(NormGrad, BatchNormalizationFrozenStatistics) {
                 RandomTensor(DType::kDouble, k.param_dims, seed++),
                 RandomTensor(DType::kDouble, k.param_dims, seed++, 0.5, 2.0)};
     c.trainable = {true, true, true, false, false};
-    ExpectGradientsMatch(c, kSmoothF64);
+    track(ExpectGradientsMatch(c, kSmoothF64));
     ExpectFloat32MatchesFloat64(c);
   }
 }
@@ -207,15 +229,17 @@ TEST(NormGrad, BatchNormalizationTrainingModeFailsClearly) {
 }
 
 TEST(NormGrad, InstanceNormalization) {
+  WorstError track;
   uint32_t seed = 500;
   for (const auto& dims : std::vector<std::vector<int64_t>>{{2, 3, 7}, {1, 2, 3, 5}}) {
     GradCase c;
     c.op = "InstanceNormalization";
     c.opset = 6;
     c.attributes = {Attribute::Float("epsilon", 1e-3f)};
-    c.inputs = {RandomTensor(DType::kDouble, dims, seed++, -2, 2), RandomTensor(DType::kDouble, {dims[1]}, seed++, 0.5, 1.5),
+    c.inputs = {RandomTensor(DType::kDouble, dims, seed++, -2, 2),
+                RandomTensor(DType::kDouble, {dims[1]}, seed++, 0.5, 1.5),
                 RandomTensor(DType::kDouble, {dims[1]}, seed++)};
-    ExpectGradientsMatch(c, kSmoothF64);
+    track(ExpectGradientsMatch(c, kSmoothF64));
     ExpectFloat32MatchesFloat64(c);
   }
 }

@@ -2,6 +2,8 @@
 // float32 rules against the float64 ones, and thread-count independence.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -23,6 +25,21 @@ constexpr GradTolerance kSmoothF64{1e-7, 1e-6};
 // arithmetic round to 24 bits (relative 6e-8), a few operations deep.
 constexpr GradTolerance kFloat32VsFloat64{1e-5, 1e-4};
 
+// Largest |numeric - analytic| over one test, recorded as the test property worst_abs_error
+// (--gtest_output=xml) so that the margin under the tolerance can be read off a run.
+class WorstError {
+ public:
+  void operator()(double e) { worst_ = std::max(worst_, e); }
+  ~WorstError() {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.2e", worst_);
+    ::testing::Test::RecordProperty("worst_abs_error", text);
+  }
+
+ private:
+  double worst_ = 0;
+};
+
 // The rule's gradients of every float input for case c, the loss weights as ExpectGradientsMatch makes them.
 std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
   const Model model = testing::OneNodeModel(c);
@@ -30,8 +47,8 @@ std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
   std::vector<Tensor> values;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const DType d = c.inputs[i].dtype();
-    const bool trainable =
-        c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble) : (i < c.trainable.size() && c.trainable[i]);
+    const bool trainable = c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble)
+                                               : (i < c.trainable.size() && c.trainable[i]);
     if (!trainable) continue;
     params.push_back("x" + std::to_string(i));
     values.push_back(c.inputs[i]);
@@ -59,7 +76,8 @@ GradCase ToFloat32(GradCase c) {
   for (Tensor& t : c.inputs) {
     if (t.dtype() != DType::kDouble) continue;
     Tensor f(DType::kFloat, t.dims());
-    for (int64_t i = 0; i < t.numel(); ++i) f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
     t = f;
   }
   return c;
@@ -103,20 +121,24 @@ struct AxesCase {
 };
 
 const std::vector<AxesCase>& AxesCases() {
-  static const std::vector<AxesCase> cases = {{{1}, 1}, {{1}, 0}, {{-1}, 1}, {{0, 2}, 0}, {{-3, -1}, 1}, {{}, 1}, {{}, 0}};
+  static const std::vector<AxesCase> cases = {{{1}, 1},      {{1}, 0}, {{-1}, 1}, {{0, 2}, 0},
+                                              {{-3, -1}, 1}, {{}, 1},  {{}, 0}};
   return cases;
 }
 
 // ReduceSum takes axes as an input from opset 13, the others from 18.
 int64_t AxesInputSince(const std::string& op) { return op == "ReduceSum" ? 13 : 18; }
 
-const char* const kOps[] = {"ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceMax", "ReduceMin"};
+const char* const kOps[] = {"ReduceSum", "ReduceMean", "ReduceSumSquare",
+                            "ReduceL2",  "ReduceMax",  "ReduceMin"};
 
 TEST(ReduceGrad, AxesAsAttribute) {
+  WorstError track;
   uint32_t seed = 100;
   for (const char* op : kOps) {
     for (const AxesCase& a : AxesCases()) {
-      SCOPED_TRACE(std::string(op) + " axes " + ShapeToString(a.axes) + " keepdims " + std::to_string(a.keepdims));
+      SCOPED_TRACE(std::string(op) + " axes " + ShapeToString(a.axes) + " keepdims " +
+                   std::to_string(a.keepdims));
       GradCase c;
       c.op = op;
       c.opset = AxesInputSince(op) - 2;
@@ -124,13 +146,14 @@ TEST(ReduceGrad, AxesAsAttribute) {
       if (!a.axes.empty()) c.attributes.push_back(Attribute::Ints("axes", a.axes));
       // Continuous random values: no two elements of a ReduceMax / ReduceMin group within h of each other.
       c.inputs = {RandomTensor(DType::kDouble, {3, 5, 7}, seed++)};
-      ExpectGradientsMatch(c, kSmoothF64);
+      track(ExpectGradientsMatch(c, kSmoothF64));
       ExpectFloat32MatchesFloat64(c);
     }
   }
 }
 
 TEST(ReduceGrad, AxesAsInput) {
+  WorstError track;
   uint32_t seed = 200;
   for (const char* op : kOps) {
     for (const AxesCase& a : AxesCases()) {
@@ -145,7 +168,7 @@ TEST(ReduceGrad, AxesAsInput) {
         c.inputs = {RandomTensor(DType::kDouble, {3, 5, 7}, seed++)};
         if (!omit) c.inputs.push_back(Axes(a.axes));
         c.trainable = {true, false};
-        ExpectGradientsMatch(c, kSmoothF64);
+        track(ExpectGradientsMatch(c, kSmoothF64));
         ExpectFloat32MatchesFloat64(c);
       }
     }
@@ -153,6 +176,7 @@ TEST(ReduceGrad, AxesAsInput) {
 }
 
 TEST(ReduceGrad, NoopWithEmptyAxesIsIdentity) {
+  WorstError track;
   uint32_t seed = 300;
   for (const char* op : kOps) {
     for (const bool omit : {false, true}) {
@@ -164,7 +188,7 @@ TEST(ReduceGrad, NoopWithEmptyAxesIsIdentity) {
       c.inputs = {RandomTensor(DType::kDouble, {3, 5}, seed++)};
       if (!omit) c.inputs.push_back(Axes({}));
       c.trainable = {true, false};
-      ExpectGradientsMatch(c, kSmoothF64);
+      track(ExpectGradientsMatch(c, kSmoothF64));
       const std::vector<Tensor> g = RuleGradients(c, 1);
       const Tensor w = RandomTensor(DType::kDouble, {3, 5}, 1000u);
       ASSERT_EQ(g[0].nbytes(), w.nbytes());
@@ -204,6 +228,7 @@ TEST(ReduceGrad, MaxMinPassTheGradientToTheExtremeOnly) {
 }
 
 TEST(ReduceGrad, OddShapesAndRanks) {
+  WorstError track;
   // Rank 1, rank 4 with size-1 dims, reducing a size-1 dim.
   uint32_t seed = 400;
   const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> cases = {
@@ -216,7 +241,7 @@ TEST(ReduceGrad, OddShapesAndRanks) {
       c.attributes = {Attribute::Int("keepdims", 0)};
       c.inputs = {RandomTensor(DType::kDouble, dims, seed++), Axes(axes)};
       c.trainable = {true, false};
-      ExpectGradientsMatch(c, kSmoothF64);
+      track(ExpectGradientsMatch(c, kSmoothF64));
     }
   }
 }
