@@ -1,8 +1,478 @@
-// Backward rules: conv family.
+// Backward rules of Conv and ConvTranspose (any number of spatial dims, float32 and float64).
+//
+// Conv: y[n, m, o] = b[m] + sum over input channels c of group(m) and kernel taps k of
+//   x[n, c, o * stride - pad_begin + k * dilation] * w[m, c, k]   (positions outside x add nothing), so
+//   dx[n, c, p] = sum of dy[n, m, o] w[m, c, k] over the (m, o, k) that read p,
+//   dw[m, c, k] = sum over n, o of dy[n, m, o] x[n, c, pos(o, k)],   db[m] = sum over n, o of dy[n, m, o].
+// ConvTranspose scatters instead: y[n, m, i * stride - pad_begin + k * dilation] += x[n, c, i] w[c, co, k]
+//   (m = group(c) * Cout_g + co). It is the adjoint of a Conv whose input is y and whose output is x, with the
+//   same weights, strides, dilations and begin pads, so dx is that Conv applied to dy, dw is that Conv's
+//   weight gradient with x in the role of the output gradient, and db[m] sums dy.
+//
+// Two forms of the same arithmetic:
+// - Reference: direct loops over every (image, output channel, output position, input channel, tap), as the
+//   reference forward kernels do; obviously correct, slow.
+// - Fast (the registered rules): per image and group, the im2col matrix col[Cin_g * K, out] of the conv input
+//   side gives dW_g += dY_g col^T and dcol = W_g^T dY_g (Eigen GEMMs), and col2im adds dcol into dX. Images are
+//   cut into chunks of a fixed size; each chunk accumulates its own partial dW and dB, and the partials are
+//   summed in chunk order, so results do not depend on the number of threads.
+// Both forms are exposed (namespace conv_grad) for the tests that compare them.
+#include <Eigen/Dense>
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "compress/exec/thread_pool.h"
 #include "train/grad_common.h"
 
 namespace compress::train {
+namespace conv_grad {
 
-void AddConvGrads(BackwardRegistry& /*r*/) {}
+void ConvBackwardReference(GradContext& ctx);
+void ConvBackwardFast(GradContext& ctx);
+void ConvTransposeBackwardReference(GradContext& ctx);
+void ConvTransposeBackwardFast(GradContext& ctx);
+
+}  // namespace conv_grad
+
+namespace {
+
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using ConstMap = Eigen::Map<const RowMat<T>>;
+template <typename T>
+using MutMap = Eigen::Map<RowMat<T>>;
+
+// Images per task of the fast form: fixed, so that the partial sums (and their order) depend only on the
+// shape. 4 images give 16 tasks at batch 64, enough to balance a few threads, and few partial weight buffers.
+constexpr int64_t kImagesPerChunk = 4;
+
+// A convolution as the fast core sees it: input side A [N, Cin, in...], output side D [N, M, out...],
+// weights [M, Cin_g, kernel...], `group` groups.
+struct ConvProblem {
+  int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1, cin_g = 0, cout_g = 0;
+  std::vector<int64_t> in, out, kernel, strides, dilations, pads_begin;
+  int64_t in_size = 0, out_size = 0, kernel_size = 0;
+  size_t rank() const { return in.size(); }
+};
+
+std::string Dims(const std::vector<int64_t>& d) { return ShapeToString(d); }
+
+// Strides, dilations (default 1) and their lengths against the spatial rank.
+void ReadStridesDilations(const GradContext& ctx, size_t r, ConvProblem& p) {
+  const Node& n = ctx.node();
+  p.strides = n.AttrInts("strides", std::vector<int64_t>(r, 1));
+  p.dilations = n.AttrInts("dilations", std::vector<int64_t>(r, 1));
+  if (p.strides.size() != r || p.dilations.size() != r) {
+    ctx.Fail("strides " + Dims(p.strides) + " and dilations " + Dims(p.dilations) + " must have " +
+             std::to_string(r) + " values");
+  }
+  for (size_t d = 0; d < r; ++d) {
+    if (p.strides[d] <= 0 || p.dilations[d] <= 0) ctx.Fail("strides and dilations must be positive");
+  }
+}
+
+void CheckKernelShape(const GradContext& ctx, const std::vector<int64_t>& kernel) {
+  const std::vector<int64_t> ks = ctx.node().AttrInts("kernel_shape", {});
+  if (!ks.empty() && ks != kernel) ctx.Fail("kernel_shape " + Dims(ks) + " does not match W " + Dims(kernel));
+}
+
+void Finish(ConvProblem& p) {
+  p.in_size = ShapeElementCount(p.in);
+  p.out_size = ShapeElementCount(p.out);
+  p.kernel_size = ShapeElementCount(p.kernel);
+}
+
+// Conv: A = X, D = Y (dims from the forward output), begin pads as the forward kernel resolves them.
+ConvProblem ConvGeometry(const GradContext& ctx, const Tensor& x, const Tensor& w, const Tensor& y) {
+  if (x.rank() < 3 || w.rank() != x.rank() || y.rank() != x.rank()) {
+    ctx.Fail("X " + Dims(x.dims()) + " and W " + Dims(w.dims()) + " must be [N, C, spatial...] of one rank");
+  }
+  const size_t r = x.rank() - 2;
+  ConvProblem p;
+  p.group = ctx.node().AttrInt("group", 1);
+  p.batch = x.dims()[0];
+  p.in_channels = x.dims()[1];
+  p.out_channels = w.dims()[0];
+  if (p.group <= 0 || p.in_channels != w.dims()[1] * p.group || p.out_channels % p.group != 0 ||
+      y.dims()[1] != p.out_channels || y.dims()[0] != p.batch) {
+    ctx.Fail("X " + Dims(x.dims()) + ", W " + Dims(w.dims()) + " and Y " + Dims(y.dims()) +
+             " do not agree with group " + std::to_string(p.group));
+  }
+  p.cin_g = w.dims()[1];
+  p.cout_g = p.out_channels / p.group;
+  p.in.assign(x.dims().begin() + 2, x.dims().end());
+  p.out.assign(y.dims().begin() + 2, y.dims().end());
+  p.kernel.assign(w.dims().begin() + 2, w.dims().end());
+  CheckKernelShape(ctx, p.kernel);
+  ReadStridesDilations(ctx, r, p);
+  const std::string auto_pad = ctx.node().AttrString("auto_pad", "NOTSET");
+  const std::vector<int64_t> pads = ctx.node().AttrInts("pads", {});
+  if (!pads.empty() && pads.size() != 2 * r) ctx.Fail("pads " + Dims(pads) + " must have " + std::to_string(2 * r) + " values");
+  p.pads_begin.assign(r, 0);
+  for (size_t d = 0; d < r; ++d) {
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      const int64_t k_eff = (p.kernel[d] - 1) * p.dilations[d] + 1;
+      const int64_t out = (p.in[d] + p.strides[d] - 1) / p.strides[d];
+      const int64_t total = std::max<int64_t>(0, (out - 1) * p.strides[d] + k_eff - p.in[d]);
+      p.pads_begin[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+    } else if (auto_pad == "NOTSET" && !pads.empty()) {
+      p.pads_begin[d] = pads[d];
+    } else if (auto_pad != "NOTSET" && auto_pad != "VALID") {
+      ctx.Fail("unknown auto_pad '" + auto_pad + "'");
+    }
+  }
+  Finish(p);
+  return p;
+}
+
+// Floor division by 2 (also for negative totals), as the forward kernel splits ConvTranspose pads.
+int64_t FloorHalf(int64_t v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); }
+
+// ConvTranspose as the adjoint Conv: A = Y [N, M_y, out...], D = X [N, C_x, in...], weights [C_x, Cout_g, k].
+ConvProblem ConvTransposeGeometry(const GradContext& ctx, const Tensor& x, const Tensor& w, const Tensor& y) {
+  if (x.rank() < 3 || w.rank() != x.rank() || y.rank() != x.rank()) {
+    ctx.Fail("X " + Dims(x.dims()) + " and W " + Dims(w.dims()) + " must be [N, C, spatial...] of one rank");
+  }
+  const size_t r = x.rank() - 2;
+  ConvProblem p;
+  p.group = ctx.node().AttrInt("group", 1);
+  p.batch = x.dims()[0];
+  p.out_channels = x.dims()[1];  // conv output side: X
+  if (p.group <= 0 || w.dims()[0] != p.out_channels || p.out_channels % p.group != 0 ||
+      y.dims()[1] != w.dims()[1] * p.group || y.dims()[0] != p.batch) {
+    ctx.Fail("X " + Dims(x.dims()) + ", W " + Dims(w.dims()) + " and Y " + Dims(y.dims()) +
+             " do not agree with group " + std::to_string(p.group));
+  }
+  p.cin_g = w.dims()[1];
+  p.in_channels = p.cin_g * p.group;
+  p.cout_g = p.out_channels / p.group;
+  p.in.assign(y.dims().begin() + 2, y.dims().end());
+  p.out.assign(x.dims().begin() + 2, x.dims().end());
+  p.kernel.assign(w.dims().begin() + 2, w.dims().end());
+  CheckKernelShape(ctx, p.kernel);
+  ReadStridesDilations(ctx, r, p);
+  const Node& n = ctx.node();
+  const std::string auto_pad = n.AttrString("auto_pad", "NOTSET");
+  const std::vector<int64_t> pads = n.AttrInts("pads", {});
+  std::vector<int64_t> out_pad = n.AttrInts("output_padding", std::vector<int64_t>(r, 0));
+  std::vector<int64_t> requested = n.AttrInts("output_shape", {});
+  if (requested.size() == r + 2) requested.erase(requested.begin(), requested.begin() + 2);
+  if (out_pad.size() != r || (!pads.empty() && pads.size() != 2 * r) || (!requested.empty() && requested.size() != r)) {
+    ctx.Fail("output_padding, pads or output_shape do not match " + std::to_string(r) + " spatial dims");
+  }
+  const bool same = auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER";
+  p.pads_begin.assign(r, 0);
+  for (size_t d = 0; d < r; ++d) {
+    // x position i reaches y position i * stride - pad_begin + k * dilation (the forward kernel's split).
+    const int64_t full = p.strides[d] * (p.out[d] - 1) + out_pad[d] + (p.kernel[d] - 1) * p.dilations[d] + 1;
+    if (!requested.empty() || same) {
+      const int64_t total = full - p.in[d];
+      p.pads_begin[d] = auto_pad == "SAME_UPPER" ? FloorHalf(total) : total - FloorHalf(total);
+    } else if (auto_pad == "NOTSET" && !pads.empty()) {
+      p.pads_begin[d] = pads[d];
+    }
+  }
+  Finish(p);
+  return p;
+}
+
+void CheckBias(const GradContext& ctx, int64_t channels) {
+  const Tensor* b = ctx.input(2);
+  if (b != nullptr && (b->rank() != 1 || b->numel() != channels)) {
+    ctx.Fail("bias B " + Dims(b->dims()) + " must be [" + std::to_string(channels) + "]");
+  }
+}
+
+// db[c] = sum over images and positions of g[n, c, ...], by chunks of images summed in chunk order.
+template <typename T>
+Tensor ChannelSums(ThreadPool* pool, const Tensor& g) {
+  const int64_t n = g.dims()[0], c = g.dims()[1];
+  const int64_t size = g.numel() / std::max<int64_t>(1, n * c);
+  const int64_t chunks = (n + kImagesPerChunk - 1) / kImagesPerChunk;
+  std::vector<T> part(static_cast<size_t>(chunks * c), T(0));
+  const T* pg = g.data<T>();
+  auto run = [&](int64_t c0, int64_t c1) {
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      T* acc = part.data() + ch * c;
+      for (int64_t i = ch * kImagesPerChunk; i < std::min(n, (ch + 1) * kImagesPerChunk); ++i) {
+        for (int64_t m = 0; m < c; ++m) {
+          const T* row = pg + (i * c + m) * size;
+          T s = 0;
+          for (int64_t o = 0; o < size; ++o) s += row[o];
+          acc[m] += s;
+        }
+      }
+    }
+  };
+  if (pool != nullptr) pool->ParallelFor(chunks, 1, run); else run(0, chunks);
+  Tensor db(g.dtype(), {c});
+  T* out = db.mutable_data<T>();
+  std::fill(out, out + c, T(0));
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    for (int64_t m = 0; m < c; ++m) out[m] += part[static_cast<size_t>(ch * c + m)];
+  }
+  return db;
+}
+
+// For every kernel tap k and output position o, the offset into an input plane that the tap reads, or -1
+// where it reads padding: [kernel_size][out_size].
+std::vector<int64_t> TapTable(const ConvProblem& p) {
+  const size_t r = p.rank();
+  std::vector<int64_t> table(static_cast<size_t>(p.kernel_size * p.out_size));
+  const std::vector<int64_t> in_strides = RowStrides(p.in);
+  std::vector<int64_t> kc(r, 0), oc(r, 0);
+  for (int64_t k = 0; k < p.kernel_size; ++k) {
+    {
+      int64_t rem = k;
+      for (size_t d = r; d-- > 0;) {
+        kc[d] = rem % p.kernel[d];
+        rem /= p.kernel[d];
+      }
+    }
+    for (int64_t o = 0; o < p.out_size; ++o) {
+      int64_t rem = o, offset = 0;
+      bool inside = true;
+      for (size_t d = r; d-- > 0;) {
+        oc[d] = rem % p.out[d];
+        rem /= p.out[d];
+        const int64_t pos = oc[d] * p.strides[d] - p.pads_begin[d] + kc[d] * p.dilations[d];
+        inside = inside && pos >= 0 && pos < p.in[d];
+        offset += pos * in_strides[d];
+      }
+      table[static_cast<size_t>(k * p.out_size + o)] = inside ? offset : -1;
+    }
+  }
+  return table;
+}
+
+// The fast core. A [N, Cin, in], W [M, Cin_g, K], D [N, M, out]; each of the outputs may be null:
+//   dA = col2im(W_g^T D_g)           (Conv: dX from dY)
+//   dW = sum over images D_g col(A)^T (Conv: D = dY, A = X; ConvTranspose: D = X, A = dY)
+//   F  = W_g col(A)                   (ConvTranspose: dX = Conv(dY, W))
+template <typename T>
+void FastCore(ThreadPool* pool, const ConvProblem& p, const T* A, const T* W, const T* D, T* dA, T* dW, T* F) {
+  const std::vector<int64_t> table = TapTable(p);
+  const int64_t kc = p.cin_g * p.kernel_size;  // GEMM depth
+  const int64_t wsize = p.out_channels * kc;
+  const int64_t chunks = (p.batch + kImagesPerChunk - 1) / kImagesPerChunk;
+  std::vector<T> part_w(dW != nullptr ? static_cast<size_t>(chunks * wsize) : 0, T(0));
+  auto run = [&](int64_t c0, int64_t c1) {
+    std::vector<T> col(static_cast<size_t>(kc * p.out_size));
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      for (int64_t n = ch * kImagesPerChunk; n < std::min(p.batch, (ch + 1) * kImagesPerChunk); ++n) {
+        for (int64_t g = 0; g < p.group; ++g) {
+          const int64_t a0 = (n * p.in_channels + g * p.cin_g) * p.in_size;
+          const int64_t d0 = (n * p.out_channels + g * p.cout_g) * p.out_size;
+          ConstMap<T> Wg(W + g * p.cout_g * kc, p.cout_g, kc);
+          if (dW != nullptr || F != nullptr) {
+            const T* a = A + a0;
+            for (int64_t c = 0; c < p.cin_g; ++c) {
+              for (int64_t k = 0; k < p.kernel_size; ++k) {
+                const int64_t* t = table.data() + k * p.out_size;
+                T* dst = col.data() + (c * p.kernel_size + k) * p.out_size;
+                const T* src = a + c * p.in_size;
+                for (int64_t o = 0; o < p.out_size; ++o) dst[o] = t[o] >= 0 ? src[t[o]] : T(0);
+              }
+            }
+            ConstMap<T> Col(col.data(), kc, p.out_size);
+            if (dW != nullptr) {
+              MutMap<T> Pw(part_w.data() + ch * wsize + g * p.cout_g * kc, p.cout_g, kc);
+              Pw.noalias() += ConstMap<T>(D + d0, p.cout_g, p.out_size) * Col.transpose();
+            }
+            if (F != nullptr) MutMap<T>(F + d0, p.cout_g, p.out_size).noalias() = Wg * Col;
+          }
+          if (dA != nullptr) {
+            MutMap<T> Dcol(col.data(), kc, p.out_size);
+            Dcol.noalias() = Wg.transpose() * ConstMap<T>(D + d0, p.cout_g, p.out_size);
+            T* da = dA + a0;
+            std::fill(da, da + p.cin_g * p.in_size, T(0));
+            for (int64_t c = 0; c < p.cin_g; ++c) {
+              for (int64_t k = 0; k < p.kernel_size; ++k) {
+                const int64_t* t = table.data() + k * p.out_size;
+                const T* src = col.data() + (c * p.kernel_size + k) * p.out_size;
+                T* dst = da + c * p.in_size;
+                for (int64_t o = 0; o < p.out_size; ++o) {
+                  if (t[o] >= 0) dst[t[o]] += src[o];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  };
+  if (pool != nullptr) pool->ParallelFor(chunks, 1, run); else run(0, chunks);
+  if (dW != nullptr) {
+    std::fill(dW, dW + wsize, T(0));
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const T* src = part_w.data() + ch * wsize;
+      for (int64_t i = 0; i < wsize; ++i) dW[i] += src[i];
+    }
+  }
+}
+
+// Calls fn(n, m, o, c, k, x offset, w offset, y offset) for every product of a direct convolution loop
+// (taps inside the input only); c is the absolute input channel.
+template <typename Fn>
+void ForEachProduct(const ConvProblem& p, Fn&& fn) {
+  const size_t r = p.rank();
+  const std::vector<int64_t> in_strides = RowStrides(p.in);
+  std::vector<int64_t> oc(r), kc(r);
+  for (int64_t n = 0; n < p.batch; ++n) {
+    for (int64_t m = 0; m < p.out_channels; ++m) {
+      const int64_t grp = m / p.cout_g;
+      for (int64_t o = 0; o < p.out_size; ++o) {
+        int64_t rem = o;
+        for (size_t d = r; d-- > 0;) {
+          oc[d] = rem % p.out[d];
+          rem /= p.out[d];
+        }
+        for (int64_t c = 0; c < p.cin_g; ++c) {
+          for (int64_t k = 0; k < p.kernel_size; ++k) {
+            rem = k;
+            int64_t offset = 0;
+            bool inside = true;
+            for (size_t d = r; d-- > 0;) {
+              kc[d] = rem % p.kernel[d];
+              rem /= p.kernel[d];
+              const int64_t pos = oc[d] * p.strides[d] - p.pads_begin[d] + kc[d] * p.dilations[d];
+              inside = inside && pos >= 0 && pos < p.in[d];
+              offset += pos * in_strides[d];
+            }
+            if (!inside) continue;
+            fn((n * p.in_channels + grp * p.cin_g + c) * p.in_size + offset, (m * p.cin_g + c) * p.kernel_size + k,
+               (n * p.out_channels + m) * p.out_size + o);
+          }
+        }
+      }
+    }
+  }
+}
+
+Tensor ZerosLike(const Tensor& t) {
+  Tensor z(t.dtype(), t.dims());
+  std::fill(static_cast<uint8_t*>(z.mutable_raw()), static_cast<uint8_t*>(z.mutable_raw()) + z.nbytes(), uint8_t{0});
+  return z;
+}
+
+void ConvBackwardImpl(GradContext& ctx, bool fast) {
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr) return;
+  const Tensor& x = ctx.required_input(0);
+  const Tensor& w = ctx.required_input(1);
+  if (w.dtype() != x.dtype() || dy->dtype() != x.dtype()) ctx.Fail("X, W and dY have different element types");
+  const ConvProblem p = ConvGeometry(ctx, x, w, *dy);
+  CheckBias(ctx, p.out_channels);
+  DispatchFloat(ctx, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    Tensor dx, dw;
+    if (ctx.wanted(0)) dx = ZerosLike(x);
+    if (ctx.wanted(1)) dw = ZerosLike(w);
+    if (fast) {
+      FastCore<T>(ctx.pool(), p, x.data<T>(), w.data<T>(), dy->data<T>(), ctx.wanted(0) ? dx.mutable_data<T>() : nullptr,
+                  ctx.wanted(1) ? dw.mutable_data<T>() : nullptr, nullptr);
+    } else if (ctx.wanted(0) || ctx.wanted(1)) {
+      const T* px = x.data<T>();
+      const T* pw = w.data<T>();
+      const T* pg = dy->data<T>();
+      T* pdx = ctx.wanted(0) ? dx.mutable_data<T>() : nullptr;
+      T* pdw = ctx.wanted(1) ? dw.mutable_data<T>() : nullptr;
+      ForEachProduct(p, [&](int64_t xi, int64_t wi, int64_t yi) {
+        if (pdx != nullptr) pdx[xi] += pg[yi] * pw[wi];
+        if (pdw != nullptr) pdw[wi] += pg[yi] * px[xi];
+      });
+    }
+    if (ctx.wanted(0)) ctx.SetInputGrad(0, std::move(dx));
+    if (ctx.wanted(1)) ctx.SetInputGrad(1, std::move(dw));
+    if (ctx.wanted(2) && ctx.input(2) != nullptr) ctx.SetInputGrad(2, ChannelSums<T>(fast ? ctx.pool() : nullptr, *dy));
+  });
+}
+
+void ConvTransposeBackwardImpl(GradContext& ctx, bool fast) {
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr) return;
+  const Tensor& x = ctx.required_input(0);
+  const Tensor& w = ctx.required_input(1);
+  if (w.dtype() != x.dtype() || dy->dtype() != x.dtype()) ctx.Fail("X, W and dY have different element types");
+  const ConvProblem p = ConvTransposeGeometry(ctx, x, w, *dy);
+  CheckBias(ctx, p.in_channels);
+  DispatchFloat(ctx, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    Tensor dx, dw;
+    if (ctx.wanted(0)) dx = ZerosLike(x);
+    if (ctx.wanted(1)) dw = ZerosLike(w);
+    if (fast) {
+      // The adjoint Conv: its input is dY, its output side X.
+      FastCore<T>(ctx.pool(), p, dy->data<T>(), w.data<T>(), x.data<T>(), nullptr,
+                  ctx.wanted(1) ? dw.mutable_data<T>() : nullptr, ctx.wanted(0) ? dx.mutable_data<T>() : nullptr);
+    } else if (ctx.wanted(0) || ctx.wanted(1)) {
+      // Direct scatter loops, as the reference forward kernel: y[n, m, pos(i, k)] += x[n, c, i] w[c, co, k].
+      const size_t r = p.rank();
+      const std::vector<int64_t> y_strides = RowStrides(p.in);
+      const int64_t x_channels = p.out_channels, cin_g = p.cout_g, cout_g = p.cin_g;
+      const int64_t y_channels = p.in_channels;
+      const T* px = x.data<T>();
+      const T* pw = w.data<T>();
+      const T* pg = dy->data<T>();
+      T* pdx = ctx.wanted(0) ? dx.mutable_data<T>() : nullptr;
+      T* pdw = ctx.wanted(1) ? dw.mutable_data<T>() : nullptr;
+      std::vector<int64_t> ic(r), kc(r);
+      for (int64_t n = 0; n < p.batch; ++n) {
+        for (int64_t c = 0; c < x_channels; ++c) {
+          const int64_t grp = c / cin_g;
+          for (int64_t i = 0; i < p.out_size; ++i) {
+            int64_t rem = i;
+            for (size_t d = r; d-- > 0;) {
+              ic[d] = rem % p.out[d];
+              rem /= p.out[d];
+            }
+            const int64_t xi = (n * x_channels + c) * p.out_size + i;
+            for (int64_t co = 0; co < cout_g; ++co) {
+              const int64_t m = grp * cout_g + co;
+              for (int64_t k = 0; k < p.kernel_size; ++k) {
+                rem = k;
+                int64_t offset = 0;
+                bool inside = true;
+                for (size_t d = r; d-- > 0;) {
+                  kc[d] = rem % p.kernel[d];
+                  rem /= p.kernel[d];
+                  const int64_t pos = ic[d] * p.strides[d] - p.pads_begin[d] + kc[d] * p.dilations[d];
+                  inside = inside && pos >= 0 && pos < p.in[d];
+                  offset += pos * y_strides[d];
+                }
+                if (!inside) continue;
+                const int64_t yi = (n * y_channels + m) * p.in_size + offset;
+                const int64_t wi = (c * cout_g + co) * p.kernel_size + k;
+                if (pdx != nullptr) pdx[xi] += pg[yi] * pw[wi];
+                if (pdw != nullptr) pdw[wi] += pg[yi] * px[xi];
+              }
+            }
+          }
+        }
+      }
+    }
+    if (ctx.wanted(0)) ctx.SetInputGrad(0, std::move(dx));
+    if (ctx.wanted(1)) ctx.SetInputGrad(1, std::move(dw));
+    if (ctx.wanted(2) && ctx.input(2) != nullptr) ctx.SetInputGrad(2, ChannelSums<T>(fast ? ctx.pool() : nullptr, *dy));
+  });
+}
+
+}  // namespace
+
+namespace conv_grad {
+
+void ConvBackwardReference(GradContext& ctx) { ConvBackwardImpl(ctx, false); }
+void ConvBackwardFast(GradContext& ctx) { ConvBackwardImpl(ctx, true); }
+void ConvTransposeBackwardReference(GradContext& ctx) { ConvTransposeBackwardImpl(ctx, false); }
+void ConvTransposeBackwardFast(GradContext& ctx) { ConvTransposeBackwardImpl(ctx, true); }
+
+}  // namespace conv_grad
+
+void AddConvGrads(BackwardRegistry& r) {
+  r.Add({"Conv", 1, 1000, conv_grad::ConvBackwardFast, {0, 1, 2}});
+  r.Add({"ConvTranspose", 1, 1000, conv_grad::ConvTransposeBackwardFast, {0, 1, 2}});
+}
 
 }  // namespace compress::train
