@@ -13,16 +13,19 @@
 // - Reference: direct loops over every (image, output channel, output position, input channel, tap), as the
 //   reference forward kernels do; obviously correct, slow.
 // - Fast (the registered rules): per image and group, the im2col matrix col[Cin_g * K, out] of the conv input
-//   side gives dW_g += dY_g col^T and dcol = W_g^T dY_g (Eigen GEMMs), and col2im adds dcol into dX. Images are
+//   side gives dW_g += dY_g col^T and dcol = W_g^T dY_g (GEMMs: Eigen in float64, the executor's GEMM in
+//   float32), and col2im adds dcol into dX. Images are
 //   cut into chunks of a fixed size; each chunk accumulates its own partial dW and dB, and the partials are
 //   summed in chunk order, so results do not depend on the number of threads.
 // Both forms are exposed (namespace conv_grad) for the tests that compare them.
 #include <Eigen/Dense>
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "compress/exec/thread_pool.h"
+#include "exec/kernels/common.h"
 #include "train/grad_common.h"
 
 namespace compress::train {
@@ -36,6 +39,8 @@ void ConvTransposeBackwardFast(GradContext& ctx);
 }  // namespace conv_grad
 
 namespace {
+
+namespace gemm = kernels::gemm;
 
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -216,88 +221,173 @@ Tensor ChannelSums(ThreadPool* pool, const Tensor& g) {
   return db;
 }
 
-// For every kernel tap k and output position o, the offset into an input plane that the tap reads, or -1
-// where it reads padding: [kernel_size][out_size].
-std::vector<int64_t> TapTable(const ConvProblem& p) {
-  const size_t r = p.rank();
-  std::vector<int64_t> table(static_cast<size_t>(p.kernel_size * p.out_size));
+// The input positions a kernel tap reads along one output row (all but the last spatial dim fixed): for
+// output columns ow in [lo, hi) the tap reads plane offset base + ow * stride; elsewhere padding.
+struct TapRun {
+  int64_t base = 0, lo = 0, hi = 0;
+};
+
+// One run per (kernel tap, output row): [kernel_size][out_size / out_last].
+std::vector<TapRun> TapRuns(const ConvProblem& p) {
+  const size_t r = p.rank(), last = r - 1;
+  const int64_t ow_n = p.out[last], kw_n = p.kernel[last];
+  const int64_t rows = p.out_size / std::max<int64_t>(1, ow_n), krows = p.kernel_size / kw_n;
+  const int64_t s = p.strides[last], pad = p.pads_begin[last], dil = p.dilations[last], in_w = p.in[last];
   const std::vector<int64_t> in_strides = RowStrides(p.in);
-  std::vector<int64_t> kc(r, 0), oc(r, 0);
-  for (int64_t k = 0; k < p.kernel_size; ++k) {
-    {
-      int64_t rem = k;
-      for (size_t d = r; d-- > 0;) {
-        kc[d] = rem % p.kernel[d];
-        rem /= p.kernel[d];
-      }
+  std::vector<TapRun> runs(static_cast<size_t>(p.kernel_size * rows));
+  std::vector<int64_t> oc(r, 0), kc(r, 0);
+  for (int64_t kr = 0; kr < krows; ++kr) {
+    int64_t rem = kr;
+    for (size_t d = last; d-- > 0;) {
+      kc[d] = rem % p.kernel[d];
+      rem /= p.kernel[d];
     }
-    for (int64_t o = 0; o < p.out_size; ++o) {
-      int64_t rem = o, offset = 0;
+    for (int64_t orow = 0; orow < rows; ++orow) {
+      rem = orow;
+      int64_t offset = 0;
       bool inside = true;
-      for (size_t d = r; d-- > 0;) {
+      for (size_t d = last; d-- > 0;) {
         oc[d] = rem % p.out[d];
         rem /= p.out[d];
         const int64_t pos = oc[d] * p.strides[d] - p.pads_begin[d] + kc[d] * p.dilations[d];
         inside = inside && pos >= 0 && pos < p.in[d];
         offset += pos * in_strides[d];
       }
-      table[static_cast<size_t>(k * p.out_size + o)] = inside ? offset : -1;
+      for (int64_t kw = 0; kw < kw_n; ++kw) {
+        TapRun& run = runs[static_cast<size_t>((kr * kw_n + kw) * rows + orow)];
+        if (!inside) continue;
+        // Columns with ow * s - pad + kw * dil in [0, in_w).
+        const int64_t first = pad - kw * dil, last_pos = in_w - 1 + pad - kw * dil;
+        run.lo = first <= 0 ? 0 : (first + s - 1) / s;
+        run.hi = last_pos < 0 ? 0 : std::min(ow_n, last_pos / s + 1);
+        run.lo = std::min(run.lo, run.hi);
+        run.base = offset - pad + kw * dil;
+      }
     }
   }
-  return table;
+  return runs;
+}
+
+// col[(c, k), o] = a[c, position tap k reads at output o] (0 where it reads padding), for the Cin_g channels
+// at `a`: per output row a zero head, a (strided) copy, a zero tail.
+template <typename T>
+void Im2Col(const ConvProblem& p, const std::vector<TapRun>& runs, const T* a, T* col) {
+  const int64_t ow_n = p.out.back(), rows = p.out_size / std::max<int64_t>(1, ow_n), s = p.strides.back();
+  for (int64_t c = 0; c < p.cin_g; ++c) {
+    const T* src = a + c * p.in_size;
+    for (int64_t k = 0; k < p.kernel_size; ++k) {
+      T* dst = col + (c * p.kernel_size + k) * p.out_size;
+      const TapRun* run = runs.data() + k * rows;
+      for (int64_t orow = 0; orow < rows; ++orow, dst += ow_n) {
+        const TapRun& q = run[orow];
+        std::fill(dst, dst + q.lo, T(0));
+        if (s == 1) {
+          std::copy(src + q.base + q.lo, src + q.base + q.hi, dst + q.lo);
+        } else {
+          for (int64_t ow = q.lo; ow < q.hi; ++ow) dst[ow] = src[q.base + ow * s];
+        }
+        std::fill(dst + q.hi, dst + ow_n, T(0));
+      }
+    }
+  }
+}
+
+// da[c, position tap k reads at output o] += col[(c, k), o]: the adjoint of Im2Col.
+template <typename T>
+void Col2Im(const ConvProblem& p, const std::vector<TapRun>& runs, const T* col, T* da) {
+  const int64_t ow_n = p.out.back(), rows = p.out_size / std::max<int64_t>(1, ow_n), s = p.strides.back();
+  for (int64_t c = 0; c < p.cin_g; ++c) {
+    T* dst = da + c * p.in_size;
+    for (int64_t k = 0; k < p.kernel_size; ++k) {
+      const T* src = col + (c * p.kernel_size + k) * p.out_size;
+      const TapRun* run = runs.data() + k * rows;
+      for (int64_t orow = 0; orow < rows; ++orow, src += ow_n) {
+        const TapRun& q = run[orow];
+        for (int64_t ow = q.lo; ow < q.hi; ++ow) dst[q.base + ow * s] += src[ow];
+      }
+    }
+  }
 }
 
 // The fast core. A [N, Cin, in], W [M, Cin_g, K], D [N, M, out]; each of the outputs may be null:
 //   dA = col2im(W_g^T D_g)           (Conv: dX from dY)
 //   dW = sum over images D_g col(A)^T (Conv: D = dY, A = X; ConvTranspose: D = X, A = dY)
 //   F  = W_g col(A)                   (ConvTranspose: dX = Conv(dY, W))
+// float64 multiplies with Eigen; float32 with the executor's GEMM (the one the forward Conv uses: AVX2/FMA
+// where the CPU has it, chosen at run time, about three times Eigen's SSE2 build on the layers of a small
+// CNN). Either GEMM sums every element in an order fixed by the shape, so chunks are thread-independent.
 template <typename T>
 void FastCore(ThreadPool* pool, const ConvProblem& p, const T* A, const T* W, const T* D, T* dA, T* dW, T* F) {
-  const std::vector<int64_t> table = TapTable(p);
+  const std::vector<TapRun> runs = TapRuns(p);
   const int64_t kc = p.cin_g * p.kernel_size;  // GEMM depth
   const int64_t wsize = p.out_channels * kc;
   const int64_t chunks = (p.batch + kImagesPerChunk - 1) / kImagesPerChunk;
   std::vector<T> part_w(dW != nullptr ? static_cast<size_t>(chunks * wsize) : 0, T(0));
+  constexpr bool kFloat = std::is_same_v<T, float>;
+  // float32: W_g^T packed once per group as the left operand of dcol = W_g^T D_g.
+  const int64_t wt_size = gemm::PackedASize(kc, p.cout_g);
+  gemm::AlignedFloats wt_packed;
+  if constexpr (kFloat) {
+    if (dA != nullptr) {
+      wt_packed = gemm::AlignedFloats(p.group * wt_size);
+      for (int64_t g = 0; g < p.group; ++g) {
+        gemm::PackA(W + g * p.cout_g * kc, 1, kc, kc, p.cout_g, 1.0f, wt_packed.data() + g * wt_size);
+      }
+    }
+  }
   auto run = [&](int64_t c0, int64_t c1) {
     std::vector<T> col(static_cast<size_t>(kc * p.out_size));
+    gemm::AlignedFloats packed;  // float32: the right operand of one product
+    if constexpr (kFloat) {
+      packed = gemm::AlignedFloats(std::max(gemm::PackedBSize(p.out_size, p.cout_g),
+                                            gemm::PackedBSize(std::max(kc, p.cout_g), p.out_size)));
+    }
     for (int64_t ch = c0; ch < c1; ++ch) {
       for (int64_t n = ch * kImagesPerChunk; n < std::min(p.batch, (ch + 1) * kImagesPerChunk); ++n) {
         for (int64_t g = 0; g < p.group; ++g) {
           const int64_t a0 = (n * p.in_channels + g * p.cin_g) * p.in_size;
           const int64_t d0 = (n * p.out_channels + g * p.cout_g) * p.out_size;
-          ConstMap<T> Wg(W + g * p.cout_g * kc, p.cout_g, kc);
-          if (dW != nullptr || F != nullptr) {
-            const T* a = A + a0;
-            for (int64_t c = 0; c < p.cin_g; ++c) {
-              for (int64_t k = 0; k < p.kernel_size; ++k) {
-                const int64_t* t = table.data() + k * p.out_size;
-                T* dst = col.data() + (c * p.kernel_size + k) * p.out_size;
-                const T* src = a + c * p.in_size;
-                for (int64_t o = 0; o < p.out_size; ++o) dst[o] = t[o] >= 0 ? src[t[o]] : T(0);
-              }
+          const T* wg = W + g * p.cout_g * kc;
+          if (dW != nullptr || F != nullptr) Im2Col(p, runs, A + a0, col.data());
+          if (dW != nullptr) {
+            // dW_g^T [kc, cout_g] += col [kc, out] x D_g^T [out, cout_g]
+            T* pw = part_w.data() + ch * wsize + g * p.cout_g * kc;
+            if constexpr (kFloat) {
+              gemm::PackB(D + d0, 1, p.out_size, p.out_size, p.cout_g, packed.data());
+              gemm::Multiply(kc, p.cout_g, p.out_size, gemm::AView{col.data(), p.out_size},
+                             gemm::BView{packed.data(), gemm::kNr, p.out_size * gemm::kNr}, pw, p.cout_g,
+                             gemm::Init::kAccumulate);
+            } else {
+              MutMap<T>(pw, kc, p.cout_g).noalias() +=
+                  ConstMap<T>(col.data(), kc, p.out_size) * ConstMap<T>(D + d0, p.cout_g, p.out_size).transpose();
             }
-            ConstMap<T> Col(col.data(), kc, p.out_size);
-            if (dW != nullptr) {
-              MutMap<T> Pw(part_w.data() + ch * wsize + g * p.cout_g * kc, p.cout_g, kc);
-              Pw.noalias() += ConstMap<T>(D + d0, p.cout_g, p.out_size) * Col.transpose();
+          }
+          if (F != nullptr) {
+            // [cout_g, out] = W_g [cout_g, kc] x col [kc, out]
+            if constexpr (kFloat) {
+              gemm::PackB(col.data(), p.out_size, 1, kc, p.out_size, packed.data());
+              gemm::Multiply(p.cout_g, p.out_size, kc, gemm::AView{wg, kc},
+                             gemm::BView{packed.data(), gemm::kNr, kc * gemm::kNr}, F + d0, p.out_size,
+                             gemm::Init::kZero);
+            } else {
+              MutMap<T>(F + d0, p.cout_g, p.out_size).noalias() =
+                  ConstMap<T>(wg, p.cout_g, kc) * ConstMap<T>(col.data(), kc, p.out_size);
             }
-            if (F != nullptr) MutMap<T>(F + d0, p.cout_g, p.out_size).noalias() = Wg * Col;
           }
           if (dA != nullptr) {
-            MutMap<T> Dcol(col.data(), kc, p.out_size);
-            Dcol.noalias() = Wg.transpose() * ConstMap<T>(D + d0, p.cout_g, p.out_size);
+            // dcol [kc, out] = W_g^T [kc, cout_g] x D_g [cout_g, out]
+            if constexpr (kFloat) {
+              gemm::PackB(D + d0, p.out_size, 1, p.cout_g, p.out_size, packed.data());
+              gemm::Multiply(kc, p.out_size, p.cout_g, gemm::AView{wt_packed.data() + g * wt_size},
+                             gemm::BView{packed.data(), gemm::kNr, p.cout_g * gemm::kNr}, col.data(), p.out_size,
+                             gemm::Init::kZero);
+            } else {
+              MutMap<T>(col.data(), kc, p.out_size).noalias() =
+                  ConstMap<T>(wg, p.cout_g, kc).transpose() * ConstMap<T>(D + d0, p.cout_g, p.out_size);
+            }
             T* da = dA + a0;
             std::fill(da, da + p.cin_g * p.in_size, T(0));
-            for (int64_t c = 0; c < p.cin_g; ++c) {
-              for (int64_t k = 0; k < p.kernel_size; ++k) {
-                const int64_t* t = table.data() + k * p.out_size;
-                const T* src = col.data() + (c * p.kernel_size + k) * p.out_size;
-                T* dst = da + c * p.in_size;
-                for (int64_t o = 0; o < p.out_size; ++o) {
-                  if (t[o] >= 0) dst[t[o]] += src[o];
-                }
-              }
-            }
+            Col2Im(p, runs, col.data(), da);
           }
         }
       }
@@ -305,10 +395,18 @@ void FastCore(ThreadPool* pool, const ConvProblem& p, const T* A, const T* W, co
   };
   if (pool != nullptr) pool->ParallelFor(chunks, 1, run); else run(0, chunks);
   if (dW != nullptr) {
-    std::fill(dW, dW + wsize, T(0));
+    // Partials hold dW_g^T [kc, cout_g] per group; summed in chunk order, then transposed.
+    std::vector<T> sum(static_cast<size_t>(wsize), T(0));
     for (int64_t ch = 0; ch < chunks; ++ch) {
       const T* src = part_w.data() + ch * wsize;
-      for (int64_t i = 0; i < wsize; ++i) dW[i] += src[i];
+      for (int64_t i = 0; i < wsize; ++i) sum[static_cast<size_t>(i)] += src[i];
+    }
+    for (int64_t g = 0; g < p.group; ++g) {
+      for (int64_t j = 0; j < kc; ++j) {
+        for (int64_t m = 0; m < p.cout_g; ++m) {
+          dW[(g * p.cout_g + m) * kc + j] = sum[static_cast<size_t>(g * p.cout_g * kc + j * p.cout_g + m)];
+        }
+      }
     }
   }
 }
