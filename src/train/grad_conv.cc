@@ -13,10 +13,10 @@
 // - Reference: direct loops over every (image, output channel, output position, input channel, tap), as the
 //   reference forward kernels do; obviously correct, slow.
 // - Fast (the registered rules): per image and group, the im2col matrix col[Cin_g * K, out] of the conv input
-//   side gives dW_g += dY_g col^T and dcol = W_g^T dY_g (GEMMs: Eigen in float64, the executor's GEMM in
-//   float32), and col2im adds dcol into dX. Images are
-//   cut into chunks of a fixed size; each chunk accumulates its own partial dW and dB, and the partials are
-//   summed in chunk order, so results do not depend on the number of threads.
+//   side gives dW_g^T += col dY_g^T and dcol = W_g^T dY_g (GEMMs: Eigen in float64, the executor's GEMM in
+//   float32), and col2im adds dcol into dX. Images are cut into chunks of a fixed size; each chunk
+//   accumulates its own partial dW (and dB), and the partials are summed in chunk order, so results do not
+//   depend on the number of threads.
 // Both forms are exposed (namespace conv_grad) for the tests that compare them.
 #include <Eigen/Dense>
 #include <algorithm>
@@ -311,11 +311,12 @@ void Col2Im(const ConvProblem& p, const std::vector<TapRun>& runs, const T* col,
 
 // The fast core. A [N, Cin, in], W [M, Cin_g, K], D [N, M, out]; each of the outputs may be null:
 //   dA = col2im(W_g^T D_g)           (Conv: dX from dY)
-//   dW = sum over images D_g col(A)^T (Conv: D = dY, A = X; ConvTranspose: D = X, A = dY)
+//   dW = sum over images D_g col(A)^T (Conv: D = dY, A = X; ConvTranspose: D = X, A = dY), computed as its
+//        transpose col(A) D_g^T so that col is read in place and only the small D_g is packed
 //   F  = W_g col(A)                   (ConvTranspose: dX = Conv(dY, W))
-// float64 multiplies with Eigen; float32 with the executor's GEMM (the one the forward Conv uses: AVX2/FMA
-// where the CPU has it, chosen at run time, about three times Eigen's SSE2 build on the layers of a small
-// CNN). Either GEMM sums every element in an order fixed by the shape, so chunks are thread-independent.
+// float64 multiplies with Eigen; float32 with the executor's GEMM (the one the forward Conv uses, with
+// AVX2/FMA micro-kernels chosen at run time where the CPU has them, which the SSE2 build of Eigen lacks).
+// Either GEMM sums every element in an order fixed by the shape, so chunks are thread-independent.
 template <typename T>
 void FastCore(ThreadPool* pool, const ConvProblem& p, const T* A, const T* W, const T* D, T* dA, T* dW, T* F) {
   const std::vector<TapRun> runs = TapRuns(p);
