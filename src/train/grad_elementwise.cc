@@ -43,7 +43,21 @@ void Unary(GradContext& ctx, DFn&& d) {
 }
 
 void ReluBackward(GradContext& ctx) {
-  Unary(ctx, [](double x, double) { return x > 0 ? 1.0 : 0.0; });
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr || !ctx.wanted(0)) return;
+  const Tensor& x = ctx.required_input(0);
+  if (x.dtype() != DType::kFloat || dy->dtype() != DType::kFloat) {
+    Unary(ctx, [](double v, double) { return v > 0 ? 1.0 : 0.0; });
+    return;
+  }
+  // Float32, the training case: a bit mask instead of a branch on the sign, which mispredicts on every
+  // other element. dx = dy where x > 0, else +0.
+  Tensor dx(x.dtype(), x.dims());
+  const float* px = x.data<float>();
+  const uint32_t* pg = static_cast<const uint32_t*>(dy->raw());
+  uint32_t* o = static_cast<uint32_t*>(dx.mutable_raw());
+  for (int64_t i = 0; i < x.numel(); ++i) o[i] = pg[i] & (0u - static_cast<uint32_t>(px[i] > 0.0f));
+  ctx.SetInputGrad(0, std::move(dx));
 }
 
 void LeakyReluBackward(GradContext& ctx) {

@@ -698,7 +698,17 @@ struct ReluFn : UnaryBase {
   explicit ReluFn(const Node&) {}
   template <typename T>
   T operator()(T x) const {
-    return x < 0 ? T{0} : x;
+    if constexpr (std::is_same_v<T, float>) {
+      // Branch-free: a branch on the sign mispredicts on every other element of an activation (it took
+      // half of a small CNN's forward time). Clears the bits of negative values only: NaN and -0 stay.
+      uint32_t bits;
+      std::memcpy(&bits, &x, sizeof bits);
+      bits &= 0u - static_cast<uint32_t>(!(x < 0.0f));
+      std::memcpy(&x, &bits, sizeof bits);
+      return x;
+    } else {
+      return x < 0 ? T{0} : x;
+    }
   }  // keeps NaN
 };
 
