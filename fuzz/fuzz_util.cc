@@ -14,6 +14,8 @@
 #include "compress/ir/graph.h"
 #include "compress/pipeline/pipeline.h"
 #include "compress/pipeline/recipe.h"
+#include "compress/train/autodiff.h"
+#include "compress/train/qat.h"
 #include "compress/util/error.h"
 
 namespace fuzz {
@@ -108,6 +110,56 @@ const std::vector<Recipe>& CompressionRecipes() {
   return recipes;
 }
 
+// Largest number of input elements a training step feeds: bigger steps only slow the fuzzer down.
+constexpr int64_t kMaxStepElements = int64_t{1} << 16;
+
+// One forward and backward pass with respect to every trainable weight (what fine-tuning does each step),
+// on inputs of the declared types with every free dimension 2; and the QAT rewrite and its undoing on a
+// QDQ model. Missing backward rules and bad graphs are compress::Error.
+void TrainStep(const Model& model) {
+  if (model.graph.outputs.empty()) return;
+  if (compress::train::HasQdq(model)) {
+    Model q = model;
+    const compress::train::QatState state = compress::train::PrepareQat(q);
+    compress::train::FinishQat(q, state);
+  }
+  const std::vector<std::string> seeds = {model.graph.outputs[0].name};
+  const std::vector<std::string> params = compress::train::Backprop::TrainableParameters(model, seeds);
+  if (params.empty()) return;
+  compress::train::BackpropOptions o;
+  o.threads = 1;
+  compress::train::Backprop bp(model, params, seeds, o);
+  std::vector<compress::Tensor> inputs;
+  int64_t elements = 0;
+  for (const auto& in : bp.data_inputs()) {
+    if (in.type.kind != compress::TypeInfo::Kind::kTensor || !in.type.has_shape) return;
+    std::vector<int64_t> dims;
+    for (const auto& d : in.type.shape) dims.push_back(d.is_fixed() ? *d.value : 2);
+    const int64_t n = compress::ShapeElementCount(dims);
+    elements += n;
+    if (elements > kMaxStepElements) return;
+    compress::Tensor t(in.type.elem_type, dims);
+    if (t.dtype() == compress::DType::kFloat) {
+      for (int64_t i = 0; i < n; ++i) t.mutable_data<float>()[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
+    }
+    inputs.push_back(t);
+  }
+  std::vector<compress::Tensor> values;
+  for (const auto& p : params) values.push_back(*model.graph.FindInitializer(p));
+  const compress::train::ValueMap fwd = bp.Forward(inputs, values);
+  const auto out = fwd.find(seeds[0]);
+  if (out == fwd.end() || (out->second.dtype() != compress::DType::kFloat && out->second.dtype() != compress::DType::kDouble)) {
+    return;
+  }
+  compress::Tensor seed(out->second.dtype(), out->second.dims());
+  if (seed.dtype() == compress::DType::kFloat) {
+    for (int64_t i = 0; i < seed.numel(); ++i) seed.mutable_data<float>()[i] = 1.0f;
+  }
+  const std::vector<compress::Tensor> grads = bp.Backward(fwd, {seed});
+  FUZZ_CHECK(grads.size() == params.size());
+  for (size_t i = 0; i < grads.size(); ++i) FUZZ_CHECK(grads[i].dims() == values[i].dims());
+}
+
 }  // namespace
 
 const std::string& ScratchDir() {
@@ -143,6 +195,10 @@ void RunModelPipeline(const std::string& bytes) {
       (void)compress::SerializeModel(m);
     } catch (const Error&) {
     }
+  }
+  try {
+    TrainStep(model);
+  } catch (const Error&) {
   }
   try {
     compress::SaveOptions save;

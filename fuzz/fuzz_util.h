@@ -33,7 +33,8 @@ std::string WriteScratch(const std::string& name, const uint8_t* data, size_t si
 
 // Model bytes -> ParseModel (external data resolved against ScratchDir()/ext) -> verification ->
 // the default clean-up passes -> fp16, dynamic INT8 and weight-only INT8 each on its own copy ->
-// serialized; the cleaned model also goes through SaveModel with external data.
+// serialized; the cleaned model also goes through one training step (forward and backward over every
+// trainable weight; the QAT rewrite and back on QDQ models) and SaveModel with external data.
 void RunModelPipeline(const std::string& bytes);
 
 // Largest input the model harnesses accept: bigger inputs only slow the fuzzer down.

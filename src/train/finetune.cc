@@ -97,6 +97,67 @@ int64_t PeakResidentBytes() {
   return 0;
 }
 
+TrainStepTiming TimeTrainingStep(const Model& model, const std::vector<Tensor>& inputs, int threads,
+                                 double min_seconds) {
+  if (model.graph.outputs.empty()) ThrowInvalid("the model has no outputs");
+  const std::string out0 = model.graph.outputs[0].name;
+  const std::vector<std::string> params = Backprop::TrainableParameters(model, {out0});
+  if (params.empty()) ThrowInvalid("the model has no float weights on the way to its first output: nothing to train");
+  BackpropOptions bo;
+  bo.threads = threads;
+  Backprop bp(model, params, {out0}, bo);
+  ExecutorOptions eo;
+  eo.threads = threads;
+  Executor forward(model, eo);
+  std::vector<Tensor> values;
+  std::vector<bool> decay;
+  TrainStepTiming t;
+  for (const auto& p : params) {
+    const Tensor& w = *model.graph.FindInitializer(p);
+    values.push_back(Tensor::FromBytes(w.dtype(), w.dims(), w.raw(), w.nbytes(), w.name()));
+    decay.push_back(w.rank() >= 2);
+    t.parameters += w.numel();
+  }
+  // The teacher's logits: the model's own outputs moved a little, so that the loss has a gradient.
+  Tensor teacher = forward.Run(inputs).at(0);
+  if (teacher.dtype() == DType::kFloat) {
+    float* p = teacher.mutable_data<float>();
+    for (int64_t i = 0; i < teacher.numel(); ++i) p[i] += 0.5f * static_cast<float>((i * 7) % 5) - 1.0f;
+  }
+  OptimizerOptions oo;
+  Optimizer opt(oo, decay);
+  auto step = [&] {
+    const ValueMap fwd = bp.Forward(inputs, values);
+    const LossValue kd = DistillationLoss(fwd.at(out0), teacher, 4.0);
+    const std::vector<Tensor> grads = bp.Backward(fwd, {kd.grad});
+    opt.Step(values, grads, {});
+  };
+  for (int i = 0; i < 2; ++i) {  // warm-up: first-touch allocations, caches
+    forward.Run(inputs);
+    step();
+  }
+  std::vector<double> f, s;
+  const auto start = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  while (f.size() < 5 || since(start) < min_seconds) {
+    auto t0 = std::chrono::steady_clock::now();
+    forward.Run(inputs);
+    f.push_back(since(t0));
+    t0 = std::chrono::steady_clock::now();
+    step();
+    s.push_back(since(t0));
+  }
+  std::sort(f.begin(), f.end());
+  std::sort(s.begin(), s.end());
+  t.forward_seconds = f[f.size() / 2];
+  t.step_seconds = s[s.size() / 2];
+  t.runs = static_cast<int64_t>(f.size());
+  t.peak_rss_bytes = PeakResidentBytes();
+  return t;
+}
+
 nlohmann::json FinetuneResult::ToJson() const {
   nlohmann::json j;
   j["samples_per_epoch"] = samples;

@@ -1,6 +1,8 @@
 #include "train/grad_common.h"
 
+#include "compress/exec/thread_pool.h"
 #include "compress/util/error.h"
+#include "exec/kernels/common.h"
 
 namespace compress::train {
 
@@ -95,6 +97,35 @@ int64_t NormAxis(const GradContext& ctx, int64_t axis, int64_t rank) {
     ctx.Fail("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
   }
   return axis < 0 ? axis + rank : axis;
+}
+
+void MatMulF32(ThreadPool* pool, int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs,
+               const float* b, int64_t b_rs, int64_t b_cs, float* c, bool accumulate) {
+  namespace gemm = kernels::gemm;
+  if (m <= 0 || n <= 0) return;
+  const gemm::Init init = accumulate ? gemm::Init::kAccumulate : gemm::Init::kZero;
+  if (k <= 0) {
+    if (!accumulate) std::fill(c, c + m * n, 0.0f);
+    return;
+  }
+  gemm::AlignedFloats pa(gemm::PackedASize(m, k)), pb(gemm::PackedBSize(k, n));
+  gemm::PackA(a, a_rs, a_cs, m, k, 1.0f, pa.data());
+  gemm::PackB(b, b_rs, b_cs, k, n, pb.data());
+  // Row blocks of whole micro-panels, fixed in size so that the split does not depend on the thread count.
+  constexpr int64_t kRowBlock = gemm::kMr * 8;
+  const int64_t blocks = (m + kRowBlock - 1) / kRowBlock;
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t r0 = blk * kRowBlock, rows = std::min(kRowBlock, m - r0);
+      gemm::Multiply(rows, n, k, gemm::AView{pa.data() + r0 * k}, gemm::BView{pb.data(), gemm::kNr, k * gemm::kNr},
+                     c + r0 * n, n, init);
+    }
+  };
+  if (pool != nullptr && blocks > 1) {
+    pool->ParallelFor(blocks, 1, run);
+  } else {
+    run(0, blocks);
+  }
 }
 
 std::vector<int64_t> ReadInts(const Tensor& t) {

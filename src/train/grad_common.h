@@ -35,6 +35,13 @@ Tensor BroadcastTo(const Tensor& t, const std::vector<int64_t>& dims);
 // Normalises a possibly negative axis into [0, rank); Fail()s on ctx when out of range.
 int64_t NormAxis(const GradContext& ctx, int64_t axis, int64_t rank);
 
+// C (m x n, row-major, row stride n) = A (m x k) * B (k x n), or C += A * B, in float32 on the executor's
+// GEMM (AVX2+FMA where the CPU has it). A's element (i, p) is at a[i * a_rs + p * a_cs], B's (p, j) at
+// b[p * b_rs + j * b_cs], so transposed operands need no copy. Rows of C are split over `pool` (may be
+// null) in fixed blocks; every element sums over k in the same order, so results do not depend on it.
+void MatMulF32(ThreadPool* pool, int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs,
+               const float* b, int64_t b_rs, int64_t b_cs, float* c, bool accumulate);
+
 // Reads an int32 / int64 tensor into int64 values.
 std::vector<int64_t> ReadInts(const Tensor& t);
 

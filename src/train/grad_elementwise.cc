@@ -8,6 +8,9 @@
 // No rule here uses the thread pool: every loop is a plain sequential pass, so gradients do not depend on
 // the thread count.
 #include <cmath>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <cstring>
 #include <string>
 #include <vector>
@@ -56,7 +59,15 @@ void ReluBackward(GradContext& ctx) {
   const float* px = x.data<float>();
   const uint32_t* pg = static_cast<const uint32_t*>(dy->raw());
   uint32_t* o = static_cast<uint32_t*>(dx.mutable_raw());
-  for (int64_t i = 0; i < x.numel(); ++i) o[i] = pg[i] & (0u - static_cast<uint32_t>(px[i] > 0.0f));
+  int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 4 <= x.numel(); i += 4) {
+    const __m128 mask = _mm_cmpgt_ps(_mm_loadu_ps(px + i), _mm_setzero_ps());
+    _mm_storeu_ps(reinterpret_cast<float*>(o + i),
+                  _mm_and_ps(mask, _mm_loadu_ps(reinterpret_cast<const float*>(pg + i))));
+  }
+#endif
+  for (; i < x.numel(); ++i) o[i] = pg[i] & (0u - static_cast<uint32_t>(px[i] > 0.0f));
   ctx.SetInputGrad(0, std::move(dx));
 }
 

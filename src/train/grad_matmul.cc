@@ -28,6 +28,50 @@ void GemmBackward(GradContext& ctx) {
   const double alpha = ctx.node().AttrFloat("alpha", 1.0f);
   const double beta = ctx.node().AttrFloat("beta", 1.0f);
   if (a.rank() != 2 || b.rank() != 2) ctx.Fail("Gemm inputs must be 2-D");
+  if (dy->dtype() == DType::kFloat && a.dtype() == DType::kFloat && b.dtype() == DType::kFloat) {
+    // Float32 on the executor's GEMM. op(A) is M x K, op(B) K x N; strides express the transposes.
+    const int64_t M = ta ? a.dims()[1] : a.dims()[0], K = ta ? a.dims()[0] : a.dims()[1];
+    const int64_t N = tb ? b.dims()[0] : b.dims()[1];
+    const float* pa = a.data<float>();
+    const float* pb = b.data<float>();
+    const float* g = dy->data<float>();
+    // op(A)(i, p) = A[ta ? p*M+i : i*K+p]; op(B)(p, j) = B[tb ? j*K+p : p*N+j].
+    if (ctx.wanted(0)) {
+      Tensor da(a.dtype(), a.dims());
+      if (!ta) {  // dA (M x K) = G (M x N) op(B)^T (N x K)
+        MatMulF32(ctx.pool(), M, K, N, g, N, 1, pb, tb ? K : 1, tb ? 1 : N, da.mutable_data<float>(), false);
+      } else {    // dA (K x M) = op(B) (K x N) G^T (N x M)
+        MatMulF32(ctx.pool(), K, M, N, pb, tb ? 1 : N, tb ? K : 1, g, 1, N, da.mutable_data<float>(), false);
+      }
+      if (alpha != 1.0) {
+        float* p = da.mutable_data<float>();
+        for (int64_t i = 0; i < da.numel(); ++i) p[i] *= static_cast<float>(alpha);
+      }
+      ctx.SetInputGrad(0, std::move(da));
+    }
+    if (ctx.wanted(1)) {
+      Tensor db(b.dtype(), b.dims());
+      if (!tb) {  // dB (K x N) = op(A)^T (K x M) G (M x N)
+        MatMulF32(ctx.pool(), K, N, M, pa, ta ? M : 1, ta ? 1 : K, g, N, 1, db.mutable_data<float>(), false);
+      } else {    // dB (N x K) = G^T (N x M) op(A) (M x K)
+        MatMulF32(ctx.pool(), N, K, M, g, 1, N, pa, ta ? 1 : K, ta ? M : 1, db.mutable_data<float>(), false);
+      }
+      if (alpha != 1.0) {
+        float* p = db.mutable_data<float>();
+        for (int64_t i = 0; i < db.numel(); ++i) p[i] *= static_cast<float>(alpha);
+      }
+      ctx.SetInputGrad(1, std::move(db));
+    }
+    if (ctx.wanted(2) && ctx.input(2) != nullptr) {
+      Tensor dc = ReduceToShape(*dy, ctx.input(2)->dims());
+      if (beta != 1.0) {
+        float* p = dc.mutable_data<float>();
+        for (int64_t i = 0; i < dc.numel(); ++i) p[i] *= static_cast<float>(beta);
+      }
+      ctx.SetInputGrad(2, std::move(dc));
+    }
+    return;
+  }
   DispatchFloat(ctx, dy->dtype(), [&](auto tag) {
     using T = decltype(tag);
     ConstMap<T> A(a.data<T>(), a.dims()[0], a.dims()[1]);
@@ -101,6 +145,19 @@ void MatMulBackward(GradContext& ctx) {
       ConstMap<T> B(b.data<T>(), k, n);
       ConstMap<T> GM(G, rows, n);
       if (ShapeElementCount(abatch) != nb) ctx.Fail("MatMul: unexpected broadcast of A");
+      if constexpr (std::is_same_v<T, float>) {
+        if (ctx.wanted(0)) {  // dA (rows x k) = G (rows x n) B^T
+          Tensor da(a.dtype(), a.dims());
+          MatMulF32(ctx.pool(), rows, k, n, G, n, 1, b.data<float>(), 1, n, da.mutable_data<float>(), false);
+          ctx.SetInputGrad(0, std::move(da));
+        }
+        if (ctx.wanted(1)) {  // dB (k x n) = A^T G
+          Tensor db(b.dtype(), b.dims());
+          MatMulF32(ctx.pool(), k, n, rows, a.data<float>(), 1, k, G, n, 1, db.mutable_data<float>(), false);
+          ctx.SetInputGrad(1, std::move(db));
+        }
+        return;
+      }
       if (ctx.wanted(0)) {
         Tensor da(a.dtype(), a.dims());
         MutMap<T>(da.mutable_data<T>(), rows, k).noalias() = GM * B.transpose();

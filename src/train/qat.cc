@@ -94,7 +94,8 @@ QatState PrepareQat(Model& model) {
       const Tensor* scale = g.FindInitializer(n.inputs[1]);
       const std::string zp_name = n.inputs.size() > 2 ? n.inputs[2] : std::string();
       const Tensor* zp = zp_name.empty() ? nullptr : g.FindInitializer(zp_name);
-      if (q != nullptr && scale != nullptr && (zp_name.empty() || zp != nullptr)) {
+      const bool zp_fits = zp == nullptr || zp->numel() == 1 || (scale != nullptr && zp->numel() == scale->numel());
+      if (q != nullptr && scale != nullptr && (zp_name.empty() || zp != nullptr) && zp_fits && scale->numel() >= 1) {
         const int64_t rank = q->rank();
         int64_t axis = n.AttrInt("axis", 1);
         if (scale->numel() > 1) {

@@ -82,6 +82,19 @@ struct FinetuneResult {
 // Error(kUsage) for options that cannot work (labels asked for but absent, unknown feature values).
 FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOptions& options);
 
+// Time of one training step (forward with every value kept, distillation loss, backward over every
+// trainable weight, AdamW update) against one plain forward run of the executor on the same inputs,
+// interleaved so that both see the same machine load. Medians over at least 5 pairs and `min_seconds`.
+struct TrainStepTiming {
+  double forward_seconds = 0;
+  double step_seconds = 0;
+  int64_t runs = 0;
+  int64_t parameters = 0;      // trained elements
+  int64_t peak_rss_bytes = 0;  // of the process after the runs
+};
+TrainStepTiming TimeTrainingStep(const Model& model, const std::vector<Tensor>& inputs, int threads,
+                                 double min_seconds);
+
 // The process's peak resident set size in bytes (0 when the system does not say).
 int64_t PeakResidentBytes();
 

@@ -11,6 +11,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <limits>
 #include <optional>
 #include <string>
@@ -870,6 +873,18 @@ KernelFactory UnaryKernel(bool fast) {
           py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
         }
         ctx.pool().ParallelFor(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+#if defined(__SSE2__)
+          if constexpr (std::is_same_v<Fn, ReluFn> && std::is_same_v<T, float>) {
+            // Four at a time, the same values as ReluFn: lanes where x < 0 are cleared, NaN and -0 kept.
+            int64_t i = begin;
+            for (; i + 4 <= end; i += 4) {
+              const __m128 x4 = _mm_loadu_ps(px + i);
+              _mm_storeu_ps(py + i, _mm_andnot_ps(_mm_cmplt_ps(x4, _mm_setzero_ps()), x4));
+            }
+            for (; i < end; ++i) py[i] = fn(px[i]);
+            return;
+          }
+#endif
           if constexpr (Fn::kArray && std::is_same_v<T, float>) {
             if (fast) {
               ArrayMap(px + begin, py + begin, end - begin, fn);
