@@ -176,47 +176,7 @@ namespace compress::train {
 namespace {
 
 // The float32 Gemm / MatMul rules run on the executor's GEMM, the float64 ones on Eigen: the same
-// gradients up to float32 rounding over sums of a few dozen products.
-constexpr double kF32VsF64 = 2e-5;
-
-Tensor ToF32(const Tensor& t) {
-  Tensor f(DType::kFloat, t.dims());
-  for (int64_t i = 0; i < t.numel(); ++i) f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
-  return f;
-}
-
-std::vector<Tensor> RuleGradients(const testing::GradCase& c, bool f32) {
-  testing::GradCase g = c;
-  if (f32) {
-    for (auto& t : g.inputs) t = ToF32(t);
-  }
-  const Model m = testing::OneNodeModel(g);
-  std::vector<std::string> params;
-  std::vector<Tensor> values;
-  for (size_t i = 0; i < g.inputs.size(); ++i) {
-    params.push_back("x" + std::to_string(i));
-    values.push_back(g.inputs[i]);
-  }
-  BackpropOptions o;
-  o.threads = 2;
-  Backprop bp(m, params, {"y0"}, o);
-  const ValueMap fwd = bp.Forward({}, values);
-  Tensor r = RandomTensor(DType::kDouble, fwd.at("y0").dims(), 77);
-  return bp.Backward(fwd, {f32 ? ToF32(r) : r});
-}
-
-void ExpectFloat32MatchesFloat64(const testing::GradCase& c) {
-  const auto g64 = RuleGradients(c, false), g32 = RuleGradients(c, true);
-  ASSERT_EQ(g64.size(), g32.size());
-  for (size_t p = 0; p < g64.size(); ++p) {
-    ASSERT_EQ(g64[p].dims(), g32[p].dims());
-    for (int64_t e = 0; e < g64[p].numel(); ++e) {
-      const double want = g64[p].data<double>()[e];
-      EXPECT_NEAR(g32[p].data<float>()[e], want, kF32VsF64 * (1 + std::abs(want))) << c.op << " input " << p << "[" << e << "]";
-    }
-  }
-}
-
+// gradients up to float32 rounding (testing::kFloat32VsFloat64).
 TEST(GradCheck, GemmAndMatMulFloat32OnTheExecutorsGemm) {
   uint32_t seed = 40;
   for (int ta = 0; ta < 2; ++ta) {
@@ -229,7 +189,7 @@ TEST(GradCheck, GemmAndMatMulFloat32OnTheExecutorsGemm) {
       c.inputs = {RandomTensor(DType::kDouble, ta ? std::vector<int64_t>{37, 53} : std::vector<int64_t>{53, 37}, seed++),
                   RandomTensor(DType::kDouble, tb ? std::vector<int64_t>{19, 37} : std::vector<int64_t>{37, 19}, seed++),
                   RandomTensor(DType::kDouble, {1, 19}, seed++)};
-      ExpectFloat32MatchesFloat64(c);
+      testing::ExpectFloat32MatchesFloat64(c);
     }
   }
   for (const auto& [a, b] : std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>{
@@ -237,7 +197,7 @@ TEST(GradCheck, GemmAndMatMulFloat32OnTheExecutorsGemm) {
     testing::GradCase c;
     c.op = "MatMul";
     c.inputs = {RandomTensor(DType::kDouble, a, seed++), RandomTensor(DType::kDouble, b, seed++)};
-    ExpectFloat32MatchesFloat64(c);
+    testing::ExpectFloat32MatchesFloat64(c);
   }
 }
 

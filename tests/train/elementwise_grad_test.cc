@@ -26,94 +26,7 @@ constexpr GradTolerance kSmoothF64{1e-7, 1e-6};
 // Cast to float32 rounds the output to 24 bits: with h = 1e-2 the rounding of y (6e-8 |y|) over 2h gives
 // up to ~1e-5 per element of the loss.
 constexpr GradTolerance kCastToFloat{5e-5, 1e-4};
-// The float32 rules against the float64 ones on the same values: the forward outputs and the rule's
-// arithmetic round to 24 bits (relative 6e-8), a few operations deep.
-constexpr GradTolerance kFloat32VsFloat64{1e-5, 1e-4};
 
-// Largest |numeric - analytic| over one test, recorded as the test property worst_abs_error
-// (--gtest_output=xml) so that the margin under the tolerance can be read off a run.
-class WorstError {
- public:
-  void operator()(double e) { worst_ = std::max(worst_, e); }
-  ~WorstError() {
-    char text[32];
-    std::snprintf(text, sizeof(text), "%.2e", worst_);
-    ::testing::Test::RecordProperty("worst_abs_error", text);
-  }
-
- private:
-  double worst_ = 0;
-};
-
-// The rule's gradients of every float input for case c, the loss weights as ExpectGradientsMatch makes them.
-std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
-  const Model model = testing::OneNodeModel(c);
-  std::vector<std::string> params;
-  std::vector<Tensor> values;
-  for (size_t i = 0; i < c.inputs.size(); ++i) {
-    const DType d = c.inputs[i].dtype();
-    const bool trainable = c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble)
-                                               : (i < c.trainable.size() && c.trainable[i]);
-    if (!trainable) continue;
-    params.push_back("x" + std::to_string(i));
-    values.push_back(c.inputs[i]);
-  }
-  ExecutorOptions eo;
-  eo.threads = 1;
-  eo.reference_kernels = c.reference_kernels;
-  Executor probe(model, eo);
-  const std::vector<Tensor> outs = probe.Run({});
-  std::vector<std::string> seeds;
-  std::vector<Tensor> weights;
-  for (size_t k = 0; k < outs.size(); ++k) {
-    if (outs[k].dtype() != DType::kFloat && outs[k].dtype() != DType::kDouble) continue;
-    seeds.push_back("y" + std::to_string(k));
-    weights.push_back(RandomTensor(outs[k].dtype(), outs[k].dims(), 1000u + static_cast<uint32_t>(k)));
-  }
-  BackpropOptions bo;
-  bo.threads = threads;
-  bo.reference_kernels = c.reference_kernels;
-  Backprop bp(model, params, seeds, bo);
-  return bp.Backward(bp.Forward({}, values), weights);
-}
-
-GradCase ToFloat32(GradCase c) {
-  for (Tensor& t : c.inputs) {
-    if (t.dtype() != DType::kDouble) continue;
-    Tensor f(DType::kFloat, t.dims());
-    for (int64_t i = 0; i < t.numel(); ++i)
-      f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
-    t = f;
-  }
-  return c;
-}
-
-// The float32 rule gives the float64 rule's gradients to float32 accuracy.
-void ExpectFloat32MatchesFloat64(const GradCase& c64) {
-  const std::vector<Tensor> g64 = RuleGradients(c64, 1);
-  const std::vector<Tensor> g32 = RuleGradients(ToFloat32(c64), 1);
-  ASSERT_EQ(g64.size(), g32.size());
-  for (size_t p = 0; p < g64.size(); ++p) {
-    ASSERT_EQ(g32[p].dtype(), DType::kFloat) << c64.op;
-    ASSERT_EQ(g32[p].dims(), g64[p].dims()) << c64.op;
-    for (int64_t e = 0; e < g64[p].numel(); ++e) {
-      const double a = g64[p].data<double>()[e], b = g32[p].data<float>()[e];
-      EXPECT_LE(std::abs(a - b), kFloat32VsFloat64.abs + kFloat32VsFloat64.rel * std::abs(a))
-          << c64.op << " float32 gradient " << p << "[" << e << "]: " << b << " vs float64 " << a;
-    }
-  }
-}
-
-// Same gradients, bit for bit, with a 1-thread and a 2-thread pool.
-void ExpectThreadInvariant(const GradCase& c) {
-  const std::vector<Tensor> g1 = RuleGradients(c, 1);
-  const std::vector<Tensor> g2 = RuleGradients(c, 2);
-  ASSERT_EQ(g1.size(), g2.size());
-  for (size_t p = 0; p < g1.size(); ++p) {
-    ASSERT_EQ(g1[p].nbytes(), g2[p].nbytes());
-    EXPECT_EQ(std::memcmp(g1[p].raw(), g2[p].raw(), g1[p].nbytes()), 0) << c.op << " gradient " << p;
-  }
-}
 
 // Uniform values in [lo, hi) moved at least `gap` away from every kink.
 Tensor AwayFrom(Tensor t, const std::vector<double>& kinks, double gap = 0.05) {
@@ -145,7 +58,7 @@ struct UnaryCase {
 };
 
 TEST(ElementwiseGrad, UnaryOpsAndAttributes) {
-  WorstError track;
+  testing::WorstError track;
   const std::vector<UnaryCase> cases = {
       {"LeakyRelu", 16, {Attribute::Float("alpha", 0.3f)}, -2, 2, {0}},
       {"LeakyRelu", 6, {}, -2, 2, {0}},
@@ -186,12 +99,12 @@ TEST(ElementwiseGrad, UnaryOpsAndAttributes) {
     c.attributes = u.attrs;
     c.inputs = {AwayFrom(RandomTensor(DType::kDouble, {3, 5, 7}, seed++, u.lo, u.hi), u.kinks)};
     track(ExpectGradientsMatch(c, kSmoothF64));
-    ExpectFloat32MatchesFloat64(c);
+    testing::ExpectFloat32MatchesFloat64(c);
   }
 }
 
 TEST(ElementwiseGrad, ClipBoundsAsInputsGetNoGradient) {
-  WorstError track;
+  testing::WorstError track;
   struct Bounds {
     Tensor min, max;
     std::vector<double> kinks;
@@ -211,7 +124,7 @@ TEST(ElementwiseGrad, ClipBoundsAsInputsGetNoGradient) {
       const double worst = ExpectGradientsMatch(c, kSmoothF64);
       track(worst);
       EXPECT_LT(worst, 1e-8);
-      ExpectFloat32MatchesFloat64(c);
+      testing::ExpectFloat32MatchesFloat64(c);
       // Elements clipped get zero, the others dy: the gradient sums to the weights over the unclipped ones.
       const std::vector<Tensor> g = RuleGradients(c, 1);
       ASSERT_EQ(g.size(), 1u);
@@ -227,7 +140,7 @@ TEST(ElementwiseGrad, ClipBoundsAsInputsGetNoGradient) {
 }
 
 TEST(ElementwiseGrad, DropoutInferenceIsIdentityAndMaskGetsNone) {
-  WorstError track;
+  testing::WorstError track;
   // Opset 6: a float mask output; opset 10: a bool mask; opset 12 on: ratio and training_mode inputs.
   uint32_t seed = 300;
   for (const int64_t opset : {6, 10}) {
@@ -272,7 +185,7 @@ TEST(ElementwiseGrad, DropoutTrainingModeFailsClearly) {
 }
 
 TEST(ElementwiseGrad, CastBetweenFloatTypes) {
-  WorstError track;
+  testing::WorstError track;
   // float64 -> float32 and float32 -> float64: linear, checked with a larger step over the rounding.
   GradCase down;
   down.op = "Cast";
@@ -340,7 +253,7 @@ const std::vector<BinaryShapes>& BroadcastShapes() {
 }
 
 TEST(ElementwiseGrad, AddSubMulDivBroadcast) {
-  WorstError track;
+  testing::WorstError track;
   uint32_t seed = 500;
   for (const char* op : {"Add", "Sub", "Mul", "Div"}) {
     for (const BinaryShapes& s : BroadcastShapes()) {
@@ -351,13 +264,13 @@ TEST(ElementwiseGrad, AddSubMulDivBroadcast) {
       Tensor b = RandomTensor(DType::kDouble, s.b, seed++, 0.5, 2.0);  // away from 0 for Div
       c.inputs = {RandomTensor(DType::kDouble, s.a, seed++), b};
       track(ExpectGradientsMatch(c, kSmoothF64));
-      ExpectFloat32MatchesFloat64(c);
+      testing::ExpectFloat32MatchesFloat64(c);
     }
   }
 }
 
 TEST(ElementwiseGrad, LegacyBroadcastFromAxis) {
-  WorstError track;
+  testing::WorstError track;
   // Before opset 7, broadcast=1 with axis=1 lines B [3] up with A [2, 3, 5] at axis 1.
   uint32_t seed = 600;
   for (const char* op : {"Add", "Sub", "Mul", "Div", "Pow"}) {
@@ -373,7 +286,7 @@ TEST(ElementwiseGrad, LegacyBroadcastFromAxis) {
 }
 
 TEST(ElementwiseGrad, PowBaseAndExponent) {
-  WorstError track;
+  testing::WorstError track;
   uint32_t seed = 700;
   for (const BinaryShapes& s : BroadcastShapes()) {
     SCOPED_TRACE(ShapeToString(s.a) + " " + ShapeToString(s.b));
@@ -383,7 +296,7 @@ TEST(ElementwiseGrad, PowBaseAndExponent) {
     c.inputs = {RandomTensor(DType::kDouble, s.a, seed++, 0.3, 2.0),
                 RandomTensor(DType::kDouble, s.b, seed++, -1.5, 1.5)};
     track(ExpectGradientsMatch(c, kSmoothF64));
-    ExpectFloat32MatchesFloat64(c);
+    testing::ExpectFloat32MatchesFloat64(c);
   }
   // An integer exponent: only the base is differentiable.
   GradCase c;
@@ -397,7 +310,7 @@ TEST(ElementwiseGrad, PowBaseAndExponent) {
 }
 
 TEST(ElementwiseGrad, VariadicSumMeanMaxMin) {
-  WorstError track;
+  testing::WorstError track;
   const std::vector<std::vector<std::vector<int64_t>>> shape_sets = {
       {{3, 5}}, {{2, 3, 5}, {3, 1}}, {{2, 3, 5}, {5}, {3, 1}}, {{1, 5}, {3, 1}, {3, 5}, {}}};
   uint32_t seed = 800;
@@ -410,7 +323,7 @@ TEST(ElementwiseGrad, VariadicSumMeanMaxMin) {
       // Continuous random values: no two inputs come within h of each other (Max / Min ties).
       for (const auto& s : shapes) c.inputs.push_back(RandomTensor(DType::kDouble, s, seed++));
       track(ExpectGradientsMatch(c, kSmoothF64));
-      ExpectFloat32MatchesFloat64(c);
+      testing::ExpectFloat32MatchesFloat64(c);
     }
   }
 }
@@ -439,7 +352,7 @@ TEST(ElementwiseGrad, MaxMinTieGoesToTheLaterInput) {
 }
 
 TEST(ElementwiseGrad, WhereConditionBroadcast) {
-  WorstError track;
+  testing::WorstError track;
   uint32_t seed = 900;
   const std::vector<std::vector<std::vector<int64_t>>> shape_sets = {
       {{3, 5}, {3, 5}, {3, 5}}, {{3, 1}, {2, 3, 5}, {5}}, {{5}, {3, 1}, {2, 1, 1}}};
@@ -450,7 +363,7 @@ TEST(ElementwiseGrad, WhereConditionBroadcast) {
     c.inputs = {BoolTensor(s[0], seed++), RandomTensor(DType::kDouble, s[1], seed++),
                 RandomTensor(DType::kDouble, s[2], seed++)};
     track(ExpectGradientsMatch(c, kSmoothF64));
-    ExpectFloat32MatchesFloat64(c);
+    testing::ExpectFloat32MatchesFloat64(c);
   }
 }
 
@@ -460,15 +373,15 @@ TEST(ElementwiseGrad, SameGradientsWithOneAndTwoThreads) {
   c.opset = 14;
   c.reference_kernels = false;
   c.inputs = {RandomTensor(DType::kFloat, {7, 33, 65}, 1), RandomTensor(DType::kFloat, {33, 1}, 2)};
-  ExpectThreadInvariant(c);
+  testing::ExpectThreadInvariant(c);
   c.op = "Max";
-  ExpectThreadInvariant(c);
+  testing::ExpectThreadInvariant(c);
   GradCase u;
   u.op = "Gelu";
   u.opset = 20;
   u.reference_kernels = false;
   u.inputs = {RandomTensor(DType::kFloat, {7, 33, 65}, 3)};
-  ExpectThreadInvariant(u);
+  testing::ExpectThreadInvariant(u);
 }
 
 }  // namespace

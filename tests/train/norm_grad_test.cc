@@ -22,97 +22,10 @@ using testing::RandomTensor;
 // Smooth ops in float64 with h = 1e-6: central differences are accurate to about 1e-9 here (rounding
 // 1e-16 / 1e-6 times the loss scale, truncation h^2 f''' ~ 1e-12), so two orders of margin.
 constexpr GradTolerance kSmoothF64{1e-7, 1e-6};
-// The float32 rules against the float64 ones on the same values: the forward outputs and the rule's
-// arithmetic round to 24 bits (relative 6e-8), a few operations deep.
-constexpr GradTolerance kFloat32VsFloat64{1e-5, 1e-4};
 
-// Largest |numeric - analytic| over one test, recorded as the test property worst_abs_error
-// (--gtest_output=xml) so that the margin under the tolerance can be read off a run.
-class WorstError {
- public:
-  void operator()(double e) { worst_ = std::max(worst_, e); }
-  ~WorstError() {
-    char text[32];
-    std::snprintf(text, sizeof(text), "%.2e", worst_);
-    ::testing::Test::RecordProperty("worst_abs_error", text);
-  }
-
- private:
-  double worst_ = 0;
-};
-
-// The rule's gradients of every float input for case c, the loss weights as ExpectGradientsMatch makes them.
-std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
-  const Model model = testing::OneNodeModel(c);
-  std::vector<std::string> params;
-  std::vector<Tensor> values;
-  for (size_t i = 0; i < c.inputs.size(); ++i) {
-    const DType d = c.inputs[i].dtype();
-    const bool trainable = c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble)
-                                               : (i < c.trainable.size() && c.trainable[i]);
-    if (!trainable) continue;
-    params.push_back("x" + std::to_string(i));
-    values.push_back(c.inputs[i]);
-  }
-  ExecutorOptions eo;
-  eo.threads = 1;
-  eo.reference_kernels = c.reference_kernels;
-  Executor probe(model, eo);
-  const std::vector<Tensor> outs = probe.Run({});
-  std::vector<std::string> seeds;
-  std::vector<Tensor> weights;
-  for (size_t k = 0; k < outs.size(); ++k) {
-    if (outs[k].dtype() != DType::kFloat && outs[k].dtype() != DType::kDouble) continue;
-    seeds.push_back("y" + std::to_string(k));
-    weights.push_back(RandomTensor(outs[k].dtype(), outs[k].dims(), 1000u + static_cast<uint32_t>(k)));
-  }
-  BackpropOptions bo;
-  bo.threads = threads;
-  bo.reference_kernels = c.reference_kernels;
-  Backprop bp(model, params, seeds, bo);
-  return bp.Backward(bp.Forward({}, values), weights);
-}
-
-GradCase ToFloat32(GradCase c) {
-  for (Tensor& t : c.inputs) {
-    if (t.dtype() != DType::kDouble) continue;
-    Tensor f(DType::kFloat, t.dims());
-    for (int64_t i = 0; i < t.numel(); ++i)
-      f.mutable_data<float>()[i] = static_cast<float>(t.data<double>()[i]);
-    t = f;
-  }
-  return c;
-}
-
-// The float32 rule gives the float64 rule's gradients to float32 accuracy.
-void ExpectFloat32MatchesFloat64(const GradCase& c64) {
-  const std::vector<Tensor> g64 = RuleGradients(c64, 1);
-  const std::vector<Tensor> g32 = RuleGradients(ToFloat32(c64), 1);
-  ASSERT_EQ(g64.size(), g32.size());
-  for (size_t p = 0; p < g64.size(); ++p) {
-    ASSERT_EQ(g32[p].dtype(), DType::kFloat) << c64.op;
-    ASSERT_EQ(g32[p].dims(), g64[p].dims()) << c64.op;
-    for (int64_t e = 0; e < g64[p].numel(); ++e) {
-      const double a = g64[p].data<double>()[e], b = g32[p].data<float>()[e];
-      EXPECT_LE(std::abs(a - b), kFloat32VsFloat64.abs + kFloat32VsFloat64.rel * std::abs(a))
-          << c64.op << " float32 gradient " << p << "[" << e << "]: " << b << " vs float64 " << a;
-    }
-  }
-}
-
-// Same gradients, bit for bit, with a 1-thread and a 2-thread pool.
-void ExpectThreadInvariant(const GradCase& c) {
-  const std::vector<Tensor> g1 = RuleGradients(c, 1);
-  const std::vector<Tensor> g2 = RuleGradients(c, 2);
-  ASSERT_EQ(g1.size(), g2.size());
-  for (size_t p = 0; p < g1.size(); ++p) {
-    ASSERT_EQ(g1[p].nbytes(), g2[p].nbytes());
-    EXPECT_EQ(std::memcmp(g1[p].raw(), g2[p].raw(), g1[p].nbytes()), 0) << c.op << " gradient " << p;
-  }
-}
 
 TEST(NormGrad, SoftmaxAndLogSoftmaxCoercedTo2DBeforeOpset13) {
-  WorstError track;
+  testing::WorstError track;
   uint32_t seed = 100;
   for (const char* op : {"Softmax", "LogSoftmax"}) {
     for (const int64_t opset : {1, 11}) {
@@ -124,14 +37,14 @@ TEST(NormGrad, SoftmaxAndLogSoftmaxCoercedTo2DBeforeOpset13) {
         if (axis != 99) c.attributes = {Attribute::Int("axis", axis)};
         c.inputs = {RandomTensor(DType::kDouble, {2, 3, 5}, seed++, -2, 2)};
         track(ExpectGradientsMatch(c, kSmoothF64));
-        ExpectFloat32MatchesFloat64(c);
+        testing::ExpectFloat32MatchesFloat64(c);
       }
     }
   }
 }
 
 TEST(NormGrad, SoftmaxAndLogSoftmaxAlongAxisFromOpset13) {
-  WorstError track;
+  testing::WorstError track;
   uint32_t seed = 200;
   for (const char* op : {"Softmax", "LogSoftmax"}) {
     for (const int64_t axis : {99, 0, 1, 2, -2, -3}) {  // 99: the attribute left out (default -1)
@@ -142,13 +55,13 @@ TEST(NormGrad, SoftmaxAndLogSoftmaxAlongAxisFromOpset13) {
       if (axis != 99) c.attributes = {Attribute::Int("axis", axis)};
       c.inputs = {RandomTensor(DType::kDouble, {3, 5, 7}, seed++, -2, 2)};
       track(ExpectGradientsMatch(c, kSmoothF64));
-      ExpectFloat32MatchesFloat64(c);
+      testing::ExpectFloat32MatchesFloat64(c);
     }
   }
 }
 
 TEST(NormGrad, LayerNormalizationXScaleBias) {
-  WorstError track;
+  testing::WorstError track;
   struct Case {
     int64_t axis;
     std::vector<int64_t> scale_dims;
@@ -167,7 +80,7 @@ TEST(NormGrad, LayerNormalizationXScaleBias) {
                 RandomTensor(DType::kDouble, k.scale_dims, seed++, 0.5, 1.5)};
     if (k.bias) c.inputs.push_back(RandomTensor(DType::kDouble, k.scale_dims, seed++));
     track(ExpectGradientsMatch(c, kSmoothF64));
-    ExpectFloat32MatchesFloat64(c);
+    testing::ExpectFloat32MatchesFloat64(c);
   }
   // Default axis and epsilon.
   GradCase c;
@@ -179,7 +92,7 @@ TEST(NormGrad, LayerNormalizationXScaleBias) {
 }
 
 TEST(NormGrad, BatchNormalizationFrozenStatistics) {
-  WorstError track;
+  testing::WorstError track;
   struct Case {
     int64_t opset;
     std::vector<int64_t> x_dims, param_dims;
@@ -205,7 +118,7 @@ TEST(NormGrad, BatchNormalizationFrozenStatistics) {
                 RandomTensor(DType::kDouble, k.param_dims, seed++, 0.5, 2.0)};
     c.trainable = {true, true, true, false, false};
     track(ExpectGradientsMatch(c, kSmoothF64));
-    ExpectFloat32MatchesFloat64(c);
+    testing::ExpectFloat32MatchesFloat64(c);
   }
 }
 
@@ -229,7 +142,7 @@ TEST(NormGrad, BatchNormalizationTrainingModeFailsClearly) {
 }
 
 TEST(NormGrad, InstanceNormalization) {
-  WorstError track;
+  testing::WorstError track;
   uint32_t seed = 500;
   for (const auto& dims : std::vector<std::vector<int64_t>>{{2, 3, 7}, {1, 2, 3, 5}}) {
     GradCase c;
@@ -240,7 +153,7 @@ TEST(NormGrad, InstanceNormalization) {
                 RandomTensor(DType::kDouble, {dims[1]}, seed++, 0.5, 1.5),
                 RandomTensor(DType::kDouble, {dims[1]}, seed++)};
     track(ExpectGradientsMatch(c, kSmoothF64));
-    ExpectFloat32MatchesFloat64(c);
+    testing::ExpectFloat32MatchesFloat64(c);
   }
 }
 
@@ -250,14 +163,14 @@ TEST(NormGrad, SameGradientsWithOneAndTwoThreads) {
   s.opset = 13;
   s.reference_kernels = false;
   s.inputs = {RandomTensor(DType::kFloat, {9, 31, 67}, 1)};
-  ExpectThreadInvariant(s);
+  testing::ExpectThreadInvariant(s);
   GradCase l;
   l.op = "LayerNormalization";
   l.opset = 17;
   l.reference_kernels = false;
   l.inputs = {RandomTensor(DType::kFloat, {9, 31, 67}, 2), RandomTensor(DType::kFloat, {67}, 3),
               RandomTensor(DType::kFloat, {67}, 4)};
-  ExpectThreadInvariant(l);
+  testing::ExpectThreadInvariant(l);
   GradCase b;
   b.op = "BatchNormalization";
   b.opset = 15;
@@ -266,7 +179,7 @@ TEST(NormGrad, SameGradientsWithOneAndTwoThreads) {
               RandomTensor(DType::kFloat, {31}, 7), RandomTensor(DType::kFloat, {31}, 8),
               RandomTensor(DType::kFloat, {31}, 9, 0.5, 2.0)};
   b.trainable = {true, true, true, false, false};
-  ExpectThreadInvariant(b);
+  testing::ExpectThreadInvariant(b);
 }
 
 }  // namespace
