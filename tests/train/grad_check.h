@@ -96,39 +96,51 @@ inline Model OneNodeModel(const GradCase& c) {
   return m;
 }
 
-// Checks every trainable input's gradient; returns the largest |numeric - analytic| seen.
-inline double ExpectGradientsMatch(const GradCase& c, const GradTolerance& tol) {
-  const Model model = OneNodeModel(c);
+// What both the finite-difference check and RuleGradients build from a case: the trainable inputs
+// (names and values) and a fixed random weight for every real-valued output.
+struct CaseSetup {
+  Model model;
   std::vector<std::string> params;
-  std::vector<size_t> param_index;
+  std::vector<Tensor> values;
+  std::vector<std::string> seeds;
+  std::vector<Tensor> weights;
+};
+
+inline CaseSetup SetUpCase(const GradCase& c) {
+  CaseSetup s;
+  s.model = OneNodeModel(c);
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const DType d = c.inputs[i].dtype();
     const bool is_float = d == DType::kFloat || d == DType::kDouble;
     const bool trainable = c.trainable.empty() ? is_float : (i < c.trainable.size() && c.trainable[i]);
-    if (trainable) {
-      params.push_back("x" + std::to_string(i));
-      param_index.push_back(i);
-    }
+    if (!trainable) continue;
+    s.params.push_back("x" + std::to_string(i));
+    s.values.push_back(c.inputs[i]);
   }
-  // Which outputs are real-valued (those get a seed).
   ExecutorOptions eo;
   eo.threads = 1;
   eo.reference_kernels = c.reference_kernels;
-  Executor probe(model, eo);
+  Executor probe(s.model, eo);
   const std::vector<Tensor> outs = probe.Run({});
-  std::vector<std::string> seeds;
-  std::vector<Tensor> weights;
   for (size_t k = 0; k < outs.size(); ++k) {
     if (outs[k].dtype() != DType::kFloat && outs[k].dtype() != DType::kDouble) continue;
-    seeds.push_back("y" + std::to_string(k));
-    weights.push_back(RandomTensor(outs[k].dtype(), outs[k].dims(), 1000u + static_cast<uint32_t>(k)));
+    s.seeds.push_back("y" + std::to_string(k));
+    s.weights.push_back(RandomTensor(outs[k].dtype(), outs[k].dims(), 1000u + static_cast<uint32_t>(k)));
   }
+  return s;
+}
+
+// Checks every trainable input's gradient; returns the largest |numeric - analytic| seen.
+inline double ExpectGradientsMatch(const GradCase& c, const GradTolerance& tol) {
+  const CaseSetup setup = SetUpCase(c);
+  const std::vector<std::string>& params = setup.params;
+  const std::vector<std::string>& seeds = setup.seeds;
+  const std::vector<Tensor>& weights = setup.weights;
   BackpropOptions bo;
   bo.threads = 1;
   bo.reference_kernels = c.reference_kernels;
-  Backprop bp(model, params, seeds, bo);
-  std::vector<Tensor> values;
-  for (const size_t i : param_index) values.push_back(c.inputs[i]);
+  Backprop bp(setup.model, params, seeds, bo);
+  const std::vector<Tensor> values = setup.values;
   auto loss = [&](const std::vector<Tensor>& v) {
     const ValueMap m = bp.Forward({}, v);
     double l = 0;
@@ -185,34 +197,12 @@ class WorstError {
 
 // The rule's gradients of every float input for case c, the loss weights as ExpectGradientsMatch makes them.
 inline std::vector<Tensor> RuleGradients(const GradCase& c, int threads) {
-  const Model model = testing::OneNodeModel(c);
-  std::vector<std::string> params;
-  std::vector<Tensor> values;
-  for (size_t i = 0; i < c.inputs.size(); ++i) {
-    const DType d = c.inputs[i].dtype();
-    const bool trainable = c.trainable.empty() ? (d == DType::kFloat || d == DType::kDouble)
-                                               : (i < c.trainable.size() && c.trainable[i]);
-    if (!trainable) continue;
-    params.push_back("x" + std::to_string(i));
-    values.push_back(c.inputs[i]);
-  }
-  ExecutorOptions eo;
-  eo.threads = 1;
-  eo.reference_kernels = c.reference_kernels;
-  Executor probe(model, eo);
-  const std::vector<Tensor> outs = probe.Run({});
-  std::vector<std::string> seeds;
-  std::vector<Tensor> weights;
-  for (size_t k = 0; k < outs.size(); ++k) {
-    if (outs[k].dtype() != DType::kFloat && outs[k].dtype() != DType::kDouble) continue;
-    seeds.push_back("y" + std::to_string(k));
-    weights.push_back(RandomTensor(outs[k].dtype(), outs[k].dims(), 1000u + static_cast<uint32_t>(k)));
-  }
+  const CaseSetup setup = SetUpCase(c);
   BackpropOptions bo;
   bo.threads = threads;
   bo.reference_kernels = c.reference_kernels;
-  Backprop bp(model, params, seeds, bo);
-  return bp.Backward(bp.Forward({}, values), weights);
+  Backprop bp(setup.model, setup.params, setup.seeds, bo);
+  return bp.Backward(bp.Forward({}, setup.values), setup.weights);
 }
 
 inline GradCase ToFloat32(GradCase c) {
