@@ -372,7 +372,12 @@ void DepthwisePlane(const DepthwisePlan& d, const float* x, const float* w, floa
     CopyFloats(x + ih * q.iw, copied, padded + (ih + q.ph) * d.wp + q.pw);
   }
   gemm::TapSum(q.oh * d.wp, q.kh * q.kw, w, d.offsets.data(), padded, bias, acc);
-  // All rows but the last in whole vectors, each spilling into the next row's place before it is written.
+  // All rows but the last in whole vectors, each spilling into the next row's place before it is written;
+  // rows narrower than a vector would spill past the last row, so they are copied one by one.
+  if (q.ow < gemm::kCopyOver) {
+    for (int64_t r = 0; r < q.oh; ++r) CopyFloats(acc + r * d.wp, q.ow, y + r * q.ow);
+    return;
+  }
   gemm::RowCopy rows;
   rows.rows = q.oh - 1;
   rows.n = q.ow;
