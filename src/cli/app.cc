@@ -1304,7 +1304,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
                  "Evaluate both models on this data folder: accuracy (with labels), fidelity and latency");
   app.add_option("--labels", main_opt.labels, "Labels file for --eval instead of DIR/labels.*");
   app.add_option("--eval-limit", main_opt.eval_limit, "Evaluate only the first N samples of --eval");
-  app.add_option("--batch", main_opt.batch, "Samples per run in evaluation")
+  app.add_option("--batch", main_opt.batch, "Samples per run in evaluation, and per step with --finetune")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", main_opt.threads, "Threads (0: one per core); results do not depend on it")
