@@ -15,12 +15,12 @@ constexpr size_t kAlignment = 64;  // cache line; also enough for any SIMD width
 }
 
 struct Tensor::Buffer {
-  // Owned, zero-filled, 64-byte aligned.
-  explicit Buffer(size_t bytes) : size(bytes) {
+  // Owned, 64-byte aligned, zero-filled unless `zero` is false.
+  explicit Buffer(size_t bytes, bool zero = true) : size(bytes) {
     const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
     data = rounded == 0 ? nullptr : std::aligned_alloc(kAlignment, rounded);
     if (rounded != 0 && data == nullptr) throw std::bad_alloc();
-    if (data != nullptr) std::memset(data, 0, rounded);
+    if (data != nullptr && zero) std::memset(data, 0, rounded);
   }
   // Borrowed: read-only bytes kept alive by `owner`; never written through.
   Buffer(const void* bytes, size_t n, std::shared_ptr<const BorrowedBytes> keep)
@@ -72,16 +72,31 @@ Tensor::Tensor(DType dtype, std::vector<int64_t> dims, std::string name)
   }
 }
 
+Tensor Tensor::Uninitialized(DType dtype, std::vector<int64_t> dims) {
+  if (dtype == DType::kString || !IsKnownDType(static_cast<int32_t>(dtype))) return Tensor(dtype, std::move(dims));
+  Tensor t;
+  t.dtype_ = dtype;
+  t.dims_ = std::move(dims);
+  t.numel_ = ShapeElementCount(t.dims_);
+  t.nbytes_ = DTypeStorageBytes(dtype, t.numel_);
+  t.buffer_ = std::make_shared<Buffer>(t.nbytes_, false);
+  return t;
+}
+
 Tensor Tensor::FromBytes(DType dtype, std::vector<int64_t> dims, const void* bytes, size_t size,
                          std::string name) {
-  Tensor t(dtype, std::move(dims), std::move(name));
   if (dtype == DType::kString) ThrowInternal("Tensor::FromBytes cannot build a string tensor");
+  Tensor t = IsKnownDType(static_cast<int32_t>(dtype)) ? Uninitialized(dtype, std::move(dims))
+                                                       : Tensor(dtype, std::move(dims), name);
+  t.name_ = std::move(name);
   if (size != t.nbytes_) {
     ThrowInvalid("tensor '" + t.name_ + "' of type " + DTypeName(dtype) + " and shape " +
                  ShapeToString(t.dims_) + " needs " + std::to_string(t.nbytes_) + " bytes, got " +
                  std::to_string(size));
   }
   if (size != 0) std::memcpy(t.buffer_->data, bytes, size);
+  const size_t rounded = (size + kAlignment - 1) / kAlignment * kAlignment;
+  if (rounded != size) std::memset(static_cast<char*>(t.buffer_->data) + size, 0, rounded - size);
   return t;
 }
 

@@ -301,6 +301,10 @@ std::vector<Tensor> Backprop::Backward(const ValueMap& values, const std::vector
     if (it == grads.end()) {
       grads.emplace(name, std::move(grad));
     } else {
+      // Rules may hand on a gradient's storage (Identity, Reshape, Add): add into a private copy.
+      if (it->second.SharesStorage()) {
+        it->second = Tensor::FromBytes(it->second.dtype(), it->second.dims(), it->second.raw(), it->second.nbytes());
+      }
       AddInto(it->second, grad);
     }
   };

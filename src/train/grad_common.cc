@@ -59,26 +59,46 @@ void Walk(const std::vector<int64_t>& out, const std::vector<int64_t>& strides, 
 
 }  // namespace
 
+// Row by row along the last axis: the target either keeps that axis (stride 1: add the row in) or was
+// broadcast along it (stride 0: add the row's sum). The order of the sums is fixed by the shapes.
+template <typename T>
+void ReduceRows(const Tensor& grad, const std::vector<int64_t>& strides, Tensor& out) {
+  const std::vector<int64_t>& dims = grad.dims();
+  const int64_t inner = dims.back(), inner_stride = strides.back();
+  const std::vector<int64_t> outer_dims(dims.begin(), dims.end() - 1);
+  const std::vector<int64_t> outer_strides(strides.begin(), strides.end() - 1);
+  const T* g = grad.data<T>();
+  T* o = out.mutable_data<T>();
+  Walk<T>(outer_dims, outer_strides, [&](int64_t row, int64_t off) {
+    const T* src = g + row * inner;
+    if (inner_stride == 0) {
+      T s = 0;
+      for (int64_t j = 0; j < inner; ++j) s += src[j];
+      o[off] += s;
+    } else {
+      T* dst = o + off;
+      for (int64_t j = 0; j < inner; ++j) dst[j] += src[j];
+    }
+  });
+}
+
 Tensor ReduceToShape(const Tensor& grad, const std::vector<int64_t>& shape) {
   if (grad.dims() == shape) return grad;
   if (shape.size() > grad.dims().size()) ThrowInternal("ReduceToShape: target of higher rank");
-  Tensor out(grad.dtype(), shape);
+  Tensor out(grad.dtype(), shape);  // zeros: rows are added in
+  if (grad.numel() == 0) return out;
   const auto strides = StridesFrom(shape, grad.dims());
   if (grad.dtype() == DType::kFloat) {
-    const float* g = grad.data<float>();
-    float* o = out.mutable_data<float>();
-    Walk<float>(grad.dims(), strides, [&](int64_t i, int64_t off) { o[off] += g[i]; });
+    ReduceRows<float>(grad, strides, out);
   } else {
-    const double* g = grad.data<double>();
-    double* o = out.mutable_data<double>();
-    Walk<double>(grad.dims(), strides, [&](int64_t i, int64_t off) { o[off] += g[i]; });
+    ReduceRows<double>(grad, strides, out);
   }
   return out;
 }
 
 Tensor BroadcastTo(const Tensor& t, const std::vector<int64_t>& dims) {
   if (t.dims() == dims) return t;
-  Tensor out(t.dtype(), dims);
+  Tensor out = Tensor::Uninitialized(t.dtype(), dims);
   const auto strides = StridesFrom(t.dims(), dims);
   if (t.dtype() == DType::kFloat) {
     const float* s = t.data<float>();

@@ -450,11 +450,7 @@ void ForEachProduct(const ConvProblem& p, Fn&& fn) {
   }
 }
 
-Tensor ZerosLike(const Tensor& t) {
-  Tensor z(t.dtype(), t.dims());
-  std::fill(static_cast<uint8_t*>(z.mutable_raw()), static_cast<uint8_t*>(z.mutable_raw()) + z.nbytes(), uint8_t{0});
-  return z;
-}
+Tensor ZerosLike(const Tensor& t) { return Tensor(t.dtype(), t.dims()); }
 
 void ConvBackwardImpl(GradContext& ctx, bool fast) {
   const Tensor* dy = ctx.output_grad(0);
@@ -467,8 +463,9 @@ void ConvBackwardImpl(GradContext& ctx, bool fast) {
   DispatchFloat(ctx, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     Tensor dx, dw;
-    if (ctx.wanted(0)) dx = ZerosLike(x);
-    if (ctx.wanted(1)) dw = ZerosLike(w);
+    // The fast core writes every element of dX and dW; the reference loops add into zeros.
+    if (ctx.wanted(0)) dx = fast ? Tensor::Uninitialized(x.dtype(), x.dims()) : ZerosLike(x);
+    if (ctx.wanted(1)) dw = fast ? Tensor::Uninitialized(w.dtype(), w.dims()) : ZerosLike(w);
     if (fast) {
       FastCore<T>(ctx.pool(), p, x.data<T>(), w.data<T>(), dy->data<T>(), ctx.wanted(0) ? dx.mutable_data<T>() : nullptr,
                   ctx.wanted(1) ? dw.mutable_data<T>() : nullptr, nullptr);
@@ -500,8 +497,8 @@ void ConvTransposeBackwardImpl(GradContext& ctx, bool fast) {
   DispatchFloat(ctx, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     Tensor dx, dw;
-    if (ctx.wanted(0)) dx = ZerosLike(x);
-    if (ctx.wanted(1)) dw = ZerosLike(w);
+    if (ctx.wanted(0)) dx = fast ? Tensor::Uninitialized(x.dtype(), x.dims()) : ZerosLike(x);
+    if (ctx.wanted(1)) dw = fast ? Tensor::Uninitialized(w.dtype(), w.dims()) : ZerosLike(w);
     if (fast) {
       // The adjoint Conv: its input is dY, its output side X.
       FastCore<T>(ctx.pool(), p, dy->data<T>(), w.data<T>(), x.data<T>(), nullptr,

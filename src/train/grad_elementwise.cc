@@ -32,7 +32,7 @@ void Unary(GradContext& ctx, DFn&& d) {
   const Tensor& y = ctx.output(0);
   DispatchFloat(ctx, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    Tensor dx(x.dtype(), x.dims());
+    Tensor dx = Tensor::Uninitialized(x.dtype(), x.dims());
     const T* px = x.data<T>();
     const T* py = y.data<T>();
     const T* g = dy->data<T>();
@@ -55,7 +55,7 @@ void ReluBackward(GradContext& ctx) {
   }
   // Float32, the training case: a bit mask instead of a branch on the sign, which mispredicts on every
   // other element. dx = dy where x > 0, else +0.
-  Tensor dx(x.dtype(), x.dims());
+  Tensor dx = Tensor::Uninitialized(x.dtype(), x.dims());
   const float* px = x.data<float>();
   const uint32_t* pg = static_cast<const uint32_t*>(dy->raw());
   uint32_t* o = static_cast<uint32_t*>(dx.mutable_raw());
@@ -292,7 +292,7 @@ void BroadcastBackward(GradContext& ctx, size_t count, Fn&& f) {
   std::vector<double> v(count);
   for (size_t k = 0; k < count; ++k) {
     if (!ctx.wanted(k)) continue;
-    Tensor full(ctx.required_input(k).dtype(), out);
+    Tensor full = Tensor::Uninitialized(ctx.required_input(k).dtype(), out);
     T* o = full.mutable_data<T>();
     for (int64_t i = 0; i < dy->numel(); ++i) {
       for (size_t j = 0; j < count; ++j) v[j] = static_cast<double>(data[j][offs[j][static_cast<size_t>(i)]]);
@@ -302,17 +302,49 @@ void BroadcastBackward(GradContext& ctx, size_t count, Fn&& f) {
   }
 }
 
+// Add and Sub: each input gets dy (negated for Sub's second input) summed over the axes it was broadcast
+// along; an input of the output's shape shares dy's storage.
 void AddSubBackward(GradContext& ctx, double sign_b) {
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr) return;
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
-    BroadcastBackward<decltype(tag)>(
-        ctx, 2, [sign_b](size_t k, int64_t, const std::vector<double>&) { return k == 0 ? 1.0 : sign_b; });
+    using T = decltype(tag);
+    for (size_t k = 0; k < 2; ++k) {
+      if (!ctx.wanted(k)) continue;
+      Tensor g = ReduceToShape(*dy, AlignedDims(ctx, k));
+      if (k == 1 && sign_b < 0) {
+        Tensor neg = Tensor::Uninitialized(g.dtype(), g.dims());
+        const T* src = g.template data<T>();
+        T* dst = neg.template mutable_data<T>();
+        for (int64_t i = 0; i < g.numel(); ++i) dst[i] = -src[i];
+        g = std::move(neg);
+      }
+      g.Reshape(ctx.required_input(k).dims());
+      ctx.SetInputGrad(k, std::move(g));
+    }
   });
 }
 
+// Mul: da = dy * b and db = dy * a over the output's shape (the other operand broadcast to it), then summed
+// to each input's shape. A float product rounded once is the same in T as in double.
 void MulBackward(GradContext& ctx) {
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr) return;
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
-    BroadcastBackward<decltype(tag)>(
-        ctx, 2, [](size_t k, int64_t, const std::vector<double>& v) { return k == 0 ? v[1] : v[0]; });
+    using T = decltype(tag);
+    for (size_t k = 0; k < 2; ++k) {
+      if (!ctx.wanted(k)) continue;
+      Tensor other = ctx.required_input(1 - k);
+      if (other.dtype() != dy->dtype()) ctx.Fail("inputs and output gradient differ in element type");
+      other.Reshape(AlignedDims(ctx, 1 - k));
+      const Tensor wide = BroadcastTo(other, dy->dims());
+      Tensor full = Tensor::Uninitialized(dy->dtype(), dy->dims());
+      const T* g = dy->template data<T>();
+      const T* v = wide.template data<T>();
+      T* o = full.template mutable_data<T>();
+      for (int64_t i = 0; i < full.numel(); ++i) o[i] = g[i] * v[i];
+      SetBroadcastGrad(ctx, k, full);
+    }
   });
 }
 
@@ -373,7 +405,7 @@ void PowBackward(GradContext& ctx) {
     const T* pa = a.data<T>();
     const T* g = dy->data<T>();
     if (ctx.wanted(0)) {
-      Tensor full(a.dtype(), out);
+      Tensor full = Tensor::Uninitialized(a.dtype(), out);
       T* o = full.mutable_data<T>();
       for (int64_t i = 0; i < dy->numel(); ++i) {
         const double x = static_cast<double>(pa[ao[static_cast<size_t>(i)]]);
@@ -386,7 +418,7 @@ void PowBackward(GradContext& ctx) {
   if (ctx.wanted(1)) {
     DispatchFloat(ctx, b.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      Tensor full(b.dtype(), out);
+      Tensor full = Tensor::Uninitialized(b.dtype(), out);
       T* o = full.mutable_data<T>();
       for (int64_t i = 0; i < dy->numel(); ++i) {
         const double x = FloatAt(a, ao[static_cast<size_t>(i)]);
@@ -412,7 +444,7 @@ void WhereBackward(GradContext& ctx) {
     const T* g = dy->data<T>();
     for (size_t k = 1; k <= 2; ++k) {
       if (!ctx.wanted(k)) continue;
-      Tensor full(dy->dtype(), dy->dims());
+      Tensor full = Tensor::Uninitialized(dy->dtype(), dy->dims());
       T* o = full.mutable_data<T>();
       for (int64_t i = 0; i < dy->numel(); ++i) {
         const bool take = c[co[static_cast<size_t>(i)]] != 0;

@@ -37,7 +37,7 @@ void GemmBackward(GradContext& ctx) {
     const float* g = dy->data<float>();
     // op(A)(i, p) = A[ta ? p*M+i : i*K+p]; op(B)(p, j) = B[tb ? j*K+p : p*N+j].
     if (ctx.wanted(0)) {
-      Tensor da(a.dtype(), a.dims());
+      Tensor da = Tensor::Uninitialized(a.dtype(), a.dims());
       if (!ta) {  // dA (M x K) = G (M x N) op(B)^T (N x K)
         MatMulF32(ctx.pool(), M, K, N, g, N, 1, pb, tb ? K : 1, tb ? 1 : N, da.mutable_data<float>(), false);
       } else {    // dA (K x M) = op(B) (K x N) G^T (N x M)
@@ -50,7 +50,7 @@ void GemmBackward(GradContext& ctx) {
       ctx.SetInputGrad(0, std::move(da));
     }
     if (ctx.wanted(1)) {
-      Tensor db(b.dtype(), b.dims());
+      Tensor db = Tensor::Uninitialized(b.dtype(), b.dims());
       if (!tb) {  // dB (K x N) = op(A)^T (K x M) G (M x N)
         MatMulF32(ctx.pool(), K, N, M, pa, ta ? M : 1, ta ? 1 : K, g, N, 1, db.mutable_data<float>(), false);
       } else {    // dB (N x K) = G^T (N x M) op(A) (M x K)
@@ -78,7 +78,7 @@ void GemmBackward(GradContext& ctx) {
     ConstMap<T> B(b.data<T>(), b.dims()[0], b.dims()[1]);
     ConstMap<T> G(dy->data<T>(), dy->dims()[0], dy->dims()[1]);
     if (ctx.wanted(0)) {
-      Tensor da(a.dtype(), a.dims());
+      Tensor da = Tensor::Uninitialized(a.dtype(), a.dims());
       MutMap<T> DA(da.mutable_data<T>(), a.dims()[0], a.dims()[1]);
       // op(A)' = alpha G op(B)^T, op(B)^T = tb ? B : B^T.
       if (!ta) {
@@ -90,7 +90,7 @@ void GemmBackward(GradContext& ctx) {
       ctx.SetInputGrad(0, std::move(da));
     }
     if (ctx.wanted(1)) {
-      Tensor db(b.dtype(), b.dims());
+      Tensor db = Tensor::Uninitialized(b.dtype(), b.dims());
       MutMap<T> DB(db.mutable_data<T>(), b.dims()[0], b.dims()[1]);
       // op(B)' = alpha op(A)^T G, op(A)^T = ta ? A : A^T.
       if (!tb) {
@@ -147,24 +147,24 @@ void MatMulBackward(GradContext& ctx) {
       if (ShapeElementCount(abatch) != nb) ctx.Fail("MatMul: unexpected broadcast of A");
       if constexpr (std::is_same_v<T, float>) {
         if (ctx.wanted(0)) {  // dA (rows x k) = G (rows x n) B^T
-          Tensor da(a.dtype(), a.dims());
+          Tensor da = Tensor::Uninitialized(a.dtype(), a.dims());
           MatMulF32(ctx.pool(), rows, k, n, G, n, 1, b.data<float>(), 1, n, da.mutable_data<float>(), false);
           ctx.SetInputGrad(0, std::move(da));
         }
         if (ctx.wanted(1)) {  // dB (k x n) = A^T G
-          Tensor db(b.dtype(), b.dims());
+          Tensor db = Tensor::Uninitialized(b.dtype(), b.dims());
           MatMulF32(ctx.pool(), k, n, rows, a.data<float>(), 1, k, G, n, 1, db.mutable_data<float>(), false);
           ctx.SetInputGrad(1, std::move(db));
         }
         return;
       }
       if (ctx.wanted(0)) {
-        Tensor da(a.dtype(), a.dims());
+        Tensor da = Tensor::Uninitialized(a.dtype(), a.dims());
         MutMap<T>(da.mutable_data<T>(), rows, k).noalias() = GM * B.transpose();
         ctx.SetInputGrad(0, std::move(da));
       }
       if (ctx.wanted(1)) {
-        Tensor db(b.dtype(), b.dims());
+        Tensor db = Tensor::Uninitialized(b.dtype(), b.dims());
         MutMap<T>(db.mutable_data<T>(), k, n).noalias() = A.transpose() * GM;
         ctx.SetInputGrad(1, std::move(db));
       }

@@ -49,7 +49,7 @@ void SoftmaxBackward(GradContext& ctx, bool log) {
     using T = decltype(tag);
     const T* py = y.data<T>();
     const T* g = dy->data<T>();
-    Tensor dx(x.dtype(), x.dims());
+    Tensor dx = Tensor::Uninitialized(x.dtype(), x.dims());
     T* o = dx.mutable_data<T>();
     for (int64_t row = 0; row < r.outer * r.inner; ++row) {
       const int64_t start = (row / r.inner) * r.len * r.inner + row % r.inner;
@@ -109,7 +109,7 @@ void LayerNormBackward(GradContext& ctx) {
     const std::vector<double> s = PerRowElement<T>(scale, row_dims, len);
     const T* px = x.data<T>();
     const T* g = dy->data<T>();
-    Tensor dx(x.dtype(), x.dims());
+    Tensor dx = Tensor::Uninitialized(x.dtype(), x.dims());
     T* o = dx.mutable_data<T>();
     std::vector<double> ds(static_cast<size_t>(len), 0.0), db(static_cast<size_t>(len), 0.0);
     std::vector<double> xhat(static_cast<size_t>(len)), gs(static_cast<size_t>(len));

@@ -32,6 +32,30 @@ void SameElementsBackward(GradContext& ctx) {
   ctx.SetInputGrad(0, std::move(dx));
 }
 
+// Runs `node`'s forward kernel (the reference one when `reference`, else the executor's fast one) on
+// `inputs` and returns its outputs.
+std::vector<Tensor> RunKernel(const GradContext& ctx, const Node& node, const std::vector<const Tensor*>& inputs,
+                              bool reference) {
+  const KernelEntry* entry = KernelRegistry::Default().Find(node.domain, node.op_type, ctx.opset(), true);
+  if (entry == nullptr) ctx.Fail("no forward kernel for " + node.op_type);
+  KernelInfo info;
+  info.node = &node;
+  info.opset = ctx.opset();
+  info.constant_inputs = inputs;
+  info.reference_kernels = reference;
+  std::unique_ptr<ThreadPool> own;
+  ThreadPool* pool = ctx.pool();
+  if (pool == nullptr) {
+    own = std::make_unique<ThreadPool>(1);
+    pool = own.get();
+  }
+  info.pool = pool;
+  std::unique_ptr<Kernel> kernel = entry->factory(info);
+  KernelContext kctx(node, inputs, ctx.num_outputs(), *pool);
+  kernel->Run(kctx);
+  return std::move(kctx.outputs());
+}
+
 // Runs the node's reference kernel with the inputs in `indexed` replaced by index tensors and returns the
 // outputs (int64, 1 + global element number, or 0 for a constant). `offsets[i]` is the global number of input
 // i's first element.
@@ -63,24 +87,7 @@ std::vector<Tensor> RunIndexMap(const GradContext& ctx, const std::vector<size_t
     storage[2] = Tensor(DType::kInt64, ctx.input(2)->dims());
     inputs[2] = &storage[2];
   }
-  const KernelEntry* entry = KernelRegistry::Default().Find(node.domain, node.op_type, ctx.opset(), true);
-  if (entry == nullptr) ctx.Fail("no forward kernel to trace the element copies");
-  KernelInfo info;
-  info.node = &node;
-  info.opset = ctx.opset();
-  info.constant_inputs = inputs;
-  info.reference_kernels = true;
-  std::unique_ptr<ThreadPool> own;
-  ThreadPool* pool = ctx.pool();
-  if (pool == nullptr) {
-    own = std::make_unique<ThreadPool>(1);
-    pool = own.get();
-  }
-  info.pool = pool;
-  std::unique_ptr<Kernel> kernel = entry->factory(info);
-  KernelContext kctx(node, inputs, ctx.num_outputs(), *pool);
-  kernel->Run(kctx);
-  std::vector<Tensor> outs = std::move(kctx.outputs());
+  std::vector<Tensor> outs = RunKernel(ctx, node, inputs, true);
   for (const Tensor& o : outs) {
     if (o.dtype() != DType::kInt64) ctx.Fail("the element-copy trace did not give int64 outputs");
   }
@@ -141,6 +148,30 @@ void CopyBackward(GradContext& ctx, const std::vector<size_t>& differentiable) {
   });
 }
 
+// Transpose moves every element once: dx is dy transposed by the inverse permutation, with the executor's
+// own Transpose kernel (a pure copy, so the result does not depend on the thread count).
+void TransposeBackward(GradContext& ctx) {
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr || !ctx.wanted(0)) return;
+  const int64_t rank = static_cast<int64_t>(dy->rank());
+  std::vector<int64_t> reversed(static_cast<size_t>(rank));
+  for (int64_t i = 0; i < rank; ++i) reversed[static_cast<size_t>(i)] = rank - 1 - i;
+  const std::vector<int64_t> perm = ctx.node().AttrInts("perm", reversed);
+  std::vector<int64_t> inverse(static_cast<size_t>(rank), -1);
+  for (size_t i = 0; i < perm.size(); ++i) {
+    const int64_t p = perm[i] < 0 ? perm[i] + rank : perm[i];
+    if (perm.size() != static_cast<size_t>(rank) || p < 0 || p >= rank || inverse[static_cast<size_t>(p)] >= 0) {
+      ctx.Fail("perm " + ShapeToString(perm) + " is not a permutation of " + std::to_string(rank) + " axes");
+    }
+    inverse[static_cast<size_t>(p)] = static_cast<int64_t>(i);
+  }
+  Node node = ctx.node();
+  node.SetAttr(Attribute::Ints("perm", inverse));
+  std::vector<Tensor> outs = RunKernel(ctx, node, {dy}, false);
+  if (outs.empty() || outs[0].dims() != ctx.required_input(0).dims()) ctx.Fail("transposed gradient has the wrong shape");
+  ctx.SetInputGrad(0, std::move(outs[0]));
+}
+
 void AddCopyRule(BackwardRegistry& r, const char* op, int64_t since, int64_t until, std::vector<int> diff) {
   std::vector<size_t> d(diff.begin(), diff.end());
   r.Add({op, since, until, [d](GradContext& c) { CopyBackward(c, d); }, diff});
@@ -159,7 +190,7 @@ void AddShapeGrads(BackwardRegistry& r) {
   for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}) {
     r.Add({op, 1, 1000, SameElementsBackward, {0}});
   }
-  AddCopyRule(r, "Transpose", 1, 1000, {0});
+  r.Add({"Transpose", 1, 1000, TransposeBackward, {0}});
   r.Add({"Concat", 1, 1000, ConcatBackward, {}});
   AddCopyRule(r, "Split", 1, 1000, {0});
   AddCopyRule(r, "Slice", 1, 1000, {0});

@@ -53,7 +53,7 @@ LossValue DistillationLoss(const Tensor& student, const Tensor& teacher, double 
   const int64_t c = student.dims().back();
   const int64_t n = student.numel() / c;
   LossValue out;
-  out.grad = Tensor(student.dtype(), student.dims());
+  out.grad = Tensor::Uninitialized(student.dtype(), student.dims());
   std::vector<double> ps(static_cast<size_t>(c)), pt(static_cast<size_t>(c));
   double total = 0;
   for (int64_t r = 0; r < n; ++r) {
@@ -78,7 +78,7 @@ LossValue CrossEntropyLoss(const Tensor& logits, const std::vector<int64_t>& lab
     ThrowInvalid("cross-entropy: " + std::to_string(labels.size()) + " labels for " + std::to_string(n) + " samples");
   }
   LossValue out;
-  out.grad = Tensor(logits.dtype(), logits.dims());
+  out.grad = Tensor::Uninitialized(logits.dtype(), logits.dims());
   std::vector<double> p(static_cast<size_t>(c));
   double total = 0;
   for (int64_t r = 0; r < n; ++r) {
@@ -104,7 +104,7 @@ LossValue MseLoss(const Tensor& student, const Tensor& teacher) {
   }
   CheckReal(student, "student value");
   LossValue out;
-  out.grad = Tensor(student.dtype(), student.dims());
+  out.grad = Tensor::Uninitialized(student.dtype(), student.dims());
   const int64_t n = std::max<int64_t>(student.numel(), 1);
   double total = 0;
   for (int64_t i = 0; i < student.numel(); ++i) {

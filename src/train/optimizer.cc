@@ -1,6 +1,7 @@
 #include "compress/train/optimizer.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "compress/util/error.h"
 
@@ -67,27 +68,38 @@ double Optimizer::Step(std::vector<Tensor>& params, const std::vector<Tensor>& g
     if ((wf == nullptr && wd == nullptr) || (gf == nullptr && gdp == nullptr) || grads[p].numel() != w.numel()) {
       ThrowInternal("Optimizer::Step: parameter " + std::to_string(p) + " is not a float tensor of its gradient's size");
     }
-    for (int64_t e = 0; e < w.numel(); ++e) {
-      if (mask != nullptr && mask[e] == 0) continue;
-      const double g = (gf != nullptr ? static_cast<double>(gf[e]) : gdp[e]) * scale;
-      double x = wf != nullptr ? static_cast<double>(wf[e]) : wd[e];
-      const size_t k = static_cast<size_t>(e);
-      if (o_.kind == "sgd") {
-        const double gd = decay ? g + o_.weight_decay * x : g;
-        m[k] = o_.momentum * m[k] + gd;
-        x -= lr * m[k];
-      } else {
-        auto& v = v_[p];
-        m[k] = o_.beta1 * m[k] + (1 - o_.beta1) * g;
-        v[k] = o_.beta2 * v[k] + (1 - o_.beta2) * g * g;
-        if (decay) x -= lr * o_.weight_decay * x;
-        x -= lr * (m[k] / bc1) / (std::sqrt(v[k] / bc2) + o_.eps);
+    // One pass per element; the kind and the precision are chosen outside the loop.
+    const bool sgd = o_.kind == "sgd";
+    const double wd_factor = decay ? lr * o_.weight_decay : 0.0;
+    const double b1 = o_.beta1, b2 = o_.beta2, eps = o_.eps, mom = o_.momentum, wdk = o_.weight_decay;
+    double* pm = m.data();
+    double* pv = sgd ? nullptr : v_[p].data();
+    auto update = [&](auto* wp, const auto* gp) {
+      for (int64_t e = 0; e < w.numel(); ++e) {
+        if (mask != nullptr && mask[e] == 0) continue;
+        const double g = static_cast<double>(gp[e]) * scale;
+        double x = static_cast<double>(wp[e]);
+        if (sgd) {
+          const double gd = decay ? g + wdk * x : g;
+          pm[e] = mom * pm[e] + gd;
+          x -= lr * pm[e];
+        } else {
+          pm[e] = b1 * pm[e] + (1 - b1) * g;
+          pv[e] = b2 * pv[e] + (1 - b2) * g * g;
+          if (decay) x -= wd_factor * x;
+          x -= lr * (pm[e] / bc1) / (std::sqrt(pv[e] / bc2) + eps);
+        }
+        wp[e] = static_cast<std::remove_reference_t<decltype(wp[e])>>(x);
       }
-      if (wf != nullptr) {
-        wf[e] = static_cast<float>(x);
-      } else {
-        wd[e] = x;
-      }
+    };
+    if (wf != nullptr && gf != nullptr) {
+      update(wf, gf);
+    } else if (wf != nullptr) {
+      update(wf, gdp);
+    } else if (gf != nullptr) {
+      update(wd, gf);
+    } else {
+      update(wd, gdp);
     }
   }
   return norm;

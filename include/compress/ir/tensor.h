@@ -36,6 +36,10 @@ class Tensor {
   Tensor() = default;
   // Zero-filled tensor. For kString the elements are empty strings.
   Tensor(DType dtype, std::vector<int64_t> dims, std::string name = {});
+  // A tensor whose element bytes are left unset, for code that writes every element before reading any
+  // (numeric types only; a string tensor is built as by the constructor). Skips the zero fill, which
+  // costs as much as the work itself in light kernels and gradient rules.
+  static Tensor Uninitialized(DType dtype, std::vector<int64_t> dims);
 
   // A tensor holding a copy of `bytes`, which must be exactly the storage size of dtype x dims.
   static Tensor FromBytes(DType dtype, std::vector<int64_t> dims, const void* bytes, size_t size,
@@ -85,6 +89,10 @@ class Tensor {
 
   const std::vector<std::string>& strings() const;
   std::vector<std::string>& mutable_strings();
+
+  // True when another Tensor shares these element bytes (copies share storage): writing through
+  // mutable_data() would change it too.
+  bool SharesStorage() const { return buffer_ != nullptr && buffer_.use_count() > 1; }
 
   // True when the bytes are borrowed (see FromBorrowed) rather than owned.
   bool borrowed() const;
