@@ -1085,6 +1085,9 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
     training = train::TimeTrainingStep(model, inputs, opt.threads, opt.min_seconds);
     doc["training"] = {{"forward_seconds", training->forward_seconds},
                        {"step_seconds", training->step_seconds},
+                       {"step_forward_seconds", training->step_forward_seconds},
+                       {"step_backward_seconds", training->step_backward_seconds},
+                       {"step_update_seconds", training->step_update_seconds},
                        {"ratio", training->step_seconds / training->forward_seconds},
                        {"runs", training->runs},
                        {"parameters", training->parameters},
@@ -1099,7 +1102,10 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
     out << std::fixed << std::setprecision(3) << "training step " << training->step_seconds * 1e3 << " ms  forward "
         << training->forward_seconds * 1e3 << " ms  (" << std::setprecision(2)
         << training->step_seconds / training->forward_seconds << "x; " << training->runs << " interleaved pairs, "
-        << training->parameters << " weights trained, peak memory " << (training->peak_rss_bytes >> 20) << " MiB)\n";
+        << training->parameters << " weights trained, peak memory " << (training->peak_rss_bytes >> 20) << " MiB)\n"
+        << std::setprecision(3) << "  step parts: forward keeping values " << training->step_forward_seconds * 1e3
+        << " ms, loss and backward " << training->step_backward_seconds * 1e3 << " ms, update "
+        << training->step_update_seconds * 1e3 << " ms\n";
   }
   out << std::fixed << std::setprecision(3) << "median " << median * 1e3 << " ms  mean " << mean * 1e3 << " ms  min "
       << sorted.front() * 1e3 << " ms  (" << times.size() << " runs)  " << std::setprecision(0)

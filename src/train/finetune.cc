@@ -126,16 +126,27 @@ TrainStepTiming TimeTrainingStep(const Model& model, const std::vector<Tensor>& 
   }
   OptimizerOptions oo;
   Optimizer opt(oo, decay);
+  std::vector<double> part_f, part_b, part_u;
   auto step = [&] {
+    auto t0 = std::chrono::steady_clock::now();
     const ValueMap fwd = bp.Forward(inputs, values);
+    const auto t1 = std::chrono::steady_clock::now();
     const LossValue kd = DistillationLoss(fwd.at(out0), teacher, 4.0);
     const std::vector<Tensor> grads = bp.Backward(fwd, {kd.grad});
+    const auto t2 = std::chrono::steady_clock::now();
     opt.Step(values, grads, {});
+    const auto t3 = std::chrono::steady_clock::now();
+    part_f.push_back(std::chrono::duration<double>(t1 - t0).count());
+    part_b.push_back(std::chrono::duration<double>(t2 - t1).count());
+    part_u.push_back(std::chrono::duration<double>(t3 - t2).count());
   };
   for (int i = 0; i < 2; ++i) {  // warm-up: first-touch allocations, caches
     forward.Run(inputs);
     step();
   }
+  part_f.clear();
+  part_b.clear();
+  part_u.clear();
   std::vector<double> f, s;
   const auto start = std::chrono::steady_clock::now();
   auto since = [](std::chrono::steady_clock::time_point t0) {
@@ -153,6 +164,10 @@ TrainStepTiming TimeTrainingStep(const Model& model, const std::vector<Tensor>& 
   std::sort(s.begin(), s.end());
   t.forward_seconds = f[f.size() / 2];
   t.step_seconds = s[s.size() / 2];
+  for (auto* part : {&part_f, &part_b, &part_u}) std::sort(part->begin(), part->end());
+  t.step_forward_seconds = part_f[part_f.size() / 2];
+  t.step_backward_seconds = part_b[part_b.size() / 2];
+  t.step_update_seconds = part_u[part_u.size() / 2];
   t.runs = static_cast<int64_t>(f.size());
   t.peak_rss_bytes = PeakResidentBytes();
   return t;

@@ -123,7 +123,7 @@ void PoolBackward(GradContext& ctx) {
   const std::vector<int64_t> table = WindowTable(g);
   DispatchFloat(ctx, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    Tensor dx(x.dtype(), x.dims());
+    Tensor dx = Tensor::Uninitialized(x.dtype(), x.dims());  // each chunk zeroes its planes
     const T* px = x.data<T>();
     const T* pg = dy->data<T>();
     T* pdx = dx.mutable_data<T>();

@@ -88,6 +88,9 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
 struct TrainStepTiming {
   double forward_seconds = 0;
   double step_seconds = 0;
+  // Medians of the step's parts: the forward pass keeping every value, the loss and backward pass, the
+  // optimizer's update.
+  double step_forward_seconds = 0, step_backward_seconds = 0, step_update_seconds = 0;
   int64_t runs = 0;
   int64_t parameters = 0;      // trained elements
   int64_t peak_rss_bytes = 0;  // of the process after the runs
