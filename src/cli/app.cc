@@ -1092,6 +1092,15 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
                        {"runs", training->runs},
                        {"parameters", training->parameters},
                        {"peak_rss_bytes", training->peak_rss_bytes}};
+    if (opt.profile) {
+      doc["training"]["backward_profile"] = nlohmann::json::array();
+      for (const auto& p : training->backward_profile) {
+        doc["training"]["backward_profile"].push_back(
+            {{"op_type", p.op_type},
+             {"calls_per_step", static_cast<double>(p.calls) / static_cast<double>(training->profiled_steps)},
+             {"seconds_per_step", p.seconds / static_cast<double>(training->profiled_steps)}});
+      }
+    }
   }
   if (opt.json) {
     out << doc.dump(2) << "\n";
@@ -1106,6 +1115,16 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
         << std::setprecision(3) << "  step parts: forward keeping values " << training->step_forward_seconds * 1e3
         << " ms, loss and backward " << training->step_backward_seconds * 1e3 << " ms, update "
         << training->step_update_seconds * 1e3 << " ms\n";
+    if (opt.profile) {
+      double backward_total = 0;
+      for (const auto& p : training->backward_profile) backward_total += p.seconds;
+      out << "  backward rules by operator type (mean per step):\n";
+      for (const auto& p : training->backward_profile) {
+        out << "    " << std::left << std::setw(22) << p.op_type << std::right << std::setw(6) << std::setprecision(1)
+            << (backward_total > 0 ? 100.0 * p.seconds / backward_total : 0.0) << "%  " << std::setprecision(3)
+            << 1e3 * p.seconds / static_cast<double>(training->profiled_steps) << " ms\n";
+      }
+    }
   }
   out << std::fixed << std::setprecision(3) << "median " << median * 1e3 << " ms  mean " << mean * 1e3 << " ms  min "
       << sorted.front() * 1e3 << " ms  (" << times.size() << " runs)  " << std::setprecision(0)

@@ -1,6 +1,7 @@
 #include "compress/train/autodiff.h"
 
 #include <algorithm>
+#include <chrono>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -248,6 +249,7 @@ Backprop::Backprop(const Model& model, std::vector<std::string> params, std::vec
       g.inputs.push_back(v);
     }
   }
+  profile_ = options.profile;
   if (options.pool != nullptr) {
     pool_ = options.pool;
   } else {
@@ -343,7 +345,16 @@ std::vector<Tensor> Backprop::Backward(const ValueMap& values, const std::vector
                        IsDifferentiableInput(a.rules[*it], k));
     }
     GradContext ctx(n, plan_->model.OpsetVersion(n.domain), ins, outs, out_grads, wanted, pool_);
-    a.rules[*it]->fn(ctx);
+    if (profile_) {
+      const auto t0 = std::chrono::steady_clock::now();
+      a.rules[*it]->fn(ctx);
+      BackwardOpTime& t = profile_times_[n.op_type];
+      t.op_type = n.op_type;
+      ++t.calls;
+      t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } else {
+      a.rules[*it]->fn(ctx);
+    }
     // The outputs' gradients are no longer needed: free them early.
     for (const auto& o : n.outputs) {
       if (!o.empty() && std::find(seeds_.begin(), seeds_.end(), o) == seeds_.end()) grads.erase(o);
@@ -367,6 +378,13 @@ std::vector<Tensor> Backprop::Backward(const ValueMap& values, const std::vector
       out.push_back(v != nullptr ? Tensor(v->dtype(), v->dims()) : Tensor());
     }
   }
+  return out;
+}
+
+std::vector<BackwardOpTime> Backprop::BackwardProfile() const {
+  std::vector<BackwardOpTime> out;
+  for (const auto& [op, t] : profile_times_) out.push_back(t);
+  std::stable_sort(out.begin(), out.end(), [](const BackwardOpTime& a, const BackwardOpTime& b) { return a.seconds > b.seconds; });
   return out;
 }
 

@@ -105,6 +105,7 @@ TrainStepTiming TimeTrainingStep(const Model& model, const std::vector<Tensor>& 
   if (params.empty()) ThrowInvalid("the model has no float weights on the way to its first output: nothing to train");
   BackpropOptions bo;
   bo.threads = threads;
+  bo.profile = true;
   Backprop bp(model, params, {out0}, bo);
   ExecutorOptions eo;
   eo.threads = threads;
@@ -168,6 +169,8 @@ TrainStepTiming TimeTrainingStep(const Model& model, const std::vector<Tensor>& 
   t.step_forward_seconds = part_f[part_f.size() / 2];
   t.step_backward_seconds = part_b[part_b.size() / 2];
   t.step_update_seconds = part_u[part_u.size() / 2];
+  t.backward_profile = bp.BackwardProfile();
+  t.profiled_steps = static_cast<int64_t>(s.size()) + 2;
   t.runs = static_cast<int64_t>(f.size());
   t.peak_rss_bytes = PeakResidentBytes();
   return t;

@@ -136,9 +136,17 @@ void PoolBackward(GradContext& ctx) {
           const int64_t* taps = table.data() + o * g.kernel_size;
           const T grad = pg[p * g.out_size + o];
           if constexpr (kMax) {
+            // Selects instead of branches (which of the taps wins is a coin toss on real data); the padding
+            // test is the predictable one.
             int64_t best = -1;
+            T best_value = T(0);
             for (int64_t k = 0; k < g.kernel_size; ++k) {
-              if (taps[k] >= 0 && (best < 0 || plane[taps[k]] > plane[best])) best = taps[k];
+              const int64_t t = taps[k];
+              if (t < 0) continue;
+              const T v = plane[t];
+              const bool take = best < 0 || v > best_value;
+              best = take ? t : best;
+              best_value = take ? v : best_value;
             }
             if (best >= 0) dplane[best] += grad;
           } else {

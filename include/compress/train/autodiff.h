@@ -98,6 +98,14 @@ struct BackpropOptions {
   int threads = 0;
   ThreadPool* pool = nullptr;
   bool reference_kernels = false;  // forward on the reference kernels (gradient checks)
+  bool profile = false;            // time every backward rule (see Backprop::BackwardProfile)
+};
+
+// Time spent in the backward rules of one operator type, summed over Backward calls.
+struct BackwardOpTime {
+  std::string op_type;
+  int64_t calls = 0;
+  double seconds = 0;
 };
 
 class Backprop {
@@ -125,6 +133,9 @@ class Backprop {
   // Nodes that the backward pass differentiates, in forward order (for tests and messages).
   std::vector<std::string> DifferentiatedNodes() const;
 
+  // With BackpropOptions::profile: seconds per operator type over every Backward call so far, largest first.
+  std::vector<BackwardOpTime> BackwardProfile() const;
+
   // The initializers that fine-tuning trains: float32 / float64 tensors of more than one element read at
   // a differentiable input of some node on a path to a seed (weights, biases, norm scales, embeddings;
   // not shapes, scalar constants, or Resize scales). In graph initializer order.
@@ -142,6 +153,8 @@ class Backprop {
   ThreadPool* pool_ = nullptr;
   std::vector<std::string> params_, seeds_;
   std::vector<ValueInfo> data_inputs_;
+  bool profile_ = false;
+  std::map<std::string, BackwardOpTime> profile_times_;
 };
 
 }  // namespace compress::train

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compress/ir/graph.h"
+#include "compress/train/autodiff.h"
 #include "compress/train/optimizer.h"
 
 namespace compress::train {
@@ -91,6 +92,10 @@ struct TrainStepTiming {
   // Medians of the step's parts: the forward pass keeping every value, the loss and backward pass, the
   // optimizer's update.
   double step_forward_seconds = 0, step_backward_seconds = 0, step_update_seconds = 0;
+  // Backward rules by operator type, seconds summed over every timed and warm-up step, with the number
+  // of steps they cover.
+  std::vector<BackwardOpTime> backward_profile;
+  int64_t profiled_steps = 0;
   int64_t runs = 0;
   int64_t parameters = 0;      // trained elements
   int64_t peak_rss_bytes = 0;  // of the process after the runs
