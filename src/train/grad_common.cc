@@ -1,5 +1,7 @@
 #include "train/grad_common.h"
 
+#include <algorithm>
+
 #include "compress/exec/thread_pool.h"
 #include "compress/util/error.h"
 #include "exec/kernels/common.h"
@@ -96,18 +98,33 @@ Tensor ReduceToShape(const Tensor& grad, const std::vector<int64_t>& shape) {
   return out;
 }
 
+// Row by row along the last axis: copy the source row (stride 1) or repeat its one element (stride 0).
+template <typename T>
+void BroadcastRows(const Tensor& t, const std::vector<int64_t>& dims, const std::vector<int64_t>& strides, Tensor& out) {
+  const int64_t inner = dims.back(), inner_stride = strides.back();
+  const std::vector<int64_t> outer_dims(dims.begin(), dims.end() - 1);
+  const std::vector<int64_t> outer_strides(strides.begin(), strides.end() - 1);
+  const T* s = t.data<T>();
+  T* o = out.mutable_data<T>();
+  Walk<T>(outer_dims, outer_strides, [&](int64_t row, int64_t off) {
+    T* dst = o + row * inner;
+    if (inner_stride == 0) {
+      std::fill(dst, dst + inner, s[off]);
+    } else {
+      std::copy(s + off, s + off + inner, dst);
+    }
+  });
+}
+
 Tensor BroadcastTo(const Tensor& t, const std::vector<int64_t>& dims) {
   if (t.dims() == dims) return t;
   Tensor out = Tensor::Uninitialized(t.dtype(), dims);
+  if (out.numel() == 0) return out;
   const auto strides = StridesFrom(t.dims(), dims);
   if (t.dtype() == DType::kFloat) {
-    const float* s = t.data<float>();
-    float* o = out.mutable_data<float>();
-    Walk<float>(dims, strides, [&](int64_t i, int64_t off) { o[i] = s[off]; });
+    BroadcastRows<float>(t, dims, strides, out);
   } else {
-    const double* s = t.data<double>();
-    double* o = out.mutable_data<double>();
-    Walk<double>(dims, strides, [&](int64_t i, int64_t off) { o[i] = s[off]; });
+    BroadcastRows<double>(t, dims, strides, out);
   }
   return out;
 }
@@ -128,8 +145,11 @@ void MatMulF32(ThreadPool* pool, int64_t m, int64_t n, int64_t k, const float* a
     if (!accumulate) std::fill(c, c + m * n, 0.0f);
     return;
   }
-  gemm::AlignedFloats pa(gemm::PackedASize(m, k)), pb(gemm::PackedBSize(k, n));
-  gemm::PackA(a, a_rs, a_cs, m, k, 1.0f, pa.data());
+  // A row-major left operand is read in place (as the forward MatMul reads its activations); a transposed
+  // one is packed.
+  const bool a_in_place = a_cs == 1;
+  gemm::AlignedFloats pa(a_in_place ? 0 : gemm::PackedASize(m, k)), pb(gemm::PackedBSize(k, n));
+  if (!a_in_place) gemm::PackA(a, a_rs, a_cs, m, k, 1.0f, pa.data());
   gemm::PackB(b, b_rs, b_cs, k, n, pb.data());
   // Row blocks of whole micro-panels, fixed in size so that the split does not depend on the thread count.
   constexpr int64_t kRowBlock = gemm::kMr * 8;
@@ -137,8 +157,8 @@ void MatMulF32(ThreadPool* pool, int64_t m, int64_t n, int64_t k, const float* a
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t r0 = blk * kRowBlock, rows = std::min(kRowBlock, m - r0);
-      gemm::Multiply(rows, n, k, gemm::AView{pa.data() + r0 * k}, gemm::BView{pb.data(), gemm::kNr, k * gemm::kNr},
-                     c + r0 * n, n, init);
+      const gemm::AView av = a_in_place ? gemm::AView{a + r0 * a_rs, a_rs} : gemm::AView{pa.data() + r0 * k};
+      gemm::Multiply(rows, n, k, av, gemm::BView{pb.data(), gemm::kNr, k * gemm::kNr}, c + r0 * n, n, init);
     }
   };
   if (pool != nullptr && blocks > 1) {

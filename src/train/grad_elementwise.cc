@@ -348,11 +348,36 @@ void MulBackward(GradContext& ctx) {
   });
 }
 
+// Div: da = dy / b, db = -dy * a / b^2, over the output's shape (operands broadcast to it), then summed to
+// each input's shape; computed in T.
 void DivBackward(GradContext& ctx) {
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr) return;
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
-    BroadcastBackward<decltype(tag)>(ctx, 2, [](size_t k, int64_t, const std::vector<double>& v) {
-      return k == 0 ? 1.0 / v[1] : -v[0] / (v[1] * v[1]);
-    });
+    using T = decltype(tag);
+    auto wide = [&](size_t j) {
+      Tensor t = ctx.required_input(j);
+      if (t.dtype() != dy->dtype()) ctx.Fail("inputs and output gradient differ in element type");
+      t.Reshape(AlignedDims(ctx, j));
+      return BroadcastTo(t, dy->dims());
+    };
+    const Tensor b = wide(1);
+    const T* g = dy->template data<T>();
+    const T* pb = b.template data<T>();
+    if (ctx.wanted(0)) {
+      Tensor full = Tensor::Uninitialized(dy->dtype(), dy->dims());
+      T* o = full.template mutable_data<T>();
+      for (int64_t i = 0; i < full.numel(); ++i) o[i] = g[i] / pb[i];
+      SetBroadcastGrad(ctx, 0, full);
+    }
+    if (ctx.wanted(1)) {
+      const Tensor a = wide(0);
+      const T* pa = a.template data<T>();
+      Tensor full = Tensor::Uninitialized(dy->dtype(), dy->dims());
+      T* o = full.template mutable_data<T>();
+      for (int64_t i = 0; i < full.numel(); ++i) o[i] = -g[i] * pa[i] / (pb[i] * pb[i]);
+      SetBroadcastGrad(ctx, 1, full);
+    }
   });
 }
 

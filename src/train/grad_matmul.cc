@@ -5,7 +5,9 @@
 // MatMul (numpy semantics): per batch matrix dA = dY B^T, dB = A^T dY; a 1-D operand is a row (A) or a
 // column (B) vector; batch axes an operand was broadcast along are summed.
 #include <Eigen/Dense>
+#include <type_traits>
 
+#include "compress/exec/thread_pool.h"
 #include "train/grad_common.h"
 
 namespace compress::train {
@@ -186,13 +188,30 @@ void MatMulBackward(GradContext& ctx) {
     B.Reshape(b2);
     A = BroadcastTo(A, afull);
     B = BroadcastTo(B, bfull);
-    Tensor da(a.dtype(), afull), db(b.dtype(), bfull);
-    for (int64_t i = 0; i < nb; ++i) {
-      ConstMap<T> Ai(A.data<T>() + i * m * k, m, k);
-      ConstMap<T> Bi(B.data<T>() + i * k * n, k, n);
-      ConstMap<T> Gi(G + i * m * n, m, n);
-      if (ctx.wanted(0)) MutMap<T>(da.mutable_data<T>() + i * m * k, m, k).noalias() = Gi * Bi.transpose();
-      if (ctx.wanted(1)) MutMap<T>(db.mutable_data<T>() + i * k * n, k, n).noalias() = Ai.transpose() * Gi;
+    Tensor da = Tensor::Uninitialized(a.dtype(), afull), db = Tensor::Uninitialized(b.dtype(), bfull);
+    // One product pair per batch matrix, each written by one task: no dependence on the threads.
+    auto run = [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const T* Ap = A.data<T>() + i * m * k;
+        const T* Bp = B.data<T>() + i * k * n;
+        const T* Gp = G + i * m * n;
+        if constexpr (std::is_same_v<T, float>) {
+          // dA (m x k) = G (m x n) B^T; dB (k x n) = A^T G, on the executor's GEMM.
+          if (ctx.wanted(0)) MatMulF32(nullptr, m, k, n, Gp, n, 1, Bp, 1, n, da.mutable_data<float>() + i * m * k, false);
+          if (ctx.wanted(1)) MatMulF32(nullptr, k, n, m, Ap, 1, k, Gp, n, 1, db.mutable_data<float>() + i * k * n, false);
+        } else {
+          ConstMap<T> Ai(Ap, m, k);
+          ConstMap<T> Bi(Bp, k, n);
+          ConstMap<T> Gi(Gp, m, n);
+          if (ctx.wanted(0)) MutMap<T>(da.mutable_data<T>() + i * m * k, m, k).noalias() = Gi * Bi.transpose();
+          if (ctx.wanted(1)) MutMap<T>(db.mutable_data<T>() + i * k * n, k, n).noalias() = Ai.transpose() * Gi;
+        }
+      }
+    };
+    if (ctx.pool() != nullptr && nb > 1) {
+      ctx.pool()->ParallelFor(nb, 1, run);
+    } else {
+      run(0, nb);
     }
     if (ctx.wanted(0)) {
       Tensor r = ReduceToShape(da, a2);

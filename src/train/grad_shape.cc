@@ -172,6 +172,54 @@ void TransposeBackward(GradContext& ctx) {
   ctx.SetInputGrad(0, std::move(outs[0]));
 }
 
+// Gather(data, indices, axis): every output row of `inner` elements is data's row indices[j] along `axis`,
+// so dx starts at zero and each row of dy adds into the row it came from (repeated indices sum), in output
+// order.
+void GatherBackward(GradContext& ctx) {
+  const Tensor* dy = ctx.output_grad(0);
+  if (dy == nullptr || !ctx.wanted(0)) return;
+  const Tensor& x = ctx.required_input(0);
+  const Tensor& idx = ctx.required_input(1);
+  const int64_t rank = static_cast<int64_t>(x.rank());
+  if (rank < 1) ctx.Fail("data must have rank >= 1");
+  const size_t axis = static_cast<size_t>(NormAxis(ctx, ctx.node().AttrInt("axis", 0), rank));
+  const std::vector<int64_t> indices = ReadInts(idx);
+  const std::vector<int64_t>& d = x.dims();
+  int64_t outer = 1, inner = 1;
+  for (size_t i = 0; i < axis; ++i) outer *= d[i];
+  for (size_t i = axis + 1; i < d.size(); ++i) inner *= d[i];
+  const int64_t len = d[axis], count = static_cast<int64_t>(indices.size());
+  if (dy->numel() != outer * count * inner) {
+    ctx.Fail("output gradient " + ShapeToString(dy->dims()) + " does not match data " + ShapeToString(d) +
+             " gathered by indices " + ShapeToString(idx.dims()));
+  }
+  DispatchFloat(ctx, dy->dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    Tensor dx(x.dtype(), d);  // zeros: rows are added in
+    if (x.dtype() != dy->dtype()) ctx.Fail("data and output gradient differ in element type");
+    const T* g = dy->template data<T>();
+    T* o = dx.template mutable_data<T>();
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t k = indices[static_cast<size_t>(j)] < 0 ? indices[static_cast<size_t>(j)] + len
+                                                             : indices[static_cast<size_t>(j)];
+      if (k < 0 || k >= len) {
+        ctx.Fail("index " + std::to_string(indices[static_cast<size_t>(j)]) + " is out of range for axis length " +
+                 std::to_string(len));
+      }
+    }
+    for (int64_t a = 0; a < outer; ++a) {
+      for (int64_t j = 0; j < count; ++j) {
+        const int64_t raw = indices[static_cast<size_t>(j)];
+        const int64_t k = raw < 0 ? raw + len : raw;
+        const T* src = g + (a * count + j) * inner;
+        T* dst = o + (a * len + k) * inner;
+        for (int64_t e = 0; e < inner; ++e) dst[e] += src[e];
+      }
+    }
+    ctx.SetInputGrad(0, std::move(dx));
+  });
+}
+
 void AddCopyRule(BackwardRegistry& r, const char* op, int64_t since, int64_t until, std::vector<int> diff) {
   std::vector<size_t> d(diff.begin(), diff.end());
   r.Add({op, since, until, [d](GradContext& c) { CopyBackward(c, d); }, diff});
@@ -194,7 +242,7 @@ void AddShapeGrads(BackwardRegistry& r) {
   r.Add({"Concat", 1, 1000, ConcatBackward, {}});
   AddCopyRule(r, "Split", 1, 1000, {0});
   AddCopyRule(r, "Slice", 1, 1000, {0});
-  AddCopyRule(r, "Gather", 1, 1000, {0});
+  r.Add({"Gather", 1, 1000, GatherBackward, {0}});
   AddCopyRule(r, "Expand", 8, 1000, {0});
   AddCopyRule(r, "Tile", 1, 1000, {0});
   AddCopyRule(r, "Pad", 1, 1000, {0});
