@@ -85,6 +85,7 @@ struct MainOptions {
   std::optional<int64_t> epochs;
   std::optional<double> lr;
   std::optional<double> temperature;
+  std::string distill_loss;
   std::optional<double> label_weight;
   std::vector<std::string> feature_loss;
   std::optional<int64_t> seed;
@@ -199,7 +200,7 @@ void CheckLowRankMethod(const std::string& method) {
 }
 
 bool AnyFinetuneOption(const MainOptions& opt) {
-  return opt.epochs || opt.lr || opt.temperature || opt.label_weight || !opt.feature_loss.empty() || opt.seed ||
+  return opt.epochs || opt.lr || opt.temperature || !opt.distill_loss.empty() || opt.label_weight || !opt.feature_loss.empty() || opt.seed ||
          opt.prune_steps || opt.finetune_limit || opt.qat || !opt.student.empty();
 }
 
@@ -208,6 +209,7 @@ RecipeStep FinetuneStep(const MainOptions& opt, int64_t epochs) {
   nlohmann::json o = {{"data", opt.finetune_dir}, {"epochs", epochs}, {"batch", opt.batch}};
   if (opt.lr) o["lr"] = *opt.lr;
   if (opt.temperature) o["temperature"] = *opt.temperature;
+  if (!opt.distill_loss.empty()) o["distill_loss"] = opt.distill_loss;
   if (opt.label_weight) o["label_weight"] = *opt.label_weight;
   if (!opt.feature_loss.empty()) o["feature_loss"] = opt.feature_loss;
   if (opt.seed) o["seed"] = *opt.seed;
@@ -424,8 +426,8 @@ Recipe BuildRecipe(const MainOptions& opt) {
                "--low-rank-energy, --low-rank-params or --low-rank-macs");
   }
   if (AnyFinetuneOption(opt) && opt.finetune_dir.empty()) {
-    ThrowUsage("--epochs, --lr, --temperature, --label-weight, --feature-loss, --seed, --prune-steps, --finetune-limit, "
-               "--qat and --student only apply with --finetune DIR");
+    ThrowUsage("--epochs, --lr, --temperature, --distill-loss, --label-weight, --feature-loss, --seed, --prune-steps, "
+               "--finetune-limit, --qat and --student only apply with --finetune DIR");
   }
   if (opt.prune_steps && !opt.prune) ThrowUsage("--prune-steps applies with --prune");
   if (opt.prune_steps && *opt.prune_steps < 1) ThrowUsage("--prune-steps must be at least 1");
@@ -433,6 +435,10 @@ Recipe BuildRecipe(const MainOptions& opt) {
   if (opt.epochs && *opt.epochs < 1) ThrowUsage("--epochs must be at least 1");
   if (opt.label_weight && !(*opt.label_weight >= 0 && *opt.label_weight <= 1)) ThrowUsage("--label-weight must be in [0, 1]");
   if (opt.temperature && !(*opt.temperature > 0)) ThrowUsage("--temperature must be positive");
+  if (!opt.distill_loss.empty() && opt.distill_loss != "kl" && opt.distill_loss != "mse") {
+    ThrowUsage("--distill-loss must be kl or mse, got '" + opt.distill_loss + "'");
+  }
+  if (opt.temperature && opt.distill_loss == "mse") ThrowUsage("--temperature applies with --distill-loss kl");
   if (opt.lr && !(*opt.lr > 0)) ThrowUsage("--lr must be positive");
   if (AnyInt8Option(opt) && !opt.int8) {
     ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
@@ -1307,6 +1313,9 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_option("--epochs", main_opt.epochs, "Fine-tuning: passes over the data (default 1; per step with --prune-steps)");
   app.add_option("--lr", main_opt.lr, "Fine-tuning: peak learning rate of AdamW (default 0.001), cosine decay after a warm-up");
   app.add_option("--temperature", main_opt.temperature, "Fine-tuning: distillation temperature T (default 4)");
+  app.add_option("--distill-loss", main_opt.distill_loss,
+                 "Fine-tuning: how the output is matched to the original's: kl (class scores, the default) or mse "
+                 "(embeddings, maps, regressions)");
   app.add_option("--label-weight", main_opt.label_weight,
                  "Fine-tuning: weight of cross-entropy on the labels of DIR in [0, 1]; the rest goes to distillation "
                  "(default 0.5 when DIR has labels, else 0)");

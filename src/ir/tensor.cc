@@ -148,7 +148,7 @@ const void* Tensor::raw() const { return buffer_ ? buffer_->data : nullptr; }
 void* Tensor::mutable_raw() {
   if (!buffer_) return nullptr;
   if (buffer_.use_count() > 1 || buffer_->owner) {
-    auto copy = std::make_shared<Buffer>(nbytes_);
+    auto copy = std::make_shared<Buffer>(nbytes_, false);  // every byte is copied next
     if (nbytes_ != 0) std::memcpy(copy->data, buffer_->data, nbytes_);
     ReleasePages();  // the borrowed bytes were read once, for the copy
     buffer_ = std::move(copy);

@@ -34,6 +34,10 @@ class FinetunePass : public Pass {
     o.optimizer.weight_decay = options_.at("weight_decay").get<double>();
     o.optimizer.clip_norm = options_.at("clip_norm").get<double>();
     o.temperature = options_.at("temperature").get<double>();
+    o.distill_loss = options_.at("distill_loss").get<std::string>();
+    if (o.distill_loss != "kl" && o.distill_loss != "mse") {
+      ThrowUsage("finetune: distill_loss must be kl or mse, got '" + o.distill_loss + "'");
+    }
     o.label_weight = options_.at("label_weight").get<double>();
     o.feature_loss = options_.at("feature_loss").get<std::vector<std::string>>();
     o.seed = static_cast<uint64_t>(options_.at("seed").get<int64_t>());
@@ -73,6 +77,7 @@ class FinetunePass : public Pass {
     t["lr"] = o.optimizer.lr;
     t["optimizer"] = o.optimizer.kind;
     t["temperature"] = o.temperature;
+    t["distill_loss"] = o.distill_loss;
     t["qat"] = qat.active();
     ctx.details()["training"] = t;
     ctx.Note("fine-tuned " + std::to_string(r.parameters.size()) + " weight tensors for " +

@@ -92,6 +92,8 @@ std::vector<PassInfo> BuildPassList() {
                      {"weight_decay", json(0.0), "decoupled weight decay of weights (not biases)"},
                      {"clip_norm", json(0.0), "clip the global gradient norm to this (0: off)"},
                      {"temperature", json(4.0), "distillation temperature T: T^2 KL(softmax(t/T) || softmax(s/T))"},
+                     {"distill_loss", json("kl"), "how output 0 is matched to the original's: kl (class scores) or "
+                                                  "mse (embeddings, maps, regressions)"},
                      {"label_weight", json(-1.0), "weight of cross-entropy on the labels in [0, 1]; the rest goes "
                                                   "to distillation (negative: 0.5 when the data has labels, else 0)"},
                      {"feature_loss", json::array(), "intermediate values matched to the original's by mean squared "

@@ -139,6 +139,9 @@ Analysis Analyze(const Model& model, const std::vector<std::string>& params, con
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       if (!n.inputs[k].empty() && a.requires.count(n.inputs[k]) && IsDifferentiableInput(a.rules[i], k)) any = true;
     }
+    // Values an If/Loop/Scan body reads from the enclosing graph are inputs of the node too: a weight used
+    // only inside a branch still reaches the output through it.
+    for (const auto& c : OuterScopeInputs(n)) any = any || a.requires.count(c) > 0;
     if (!any) continue;
     for (const auto& o : n.outputs) {
       if (!o.empty()) a.requires.insert(o);
@@ -161,6 +164,9 @@ Analysis Analyze(const Model& model, const std::vector<std::string>& params, con
       if (!n.inputs[k].empty() && a.requires.count(n.inputs[k]) && IsDifferentiableInput(a.rules[*it], k)) {
         a.needed.insert(n.inputs[k]);
       }
+    }
+    for (const auto& c : OuterScopeInputs(n)) {
+      if (a.requires.count(c)) a.needed.insert(c);
     }
   }
   return a;
@@ -303,10 +309,8 @@ std::vector<Tensor> Backprop::Backward(const ValueMap& values, const std::vector
     if (it == grads.end()) {
       grads.emplace(name, std::move(grad));
     } else {
-      // Rules may hand on a gradient's storage (Identity, Reshape, Add): add into a private copy.
-      if (it->second.SharesStorage()) {
-        it->second = Tensor::FromBytes(it->second.dtype(), it->second.dims(), it->second.raw(), it->second.nbytes());
-      }
+      // Rules may hand on a gradient's storage (Identity, Reshape, Add): mutable_data() copies shared storage
+      // before AddInto writes.
       AddInto(it->second, grad);
     }
   };

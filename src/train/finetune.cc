@@ -81,6 +81,25 @@ double Top1(const Model& model, const std::string& dir, int64_t limit, int threa
   return Evaluate(ex, data, o).top1;
 }
 
+// The input of the Softmax that computes output 0 over its last axis, or "" when output 0 is not so made.
+std::string SoftmaxLogits(const Model& m) {
+  if (m.graph.outputs.empty()) return "";
+  const ValueInfo& out = m.graph.outputs[0];
+  for (const auto& n : m.graph.nodes) {
+    if (n.op_type != "Softmax" || !n.IsDefaultDomain() || n.outputs.empty() || n.outputs[0] != out.name ||
+        n.inputs.empty()) {
+      continue;
+    }
+    const int64_t rank = static_cast<int64_t>(out.type.shape.size());
+    if (!out.type.has_shape || rank < 1) return "";
+    const int64_t opset = m.OpsetVersion(n.domain);
+    int64_t axis = n.AttrInt("axis", opset >= 13 ? -1 : 1);
+    if (axis < 0) axis += rank;
+    return axis == rank - 1 ? n.inputs[0] : "";
+  }
+  return "";
+}
+
 }  // namespace
 
 int64_t PeakResidentBytes() {
@@ -188,6 +207,7 @@ nlohmann::json FinetuneResult::ToJson() const {
   j["frozen_zeros"] = frozen_zeros;
   j["labels"] = used_labels;
   j["label_weight"] = label_weight;
+  j["distilled_value"] = distilled_value;
   nlohmann::json e = nlohmann::json::array();
   for (const auto& s : epochs) {
     nlohmann::json x = {{"epoch", s.epoch}, {"loss", s.loss}, {"seconds", s.seconds},
@@ -230,7 +250,13 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
   std::vector<Tensor> all = data.ReadSamples(0, total);
 
   // Seeds: output 0 (distillation / cross-entropy) and the feature values.
-  const std::string out0 = student.graph.outputs[0].name;
+  // A classifier that ends in Softmax is distilled (and trained on labels) from the Softmax's input, the
+  // logits: a softened softmax of probabilities is nearly flat and its gradient nearly nothing. Only when
+  // both models end that way; otherwise output 0 itself.
+  const std::string student_logits = SoftmaxLogits(student), teacher_logits = SoftmaxLogits(teacher);
+  const bool use_logits = !student_logits.empty() && !teacher_logits.empty() && options.distill_loss == "kl";
+  const std::string out0 = use_logits ? student_logits : student.graph.outputs[0].name;
+  const std::string teacher_out_name = use_logits ? teacher_logits : teacher.graph.outputs[0].name;
   std::vector<std::string> seeds = {out0};
   for (const auto& f : options.feature_loss) {
     if (std::find(seeds.begin(), seeds.end(), f) != seeds.end()) continue;
@@ -258,6 +284,7 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
   Backprop bp(student, params, seeds, bo);
 
   FinetuneResult result;
+  result.distilled_value = out0;
   result.parameters = params;
   result.batch = batch;
   result.samples = total;
@@ -312,7 +339,16 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
       for (int64_t r = 0; r < count; ++r) rows[static_cast<size_t>(r)] = first + r;
       std::vector<Tensor> in;
       for (size_t i = 0; i < all.size(); ++i) in.push_back(GatherRows(all[i], layout.input_axes[i], rows));
-      Tensor out = teacher_exec.Run(in).at(0);
+      Tensor out;
+      if (use_logits) {
+        const ValueObserver keep = [&](const std::string& name, const Tensor& t) {
+          if (name == teacher_out_name) out = t;
+        };
+        teacher_exec.Run(in, &keep);
+        if (out.dtype() == DType::kUndefined) ThrowInternal("the original model did not compute '" + teacher_out_name + "'");
+      } else {
+        out = teacher_exec.Run(in).at(0);
+      }
       if (teacher_out0.empty()) {
         // Every batch's output gets its tensor now, before the runs' large temporaries come and go: small
         // allocations kept between them would pin glibc's heap, which then grew by about a batch's
@@ -370,7 +406,8 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
       const ValueMap fwd = bp.Forward(in, values);
       const Tensor& s_out = fwd.at(out0);
       const Tensor t_out = teacher_rows(rows);
-      LossValue kd = DistillationLoss(s_out, t_out, options.temperature);
+      LossValue kd = options.distill_loss == "mse" ? MseLoss(s_out, t_out)
+                                                   : DistillationLoss(s_out, t_out, options.temperature);
       double loss = (1 - label_weight) * kd.loss;
       Tensor g = kd.grad;
       {

@@ -42,7 +42,7 @@ std::vector<int64_t> StridesFrom(const std::vector<int64_t>& in, const std::vect
   return s;
 }
 
-template <typename T, typename Fn>
+template <typename Fn>
 void Walk(const std::vector<int64_t>& out, const std::vector<int64_t>& strides, Fn&& fn) {
   const int64_t n = ShapeElementCount(out);
   std::vector<int64_t> idx(out.size(), 0);
@@ -61,25 +61,31 @@ void Walk(const std::vector<int64_t>& out, const std::vector<int64_t>& strides, 
 
 }  // namespace
 
-// Row by row along the last axis: the target either keeps that axis (stride 1: add the row in) or was
-// broadcast along it (stride 0: add the row's sum). The order of the sums is fixed by the shapes.
-template <typename T>
-void ReduceRows(const Tensor& grad, const std::vector<int64_t>& strides, Tensor& out) {
-  const std::vector<int64_t>& dims = grad.dims();
+// Calls fn(row, offset, inner, inner_stride) for every row along the last axis of `dims` (a row of `inner`
+// elements starting at row * inner), with the offset of its first element in a tensor whose strides seen
+// from `dims` are `strides` and that tensor's stride along the last axis (0 when broadcast along it).
+template <typename Fn>
+void WalkRows(const std::vector<int64_t>& dims, const std::vector<int64_t>& strides, Fn&& fn) {
   const int64_t inner = dims.back(), inner_stride = strides.back();
   const std::vector<int64_t> outer_dims(dims.begin(), dims.end() - 1);
   const std::vector<int64_t> outer_strides(strides.begin(), strides.end() - 1);
+  Walk(outer_dims, outer_strides, [&](int64_t row, int64_t off) { fn(row, off, inner, inner_stride); });
+}
+
+// Row by row: the target either keeps the last axis (stride 1: add the row in) or was broadcast along it
+// (stride 0: add the row's sum). The order of the sums is fixed by the shapes.
+template <typename T>
+void ReduceRows(const Tensor& grad, const std::vector<int64_t>& strides, Tensor& out) {
   const T* g = grad.data<T>();
   T* o = out.mutable_data<T>();
-  Walk<T>(outer_dims, outer_strides, [&](int64_t row, int64_t off) {
+  WalkRows(grad.dims(), strides, [&](int64_t row, int64_t off, int64_t inner, int64_t inner_stride) {
     const T* src = g + row * inner;
     if (inner_stride == 0) {
-      T s = 0;
-      for (int64_t j = 0; j < inner; ++j) s += src[j];
-      o[off] += s;
+      T sum = 0;
+      for (int64_t j = 0; j < inner; ++j) sum += src[j];
+      o[off] += sum;
     } else {
-      T* dst = o + off;
-      for (int64_t j = 0; j < inner; ++j) dst[j] += src[j];
+      for (int64_t j = 0; j < inner; ++j) o[off + j] += src[j];
     }
   });
 }
@@ -98,20 +104,17 @@ Tensor ReduceToShape(const Tensor& grad, const std::vector<int64_t>& shape) {
   return out;
 }
 
-// Row by row along the last axis: copy the source row (stride 1) or repeat its one element (stride 0).
+// Row by row: copy the source row (stride 1) or repeat its one element (stride 0).
 template <typename T>
 void BroadcastRows(const Tensor& t, const std::vector<int64_t>& dims, const std::vector<int64_t>& strides, Tensor& out) {
-  const int64_t inner = dims.back(), inner_stride = strides.back();
-  const std::vector<int64_t> outer_dims(dims.begin(), dims.end() - 1);
-  const std::vector<int64_t> outer_strides(strides.begin(), strides.end() - 1);
-  const T* s = t.data<T>();
+  const T* src = t.data<T>();
   T* o = out.mutable_data<T>();
-  Walk<T>(outer_dims, outer_strides, [&](int64_t row, int64_t off) {
+  WalkRows(dims, strides, [&](int64_t row, int64_t off, int64_t inner, int64_t inner_stride) {
     T* dst = o + row * inner;
     if (inner_stride == 0) {
-      std::fill(dst, dst + inner, s[off]);
+      std::fill(dst, dst + inner, src[off]);
     } else {
-      std::copy(s + off, s + off + inner, dst);
+      std::copy(src + off, src + off + inner, dst);
     }
   });
 }

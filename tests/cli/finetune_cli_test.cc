@@ -126,6 +126,40 @@ TEST(FinetuneCli, ReportHasTheTrainingSectionAndMatchesTheSchema) {
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
 
+// A classifier exported with its Softmax: distillation matches the logits feeding it (a softened softmax of
+// probabilities is nearly flat), and the loss falls; --distill-loss mse matches output 0 itself.
+TEST(FinetuneCli, ModelEndingInSoftmaxIsDistilledFromItsLogits) {
+  TempDir dir;
+  Model m = LoadModel(Sample("mlp"));
+  const std::string logits = m.graph.outputs[0].name;
+  Node softmax;
+  softmax.name = "probs_softmax";
+  softmax.op_type = "Softmax";
+  softmax.inputs = {logits};
+  softmax.outputs = {"probs"};
+  m.graph.nodes.push_back(softmax);
+  m.graph.outputs[0].name = "probs";
+  SaveModel(m, dir / "probs.onnx");
+  for (const std::string loss : {"kl", "mse"}) {
+    SCOPED_TRACE(loss);
+    const std::string out = dir / (loss + ".onnx");
+    const auto r = RunCompress({dir / "probs.onnx", "--prune", "0.8", "--finetune", Calib(), "--label-weight", "0",
+                                "--distill-loss", loss, "--epochs", "3", "-o", out, "--report", out + ".json", "-q"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json rep = json::parse(testing::ReadBytes(out + ".json"));
+    const json& t = rep["training"][0];
+    EXPECT_EQ(t["distill_loss"], loss);
+    EXPECT_EQ(t["distilled_value"], loss == "kl" ? logits : "probs");
+    EXPECT_LT(t["epochs"][2]["loss"].get<double>(), t["epochs"][0]["loss"].get<double>());
+    const auto v = testing::RunCommand({"node", testing::SourcePath("tests/ort/validate.js"),
+                                        testing::SourcePath("docs/report.schema.json"), out + ".json"});
+    EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  }
+  const auto bad = RunCompress({dir / "probs.onnx", "--finetune", Calib(), "--distill-loss", "l1", "-o", dir / "x.onnx"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_TRUE(Has(bad.err, "--distill-loss must be kl or mse")) << bad.err;
+}
+
 TEST(FinetuneCli, StudentMustTakeTheTeachersInputs) {
   TempDir dir;
   SaveModel(testing::TinyModel(), dir / "tiny.onnx");

@@ -75,6 +75,28 @@ TEST(Executor, ConstantNodesAndObserver) {
   EXPECT_EQ(seen, (std::vector<std::string>{"h", "hw", "y"}));
 }
 
+// A unary op may compute in place when it is its input's last reader; a value the observer was handed
+// must keep its contents all the same (fine-tuning keeps every value for the backward pass).
+TEST(Executor, ObservedValuesAreNotOverwrittenByInPlaceKernels) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", 17}};
+  m.graph.inputs.push_back({"x", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(64)}), ""});
+  m.graph.outputs.push_back({"y", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(64)}), ""});
+  m.graph.nodes.push_back(Node{"", "Neg", "", {"x"}, {"h"}, {}, ""});
+  m.graph.nodes.push_back(Node{"", "Sigmoid", "", {"h"}, {"y"}, {}, ""});
+  Executor exec(m);
+  std::vector<float> xs(64);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<float>(i) * 0.1f - 3.0f;
+  Tensor h;
+  const ValueObserver keep = [&](const std::string& name, const Tensor& t) {
+    if (name == "h") h = t;
+  };
+  exec.Run({Tensor::FromVector<float>({64}, xs)}, &keep);
+  ASSERT_EQ(h.numel(), 64);
+  for (size_t i = 0; i < xs.size(); ++i) EXPECT_EQ(h.data<float>()[i], -xs[i]) << i;
+}
+
 TEST(Executor, Float16ModelComputesInFloat32AndRoundsBack) {
   Model m;
   m.ir_version = 8;

@@ -14,7 +14,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "compress/io/npy.h"
@@ -176,27 +178,29 @@ Tensor Noise(Gen& g, std::vector<int64_t> dims, float lo, float hi) {
   return Tensor::FromVector<float>(std::move(dims), v);
 }
 
-// Inputs of each sample, in the model's input order.
-std::vector<std::vector<Tensor>> Samples(const std::string& name) {
-  Gen g(20261202);
+// Inputs of each sample, in the model's input order. `count` > 0 replaces the default number of samples
+// (16, 8 or 4 by model).
+std::vector<std::vector<Tensor>> Samples(const std::string& name, uint32_t seed = 20261202, int count = 0) {
+  Gen g(seed);
+  auto n = [count](int fallback) { return count > 0 ? count : fallback; };
   std::vector<std::vector<Tensor>> out;
   const float ocr_mean[3] = {0.5f, 0.5f, 0.5f}, ocr_std[3] = {0.5f, 0.5f, 0.5f};
   const float det_mean[3] = {0.485f, 0.456f, 0.406f}, det_std[3] = {0.229f, 0.224f, 0.225f};
   if (name == "ocr_cls") {
-    for (int i = 0; i < 16; ++i) out.push_back({Image(Page(g, 48, 192, true), 48, 192, ocr_mean, ocr_std, i % 2)});
+    for (int i = 0; i < n(16); ++i) out.push_back({Image(Page(g, 48, 192, true), 48, 192, ocr_mean, ocr_std, i % 2)});
   } else if (name == "ocr_rec") {
-    for (int i = 0; i < 8; ++i) out.push_back({Image(Page(g, 48, 320, true), 48, 320, ocr_mean, ocr_std, false)});
+    for (int i = 0; i < n(8); ++i) out.push_back({Image(Page(g, 48, 320, true), 48, 320, ocr_mean, ocr_std, false)});
   } else if (name == "ocr_det") {
-    for (int i = 0; i < 4; ++i) out.push_back({Image(Page(g, 160, 160, false), 160, 160, det_mean, det_std, false)});
+    for (int i = 0; i < n(4); ++i) out.push_back({Image(Page(g, 160, 160, false), 160, 160, det_mean, det_std, false)});
   } else if (name == "wake_embedding") {
     // log-mel frames as melspectrogram.onnx gives them (about -10..10 after openWakeWord's scaling)
-    for (int i = 0; i < 16; ++i) out.push_back({Noise(g, {1, 76, 32, 1}, -10.0f, 10.0f)});
+    for (int i = 0; i < n(16); ++i) out.push_back({Noise(g, {1, 76, 32, 1}, -10.0f, 10.0f)});
   } else if (name == "melspectrogram") {
-    for (int i = 0; i < 8; ++i) out.push_back({Noise(g, {1, 1280}, -8000.0f, 8000.0f)});  // int16-scale audio
+    for (int i = 0; i < n(8); ++i) out.push_back({Noise(g, {1, 1280}, -8000.0f, 8000.0f)});  // int16-scale audio
   } else if (name == "hey_jarvis") {
-    for (int i = 0; i < 16; ++i) out.push_back({Noise(g, {1, 16, 96}, -2.0f, 2.0f)});  // embedding frames
+    for (int i = 0; i < n(16); ++i) out.push_back({Noise(g, {1, 16, 96}, -2.0f, 2.0f)});  // embedding frames
   } else if (name == "silero_vad") {
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < n(8); ++i) {
       out.push_back({Noise(g, {1, 512}, -0.5f, 0.5f), Tensor::FromVector<int64_t>({}, {16000}),
                      Noise(g, {2, 1, 64}, -0.2f, 0.2f), Noise(g, {2, 1, 64}, -0.2f, 0.2f)});
     }
@@ -278,6 +282,27 @@ std::vector<std::vector<Tensor>> RunInOrt(const std::string& model, const std::s
   return out;
 }
 
+// The samples as a data folder for compress (one .npy per sample, or a folder per sample with one .npy per
+// input) and, when `ort_dir` is not empty, as ort<sample>_<input>.npy files there for RunInOrt.
+void WriteSamples(const std::vector<std::vector<Tensor>>& samples, const std::vector<std::string>& input_names,
+                  const std::string& data, const std::string& ort_dir) {
+  std::filesystem::create_directories(data);
+  for (size_t s = 0; s < samples.size(); ++s) {
+    ASSERT_EQ(samples[s].size(), input_names.size());
+    char id[32];
+    std::snprintf(id, sizeof id, "s%03zu", s);
+    if (input_names.size() == 1) {
+      WriteNpy(data + "/" + id + ".npy", samples[s][0]);
+    } else {
+      std::filesystem::create_directories(data + "/" + id);
+      for (size_t i = 0; i < input_names.size(); ++i) WriteNpy(data + "/" + id + "/" + input_names[i] + ".npy", samples[s][i]);
+    }
+    for (size_t i = 0; !ort_dir.empty() && i < input_names.size(); ++i) {
+      WriteNpy(ort_dir + "/ort" + std::to_string(s) + "_" + std::to_string(i) + ".npy", samples[s][i]);
+    }
+  }
+}
+
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class CorpusModel : public ::testing::TestWithParam<Case> {};
@@ -295,21 +320,7 @@ TEST_P(CorpusModel, EveryModePassesTheCheckerRunsInOnnxRuntimeAndMatchesTheOrigi
   const auto samples = Samples(c.name);
   ASSERT_FALSE(samples.empty());
   const std::string data = tmp / "data";
-  std::filesystem::create_directories(data);
-  for (size_t s = 0; s < samples.size(); ++s) {
-    ASSERT_EQ(samples[s].size(), input_names.size());
-    char id[32];
-    std::snprintf(id, sizeof id, "s%03zu", s);
-    if (input_names.size() == 1) {
-      WriteNpy(data + "/" + id + ".npy", samples[s][0]);
-    } else {
-      std::filesystem::create_directories(data + "/" + id);
-      for (size_t i = 0; i < input_names.size(); ++i) WriteNpy(data + "/" + id + "/" + input_names[i] + ".npy", samples[s][i]);
-    }
-    for (size_t i = 0; i < input_names.size(); ++i) {
-      WriteNpy(tmp / ("ort" + std::to_string(s) + "_" + std::to_string(i) + ".npy"), samples[s][i]);
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteSamples(samples, input_names, data, tmp.path()));
   const auto reference = RunInOrt(model, tmp.path(), samples.size(), tmp / "ref", input_names.size());
   ASSERT_EQ(reference.size(), samples.size());
   ASSERT_FALSE(reference[0].empty()) << "ONNX Runtime gave no outputs for the original model";
@@ -352,6 +363,101 @@ TEST_P(CorpusModel, EveryModePassesTheCheckerRunsInOnnxRuntimeAndMatchesTheOrigi
                   c.metric == Metric::kMapIoU     ? "map IoU " : "argmax agreement ")
               << value << "\n";
   }
+}
+
+// ---- fine-tuning third-party models ----
+
+const Case& FindCase(const std::string& name) {
+  static const std::vector<Case> cases = Cases();
+  for (const auto& c : cases) {
+    if (c.name == name) return c;
+  }
+  throw std::runtime_error("no corpus case " + name);
+}
+
+// Float weight elements (initializers of rank >= 2) that are exactly zero.
+int64_t ZeroWeights(const Model& m) {
+  int64_t zeros = 0;
+  for (const auto& t : m.graph.initializers) {
+    if (t.dtype() != DType::kFloat || t.rank() < 2) continue;
+    const float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) zeros += p[i] == 0.0f ? 1 : 0;
+  }
+  return zeros;
+}
+
+// Prunes the model (--prune S), once alone and once fine-tuned on generated samples with the original
+// as teacher, and measures both in ONNX Runtime against the original on held-out samples (the test inputs
+// of the other corpus test, which training never sees). Returns {error pruned, error fine-tuned} as the
+// relative L2 error of the outputs.
+std::pair<double, double> PrunedAndFinetuned(const std::string& name, const std::string& sparsity,
+                                             const std::vector<std::string>& finetune_flags, int train_samples) {
+  const Case& c = FindCase(name);
+  const std::string model = CorpusPath(c.path);
+  EXPECT_TRUE(std::filesystem::exists(model)) << model << " is missing (tools/setup.sh --tests)";
+  const Model original = LoadModel(model);
+  std::vector<std::string> input_names;
+  for (const auto* v : original.graph.RealInputs()) input_names.push_back(v->name);
+  testing::TempDir tmp;
+  const auto held_out = Samples(name);
+  const auto train = Samples(name, 7, train_samples);
+  WriteSamples(held_out, input_names, tmp / "held_out", tmp.path());
+  WriteSamples(train, input_names, tmp / "train", "");
+  const auto reference = RunInOrt(model, tmp.path(), held_out.size(), tmp / "ref", input_names.size());
+  double errors[2] = {0, 0};
+  int64_t zeros[2] = {0, 0};
+  for (int tuned = 0; tuned < 2; ++tuned) {
+    const std::string out = tmp / (tuned ? "tuned.onnx" : "pruned.onnx");
+    std::vector<std::string> args = {model, "--prune", sparsity, "-o", out, "--report", out + ".json", "-q"};
+    if (tuned) {
+      args.insert(args.end(), {"--finetune", tmp / "train"});
+      args.insert(args.end(), finetune_flags.begin(), finetune_flags.end());
+    }
+    const auto r = testing::RunCompress(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    if (r.exit_code != 0) return {0, 0};
+    EXPECT_EQ(testing::CheckerAndTypeErrors(LoadModel(out)), "");
+    const json rep = json::parse(testing::ReadBytes(out + ".json"));
+    zeros[tuned] = ZeroWeights(LoadModel(out));
+    if (tuned) {
+      // The pruned weights stay zero through training.
+      EXPECT_GT(rep["training"][0]["frozen_zeros"].get<int64_t>(), 0);
+      EXPECT_GE(zeros[1], zeros[0]);
+    } else {
+      EXPECT_GT(zeros[0], 0);
+    }
+    const auto got = RunInOrt(out, tmp.path(), held_out.size(), tmp / (tuned ? "run_tuned" : "run_pruned"),
+                              input_names.size());
+    errors[tuned] = Compare(Metric::kRelativeL2, reference, got);
+  }
+  std::cout << "[corpus] " << name << " --prune " << sparsity << ": relative L2 error in ONNX Runtime " << errors[0]
+            << ", fine-tuned " << errors[1] << "\n";
+  return {errors[0], errors[1]};
+}
+
+// tf2onnx's NHWC speech embedding (an embedding, not class scores: matched by mean squared error).
+TEST(CorpusFinetune, PrunedSpeechEmbeddingFineTunedOnGeneratedFramesComesBackTowardsTheOriginal) {
+  const auto [pruned, tuned] = PrunedAndFinetuned("wake_embedding", "0.7", {"--distill-loss", "mse", "--epochs", "3"}, 256);
+  EXPECT_GT(pruned, 0.2);  // pruning alone costs something worth recovering
+  EXPECT_LT(tuned, 0.75 * pruned);
+}
+
+// The wake-word model computes its output inside an If (model or verifier branch): fine-tuning stops
+// before training and names the node.
+TEST(CorpusFinetune, WakeWordModelWhoseOutputComesFromAnIfFailsNamingTheIf) {
+  const Case& c = FindCase("hey_jarvis");
+  testing::TempDir tmp;
+  const Model m = LoadModel(CorpusPath(c.path));
+  std::vector<std::string> input_names;
+  for (const auto* v : m.graph.RealInputs()) input_names.push_back(v->name);
+  ASSERT_NO_FATAL_FAILURE(WriteSamples(Samples("hey_jarvis", 7, 4), input_names, tmp / "train", ""));
+  const auto r = testing::RunCompress({CorpusPath(c.path), "--prune", "0.5", "--finetune", tmp / "train", "-o",
+                                       tmp / "o.onnx"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find("(If)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no backward rule"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "o.onnx"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Npm, CorpusModel, ::testing::ValuesIn(Cases()),

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <tuple>
+#include <vector>
+
 #include "compress/util/error.h"
 #include "train/grad_check.h"
 
@@ -142,6 +146,52 @@ TEST(Backprop, TwoLayerModelMatchesFiniteDifferences) {
       EXPECT_NEAR(grads[p].data<double>()[e], numeric, 1e-6 + 1e-6 * std::abs(numeric)) << params[p] << "[" << e << "]";
     }
   }
+}
+
+// The executor computes a unary op in place when it is its input's last reader. With every value kept for
+// the backward pass, that would overwrite the kept input (Sigmoid's input would hold the Sigmoid): float32
+// on the executor's fast kernels, h = x + b, y = Sigmoid(h); dL/db = sum over rows of r * y (1 - y).
+TEST(Backprop, KeptValuesAreNotOverwrittenByInPlaceKernels) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports.push_back({"", 17});
+  ValueInfo x;
+  x.name = "x";
+  x.type = TypeInfo::Tensor(DType::kFloat, {Dim::Symbolic("batch"), Dim::Fixed(8)});
+  m.graph.inputs.push_back(x);
+  Tensor b = RandomTensor(DType::kFloat, {8}, 5);
+  b.set_name("b");
+  m.graph.initializers.push_back(b);
+  for (const auto& [op, in, out] : std::vector<std::tuple<std::string, std::vector<std::string>, std::string>>{
+           {"Add", {"x", "b"}, "h"}, {"Sigmoid", {"h"}, "y"}}) {
+    Node n;
+    n.name = out;
+    n.op_type = op;
+    n.inputs = in;
+    n.outputs = {out};
+    m.graph.nodes.push_back(n);
+  }
+  ValueInfo y;
+  y.name = "y";
+  m.graph.outputs.push_back(y);
+  BackpropOptions o;
+  o.threads = 2;
+  Backprop bp(m, {"b"}, {"y"}, o);
+  const Tensor xv = RandomTensor(DType::kFloat, {64, 8}, 6);
+  const Tensor r = RandomTensor(DType::kFloat, {64, 8}, 7);
+  const ValueMap fwd = bp.Forward({xv}, {b});
+  const float* h = fwd.at("h").data<float>();
+  const float* yv = fwd.at("y").data<float>();
+  std::vector<double> expected(8, 0.0);
+  for (int64_t i = 0; i < xv.numel(); ++i) {
+    const float want_h = xv.data<float>()[i] + b.data<float>()[i % 8];
+    ASSERT_EQ(h[i], want_h) << "kept value h[" << i << "] was overwritten";
+    const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(want_h)));
+    EXPECT_NEAR(yv[i], s, 1e-6);
+    expected[static_cast<size_t>(i % 8)] += static_cast<double>(r.data<float>()[i]) * s * (1 - s);
+  }
+  const std::vector<Tensor> grads = bp.Backward(fwd, {r});
+  for (int64_t j = 0; j < 8; ++j) EXPECT_NEAR(grads[0].data<float>()[j], expected[static_cast<size_t>(j)], 1e-4) << j;
 }
 
 TEST(Backprop, MissingRuleNamesTheNodeBeforeTraining) {

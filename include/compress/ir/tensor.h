@@ -90,10 +90,6 @@ class Tensor {
   const std::vector<std::string>& strings() const;
   std::vector<std::string>& mutable_strings();
 
-  // True when another Tensor shares these element bytes (copies share storage): writing through
-  // mutable_data() would change it too.
-  bool SharesStorage() const { return buffer_ != nullptr && buffer_.use_count() > 1; }
-
   // True when the bytes are borrowed (see FromBorrowed) rather than owned.
   bool borrowed() const;
   // For a borrowed tensor, BorrowedBytes::ReleasePages over its bytes: call it after reading a large

@@ -34,6 +34,10 @@ struct FinetuneOptions {
   int64_t batch = 64;
   int64_t limit = 0;             // > 0: the first N samples only
   double temperature = 4.0;
+  // How output 0 is matched to the original's: "kl" (distillation of class scores, T^2 KL of the
+  // softened softmaxes) or "mse" (mean squared error, for outputs that are not class scores: embeddings,
+  // maps, regressions).
+  std::string distill_loss = "kl";
   double label_weight = -1.0;    // weight of cross-entropy; < 0: 0.5 when the data has labels, else 0
   std::vector<std::string> feature_loss;  // intermediate values matched by MSE
   uint64_t seed = 0;
@@ -75,6 +79,8 @@ struct FinetuneResult {
   int64_t frozen_zeros = 0;       // weight elements kept at zero
   bool used_labels = false;
   double label_weight = 0;        // as used
+  // The student's value matched to the teacher's: output 0, or the logits feeding a final Softmax.
+  std::string distilled_value;
   nlohmann::json ToJson() const;
 };
 
