@@ -149,22 +149,37 @@ void MatMulF32(ThreadPool* pool, int64_t m, int64_t n, int64_t k, const float* a
     return;
   }
   // A row-major left operand is read in place (as the forward MatMul reads its activations); a transposed
-  // one is packed.
+  // one is packed. Without a pool (one task, e.g. one of many small batched products) the packing goes to
+  // this thread's scratch buffers instead of fresh allocations.
   const bool a_in_place = a_cs == 1;
-  gemm::AlignedFloats pa(a_in_place ? 0 : gemm::PackedASize(m, k)), pb(gemm::PackedBSize(k, n));
-  if (!a_in_place) gemm::PackA(a, a_rs, a_cs, m, k, 1.0f, pa.data());
-  gemm::PackB(b, b_rs, b_cs, k, n, pb.data());
-  // Row blocks of whole micro-panels, fixed in size so that the split does not depend on the thread count.
   constexpr int64_t kRowBlock = gemm::kMr * 8;
   const int64_t blocks = (m + kRowBlock - 1) / kRowBlock;
+  const bool serial = pool == nullptr || blocks <= 1;
+  gemm::AlignedFloats own_a, own_b;
+  float* pa = nullptr;
+  float* pb = nullptr;
+  if (serial) {
+    pb = gemm::Scratch(1, gemm::PackedBSize(k, n));
+    if (!a_in_place) pa = gemm::Scratch(2, gemm::PackedASize(m, k));
+  } else {
+    own_b = gemm::AlignedFloats(gemm::PackedBSize(k, n));
+    pb = own_b.data();
+    if (!a_in_place) {
+      own_a = gemm::AlignedFloats(gemm::PackedASize(m, k));
+      pa = own_a.data();
+    }
+  }
+  if (!a_in_place) gemm::PackA(a, a_rs, a_cs, m, k, 1.0f, pa);
+  gemm::PackB(b, b_rs, b_cs, k, n, pb);
+  // Row blocks of whole micro-panels, fixed in size so that the split does not depend on the thread count.
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t r0 = blk * kRowBlock, rows = std::min(kRowBlock, m - r0);
-      const gemm::AView av = a_in_place ? gemm::AView{a + r0 * a_rs, a_rs} : gemm::AView{pa.data() + r0 * k};
-      gemm::Multiply(rows, n, k, av, gemm::BView{pb.data(), gemm::kNr, k * gemm::kNr}, c + r0 * n, n, init);
+      const gemm::AView av = a_in_place ? gemm::AView{a + r0 * a_rs, a_rs} : gemm::AView{pa + r0 * k};
+      gemm::Multiply(rows, n, k, av, gemm::BView{pb, gemm::kNr, k * gemm::kNr}, c + r0 * n, n, init);
     }
   };
-  if (pool != nullptr && blocks > 1) {
+  if (!serial) {
     pool->ParallelFor(blocks, 1, run);
   } else {
     run(0, blocks);
