@@ -345,6 +345,14 @@ void AddSubBackward(GradContext& ctx, double sign_b) {
   });
 }
 
+// Input j broadcast to the output gradient's shape (its own storage when it already has that shape).
+Tensor OverOutput(GradContext& ctx, size_t j, const Tensor& dy) {
+  Tensor t = ctx.required_input(j);
+  if (t.dtype() != dy.dtype()) ctx.Fail("inputs and output gradient differ in element type");
+  t.Reshape(AlignedDims(ctx, j));
+  return BroadcastTo(t, dy.dims());
+}
+
 // Mul: da = dy * b and db = dy * a over the output's shape (the other operand broadcast to it), then summed
 // to each input's shape. A float product rounded once is the same in T as in double.
 void MulBackward(GradContext& ctx) {
@@ -354,10 +362,7 @@ void MulBackward(GradContext& ctx) {
     using T = decltype(tag);
     for (size_t k = 0; k < 2; ++k) {
       if (!ctx.wanted(k)) continue;
-      Tensor other = ctx.required_input(1 - k);
-      if (other.dtype() != dy->dtype()) ctx.Fail("inputs and output gradient differ in element type");
-      other.Reshape(AlignedDims(ctx, 1 - k));
-      const Tensor wide = BroadcastTo(other, dy->dims());
+      const Tensor wide = OverOutput(ctx, 1 - k, *dy);
       Tensor full = Tensor::Uninitialized(dy->dtype(), dy->dims());
       const T* g = dy->template data<T>();
       const T* v = wide.template data<T>();
@@ -375,13 +380,7 @@ void DivBackward(GradContext& ctx) {
   if (dy == nullptr) return;
   DispatchFloat(ctx, ctx.required_input(0).dtype(), [&](auto tag) {
     using T = decltype(tag);
-    auto wide = [&](size_t j) {
-      Tensor t = ctx.required_input(j);
-      if (t.dtype() != dy->dtype()) ctx.Fail("inputs and output gradient differ in element type");
-      t.Reshape(AlignedDims(ctx, j));
-      return BroadcastTo(t, dy->dims());
-    };
-    const Tensor b = wide(1);
+    const Tensor b = OverOutput(ctx, 1, *dy);
     const T* g = dy->template data<T>();
     const T* pb = b.template data<T>();
     if (ctx.wanted(0)) {
@@ -391,7 +390,7 @@ void DivBackward(GradContext& ctx) {
       SetBroadcastGrad(ctx, 0, full);
     }
     if (ctx.wanted(1)) {
-      const Tensor a = wide(0);
+      const Tensor a = OverOutput(ctx, 0, *dy);
       const T* pa = a.template data<T>();
       Tensor full = Tensor::Uninitialized(dy->dtype(), dy->dims());
       T* o = full.template mutable_data<T>();

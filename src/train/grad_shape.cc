@@ -2,8 +2,11 @@
 //
 // Reshape / Flatten / Squeeze / Unsqueeze / Identity keep the element order: dx is dy under x's shape.
 //
-// Transpose, Concat, Split, Slice, Gather, Expand, Tile and Pad copy every output element from one input
-// element (or write a constant): the gradient of an input element is the sum of the gradients of the output
+// Transpose (dy transposed back by the inverse permutation) and Gather (each row of dy added into the row it
+// came from) have direct rules, on the training hot path of transformers.
+//
+// Concat, Split, Slice, Expand, Tile and Pad copy every output element from one input element (or write a
+// constant): the gradient of an input element is the sum of the gradients of the output
 // elements that copied it. Which element each output copied is found by running the op's own reference
 // kernel once on int64 "index" tensors (input element k of the differentiable inputs holds 1 + offset + k)
 // with the node's other inputs and attributes unchanged, so every attribute and opset variant the forward
@@ -183,12 +186,21 @@ void GatherBackward(GradContext& ctx) {
   const int64_t rank = static_cast<int64_t>(x.rank());
   if (rank < 1) ctx.Fail("data must have rank >= 1");
   const size_t axis = static_cast<size_t>(NormAxis(ctx, ctx.node().AttrInt("axis", 0), rank));
-  const std::vector<int64_t> indices = ReadInts(idx);
   const std::vector<int64_t>& d = x.dims();
   int64_t outer = 1, inner = 1;
   for (size_t i = 0; i < axis; ++i) outer *= d[i];
   for (size_t i = axis + 1; i < d.size(); ++i) inner *= d[i];
-  const int64_t len = d[axis], count = static_cast<int64_t>(indices.size());
+  const int64_t len = d[axis];
+  // The source row of each index, negatives counted from the end.
+  std::vector<int64_t> rows = ReadInts(idx);
+  for (int64_t& k : rows) {
+    const int64_t raw = k;
+    if (k < 0) k += len;
+    if (k < 0 || k >= len) {
+      ctx.Fail("index " + std::to_string(raw) + " is out of range for axis length " + std::to_string(len));
+    }
+  }
+  const int64_t count = static_cast<int64_t>(rows.size());
   if (dy->numel() != outer * count * inner) {
     ctx.Fail("output gradient " + ShapeToString(dy->dims()) + " does not match data " + ShapeToString(d) +
              " gathered by indices " + ShapeToString(idx.dims()));
@@ -199,18 +211,9 @@ void GatherBackward(GradContext& ctx) {
     if (x.dtype() != dy->dtype()) ctx.Fail("data and output gradient differ in element type");
     const T* g = dy->template data<T>();
     T* o = dx.template mutable_data<T>();
-    for (int64_t j = 0; j < count; ++j) {
-      const int64_t k = indices[static_cast<size_t>(j)] < 0 ? indices[static_cast<size_t>(j)] + len
-                                                             : indices[static_cast<size_t>(j)];
-      if (k < 0 || k >= len) {
-        ctx.Fail("index " + std::to_string(indices[static_cast<size_t>(j)]) + " is out of range for axis length " +
-                 std::to_string(len));
-      }
-    }
     for (int64_t a = 0; a < outer; ++a) {
       for (int64_t j = 0; j < count; ++j) {
-        const int64_t raw = indices[static_cast<size_t>(j)];
-        const int64_t k = raw < 0 ? raw + len : raw;
+        const int64_t k = rows[static_cast<size_t>(j)];
         const T* src = g + (a * count + j) * inner;
         T* dst = o + (a * len + k) * inner;
         for (int64_t e = 0; e < inner; ++e) dst[e] += src[e];
