@@ -5,11 +5,14 @@
 #include <limits>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "compress/exec/executor.h"
+#include "compress/io/onnx_io.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
 #include "compress/util/progress.h"
+#include "compress/util/sha256.h"
 
 namespace compress {
 
@@ -446,8 +449,13 @@ CalibrationTable Calibrate(const Model& model, const Dataset& data, const std::v
   Executor executor(model, exec_opt);
   std::set<std::string> seen;
   auto observe = [&](const std::string& name, const Tensor& value) {
-    const auto it = slots.find(name);
-    if (it == slots.end()) return;
+    auto it = slots.find(name);
+    if (it == slots.end()) {
+      if (!options.every_float_value || value.dtype() != DType::kFloat || name.empty()) return;
+      TensorStats& s = table.tensors[name];
+      s.hist.assign(static_cast<size_t>(options.bins), 0);
+      it = slots.emplace(name, &s).first;
+    }
     if (value.dtype() != DType::kFloat) {
       ThrowInvalid("calibration: value '" + name + "' is " + DTypeName(value.dtype()) + ", expected float32");
     }
@@ -556,7 +564,20 @@ std::vector<ChannelSquares> DataCalibrationSource::ChannelSumSquares(const Model
   if (data_ == nullptr) {
     return CalibrationSource::ChannelSumSquares(model, requests);  // throws: a saved table holds no channels
   }
-  return compress::ChannelSumSquares(model, *data_, requests, options_);
+  std::string key;
+  if (reference_ != nullptr) {
+    Sha256 h;
+    const std::string bytes = SerializeModel(model);
+    h.Update(bytes.data(), bytes.size());
+    key = h.HexDigest();
+    for (const auto& r : requests) key += "\n" + r.tensor + "@" + std::to_string(r.axis);
+    const auto it = channel_cache_.find(key);
+    if (it != channel_cache_.end()) return it->second;
+  }
+  ++channel_runs_;
+  std::vector<ChannelSquares> result = compress::ChannelSumSquares(model, *data_, requests, options_);
+  if (!key.empty()) channel_cache_[key] = result;
+  return result;
 }
 
 void ForEachBatch(const Model& model, const Dataset& data, const std::vector<std::string>& tensors,
@@ -603,6 +624,7 @@ void DataCalibrationSource::ForEachBatch(const Model& model, const std::vector<s
     CalibrationSource::ForEachBatch(model, tensors, fn);  // throws: a saved table holds no activations
     return;
   }
+  ++batch_runs_;
   compress::ForEachBatch(model, *data_, tensors, fn, options_);
 }
 
@@ -627,6 +649,34 @@ const CalibrationTable& DataCalibrationSource::Get(const Model& model, const std
     return table_;
   }
   if (data_ == nullptr) ThrowUsage("static quantization needs calibration data (--calib DIR)");
+  if (reference_ != nullptr) {
+    if (table_.tensors.empty()) {
+      // Every value of the reference, once; the values asked about that it computes too.
+      std::vector<std::string> asked;
+      std::unordered_set<std::string> computed;
+      for (const auto& in : reference_->graph.inputs) computed.insert(in.name);
+      for (const auto& n : reference_->graph.nodes) computed.insert(n.outputs.begin(), n.outputs.end());
+      for (const auto& t : tensors) {
+        if (computed.count(t)) asked.push_back(t);
+      }
+      CalibrateOptions all = options_;
+      all.every_float_value = true;
+      ++calibration_runs_;
+      table_ = Calibrate(*reference_, *data_, asked, all);
+    }
+    std::vector<std::string> missing;
+    for (const auto& t : tensors) {
+      if (!table_.tensors.count(t)) missing.push_back(t);
+    }
+    if (!missing.empty()) {
+      ++calibration_runs_;
+      const CalibrationTable extra = Calibrate(model, *data_, missing, options_);
+      for (const auto& [name, stats] : extra.tensors) table_.tensors[name] = stats;
+    }
+    if (!table_path_.empty()) table_.Save(table_path_);
+    return table_;
+  }
+  ++calibration_runs_;
   table_ = Calibrate(model, *data_, tensors, options_);
   if (!table_path_.empty()) table_.Save(table_path_);
   return table_;

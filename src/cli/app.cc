@@ -26,7 +26,10 @@
 #include "compress/report/inspect.h"
 #include "compress/report/report.h"
 #include "compress/report/zstd_size.h"
-#include "compress/report/gate.h"
+#include "compress/job/compare.h"
+#include "compress/job/job.h"
+#include "compress/report/compare.h"
+#include "compress/job/sensitivity.h"
 #include "compress/report/sensitivity.h"
 #include "compress/eval/macs.h"
 #include "compress/calib/calibration.h"
@@ -43,83 +46,6 @@ namespace {
 struct GlobalOptions {
   bool quiet = false;
   int verbose = 0;
-};
-
-struct MainOptions {
-  std::string model;
-  std::string zstd_size = "auto";
-  std::string output;
-  bool external_data = false;
-  size_t external_threshold = 1024;
-  std::string external_file;
-  bool overwrite = false;
-  // Recipe.
-  std::string recipe_file;
-  bool no_optimize = false;
-  bool fp16 = false;
-  bool compact_names = false;
-  bool keep_io_types = true;
-  std::vector<std::string> fp16_block_ops;
-  std::vector<std::string> fp16_block_nodes;
-  // Pruning (before quantization).
-  std::optional<double> prune;
-  std::string prune_pattern;
-  std::string prune_method;
-  bool prune_global = false;
-  bool prune_keep_first_last = false;
-  bool prune_update = false;
-  bool no_prune_update = false;
-  std::vector<std::string> prune_exclude_nodes;
-  std::optional<double> prune_channels;
-  std::optional<double> target_macs;
-  // Low-rank factorization (after pruning, before quantization).
-  std::optional<double> low_rank;
-  std::optional<double> low_rank_energy;
-  std::optional<double> low_rank_params;
-  std::optional<double> low_rank_macs;
-  std::string low_rank_method;
-  std::optional<int64_t> rank_multiple;
-  std::vector<std::string> low_rank_exclude_nodes;
-  // Fine-tuning (after pruning and low rank, before --fp16/--int8; after --int8 with --qat).
-  std::string finetune_dir;
-  std::optional<int64_t> epochs;
-  std::optional<double> lr;
-  std::optional<double> temperature;
-  std::string distill_loss;
-  std::optional<double> label_weight;
-  std::vector<std::string> feature_loss;
-  std::optional<int64_t> seed;
-  std::optional<int64_t> prune_steps;
-  std::optional<int64_t> finetune_limit;
-  bool qat = false;
-  std::string student;
-  // Report and evaluation.
-  std::string report_json;
-  std::string report_md;
-  std::string eval_dir;
-  std::string labels;
-  int64_t eval_limit = 0;
-  int64_t batch = 64;
-  int threads = 0;
-  // INT8.
-  bool int8 = false;
-  bool dynamic = false;
-  bool weights_only = false;
-  std::string format;
-  bool per_tensor = false;
-  std::string activation_type;
-  std::string calib_dir;
-  std::string calib_method;
-  std::optional<double> percentile;
-  std::string calib_table;
-  int64_t calib_limit = 0;
-  std::vector<std::string> exclude_nodes;
-  std::vector<std::string> exclude_ops;
-  std::optional<int64_t> min_conv_depth;
-  // Accuracy gate.
-  std::optional<double> max_accuracy_drop;
-  std::optional<double> min_agreement;
-  bool auto_fallback = false;
 };
 
 struct InspectOptions {
@@ -176,655 +102,10 @@ struct RunCliOptions {
   bool reference = false;
 };
 
-std::string StemOf(const std::string& path) {
-  std::string base = BaseName(path);
-  const auto dot = base.rfind('.');
-  return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
-}
-
-std::string DefaultOutput(const std::string& input, const std::string& recipe) {
-  const std::string dir = DirName(input);
-  return (dir == "." ? std::string() : dir + "/") + StemOf(input) + "." + recipe + ".onnx";
-}
-
-bool AnyInt8Option(const MainOptions& opt) {
-  return opt.dynamic || opt.weights_only || !opt.calib_method.empty() || opt.percentile.has_value() ||
-         !opt.format.empty() || opt.per_tensor || !opt.activation_type.empty() || !opt.exclude_nodes.empty() ||
-         !opt.exclude_ops.empty() || opt.min_conv_depth.has_value();
-}
-
-void CheckLowRankMethod(const std::string& method) {
-  if (method != "svd" && method != "whitened" && method != "auto") {
-    ThrowUsage("--low-rank-method must be svd, whitened or auto, got '" + method + "'");
-  }
-}
-
-bool AnyFinetuneOption(const MainOptions& opt) {
-  return opt.epochs || opt.lr || opt.temperature || !opt.distill_loss.empty() || opt.label_weight || !opt.feature_loss.empty() || opt.seed ||
-         opt.prune_steps || opt.finetune_limit || opt.qat || !opt.student.empty();
-}
-
-// The finetune step of --finetune DIR and its flags.
-RecipeStep FinetuneStep(const MainOptions& opt, int64_t epochs) {
-  nlohmann::json o = {{"data", opt.finetune_dir}, {"epochs", epochs}, {"batch", opt.batch}};
-  if (opt.lr) o["lr"] = *opt.lr;
-  if (opt.temperature) o["temperature"] = *opt.temperature;
-  if (!opt.distill_loss.empty()) o["distill_loss"] = opt.distill_loss;
-  if (opt.label_weight) o["label_weight"] = *opt.label_weight;
-  if (!opt.feature_loss.empty()) o["feature_loss"] = opt.feature_loss;
-  if (opt.seed) o["seed"] = *opt.seed;
-  if (opt.finetune_limit) o["limit"] = *opt.finetune_limit;
-  if (!opt.eval_dir.empty()) {
-    o["eval"] = opt.eval_dir;
-    o["eval_limit"] = opt.eval_limit;
-  }
-  return MakeRecipeStep("finetune", o, "--finetune");
-}
-
-bool AnyLowRank(const MainOptions& opt) {
-  return opt.low_rank || opt.low_rank_energy || opt.low_rank_params || opt.low_rank_macs;
-}
-
-// The low_rank step of --low-rank, --low-rank-energy, --low-rank-params or --low-rank-macs.
-RecipeStep LowRankStep(const MainOptions& opt) {
-  const int given = (opt.low_rank ? 1 : 0) + (opt.low_rank_energy ? 1 : 0) + (opt.low_rank_params ? 1 : 0) +
-                    (opt.low_rank_macs ? 1 : 0);
-  if (given > 1) {
-    ThrowUsage("--low-rank, --low-rank-energy, --low-rank-params and --low-rank-macs are alternatives; choose one");
-  }
-  nlohmann::json o = nlohmann::json::object();
-  if (opt.low_rank) {
-    if (!(*opt.low_rank > 0 && *opt.low_rank < 1)) ThrowUsage("--low-rank must be a fraction in (0, 1), e.g. 0.25");
-    o["ratio"] = *opt.low_rank;
-  }
-  if (opt.low_rank_energy) {
-    if (!(*opt.low_rank_energy > 0 && *opt.low_rank_energy <= 1)) {
-      ThrowUsage("--low-rank-energy must be a fraction in (0, 1], e.g. 0.95");
-    }
-    o["energy"] = *opt.low_rank_energy;
-  }
-  if (opt.low_rank_params) {
-    if (!(*opt.low_rank_params > 0 && *opt.low_rank_params < 1)) {
-      ThrowUsage("--low-rank-params must be a fraction in (0, 1), e.g. 0.5");
-    }
-    o["params"] = *opt.low_rank_params;
-  }
-  if (opt.low_rank_macs) {
-    if (!(*opt.low_rank_macs > 0 && *opt.low_rank_macs < 1)) {
-      ThrowUsage("--low-rank-macs must be a fraction in (0, 1), e.g. 0.6");
-    }
-    o["macs"] = *opt.low_rank_macs;
-  }
-  if (!opt.low_rank_method.empty()) {
-    CheckLowRankMethod(opt.low_rank_method);
-    if (opt.low_rank_method == "whitened" && opt.calib_dir.empty()) {
-      ThrowUsage("--low-rank-method whitened needs --calib DIR (the layers' inputs whiten the weights)");
-    }
-    o["method"] = opt.low_rank_method;
-  }
-  if (opt.rank_multiple) {
-    if (*opt.rank_multiple < 1 || *opt.rank_multiple > 4096) ThrowUsage("--rank-multiple must be in [1, 4096]");
-    o["rank_multiple"] = *opt.rank_multiple;
-  }
-  if (!opt.low_rank_exclude_nodes.empty()) o["exclude_nodes"] = opt.low_rank_exclude_nodes;
-  return MakeRecipeStep("low_rank", o, "--low-rank");
-}
-
-// Recipe from --recipe or from the pass flags; validated before anything is loaded.
-Recipe BuildRecipe(const MainOptions& opt) {
-  const bool pass_flags = opt.fp16 || opt.int8 || opt.compact_names || opt.prune.has_value() ||
-                          opt.prune_channels.has_value() || opt.target_macs.has_value() || AnyLowRank(opt) ||
-                          !opt.finetune_dir.empty();
-  Recipe recipe;
-  if (!opt.recipe_file.empty()) {
-    if (pass_flags) {
-      ThrowUsage("--recipe cannot be combined with pass flags (--prune, --prune-channels, --target-macs, --low-rank*, "
-                 "--finetune, --fp16, --int8, --compact-names); put every pass in the recipe");
-    }
-    recipe = LoadRecipeFile(opt.recipe_file);
-  } else {
-    std::vector<std::string> name;
-    if (opt.fp16 && opt.int8) ThrowUsage("--fp16 and --int8 are alternatives; choose one");
-    // Pruning first (structured, then unstructured): quantization then sees the pruned weights.
-    if (opt.prune_channels) {
-      if (!(*opt.prune_channels >= 0 && *opt.prune_channels < 1)) ThrowUsage("--prune-channels must be in [0, 1)");
-      recipe.steps.push_back(
-          MakeRecipeStep("prune_channels", {{"ratio", *opt.prune_channels}}, "--prune-channels"));
-      name.push_back("channel-pruned");
-    }
-    // --target-macs: the ratios per group are chosen once the model is loaded (ChooseTargetMacsOptions).
-    if (opt.target_macs) {
-      if (opt.prune_channels) ThrowUsage("--prune-channels and --target-macs are alternatives; choose one");
-      if (!(*opt.target_macs > 0 && *opt.target_macs <= 1)) {
-        ThrowUsage("--target-macs must be a fraction in (0, 1], e.g. 0.5");
-      }
-      recipe.steps.push_back(
-          MakeRecipeStep("prune_channels", {{"ratio", 0.0}, {"round_to", kTargetMacsRoundTo}}, "--target-macs"));
-      name.push_back("channel-pruned");
-    }
-    // Pruning first: quantization then sees the pruned weights, and symmetric int8 keeps every zero.
-    if (opt.prune) {
-      if (!(*opt.prune >= 0 && *opt.prune < 1)) ThrowUsage("--prune must be a fraction in [0, 1), e.g. 0.5");
-      nlohmann::json o = {{"sparsity", *opt.prune}};
-      if (!opt.prune_pattern.empty()) o["pattern"] = opt.prune_pattern;
-      if (!opt.prune_method.empty()) o["method"] = opt.prune_method;
-      if (opt.prune_global) o["global"] = true;
-      if (opt.prune_keep_first_last) o["keep_first_last"] = true;
-      if (opt.no_prune_update) o["update"] = false;
-      if (!opt.prune_exclude_nodes.empty()) o["exclude_nodes"] = opt.prune_exclude_nodes;
-      RecipeStep step = MakeRecipeStep("prune", o, "--prune");
-      MakePrunePass(step.options);  // usage errors (pattern, method) before anything is loaded
-      if (opt.prune_steps && *opt.prune_steps > 1) {
-        // Gradual pruning (Zhu and Gupta): sparsity s_k = S (1 - (1 - k/K)^3) at step k of K, fine-tuning
-        // after each step; the zeros of a step stay zero in the next.
-        if (opt.finetune_dir.empty()) ThrowUsage("--prune-steps fine-tunes between the steps: it needs --finetune DIR");
-        if (!opt.prune_pattern.empty() && opt.prune_pattern != "unstructured") {
-          ThrowUsage("--prune-steps applies to unstructured pruning only");
-        }
-        const int64_t k_total = *opt.prune_steps;
-        for (int64_t k = 1; k <= k_total; ++k) {
-          RecipeStep sk = step;
-          const double f = 1.0 - static_cast<double>(k) / static_cast<double>(k_total);
-          sk.options["sparsity"] = *opt.prune * (1.0 - f * f * f);
-          recipe.steps.push_back(sk);
-          if (k < k_total) recipe.steps.push_back(FinetuneStep(opt, opt.epochs.value_or(1)));
-        }
-      } else {
-        recipe.steps.push_back(std::move(step));
-      }
-      const std::string pattern = opt.prune_pattern.empty() || opt.prune_pattern == "unstructured"
-                                      ? std::string()
-                                      : "-" + opt.prune_pattern.substr(0, opt.prune_pattern.find(':')) + "of" +
-                                            opt.prune_pattern.substr(opt.prune_pattern.find(':') + 1);
-      name.push_back("pruned" + pattern);
-    }
-    // Low rank after pruning (it factorizes what pruning kept), before quantization (which then quantizes
-    // both factors like any weight).
-    if (AnyLowRank(opt)) {
-      recipe.steps.push_back(LowRankStep(opt));
-      name.push_back("low-rank");
-    }
-    // Fine-tuning after the passes that change weights and shapes, before the passes that change precision
-    // (those then quantize the trained weights); with --qat after quantization, through fake quantization.
-    if (!opt.finetune_dir.empty() && !opt.qat) {
-      recipe.steps.push_back(FinetuneStep(opt, opt.epochs.value_or(1)));
-      name.push_back(opt.student.empty() ? "finetuned" : "distilled");
-    }
-    if (opt.fp16) {
-      nlohmann::json o = {{"keep_io_types", opt.keep_io_types}};
-      if (!opt.fp16_block_ops.empty()) o["block_ops"] = opt.fp16_block_ops;
-      if (!opt.fp16_block_nodes.empty()) o["block_nodes"] = opt.fp16_block_nodes;
-      recipe.steps.push_back(MakeRecipeStep("fp16", o, "--fp16"));
-      name.push_back("fp16");
-    }
-    if (opt.int8) {
-      if (opt.dynamic && opt.weights_only) ThrowUsage("--dynamic and --weights-only are alternatives; choose one");
-      nlohmann::json o = nlohmann::json::object();
-      o["mode"] = opt.dynamic ? "dynamic" : opt.weights_only ? "weights_only" : "static";
-      if (!opt.format.empty()) {
-        if (opt.format != "qdq" && opt.format != "qop") ThrowUsage("--format must be qdq or qop, got '" + opt.format + "'");
-        if (opt.format == "qop" && (opt.dynamic || opt.weights_only)) {
-          ThrowUsage("--format applies to static quantization only (dynamic quantization always uses integer operators)");
-        }
-        o["format"] = opt.format;
-      }
-      if (opt.per_tensor) o["per_channel"] = false;
-      if (!opt.activation_type.empty()) {
-        if (opt.activation_type != "uint8" && opt.activation_type != "int8") {
-          ThrowUsage("--activation-type must be uint8 or int8, got '" + opt.activation_type + "'");
-        }
-        o["activation_type"] = opt.activation_type;
-      }
-      if (!opt.calib_method.empty()) {
-        CalibMethodFromName(opt.calib_method);  // a usage error naming the valid methods
-        o["calib_method"] = opt.calib_method;
-      }
-      if (opt.percentile) {
-        if (!(*opt.percentile > 0 && *opt.percentile <= 100)) ThrowUsage("--percentile must be in (0, 100]");
-        o["percentile"] = *opt.percentile;
-      }
-      if (!opt.exclude_nodes.empty()) o["exclude_nodes"] = opt.exclude_nodes;
-      if (!opt.exclude_ops.empty()) o["exclude_ops"] = opt.exclude_ops;
-      if (opt.min_conv_depth) {
-        if (opt.dynamic || opt.weights_only) ThrowUsage("--min-conv-depth applies to static quantization only");
-        if (*opt.min_conv_depth < 0) ThrowUsage("--min-conv-depth must be >= 0");
-        o["min_conv_depth"] = *opt.min_conv_depth;
-      }
-      recipe.steps.push_back(MakeRecipeStep("quantize", o, "--int8"));
-      name.push_back(opt.dynamic ? "int8-dynamic" : opt.weights_only ? "int8-weights" : opt.format == "qop" ? "int8-qop" : "int8");
-      if (opt.qat) {
-        if (opt.dynamic || opt.weights_only || opt.format == "qop") {
-          ThrowUsage("--qat trains through the QuantizeLinear/DequantizeLinear pairs of static QDQ quantization; "
-                     "it does not apply with --dynamic, --weights-only or --format qop");
-        }
-        if (opt.finetune_dir.empty()) ThrowUsage("--qat needs the training data: --finetune DIR");
-        recipe.steps.push_back(FinetuneStep(opt, opt.epochs.value_or(1)));
-        name.push_back("qat");
-      }
-    }
-    // Last, so that every earlier pass (and the report's per-tensor table) sees the original names.
-    if (opt.compact_names) {
-      recipe.steps.push_back(MakeRecipeStep("compact_names", nlohmann::json::object(), "--compact-names"));
-      name.push_back("compact");
-    }
-    for (const auto& n : name) recipe.name += (recipe.name.empty() ? "" : "-") + n;
-  }
-  if (opt.no_optimize) recipe.optimize = false;
-  if (recipe.name.empty()) recipe.name = recipe.optimize ? "optimized" : "rewritten";
-  if ((!opt.fp16_block_ops.empty() || !opt.fp16_block_nodes.empty() || !opt.keep_io_types) && !opt.fp16) {
-    ThrowUsage("--fp16-block-ops, --fp16-block-nodes and --no-keep-io-types only apply with --fp16");
-  }
-  if ((!opt.prune_pattern.empty() || !opt.prune_method.empty() || opt.prune_global || opt.prune_keep_first_last ||
-       !opt.prune_exclude_nodes.empty() || opt.prune_update || opt.no_prune_update) &&
-      !opt.prune) {
-    ThrowUsage("--prune-pattern, --prune-method, --prune-global, --prune-keep-first-last, --prune-exclude-nodes and "
-               "--prune-update/--no-prune-update only apply with --prune");
-  }
-  if (opt.prune_update && opt.no_prune_update) ThrowUsage("--prune-update and --no-prune-update exclude each other");
-  if ((!opt.low_rank_method.empty() || opt.rank_multiple || !opt.low_rank_exclude_nodes.empty()) && !AnyLowRank(opt)) {
-    ThrowUsage("--low-rank-method, --rank-multiple and --low-rank-exclude-nodes only apply with --low-rank, "
-               "--low-rank-energy, --low-rank-params or --low-rank-macs");
-  }
-  if (AnyFinetuneOption(opt) && opt.finetune_dir.empty()) {
-    ThrowUsage("--epochs, --lr, --temperature, --distill-loss, --label-weight, --feature-loss, --seed, --prune-steps, "
-               "--finetune-limit, --qat and --student only apply with --finetune DIR");
-  }
-  if (opt.prune_steps && !opt.prune) ThrowUsage("--prune-steps applies with --prune");
-  if (opt.prune_steps && *opt.prune_steps < 1) ThrowUsage("--prune-steps must be at least 1");
-  if (opt.qat && !opt.int8) ThrowUsage("--qat applies with --int8");
-  if (opt.epochs && *opt.epochs < 1) ThrowUsage("--epochs must be at least 1");
-  if (opt.label_weight && !(*opt.label_weight >= 0 && *opt.label_weight <= 1)) ThrowUsage("--label-weight must be in [0, 1]");
-  if (opt.temperature && !(*opt.temperature > 0)) ThrowUsage("--temperature must be positive");
-  if (!opt.distill_loss.empty() && opt.distill_loss != "kl" && opt.distill_loss != "mse") {
-    ThrowUsage("--distill-loss must be kl or mse, got '" + opt.distill_loss + "'");
-  }
-  if (opt.temperature && opt.distill_loss == "mse") ThrowUsage("--temperature applies with --distill-loss kl");
-  if (opt.lr && !(*opt.lr > 0)) ThrowUsage("--lr must be positive");
-  if (AnyInt8Option(opt) && !opt.int8) {
-    ThrowUsage("--dynamic, --weights-only, --format, --per-tensor, --activation-type, --calib-method, --percentile, "
-               "--exclude-nodes, --exclude-ops and --min-conv-depth only apply with --int8");
-  }
-  if (opt.auto_fallback && !opt.max_accuracy_drop && !opt.min_agreement) {
-    ThrowUsage("--auto-fallback needs a gate: --max-accuracy-drop or --min-agreement");
-  }
-  // The fallback keeps quantized (or float16) nodes in float; it never un-prunes a weight, so a recipe that
-  // only prunes gives it nothing to undo.
-  const auto has_pass = [&](const char* pass) {
-    return std::any_of(recipe.steps.begin(), recipe.steps.end(), [&](const RecipeStep& s) { return s.pass == pass; });
-  };
-  if (opt.auto_fallback && (has_pass("prune") || has_pass("prune_channels")) && !has_pass("quantize") &&
-      !has_pass("fp16")) {
-    ThrowUsage("--auto-fallback keeps quantized layers in float and never undoes pruning; with pruning alone, lower "
-               "--prune or use --prune-exclude-nodes");
-  }
-  if (opt.max_accuracy_drop && opt.min_agreement) {
-    ThrowUsage("--max-accuracy-drop and --min-agreement are alternatives; choose one");
-  }
-  return recipe;
-}
-
-// True when a step of the recipe needs activation statistics.
-bool NeedsCalibration(const Recipe& recipe) {
-  for (const auto& s : recipe.steps) {
-    if (s.pass == "quantize" && s.options.value("mode", "static") == "static") return true;
-  }
-  return false;
-}
-
-// Op types whose quantization the fallback can undo one node at a time.
-bool IsFallbackCandidate(const std::string& op) {
-  static const std::set<std::string> kOps = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat",
-                                             "AveragePool", "GlobalAveragePool", "MaxPool", "Resize", "Sigmoid",
-                                             "HardSigmoid", "HardSwish", "Softmax"};
-  return kOps.count(op) > 0;
-}
-
-int64_t FileSize(const std::string& path) {
-  std::error_code ec;
-  const auto n = std::filesystem::file_size(path, ec);
-  return ec ? 0 : static_cast<int64_t>(n);
-}
-
-// The recipe with `nodes` added to what its passes keep in float (quantize: exclude_nodes, fp16:
-// block_nodes).
-Recipe WithFloatNodes(Recipe recipe, const std::vector<std::string>& nodes) {
-  for (auto& step : recipe.steps) {
-    const char* key = step.pass == "quantize" ? "exclude_nodes" : step.pass == "fp16" ? "block_nodes" : nullptr;
-    if (key == nullptr) continue;
-    for (const auto& n : nodes) step.options[key].push_back(n);
-  }
-  return recipe;
-}
-
-std::string FormatGateFailure(const GateCheck& g, const std::string& data) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(2);
-  if (g.metric == "top1_drop_pts") {
-    os << "accuracy gate failed: top-1 dropped " << g.value << " pt on " << data << ", more than the "
-       << g.threshold << " allowed (by " << -g.margin << " pt)";
-  } else {
-    os << "accuracy gate failed: top-1 agreement " << std::setprecision(4) << g.value << " on " << data
-       << " is below the required " << g.threshold << " (by " << -g.margin << ")";
-  }
-  return os.str();
-}
-
-int RunMain(const MainOptions& opt, std::ostream& out) {
-  const auto start = std::chrono::steady_clock::now();
-  Recipe requested = BuildRecipe(opt);
-  const bool needs_calib = NeedsCalibration(requested);
-  const bool table_exists = !opt.calib_table.empty() && FileExists(opt.calib_table);
-  if (needs_calib && opt.calib_dir.empty() && !table_exists) {
-    ThrowUsage("static INT8 quantization needs calibration data: --calib DIR (or an existing --calib-table FILE); "
-               "--dynamic and --weights-only need none");
-  }
-  if (opt.prune_method == "wanda" && opt.calib_dir.empty()) {
-    ThrowUsage("--prune-method wanda needs calibration data: --calib DIR");
-  }
-  if (opt.prune_update && opt.calib_dir.empty()) {
-    ThrowUsage("--prune-update re-fits the kept weights on calibration data: it needs --calib DIR");
-  }
-  if (!opt.calib_table.empty() && !needs_calib) ThrowUsage("--calib-table only applies to static --int8 quantization");
-  GateSpec gate;
-  gate.max_drop_pts = opt.max_accuracy_drop;
-  gate.min_agreement = opt.min_agreement;
-  gate.auto_fallback = opt.auto_fallback;
-  // A negative drop demands an improvement: allowed, if rarely useful.
-  if (gate.max_drop_pts && !std::isfinite(*gate.max_drop_pts)) ThrowUsage("--max-accuracy-drop must be a number of points");
-  if (gate.min_agreement && !(*gate.min_agreement >= 0 && *gate.min_agreement <= 1)) {
-    ThrowUsage("--min-agreement must be a fraction between 0 and 1");
-  }
-  if (gate.active() && opt.eval_dir.empty() && opt.calib_dir.empty()) {
-    ThrowUsage("the accuracy gate needs data to measure on: --eval DIR (or --calib DIR)");
-  }
-  for (const std::string* report : {&opt.report_json, &opt.report_md}) {
-    if (!report->empty() && (SameFile(*report, opt.model) || (!opt.output.empty() && SameFile(*report, opt.output)))) {
-      ThrowUsage(*report + ": the report would overwrite a model file");
-    }
-  }
-  // Every file this run writes can be created, and no two are the same file: checked before the model
-  // is read, so that a long run does not fail at its end (a missing input is reported as such first).
-  const std::string output = opt.output.empty() ? DefaultOutput(opt.model, requested.name) : opt.output;
-  if (FileExists(opt.model)) {
-    std::vector<std::pair<std::string, std::string>> writes = {{"the output model", output}};
-    if (opt.external_data) {
-      writes.push_back({"the external data file", opt.external_file.empty()
-                                                      ? output + ".data"
-                                                      : DirName(output) + "/" + opt.external_file});
-    }
-    if (!opt.report_json.empty()) writes.push_back({"--report", opt.report_json});
-    if (!opt.report_md.empty()) writes.push_back({"--report-md", opt.report_md});
-    if (!opt.calib_table.empty() && !table_exists) writes.push_back({"--calib-table", opt.calib_table});
-    std::vector<std::string> resolved;
-    for (const auto& [what, path] : writes) {
-      std::error_code ec;
-      const auto r = std::filesystem::weakly_canonical(path, ec);
-      resolved.push_back(ec ? path : r.string());
-    }
-    for (size_t i = 0; i < writes.size(); ++i) {
-      for (size_t j = 0; j < i; ++j) {
-        if (resolved[i] == resolved[j]) {
-          ThrowUsage(writes[i].first + " and " + writes[j].first + " are the same file '" + writes[i].second +
-                     "'; give each its own path");
-        }
-      }
-    }
-    for (const auto& w : writes) {
-      if (!opt.overwrite && SameFile(w.second, opt.model)) {
-        ThrowUsage("refusing to overwrite the input file '" + opt.model + "' with '" + w.second +
-                   "'; choose another output path (or pass --overwrite)");
-      }
-      CheckOutputPath(w.second);
-    }
-  }
-
-  LoadInfo info;
-  spdlog::debug("loading {}", opt.model);
-  const Model original = LoadModel(opt.model, {}, &info);
-  // --student: the passes start from the student; the input model is the teacher and the reference.
-  std::optional<Model> student;
-  if (!opt.student.empty()) {
-    student = LoadModel(opt.student);
-    const auto want = ModelInputSpecs(original), got = ModelInputSpecs(*student);
-    for (size_t i = 0; i < std::max(want.size(), got.size()); ++i) {
-      if (i >= want.size() || i >= got.size() || want[i].name != got[i].name || want[i].dtype != got[i].dtype) {
-        ThrowInvalid(opt.student + ": the student must take the inputs of " + opt.model + " (" +
-                     (i < want.size() ? want[i].ToString() : std::string("no input ") + std::to_string(i)) + "), found " +
-                     (i < got.size() ? got[i].ToString() : std::string("no input ") + std::to_string(i)));
-      }
-    }
-    if (student->graph.outputs.size() != original.graph.outputs.size()) {
-      ThrowInvalid(opt.student + ": the student has " + std::to_string(student->graph.outputs.size()) +
-                   " outputs, " + opt.model + " has " + std::to_string(original.graph.outputs.size()));
-    }
-  }
-  const Model& start_model = student ? *student : original;
-  int64_t input_bytes = static_cast<int64_t>(info.file_bytes);
-  for (const auto& f : info.external_files) input_bytes += FileSize(f);
-
-  // Every data folder must fit the model before any work is done.
-  DatasetOptions eval_opt;
-  eval_opt.labels_file = opt.labels;
-  std::optional<Dataset> eval_data, calib_data;
-  if (!opt.eval_dir.empty()) eval_data.emplace(Dataset::Open(opt.eval_dir, ModelInputSpecs(original), eval_opt));
-  if (!opt.calib_dir.empty()) calib_data.emplace(Dataset::Open(opt.calib_dir, ModelInputSpecs(original)));
-  // A model with a fixed batch runs only whole batches: say so when data is left out.
-  const auto note_skipped = [](const Dataset& d, int64_t limit, const std::string& what) {
-    const BatchPlan plan = d.PlanBatches(limit, 1);
-    if (plan.skipped > 0) {
-      spdlog::warn("{}: the model takes batches of exactly {} samples; the last {} of {} samples are skipped ({})",
-                   d.dir(), plan.batch, plan.skipped, plan.samples + plan.skipped, what);
-    }
-    return plan;
-  };
-  if (eval_data) note_skipped(*eval_data, opt.eval_limit, "evaluation");
-  std::optional<BatchPlan> calib_plan;
-  if (calib_data) calib_plan = note_skipped(*calib_data, opt.calib_limit, "calibration");
-
-  if (gate.max_drop_pts) {
-    const Dataset* d = eval_data ? &*eval_data : calib_data ? &*calib_data : nullptr;
-    if (d != nullptr && !d->has_labels()) {
-      ThrowUsage("--max-accuracy-drop needs labelled data (" + (eval_data ? opt.eval_dir : opt.calib_dir) +
-                 " has no labels); use --min-agreement for unlabelled data");
-    }
-  }
-  CalibrateOptions calib_opt;
-  calib_opt.threads = opt.threads;
-  calib_opt.limit = opt.calib_limit;
-  DataCalibrationSource calibration(calib_data ? &*calib_data : nullptr, opt.calib_table, calib_opt);
-  PipelineOptions pipe_opt;
-  pipe_opt.threads = opt.threads;
-  // FP16 uses calibration data, when given, to keep in float32 the nodes whose values exceed its range.
-  const bool fp16_calib = calib_data.has_value() &&
-                          std::any_of(requested.steps.begin(), requested.steps.end(),
-                                      [](const RecipeStep& s) { return s.pass == "fp16"; });
-  // Pruning measures activation norms on the calibration data (wanda, the default with --calib; channel
-  // pruning ranks by activation and compensates the removed channels' means); low rank whitens the weights
-  // by the layers' inputs and measures each layer's output fidelity there.
-  const bool prune_calib = calib_data.has_value() &&
-                           std::any_of(requested.steps.begin(), requested.steps.end(), [](const RecipeStep& s) {
-                             return s.pass == "prune" || s.pass == "prune_channels" || s.pass == "low_rank";
-                           });
-  pipe_opt.calibration = needs_calib || fp16_calib || prune_calib ? &calibration : nullptr;
-  pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
-  pipe_opt.teacher = &original;
-
-  // --target-macs: per-group ratios from the sensitivity measured on the calibration data (a uniform
-  // ratio without it), written into the recipe so that the output's metadata reproduces them.
-  nlohmann::json target_details;
-  if (opt.target_macs) {
-    if (!calib_data) {
-      spdlog::info("--target-macs without --calib: the same ratio for every channel group, the smallest that "
-                   "meets the target");
-    }
-    SensitivityOptions sens;
-    sens.threads = opt.threads;
-    sens.batch = opt.batch;
-    sens.limit = opt.calib_limit;
-    sens.calibration = pipe_opt.calibration;
-    sens.cleanup = requested.optimize;
-    for (auto& step : requested.steps) {
-      if (step.pass != "prune_channels") continue;
-      step.options = ChooseTargetMacsOptions(original, step, *opt.target_macs, calib_data ? &*calib_data : nullptr,
-                                             sens, &target_details);
-    }
-  }
-
-  Recipe recipe = requested;
-  std::vector<PassRun> runs;
-  auto build = [&](const Recipe& r) {
-    Model m = start_model;  // tensors are shared copy-on-write: this costs no weight copies
-    runs = RunPipeline(m, r, pipe_opt);
-    return m;
-  };
-  Model model = build(recipe);
-
-  // Evaluation on --eval, or on the calibration data when only the gate asks for it.
-  const Dataset* compare_data = eval_data ? &*eval_data : (gate.active() && calib_data ? &*calib_data : nullptr);
-  const std::string compare_label = eval_data ? opt.eval_dir : opt.calib_dir;
-  CompareOptions cmp;
-  cmp.batch = opt.batch;
-  cmp.limit = opt.eval_limit;
-  cmp.threads = opt.threads;
-  std::optional<ModelComparison> comparison;
-  std::optional<GateInfo> gate_info;
-  // Hashed once: the fallback below compares many times on the same data.
-  const std::string compare_sha256 =
-      eval_data ? DatasetSha256(*eval_data) : compare_data != nullptr ? calibration.data_sha256() : std::string();
-  if (compare_data != nullptr) comparison = CompareModels(original, model, *compare_data, compare_label, cmp);
-  if (gate.active()) {
-    GateCheck check = CheckGate(gate, *comparison);
-    GateInfo g;
-    g.data = compare_label;
-    g.on_calibration_data = !eval_data.has_value();
-    g.auto_fallback = gate.auto_fallback;
-    if (!check.passed && gate.auto_fallback) {
-      // Candidates: the named compute nodes of the cleaned-up float model, in graph order.
-      Model cleaned = original;
-      Recipe cleanup_only = recipe;
-      cleanup_only.steps.clear();
-      RunPipeline(cleaned, cleanup_only, pipe_opt);
-      std::vector<std::string> names, ops;
-      for (const auto& n : cleaned.graph.nodes) {
-        if (!n.name.empty() && IsFallbackCandidate(n.op_type)) {
-          names.push_back(n.name);
-          ops.push_back(n.op_type);
-        }
-      }
-      const FallbackResult fb = RunFallback(
-          gate, original, names, ops, [&](const std::vector<std::string>& nodes) { return build(WithFloatNodes(requested, nodes)); },
-          *compare_data, compare_label, cmp, /*sensitivity_samples=*/1000);
-      std::vector<std::string> kept;
-      for (const auto& st : fb.steps) {
-        kept.push_back(st.node);
-        g.kept_in_float.push_back({{"node", st.node}, {"op_type", st.op_type},
-                                   {"sqnr_db_alone_in_float", st.sqnr_db_without},
-                                   {"metric_after", st.check.value}});
-      }
-      g.sensitivity_samples = fb.sensitivity_samples;
-      recipe = WithFloatNodes(requested, kept);
-      model = build(recipe);  // also refreshes `runs` for the report
-      comparison = CompareModels(original, model, *compare_data, compare_label, cmp);
-      check = CheckGate(gate, *comparison);
-    }
-    g.check = check;
-    gate_info = g;
-  }
-  if (comparison) comparison->data_sha256 = compare_sha256;
-  if (opt.target_macs) {
-    // The budget is checked on the model written (quantization counts as its float model).
-    const int64_t before = CountMacs(original).total, after = CountMacs(model).total;
-    if (static_cast<double>(after) > *opt.target_macs * static_cast<double>(before)) {
-      ThrowInternal("--target-macs " + std::to_string(*opt.target_macs) + ": the output keeps " +
-                    std::to_string(after) + " of " + std::to_string(before) + " MACs");
-    }
-    for (auto& r : runs) {
-      if (r.pass != "prune_channels") continue;
-      r.details["target_macs"] = target_details;
-      const std::string method = target_details.value("method", std::string());
-      std::ostringstream note;
-      note << std::fixed << std::setprecision(4) << "--target-macs " << *opt.target_macs << ": " << after << " of "
-           << before << " MACs kept (" << static_cast<double>(after) / static_cast<double>(before) << "), "
-           << (method == "sensitivity" ? "per-group ratios from the sensitivity on the calibration data"
-               : method == "uniform"   ? "one ratio for every group (no --calib), found by bisection"
-                                       : "nothing to prune");
-      r.notes.push_back(note.str());
-    }
-  }
-
-  model.SetMetadata(kMetaRecipe, recipe.ToJson().dump());
-  model.SetMetadata(kMetaVersion, COMPRESS_VERSION);
-  if (eval_data) model.SetMetadata(kMetaEvalSha256, comparison->data_sha256);
-  std::optional<CalibrationInfo> calib_info;
-  if (needs_calib) {
-    CalibrationInfo c;
-    c.data = opt.calib_dir;
-    c.data_sha256 = calibration.data_sha256();
-    c.table = opt.calib_table;
-    c.reused_table = calibration.reused_table();
-    c.samples = calib_plan ? calib_plan->samples : 0;
-    c.skipped = calib_plan ? calib_plan->skipped : 0;
-    model.SetMetadata(kMetaCalibSha256, c.data_sha256);
-    calib_info = c;
-  }
-
-  SaveOptions save;
-  save.external_data = opt.external_data ? SaveOptions::ExternalData::kAlways : SaveOptions::ExternalData::kAuto;
-  save.external_threshold = opt.external_threshold;
-  save.external_file = opt.external_file;
-  save.allow_overwrite = opt.overwrite;
-  save.protected_paths = info.external_files;
-  save.protected_paths.push_back(opt.model);
-  const SaveResult saved = SaveModel(model, output, save);
-
-  const CheckResult check = [&] {
-    FolderReadLock lock(DirName(output));  // a concurrent run may be replacing the same output
-    return CheckModelFile(output);
-  }();
-  if (!check.ok) spdlog::warn("{}: the ONNX checker rejects the output: {}", output, check.message);
-
-  ReportInput rin;
-  // Per-layer fidelity on the first samples of the evaluation (or calibration) data.
-  const Dataset* layer_data = eval_data ? &*eval_data : calib_data ? &*calib_data : nullptr;
-  if (layer_data != nullptr && !recipe.steps.empty()) {
-    rin.layers = CompareLayers(original, model, *layer_data, 256, opt.threads);
-  }
-  rin.input_path = opt.model;
-  rin.output_path = output;
-  rin.input_bytes = input_bytes;
-  rin.output_bytes = static_cast<int64_t>(saved.model_bytes + saved.external_bytes);
-  rin.input_files = info.external_files;
-  rin.input_files.insert(rin.input_files.begin(), opt.model);
-  rin.output_files = {output};
-  if (!saved.external_path.empty()) rin.output_files.push_back(saved.external_path);
-  rin.threads = opt.threads;
-  rin.zstd_max_bytes = opt.zstd_size == "always" ? -1 : opt.zstd_size == "never" ? 0 : kZstdAutoMaxBytes;
-  if (opt.zstd_size == "never") {  // no "zstd" section at all
-    rin.input_files.clear();
-    rin.output_files.clear();
-  }
-  rin.before = &original;
-  rin.after = &model;
-  rin.recipe = recipe;
-  rin.passes = runs;
-  rin.comparison = comparison;
-  rin.checker_ok = check.ok;
-  rin.checker_message = check.message;
-  rin.calibration = calib_info;
-  rin.gate = gate_info;
-  rin.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const nlohmann::json report = BuildReport(rin);
-  if (!opt.report_json.empty()) WriteFileAtomic(opt.report_json, report.dump(2) + "\n");
-  if (!opt.report_md.empty()) WriteFileAtomic(opt.report_md, FormatReportMarkdown(report));
-  out << FormatReportSummary(report);
-  if (!check.ok && CheckModelFile(opt.student.empty() ? opt.model : opt.student).ok) {
-    // The input was valid and the output is not: a pass is at fault. The output stays for inspection.
-    ThrowInternal(output + ": the ONNX checker rejects the output although it accepts the input: " + check.message);
-  }
-  if (gate_info && !gate_info->check.passed) {
-    throw Error(ErrorKind::kAccuracyGate, FormatGateFailure(gate_info->check, compare_label) +
-                                              "; the output is written for inspection: " + output);
-  }
+int RunMain(const JobOptions& opt, std::ostream& out) {
+  const RecipeResult r = RunJob(opt);
+  out << FormatReportSummary(r.report);
+  ThrowIfJobFailed(r, opt);
   return 0;
 }
 
@@ -1212,7 +493,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   app.add_flag("-q,--quiet", global.quiet, "Only print errors on stderr");
   app.add_flag("-v,--verbose", global.verbose, "More detail on stderr (debug messages)");
 
-  MainOptions main_opt;
+  JobOptions main_opt;
   app.add_option("model", main_opt.model, "Input ONNX model");
   app.add_option("-o,--output", main_opt.output,
                  "Output model (default: <stem>.<recipe>.onnx next to the input)");
@@ -1418,6 +699,54 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   sens->add_option("--batch", sens_opt.batch, "Samples per run")->capture_default_str()->check(CLI::PositiveNumber);
   sens->add_option("--threads", sens_opt.threads, "Threads (0: one per core)")->capture_default_str();
 
+  // compare and auto: the data, evaluation, fine-tuning and gate flags they share with the main job.
+  const auto add_common = [](CLI::App* c, JobOptions& o) {
+    c->add_option("model", o.model, "ONNX model");
+    c->add_option("--calib", o.calib_dir, "Calibration data folder (calibrated once, shared by every recipe)");
+    c->add_option("--calib-limit", o.calib_limit, "Calibrate on the first N samples only");
+    c->add_option("--eval", o.eval_dir, "Evaluation data folder (labels give top-1; else agreement with the original)");
+    c->add_option("--eval-limit", o.eval_limit, "Evaluate on the first N samples only");
+    c->add_option("--labels", o.labels, "Labels file for --eval instead of DIR/labels.*");
+    c->add_option("--finetune", o.finetune_dir,
+                  "Training data: recipes that prune or factorize are fine-tuned on it (distillation from the original)");
+    c->add_option("--epochs", o.epochs, "Fine-tuning epochs (default 1)");
+    c->add_option("--lr", o.lr, "Fine-tuning peak learning rate");
+    c->add_option("--finetune-limit", o.finetune_limit, "Fine-tune on the first N samples only");
+    c->add_option("--batch", o.batch, "Samples per run")->capture_default_str()->check(CLI::PositiveNumber);
+    c->add_option("--threads", o.threads, "Threads (0: one per core)")->capture_default_str();
+    c->add_option("--zstd-size", o.zstd_size, "auto, always or never: measure each output's zstd -19 size")
+        ->capture_default_str();
+  };
+  CompareJobOptions cmp_opt;
+  bool list_presets = false;
+  CLI::App* cmp = app.add_subcommand("compare", "Run several recipes on one model and compare them side by side "
+                                                "(size, MACs, accuracy, fidelity, latency, Pareto front)");
+  cmp->fallthrough();
+  add_common(cmp, cmp_opt.common);
+  cmp->add_option("--recipe", cmp_opt.recipes, "A recipe file or a preset (repeat; --list-presets)");
+  cmp->add_flag("--list-presets", list_presets, "Print the built-in presets and their passes");
+  cmp->add_option("--out-dir", cmp_opt.out_dir, "Folder for every recipe's model (default <model stem>.compare/)");
+  cmp->add_option("--report", cmp_opt.report_json, "Write the comparison as JSON (schema compress.compare/1)");
+  cmp->add_option("--max-accuracy-drop", cmp_opt.common.max_accuracy_drop,
+                  "Gate verdict per recipe: top-1 may drop by at most this many points");
+  cmp->add_option("--min-agreement", cmp_opt.common.min_agreement,
+                  "Gate verdict per recipe on unlabelled data: top-1 agreement at least this fraction");
+
+  AutoJobOptions auto_opt;
+  CLI::App* aut = app.add_subcommand("auto", "Search recipes for the smallest (or fastest) model that holds an "
+                                             "accuracy budget, and write it");
+  aut->fallthrough();
+  add_common(aut, auto_opt.common);
+  aut->add_option("--max-accuracy-drop", auto_opt.common.max_accuracy_drop,
+                  "Top-1 may drop by at most this many points (labelled --eval)");
+  aut->add_option("--min-agreement", auto_opt.common.min_agreement,
+                  "Unlabelled --eval: top-1 agreement with the original at least this fraction");
+  aut->add_option("--objective", auto_opt.objective, "size (default), macs or latency")->capture_default_str();
+  aut->add_option("--budget-minutes", auto_opt.budget_minutes, "Stop searching after about this long (0: no limit)");
+  aut->add_option("-o,--output", auto_opt.output, "The chosen model (default <model stem>.auto.onnx beside it)");
+  aut->add_option("--out-dir", auto_opt.out_dir, "Folder for every candidate's model (default <model stem>.auto/)");
+  aut->add_option("--report", auto_opt.report_json, "Write the search as JSON (schema compress.compare/1)");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -1443,6 +772,33 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   if (run->parsed()) return RunRun(run_opt, out);
   if (bench->parsed()) return RunBench(bench_opt, out);
   if (sens->parsed()) return RunSensitivityCommand(sens_opt, out);
+  if (cmp->parsed()) {
+    if (list_presets) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& p : ListedPresets()) {
+        JobOptions o;
+        o.calib_dir = "CALIB";  // as with --calib: the data-aware variants of the passes
+        list.push_back({{"name", p.name}, {"description", p.description},
+                        {"recipe", RecipeFromOptions(PresetOptions(p.name, o)).ToJson()}});
+      }
+      out << FormatPresets(list);
+      return 0;
+    }
+    if (cmp_opt.common.model.empty()) ThrowUsage("compare: no input model given");
+    const nlohmann::json doc = RunCompare(cmp_opt);
+    out << FormatCompareTable(doc);
+    return 0;
+  }
+  if (aut->parsed()) {
+    if (auto_opt.common.model.empty()) ThrowUsage("auto: no input model given");
+    const nlohmann::json doc = RunAuto(auto_opt);
+    out << FormatCompareTable(doc);
+    if (doc["chosen"].is_null()) {
+      throw Error(ErrorKind::kAccuracyGate, "auto: no recipe holds the accuracy gate (" +
+                                                doc["stop_reason"].get<std::string>() + ")");
+    }
+    return 0;
+  }
   if (main_opt.model.empty()) {
     spdlog::error("no input model given (run 'compress --help' for usage)");
     return static_cast<int>(ErrorKind::kUsage);

@@ -66,6 +66,9 @@ struct CalibrateOptions {
   int threads = 0;
   bool progress = true;
   int bins = kDefaultHistogramBins;
+  // Besides `tensors`, every float32 value the model computes in its main graph (graph inputs and node
+  // outputs): the statistics one calibration run shares with every recipe of a `compare` or `auto`.
+  bool every_float_value = false;
 };
 
 // Runs `model` over `data` and collects statistics of the named float32 values (graph inputs or node
@@ -115,12 +118,29 @@ class DataCalibrationSource : public CalibrationSource {
                     const std::function<void(size_t, const Tensor&)>& fn) override;
   bool reused_table() const { return reused_; }
 
+  // Shared by many recipes (`compare`, `auto`): the first request calibrates `reference` (the original
+  // after clean-up) for every float32 value it computes, and every later request of any recipe's model is
+  // served from those statistics by value name, so pruned or low-rank models reuse the original's ranges
+  // for the values they keep. Only values that `reference` does not compute (the middle of a low-rank
+  // pair) are calibrated on the model asked about, in a run of their own. Per-channel statistics are
+  // cached by the content of the model asked about (SerializeModel), so recipes that reach the same
+  // model before pruning measure it once.
+  void ShareAcross(const Model* reference) { reference_ = reference; }
+  // Runs over the calibration data so far: statistics (Calibrate), per-channel sums (ChannelSumSquares)
+  // and streamed batches (ForEachBatch, for low-rank whitening and re-fitted pruning).
+  int64_t calibration_runs() const { return calibration_runs_; }
+  int64_t channel_runs() const { return channel_runs_; }
+  int64_t batch_runs() const { return batch_runs_; }
+
  private:
   const Dataset* data_;
   std::string table_path_;
   CalibrateOptions options_;
   CalibrationTable table_;
   bool reused_ = false;
+  const Model* reference_ = nullptr;
+  int64_t calibration_runs_ = 0, channel_runs_ = 0, batch_runs_ = 0;
+  std::map<std::string, std::vector<ChannelSquares>> channel_cache_;  // by sha256(model bytes) and requests
 };
 
 }  // namespace compress

@@ -13,61 +13,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/eval/compare.h"
 #include "compress/eval/evaluate.h"
+#include "compress/eval/gate.h"
 #include "compress/io/dataset.h"
 #include "compress/ir/graph.h"
 #include "compress/pipeline/pipeline.h"
 #include "compress/pipeline/recipe.h"
 
 namespace compress {
-
-struct CompareOptions {
-  int64_t batch = 64;
-  int64_t limit = 0;  // first `limit` samples only (0: all)
-  int threads = 0;
-  bool progress = true;
-};
-
-// Both models evaluated on the same data, and how far the second's first output is from the first's.
-struct ModelComparison {
-  std::string data;         // folder as given by the user
-  std::string data_sha256;  // set by the caller: hashing reads every byte, once per run is enough
-  int64_t samples = 0;
-  int64_t skipped = 0;      // trailing samples too few to fill the model's fixed batch (not evaluated)
-  bool labelled = false;
-  int64_t batch = 0;
-  double top1_before = 0, top1_after = 0;  // when labelled
-  double agreement = 0;        // fraction of samples whose argmax (top-1 prediction) is unchanged
-  double cosine = 0;           // mean over samples of the cosine similarity of output 0
-  double sqnr_db = 0;          // 10 log10(sum ref^2 / sum (ref - out)^2) over all of output 0; +inf if equal
-  double max_abs_error = 0;
-  double ms_per_sample_before = 0, ms_per_sample_after = 0;  // our executor, at `batch`
-};
-
-ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
-                              const std::string& data_label, const CompareOptions& options);
-
-// How far `b`'s first output and predictions are from `a`'s, two evaluations of the same samples (with
-// EvalOptions::keep_outputs): the fidelity figures of CompareModels and `compress sensitivity`.
-struct OutputFidelity {
-  double agreement = 0;           // fraction of samples whose top-1 is unchanged
-  double cosine = 0;              // mean over samples of the cosine similarity of output 0 (two zeros: 1)
-  double signal = 0, noise = 0;   // sum ref^2 and sum (ref - out)^2 over all of output 0
-  double sqnr_db = 0;             // 10 log10(signal / noise); +inf when equal
-  double max_abs_error = 0;
-};
-OutputFidelity CompareOutputs(const EvalResult& a, const EvalResult& b);
-
-// SQNR of every intermediate value the two models share by name (the compressed model's layer outputs
-// against the original's), over the first `samples` of `data` (in the batches Dataset::PlanBatches
-// forms). In graph order of `before`.
-struct LayerSqnr {
-  std::string name;     // value name
-  std::string op_type;  // producer in the original model
-  double sqnr_db = 0;   // +inf when identical
-};
-std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, const Dataset& data, int64_t samples,
-                                     int threads);
 
 // Calibration facts for the report.
 struct CalibrationInfo {
@@ -77,16 +31,6 @@ struct CalibrationInfo {
   int64_t skipped = 0;  // trailing samples too few to fill the model's fixed batch (not used)
   std::string table;  // --calib-table path, if any
   bool reused_table = false;
-};
-
-// An accuracy gate's verdict on one comparison (see compress/report/gate.h).
-struct GateCheck {
-  std::string metric;  // "top1_drop_pts" or "agreement"
-  double value = 0;
-  double threshold = 0;
-  bool passed = false;
-  // How far from the threshold, in the metric's unit: positive = margin left, negative = violation.
-  double margin = 0;
 };
 
 // The accuracy gate's verdict, for the report.
