@@ -135,8 +135,9 @@ std::string FormatPresets(const json& list) {
       os << "  pass " << step["pass"].get<std::string>() << " " << step["options"].dump() << "\n";
     }
   }
-  os << "\npruneNN, channelsNN and lowrankNN take any level NN from 1 to 99 (prune30, channels25, lowrank75); "
-        "STRUCTURE+PRECISION combines one of them with fp16, int8, int8-dynamic or int8-weights.\n";
+  os << "\npruneNN, channelsNN, lowrankNN, target-macsNN, lowrank-paramsNN and lowrank-macsNN take any level NN "
+        "from 1 to 99 (prune30, channels25, target-macs75); joined by '+', structures of different kinds (pruning, "
+        "channels, low rank) come first and one precision (fp16, int8, int8-dynamic, int8-weights) last.\n";
   return os.str();
 }
 
