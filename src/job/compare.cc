@@ -273,7 +273,10 @@ void Footer(json& doc, JobContext& ctx, int64_t finetuned) {
         {"note", "activation ranges collected once on the original model (after clean-up) and shared by every "
                  "recipe by value name; per-channel statistics measured once per distinct model"}};
   }
-  if (!o.finetune_dir.empty()) doc["data"]["finetune"] = {{"dir", o.finetune_dir}, {"recipes_finetuned", finetuned}};
+  if (!o.finetune_dir.empty()) {
+    doc["data"]["finetune"] = {{"dir", o.finetune_dir}, {"recipes_finetuned", finetuned},
+                               {"teacher_runs", ctx.teacher_cache().runs()}};
+  }
 }
 
 int64_t CountFinetuned(const json& rows) {

@@ -449,6 +449,7 @@ JobContext::JobContext(const JobOptions& opt, bool shared) : options_(opt) {
   calib_opt.threads = opt.threads;
   calib_opt.limit = opt.calib_limit;
   calib_opt.progress = opt.progress;
+  teacher_cache_ = std::make_unique<train::TeacherCache>();
   calibration_ = std::make_unique<DataCalibrationSource>(calib_data_ ? &*calib_data_ : nullptr, opt.calib_table, calib_opt);
   if (shared) calibration_->ShareAcross(&cleaned(!opt.no_optimize));
 }
@@ -522,6 +523,7 @@ RecipeResult RunRecipe(JobContext& ctx, const Recipe& requested_in, const Recipe
   pipe_opt.calibration = needs_calib || fp16_calib || prune_calib ? &ctx.calibration() : nullptr;
   pipe_opt.on_pass = [](const RecipeStep& step) { spdlog::debug("pass {}", step.pass); };
   pipe_opt.teacher = &original;
+  pipe_opt.teacher_cache = &ctx.teacher_cache();
 
   // --target-macs: per-group ratios from the sensitivity measured on the calibration data (a uniform
   // ratio without it), written into the recipe so that the output's metadata reproduces them.

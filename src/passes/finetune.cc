@@ -44,6 +44,7 @@ class FinetunePass : public Pass {
     o.eval_dir = options_.at("eval").get<std::string>();
     o.eval_limit = options_.at("eval_limit").get<int64_t>();
     o.threads = ctx.threads();
+    o.teacher_cache = ctx.teacher_cache();
     if (o.epochs < 1) ThrowUsage("finetune: epochs must be at least 1");
     if (o.batch < 1) ThrowUsage("finetune: batch must be at least 1");
     if (!(o.warmup_fraction >= 0 && o.warmup_fraction < 1)) ThrowUsage("finetune: warmup must be in [0, 1)");

@@ -132,6 +132,7 @@ PassRun RunPass(Model& model, const std::string& name, Pass& pass, const nlohman
   run.before = MeasureGraph(model);
   PassContext ctx(pipeline_options.threads, pipeline_options.calibration);
   ctx.set_teacher(pipeline_options.teacher);
+  ctx.set_teacher_cache(pipeline_options.teacher_cache);
   const auto start = std::chrono::steady_clock::now();
   pass.Run(model, ctx);
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -80,6 +80,12 @@ std::string FormatCompareTable(const json& doc) {
     }
     os << "\n";
   }
+  if (data["finetune"].is_object()) {
+    const json& f = data["finetune"];
+    os << "fine-tuning " << f["recipes_finetuned"].get<int64_t>() << " recipe"
+       << (f["recipes_finetuned"] == 1 ? "" : "s") << " on " << f["dir"].get<std::string>() << ", the original's outputs computed "
+       << f["teacher_runs"].get<int64_t>() << (f["teacher_runs"] == 1 ? " time" : " times") << "\n";
+  }
   if (doc["gate"].is_object()) {
     const json& g = doc["gate"];
     os << "gate        " << (g["metric"] == "top1_drop_pts" ? "top-1 drop <= " + Fixed(g["threshold"].get<double>(), 2) + " pt"

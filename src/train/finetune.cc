@@ -328,9 +328,15 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
                  std::to_string(specs.size()));
   }
   std::vector<Tensor> teacher_out0;
-  std::vector<int64_t> teacher_row_of;  // sample -> (batch index, row) flattened as batch*batch_size+row
   const int out_axis = layout.OutputAxis(student.graph.outputs[0].type.shape);
-  {
+  // The same teacher (by identity) on the same samples in the same batches gives the same outputs.
+  const std::string cache_key = std::to_string(reinterpret_cast<uintptr_t>(&teacher)) + "\n" + options.data_dir + "\n" +
+                                options.labels_file + "\n" + std::to_string(total) + "\n" + std::to_string(batch) +
+                                "\n" + teacher_out_name + "\n" + std::to_string(out_axis);
+  if (options.teacher_cache != nullptr) {
+    if (const std::vector<Tensor>* cached = options.teacher_cache->Find(cache_key)) teacher_out0 = *cached;
+  }
+  if (teacher_out0.empty()) {
     ProgressBar bar(options.label + ": teacher", total, options.progress);
     for (int64_t first = 0; first < total; first += batch) {
       const int64_t count = std::min(batch, total - first);
@@ -371,6 +377,7 @@ FinetuneResult Finetune(Model& student, const Model& teacher, const FinetuneOpti
       }
       bar.Advance(count);
     }
+    if (options.teacher_cache != nullptr) options.teacher_cache->Store(cache_key, teacher_out0);
   }
   const int64_t usable = layout.fixed_batch > 0 ? total / layout.fixed_batch * layout.fixed_batch : total;
   if (usable < 1) ThrowInvalid("fine-tuning data holds fewer samples than the model's fixed batch");

@@ -21,6 +21,7 @@
 #include "compress/pipeline/pipeline.h"
 #include "compress/pipeline/recipe.h"
 #include "compress/report/report.h"
+#include "compress/train/finetune.h"
 
 namespace compress {
 
@@ -150,6 +151,8 @@ class JobContext {
   // The original evaluated once on compare_data() (null when there is no such data).
   const ReferenceEvaluation* reference(bool gate_active);
   const std::string& compare_sha256(bool gate_active);
+  // The teacher's outputs, kept between the fine-tuning runs of every recipe.
+  train::TeacherCache& teacher_cache() { return *teacher_cache_; }
   int64_t samples_for_calibration() const { return calib_plan_ ? calib_plan_->samples : 0; }
   int64_t skipped_for_calibration() const { return calib_plan_ ? calib_plan_->skipped : 0; }
 
@@ -164,6 +167,7 @@ class JobContext {
   std::unique_ptr<DataCalibrationSource> calibration_;
   std::optional<Model> cleaned_[2];
   std::unique_ptr<ReferenceEvaluation> reference_;
+  std::unique_ptr<train::TeacherCache> teacher_cache_;
   std::string compare_sha256_;
   bool sha_done_ = false;
 };

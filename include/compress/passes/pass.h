@@ -20,6 +20,10 @@
 
 namespace compress {
 
+namespace train {
+class TeacherCache;
+}
+
 struct CalibrationTable;
 
 // A request for per-channel statistics of one activation: the float32 value `tensor` (a graph input or a
@@ -91,6 +95,9 @@ class PassContext {
   // a --student); null when the caller gives none. Fine-tuning uses it as the teacher.
   const Model* teacher() const { return teacher_; }
   void set_teacher(const Model* teacher) { teacher_ = teacher; }
+  // Where fine-tuning keeps the teacher's outputs between the runs of one command; may be null.
+  train::TeacherCache* teacher_cache() const { return teacher_cache_; }
+  void set_teacher_cache(train::TeacherCache* cache) { teacher_cache_ = cache; }
   const std::map<std::string, int64_t>& counters() const { return counters_; }
   const std::vector<std::string>& notes() const { return notes_; }
   const nlohmann::json& details() const { return details_; }
@@ -99,6 +106,7 @@ class PassContext {
   int threads_;
   CalibrationSource* calibration_;
   const Model* teacher_ = nullptr;
+  train::TeacherCache* teacher_cache_ = nullptr;
   std::map<std::string, int64_t> counters_;
   std::vector<std::string> notes_;
   nlohmann::json details_ = nlohmann::json::object();

@@ -40,6 +40,7 @@ struct PipelineOptions {
   int threads = 1;
   CalibrationSource* calibration = nullptr;  // for passes that need activation statistics
   const Model* teacher = nullptr;            // for fine-tuning: the model to imitate
+  train::TeacherCache* teacher_cache = nullptr;  // for fine-tuning: its outputs, kept between runs
   // Called before each pass (e.g. for a log line); may be empty.
   std::function<void(const RecipeStep& step)> on_pass;
 };

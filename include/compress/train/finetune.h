@@ -22,10 +22,31 @@
 #include <nlohmann/json.hpp>
 
 #include "compress/ir/graph.h"
+#include "compress/ir/tensor.h"
 #include "compress/train/autodiff.h"
 #include "compress/train/optimizer.h"
 
 namespace compress::train {
+
+// The teacher's outputs on a data folder, kept between the fine-tuning runs of one command: the recipes of
+// a `compare` or an `auto` that fine-tune on the same data with the same teacher run it once.
+class TeacherCache {
+ public:
+  const std::vector<Tensor>* Find(const std::string& key) const {
+    const auto it = entries_.find(key);
+    return it == entries_.end() ? nullptr : &it->second;
+  }
+  void Store(const std::string& key, std::vector<Tensor> batches) {
+    entries_[key] = std::move(batches);
+    ++runs_;
+  }
+  // Times the teacher ran over a data folder (once per distinct folder, limit, batch and output).
+  int64_t runs() const { return runs_; }
+
+ private:
+  std::map<std::string, std::vector<Tensor>> entries_;
+  int64_t runs_ = 0;
+};
 
 struct FinetuneOptions {
   std::string data_dir;
@@ -56,6 +77,7 @@ struct FinetuneOptions {
   bool keep_all_zeros = true;
   std::set<std::string> keep_zeros_of;
   bool progress = true;          // a bar per epoch on a terminal; one log line per epoch otherwise
+  TeacherCache* teacher_cache = nullptr;  // reuse the teacher's outputs across runs (may be null)
   std::string label = "fine-tune";  // progress label
 };
 
