@@ -359,10 +359,11 @@ const char* const kStyle =
     "h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;padding-bottom:4px;"
     "border-bottom:1px solid #ddd}h3{font-size:16px;margin:20px 0 6px}h4,h5,h6{font-size:14px;margin:14px 0 4px}\n"
     "p{margin:6px 0}.meta{color:#555}code{font:12px ui-monospace,\"DejaVu Sans Mono\",monospace;"
-    "background:#f4f4f4;padding:0 3px;border-radius:3px;word-break:break-all}\n"
+    "background:#f4f4f4;padding:0 3px;border-radius:3px;overflow-wrap:anywhere}\n"
     "table{border-collapse:collapse;margin:8px 0 12px}th,td{padding:3px 9px;border-bottom:1px solid #e6e6e6;"
     "text-align:left;vertical-align:top}th{background:#f6f6f6;font-weight:600}\n"
-    "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tr.chg td{background:#fff8e1}\n"
+    "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}table.rows{font-size:13px}"
+    "td small{color:#555}.scroll{overflow-x:auto}tr.chg td{background:#fff8e1}\n"
     "tr.error td{background:#ffebee}tr.chosen td{background:#e3f2fd}.err{color:#b71c1c}.na{color:#999}\n"
     ".cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}.card{border:1px solid #ddd;border-radius:8px;"
     "padding:8px 14px;min-width:150px;background:#fafafa}.card .k{color:#555;font-size:12px}"
@@ -413,6 +414,18 @@ std::vector<double> NiceTicks(double* lo, double* hi, int target) {
   }
   *lo = first;
   *hi = last;
+  return ticks;
+}
+
+// NiceTicks for an axis of bytes: steps of 1, 2 or 5 times a power of ten of KiB, MiB or GiB.
+std::vector<double> ByteTicks(double* lo, double* hi, int target) {
+  double unit = 1;
+  while (*hi / unit >= 1024 && unit < 1099511627776.0) unit *= 1024;
+  double a = *lo / unit, b = *hi / unit;
+  std::vector<double> ticks = NiceTicks(&a, &b, target);
+  for (auto& t : ticks) t *= unit;
+  *lo = a * unit;
+  *hi = b * unit;
   return ticks;
 }
 
@@ -1034,7 +1047,8 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
   double y0 = std::max(0.0, ymin - pad), y1 = std::min(1.0, ymax + pad);
   if (y1 <= y0) y1 = y0 + 0.01;
   double x0 = 0, x1 = std::max(xmax * 1.08, 1.0);
-  const std::vector<double> yt = NiceTicks(&y0, &y1, 6), xt = NiceTicks(&x0, &x1, 6);
+  const std::vector<double> yt = NiceTicks(&y0, &y1, 6);
+  const std::vector<double> xt = xkind == "bytes" ? ByteTicks(&x0, &x1, 6) : NiceTicks(&x0, &x1, 6);
   const Scale x{x0, x1, left, width - right}, y{y0, y1, height - bottom, top};
   std::string s = "<svg class=\"chart scatter\" viewBox=\"0 0 " + C(width) + " " + C(height) + "\" width=\"" +
                   C(width) + "\" height=\"" + C(height) + "\" role=\"img\" aria-label=\"" + aria + "\">\n";
@@ -1090,8 +1104,8 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
       s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"10\" fill=\"none\" stroke=\"#e65100\" "
            "stroke-width=\"3\"/>";
     }
-    s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"5.5\" fill=\"" +
-         (p.chosen ? "#e65100" : p.front ? kInf : "#9e9e9e") + "\"/>";
+    s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"5.5\" fill=\"" + (p.front ? kInf : "#9e9e9e") +
+         "\"/>";
     s += "<text x=\"" + C(cx + 12) + "\" y=\"" + C(cy - 8) + "\">" + Esc(p.name, 32) +
          (p.chosen ? " (chosen)" : "") + "</text></g>\n";
   }
@@ -1158,7 +1172,7 @@ std::string CompareCharts(const Doc& d) {
     s += gate_note;
     s += std::string("<p class=\"legend\"><span><i class=\"sw\" style=\"background:") + kInf +
          "\"></i>on the Pareto front</span><span><i class=\"sw\" style=\"background:#9e9e9e\"></i>dominated</span>" +
-         (chosen.empty() ? "" : "<span><i class=\"sw\" style=\"background:#e65100\"></i>chosen</span>") +
+         (chosen.empty() ? "" : "<span><i class=\"sw\" style=\"background:#e65100\"></i>chosen (ring)</span>") +
          "<span><i class=\"sw\" style=\"background:#212121\"></i>original model</span>" +
          (gate.drawn ? std::string("<span><i class=\"sw\" style=\"background:") + kPoor + "\"></i>gate threshold</span>"
                      : std::string()) +
@@ -1172,11 +1186,13 @@ std::string CompareTable(const Doc& d) {
   if (!rows.is_array() || rows.empty()) return "<p>No recipe.</p>\n";
   const bool drop = d.Text("/gate/metric") == "top1_drop_pts";
   std::string s = "<section>\n" + H(2, "Recipes") +
-                  "<table class=\"rows\"><tr><th>recipe</th><th>passes</th><th>status</th><th class=\"n\">size</th>"
-                  "<th class=\"n\">zstd</th><th class=\"n\">of the original</th><th class=\"n\">parameters</th>"
-                  "<th class=\"n\">MACs</th><th class=\"n\">of the original</th><th class=\"n\">top-1</th>"
-                  "<th class=\"n\">change</th><th class=\"n\">agreement</th><th class=\"n\">SQNR</th>"
-                  "<th class=\"n\">ms/sample</th><th>gate</th><th>Pareto</th><th>output or error</th></tr>\n";
+                  "<p>Size and MACs with their share of the original's; top-1 with its change in points.</p>\n"
+                  "<div class=\"scroll\"><table class=\"rows\"><tr><th>recipe</th><th>passes</th><th>status</th>"
+                  "<th class=\"n\">size</th><th class=\"n\">zstd</th><th class=\"n\">parameters</th>"
+                  "<th class=\"n\">MACs</th><th class=\"n\">top-1</th><th class=\"n\">agreement</th>"
+                  "<th class=\"n\">SQNR</th><th class=\"n\">ms/sample</th><th class=\"n\">gate" +
+                  std::string(!d.Obj("/gate") ? "" : drop ? ": drop (pt)" : ": " + d.S("/gate/metric")) +
+                  "</th><th>Pareto front</th></tr>\n";
   const std::string chosen = d.Text("/chosen");
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string p = "/rows" + Idx(i);
@@ -1193,34 +1209,40 @@ std::string CompareTable(const Doc& d) {
     std::string gate = "—";
     if (d.Obj(p + "/gate")) {
       const std::string fmt = drop ? "fixed2" : "fixed4";
-      gate = (d.True(p + "/gate/passed") ? Badge(true, "passed", "") : Badge(false, "", "failed")) + " " +
-             d.N(p + "/gate/value", fmt) + " (margin " + d.N(p + "/gate/margin", fmt) + ")";
+      gate = d.N(p + "/gate/value", fmt) + " " +
+             (d.True(p + "/gate/passed") ? Badge(true, "passed", "") : Badge(false, "", "failed"));
     }
     std::string pareto;
     if (d.True(p + "/pareto_size")) pareto += "<span class=\"badge info\">size</span> ";
     if (d.True(p + "/pareto_macs")) pareto += "<span class=\"badge info\">MACs</span>";
-    std::string last;
-    if (error) {
-      last = "<span class=\"err\">" + d.S(p + "/error", "error") + "</span>";
-    } else if (d.Str(p + "/output")) {
-      last = d.Code(p + "/output");
-    }
-    if (d.Str(p + "/skipped_reason")) last += (last.empty() ? "" : "<br>") + ("skipped: " + d.S(p + "/skipped_reason"));
     const std::string status = error ? Badge(false, "", "error") : d.S(p + "/status");
     s += std::string("<tr") + (error ? " class=\"error\"" : is_chosen ? " class=\"chosen\"" : "") + "><td>" +
          d.Code(p + "/recipe") + (is_chosen ? " <span class=\"badge warn\">chosen</span>" : "") +
          (d.Str(p + "/source") ? "<br><span class=\"meta\">" + d.S(p + "/source") + "</span>" : "") + "</td><td>" +
-         (passes.empty() ? "—" : passes) + "</td><td>" + status + "</td><td class=\"n\">" + d.N(p + "/bytes", "bytes") +
-         "</td><td class=\"n\">" + d.N(p + "/zstd_bytes", "bytes") + "</td><td class=\"n\">" +
-         d.N(p + "/size_ratio", "pct1") + "</td><td class=\"n\">" + d.N(p + "/parameters", "int") +
-         "</td><td class=\"n\">" + d.N(p + "/macs", "int") + "</td><td class=\"n\">" + d.N(p + "/macs_ratio", "pct1") +
-         "</td><td class=\"n\">" + d.N(p + "/top1", "pct2") + "</td><td class=\"n\">" +
-         d.N(p + "/top1_change_pts", "pts2") + "</td><td class=\"n\">" + d.N(p + "/agreement", "pct2") +
-         "</td><td class=\"n\">" + sqnr + "</td><td class=\"n\">" + d.N(p + "/ms_per_sample", "fixed3") + "</td><td>" +
-         gate + "</td><td>" + (pareto.empty() ? "—" : pareto) + "</td><td>" + (last.empty() ? "—" : last) +
-         "</td></tr>\n";
+         (passes.empty() ? "—" : passes) + "</td><td>" + status + "</td>";
+    // A recipe that failed, or that the search did not run, has no figures: its reason instead.
+    const bool figures = !error && !d.At(p + "/bytes").is_null();
+    if (!figures) {
+      std::string why = error ? d.S(p + "/error", "failed") : "";
+      if (d.Str(p + "/skipped_reason")) why += (why.empty() ? "" : "; ") + ("not run: " + d.S(p + "/skipped_reason"));
+      s += "<td class=\"err\" colspan=\"10\">" + (why.empty() ? "—" : why) + "</td></tr>\n";
+      continue;
+    }
+    auto sub = [&](const std::string& key, const std::string& fmt) {
+      return d.At(p + key).is_null() ? std::string() : "<br><small>" + d.N(p + key, fmt) + "</small>";
+    };
+    s += "<td class=\"n\">" + d.N(p + "/bytes", "bytes") + sub("/size_ratio", "pct1") + "</td><td class=\"n\">" +
+         d.N(p + "/zstd_bytes", "bytes") + "</td><td class=\"n\">" + d.N(p + "/parameters", "int") +
+         "</td><td class=\"n\">" + d.N(p + "/macs", "int") + sub("/macs_ratio", "pct1") + "</td><td class=\"n\">" +
+         d.N(p + "/top1", "pct2") + sub("/top1_change_pts", "pts2") + "</td><td class=\"n\">" +
+         d.N(p + "/agreement", "pct2") + "</td><td class=\"n\">" + sqnr + "</td><td class=\"n\">" +
+         d.N(p + "/ms_per_sample", "fixed3") + "</td><td class=\"n\">" + gate + "</td><td>" +
+         (pareto.empty() ? "—" : pareto) + "</td></tr>\n";
+    if (d.Str(p + "/skipped_reason")) {
+      s += "<tr><td></td><td colspan=\"12\">not run: " + d.S(p + "/skipped_reason") + "</td></tr>\n";
+    }
   }
-  s += "</table>\n";
+  s += "</table></div>\n";
   for (const auto& [key, name] : {std::make_pair("size", "size"), std::make_pair("macs", "MACs")}) {
     const std::string p = std::string("/pareto/") + key;
     if (!d.At(p).is_array()) continue;
@@ -1282,8 +1304,9 @@ std::string CompareReports(const Doc& d) {
   for (size_t i = 0; rows.is_array() && i < rows.size(); ++i) {
     const std::string p = "/rows" + Idx(i);
     if (!d.Obj(p + "/report")) continue;
-    s += "<details><summary>Report of " + d.Code(p + "/recipe") + "</summary>\n" + ReportBody(d, p + "/report", 4) +
-         "</details>\n";
+    s += "<details><summary>Report of " + d.Code(p + "/recipe") +
+         (d.Str(p + "/output") ? " → " + d.Code(p + "/output") : std::string()) + "</summary>\n" +
+         ReportBody(d, p + "/report", 4) + "</details>\n";
   }
   return s.empty() ? "" : "<section>\n" + H(2, "Each recipe's report") + s + "</section>\n";
 }

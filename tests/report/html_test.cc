@@ -174,13 +174,13 @@ std::string Expected(const json& v, const std::string& fmt, std::string* title) 
 // The tags a page may hold: anything else came from an unescaped string.
 const std::set<std::string> kAllowedTags = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "h4", "h5", "h6", "p", "div", "span",
-    "code", "table", "tr", "th", "td", "section", "footer", "svg", "g", "line", "text", "tspan", "rect",
+    "code", "small", "table", "tr", "th", "td", "section", "footer", "svg", "g", "line", "text", "tspan", "rect",
     "circle", "polyline", "polygon", "details", "summary", "ul", "ol", "li", "b", "i", "br"};
 
 const std::set<std::string> kAllowedAttributes = {
     "class", "title", "data-json", "data-format", "data-row", "style", "lang", "charset", "content", "role",
     "aria-label", "viewBox", "width", "height", "x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "r", "fill",
-    "stroke", "stroke-width", "stroke-dasharray", "points", "text-anchor", "transform"};
+    "stroke", "stroke-width", "stroke-dasharray", "points", "text-anchor", "transform", "colspan"};
 
 struct Checked {
   size_t numbers = 0;                // elements with data-json
@@ -697,17 +697,25 @@ json CompareDoc() {
   return doc;
 }
 
-// The <g class="point ..."> of each row in the chart that follows `heading`.
-std::map<int, std::string> PointClasses(const std::string& html, const std::string& heading) {
-  std::map<int, std::string> classes;
+// The chart that follows `heading`.
+std::string Chart(const std::string& html, const std::string& heading) {
   const size_t start = html.find(heading);
   EXPECT_NE(start, std::string::npos) << heading;
-  if (start == std::string::npos) return classes;
-  const size_t end = html.find("</svg>", start);
-  const std::string chart = html.substr(start, end - start);
+  if (start == std::string::npos) return "";
+  return html.substr(start, html.find("</svg>", start) - start);
+}
+
+// The <g class="point ..."> of each row in the chart that follows `heading`; the line of the Pareto front
+// is drawn when two points or more are on it.
+std::map<int, std::string> PointClasses(const std::string& html, const std::string& heading) {
+  std::map<int, std::string> classes;
+  const std::string chart = Chart(html, heading);
   for (const Tag& t : ScanTags(chart)) {
     if (t.name == "g" && t.attrs.count("data-row")) classes[std::stoi(t.attrs.at("data-row"))] = t.attrs.at("class");
   }
+  size_t front = 0;
+  for (const auto& [row, cls] : classes) front += Has(cls, "front");
+  EXPECT_EQ(Count(chart, "<polyline class=\"front\""), front >= 2 ? 1u : 0u) << heading;
   return classes;
 }
 
@@ -731,8 +739,8 @@ TEST(CompareHtml, RowsChartsParetoChosenAndErrors) {
   }
   for (const auto& ptr : c.pointers) EXPECT_NE(ptr.rfind("/rows/4/", 0), 0u) << ptr;
   EXPECT_TRUE(Has(html, "<tr class=\"error\">"));
-  EXPECT_TRUE(Has(html, "<span class=\"err\">low_rank: node &quot;/conv1&lt;x&gt;&quot; &amp; friends: no weight of "
-                        "rank &gt; 1</span>"));
+  EXPECT_TRUE(Has(html, "<td class=\"err\" colspan=\"10\">low_rank: node &quot;/conv1&lt;x&gt;&quot; &amp; friends: "
+                        "no weight of rank &gt; 1</td>"));
   // The chosen row, highlighted in the table and ringed in both charts.
   EXPECT_EQ(Count(html, "<tr class=\"chosen\">"), 1u);
   EXPECT_TRUE(Has(html, "<td><code>int8</code> <span class=\"badge warn\">chosen</span>"));
@@ -801,6 +809,9 @@ TEST(CompareHtml, WithoutLabelsAccuracyIsAgreement) {
       EXPECT_EQ(Has(cls, "front"), doc["rows"][row][flag].get<bool>()) << row;
     }
   }
+  // FP16 agrees with the original on more samples than INT8: both on the size front, joined by its line.
+  EXPECT_TRUE(doc["rows"][0]["pareto_size"].get<bool>() && doc["rows"][1]["pareto_size"].get<bool>());
+  EXPECT_EQ(Count(Chart(html, "<h3>Size against"), "<polyline class=\"front\""), 1u);
   // No accuracy at all: no charts, a sentence instead.
   for (auto& row : doc["rows"]) row["agreement"] = nullptr;
   const std::string bare = FormatCompareHtml(doc);
