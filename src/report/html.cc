@@ -373,8 +373,7 @@ const char* const kStyle =
     ".badge.warn{background:#ef6c00}\n"
     "svg{display:block;margin:8px 0 4px;max-width:100%;height:auto}svg text{font-size:11px;fill:#333}"
     "svg .axis{stroke:#999;stroke-width:1}svg .grid{stroke:#eee;stroke-width:1}svg .title{font-size:12px;"
-    "font-weight:600}\n.legend span{display:inline-block;margin-right:14px;font-size:12px}.sw{display:inline-block;"
-    "width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}\n"
+    "font-weight:600}\n.legend span{display:inline-block;margin-right:14px;font-size:12px}.sw{font-style:normal;margin-right:4px}\n"
     "details{margin:8px 0;border:1px solid #ddd;border-radius:6px;padding:4px 12px}"
     "summary{cursor:pointer;font-weight:600;padding:4px 0}ul,ol{margin:4px 0;padding-left:22px}\n"
     "footer{margin-top:32px;color:#777;font-size:12px}\n";
@@ -427,6 +426,14 @@ std::vector<double> ByteTicks(double* lo, double* hi, int target) {
   *lo = a * unit;
   *hi = b * unit;
   return ticks;
+}
+
+// The opening tag of a chart of `width` x `height` pixels (whole numbers: HTML's width and height).
+std::string SvgOpen(const std::string& kind, double width, double height, const std::string& label) {
+  const std::string w = std::to_string(static_cast<int64_t>(std::ceil(width)));
+  const std::string h = std::to_string(static_cast<int64_t>(std::ceil(height)));
+  return "<svg class=\"chart " + kind + "\" viewBox=\"0 0 " + w + " " + h + "\" width=\"" + w + "\" height=\"" + h +
+         "\" role=\"img\" aria-label=\"" + label + "\">\n";
 }
 
 struct Scale {
@@ -496,9 +503,7 @@ std::string SqnrBars(const Doc& d, const std::string& ptr) {
   const double width = 980, row_h = 20, top = 26;
   const double height = top + row_h * static_cast<double>(rows.size()) + 12;
   const Scale x{lo, hi, label_w, width - 90};
-  std::string s = "<svg class=\"chart bars\" viewBox=\"0 0 " + C(width) + " " + C(height) + "\" width=\"" +
-                  C(width) + "\" height=\"" + C(height) +
-                  "\" role=\"img\" aria-label=\"SQNR of each layer's output against the original model, in dB\">\n";
+  std::string s = SvgOpen("bars", width, height, "SQNR of each layer's output against the original model, in dB");
   for (const double t : ticks) {
     s += "<line class=\"grid\" x1=\"" + C(x(t)) + "\" y1=\"" + C(top - 4) + "\" x2=\"" + C(x(t)) + "\" y2=\"" +
          C(height - 10) + "\"/><text x=\"" + C(x(t)) + "\" y=\"" + C(top - 10) + "\" text-anchor=\"middle\">" +
@@ -522,11 +527,11 @@ std::string SqnrBars(const Doc& d, const std::string& ptr) {
   }
   s += "<line class=\"axis\" x1=\"" + C(zero) + "\" y1=\"" + C(top - 4) + "\" x2=\"" + C(zero) + "\" y2=\"" +
        C(height - 10) + "\"/>\n</svg>\n";
-  s += std::string("<p class=\"legend\"><span><i class=\"sw\" style=\"background:") + kGood +
-       "\"></i>30 dB or more</span><span><i class=\"sw\" style=\"background:" + kFair +
-       "\"></i>20 to 30 dB</span><span><i class=\"sw\" style=\"background:" + kPoor +
-       "\"></i>below 20 dB</span><span><i class=\"sw\" style=\"background:" + kInf +
-       "\"></i>identical (∞)</span></p>\n";
+  s += std::string("<p class=\"legend\"><span><i class=\"sw\" style=\"color:") + kGood +
+       "\">■</i>30 dB or more</span><span><i class=\"sw\" style=\"color:" + kFair +
+       "\">■</i>20 to 30 dB</span><span><i class=\"sw\" style=\"color:" + kPoor +
+       "\">■</i>below 20 dB</span><span><i class=\"sw\" style=\"color:" + kInf +
+       "\">■</i>identical (∞)</span></p>\n";
   return s;
 }
 
@@ -569,8 +574,7 @@ std::string LossChart(const Doc& d, const std::string& ptr) {
   for (double e = 1; e <= emax + 1e-9; e += estep) xt.push_back(e);
   const double width = 720, height = 300, left = 64, right = 20, top = 20, bottom = 44;
   const Scale x{e0, e1, left, width - right}, y{lo, hi, height - bottom, top};
-  std::string s = "<svg class=\"chart line\" viewBox=\"0 0 " + C(width) + " " + C(height) + "\" width=\"" + C(width) +
-                  "\" height=\"" + C(height) + "\" role=\"img\" aria-label=\"training loss per epoch\">\n";
+  std::string s = SvgOpen("line", width, height, "training loss per epoch");
   for (const double t : yt) {
     s += "<line class=\"grid\" x1=\"" + C(left) + "\" y1=\"" + C(y(t)) + "\" x2=\"" + C(width - right) + "\" y2=\"" +
          C(y(t)) + "\"/><text x=\"" + C(left - 6) + "\" y=\"" + C(y(t) + 4) + "\" text-anchor=\"end\">" +
@@ -607,7 +611,7 @@ std::string LossChart(const Doc& d, const std::string& ptr) {
   if (series.size() > 1) {
     s += "<p class=\"legend\">";
     for (size_t r = 0; r < series.size(); ++r) {
-      s += "<span><i class=\"sw\" style=\"background:" + std::string(kSeries[r % 6]) + "\"></i>fine-tuning pass " +
+      s += "<span><i class=\"sw\" style=\"color:" + std::string(kSeries[r % 6]) + "\">■</i>fine-tuning pass " +
            d.N(ptr + Idx(r) + "/pass_index", "int") + "</span>";
     }
     s += "</p>\n";
@@ -846,12 +850,15 @@ std::string PruningSection(const Doc& d, const std::string& b, int level) {
     if (d.At(p).contains("sparsity_after")) {
       before = d.N(p + "/sparsity_before", "pct1") + " zeros";
       after = d.N(p + "/sparsity_after", "pct1") + " zeros";
-    } else if (d.At(p).contains("heads_after")) {
-      before = d.N(p + "/heads_before", "int") + " heads";
-      after = d.N(p + "/heads_after", "int") + " heads";
-    } else if (d.At(p).contains("channels_after")) {
-      before = d.N(p + "/channels_before", "int") + " channels";
-      after = d.N(p + "/channels_after", "int") + " channels";
+    } else if (d.At(p).contains("channels_after") || d.At(p).contains("heads_after")) {
+      // Channels, and the attention heads they make up.
+      before = after = "";
+      for (const char* unit : {"channels", "heads"}) {
+        if (!d.At(p).contains(std::string(unit) + "_after")) continue;
+        const std::string sep = before.empty() ? "" : "<br>";
+        before += sep + d.N(p + "/" + unit + "_before", "int") + " " + unit;
+        after += sep + d.N(p + "/" + unit + "_after", "int") + " " + unit;
+      }
     }
     std::string method = d.S(p + "/method");
     if (d.Str(p + "/pattern")) method += " (" + d.S(p + "/pattern") + ")";
@@ -1050,8 +1057,7 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
   const std::vector<double> yt = NiceTicks(&y0, &y1, 6);
   const std::vector<double> xt = xkind == "bytes" ? ByteTicks(&x0, &x1, 6) : NiceTicks(&x0, &x1, 6);
   const Scale x{x0, x1, left, width - right}, y{y0, y1, height - bottom, top};
-  std::string s = "<svg class=\"chart scatter\" viewBox=\"0 0 " + C(width) + " " + C(height) + "\" width=\"" +
-                  C(width) + "\" height=\"" + C(height) + "\" role=\"img\" aria-label=\"" + aria + "\">\n";
+  std::string s = SvgOpen("scatter", width, height, aria);
   const double ys = yt.size() > 1 ? yt[1] - yt[0] : 0.01, xs = xt.size() > 1 ? xt[1] - xt[0] : 1;
   for (const double t : yt) {
     s += "<line class=\"grid\" x1=\"" + C(left) + "\" y1=\"" + C(y(t)) + "\" x2=\"" + C(width - right) + "\" y2=\"" +
@@ -1170,11 +1176,11 @@ std::string CompareCharts(const Doc& d) {
     s += "<p>No recipe has both a size and an accuracy measure: the charts need evaluation data.</p>\n";
   } else {
     s += gate_note;
-    s += std::string("<p class=\"legend\"><span><i class=\"sw\" style=\"background:") + kInf +
-         "\"></i>on the Pareto front</span><span><i class=\"sw\" style=\"background:#9e9e9e\"></i>dominated</span>" +
-         (chosen.empty() ? "" : "<span><i class=\"sw\" style=\"background:#e65100\"></i>chosen (ring)</span>") +
-         "<span><i class=\"sw\" style=\"background:#212121\"></i>original model</span>" +
-         (gate.drawn ? std::string("<span><i class=\"sw\" style=\"background:") + kPoor + "\"></i>gate threshold</span>"
+    s += std::string("<p class=\"legend\"><span><i class=\"sw\" style=\"color:") + kInf +
+         "\">■</i>on the Pareto front</span><span><i class=\"sw\" style=\"color:#9e9e9e\">■</i>dominated</span>" +
+         (chosen.empty() ? "" : "<span><i class=\"sw\" style=\"color:#e65100\">■</i>chosen (ring)</span>") +
+         "<span><i class=\"sw\" style=\"color:#212121\">■</i>original model</span>" +
+         (gate.drawn ? std::string("<span><i class=\"sw\" style=\"color:") + kPoor + "\">■</i>gate threshold</span>"
                      : std::string()) +
          "</p>\n";
   }

@@ -372,6 +372,7 @@ struct Reports {
   json low_rank;       // MLP --low-rank 0.5: the low-rank table
   json fp16;           // MLP --fp16 without data: no accuracy, no layers, no gate
   json hostile;        // CNN whose first Conv node and its output are named kHostile, pruned
+  json heads;          // ViT --prune-channels 0.5: channels and attention heads per layer
 };
 
 const Reports& Real() {
@@ -386,6 +387,7 @@ const Reports& Real() {
     r.fp16_cnn = RunReport(cnn, {"--fp16", "--eval", Calib()});
     r.low_rank = RunReport(mlp, {"--low-rank", "0.5", "--calib", Calib(), "--eval", Calib()});
     r.fp16 = RunReport(mlp, {"--fp16"});
+    r.heads = RunReport(SourcePath("models/vit.onnx"), {"--prune-channels", "0.5", "--eval", Calib()});
     TempDir dir;
     Model m = LoadModel(cnn);
     Node& first = m.graph.nodes.front();
@@ -419,7 +421,8 @@ std::string Pct2(double v) { return Printf(false, 2, v * 100) + "%"; }
 
 TEST(ReportHtml, EveryNumberMatchesTheJsonReport) {
   const Reports& r = Real();
-  for (const json* rep : {&r.int8, &r.fallback, &r.finetune, &r.prune, &r.fp16_cnn, &r.low_rank, &r.fp16, &r.hostile}) {
+  for (const json* rep : {&r.int8, &r.fallback, &r.finetune, &r.prune, &r.fp16_cnn, &r.low_rank, &r.fp16, &r.hostile,
+                          &r.heads}) {
     ASSERT_EQ(rep->value("schema", ""), "compress.report/1");
     const std::string html = FormatReportHtml(*rep);
     CheckSelfContained(html, *rep);
@@ -503,6 +506,21 @@ TEST(ReportHtml, FallbackPruningLowRankAndTraining) {
     }
     EXPECT_EQ(Count(html, "<polyline"), 1u);  // the loss line
     EXPECT_EQ(Count(html, "<svg"), 2u);       // with the per-layer SQNR
+  }
+  {
+    const json& rep = r.heads;
+    const Checked c = CheckNumbers(FormatReportHtml(rep), rep);
+    size_t heads = 0;
+    for (size_t i = 0; i < rep["pruning"].size(); ++i) {
+      const std::string p = "/pruning/" + std::to_string(i);
+      EXPECT_TRUE(c.pointers.count(p + "/channels_after")) << p;
+      if (rep["pruning"][i].contains("heads_after")) {
+        ++heads;
+        EXPECT_TRUE(c.pointers.count(p + "/heads_before")) << p;
+        EXPECT_TRUE(c.pointers.count(p + "/heads_after")) << p;
+      }
+    }
+    EXPECT_GT(heads, 0u);
   }
   {
     const json& rep = r.low_rank;
