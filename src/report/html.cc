@@ -98,12 +98,23 @@ std::string Esc(const std::string& s, size_t max_chars = std::numeric_limits<siz
   out.reserve(s.size() + 16);
   for (const uint32_t cp : cps) {
     switch (cp) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: AppendUtf8(cp, &out);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        AppendUtf8(cp, &out);
     }
   }
   return out;
@@ -115,7 +126,8 @@ size_t CodePointCount(const std::string& s) { return DecodeUtf8(s).size(); }
 // Numbers in the documented formats (compress/report/html.h).
 
 std::string PrintFixed(double v, int digits, bool sign) {
-  const int n = sign ? std::snprintf(nullptr, 0, "%+.*f", digits, v) : std::snprintf(nullptr, 0, "%.*f", digits, v);
+  const int n =
+      sign ? std::snprintf(nullptr, 0, "%+.*f", digits, v) : std::snprintf(nullptr, 0, "%.*f", digits, v);
   std::string s(static_cast<size_t>(std::max(n, 0)) + 1, '\0');
   if (sign) {
     std::snprintf(s.data(), s.size(), "%+.*f", digits, v);
@@ -237,7 +249,8 @@ const json* Resolve(const json& root, const std::string& ptr) {
   while (pos < ptr.size()) {
     if (ptr[pos] != '/') return nullptr;
     const size_t next = ptr.find('/', pos + 1);
-    const std::string raw = ptr.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    const std::string raw =
+        ptr.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
     std::string token;
     for (size_t i = 0; i < raw.size(); ++i) {
       if (raw[i] == '~' && i + 1 < raw.size() && (raw[i + 1] == '0' || raw[i + 1] == '1')) {
@@ -353,34 +366,42 @@ std::string Badge(bool ok, const std::string& yes, const std::string& no) {
   return ok ? "<span class=\"badge ok\">" + yes + "</span>" : "<span class=\"badge bad\">" + no + "</span>";
 }
 
+// clang-format off
 const char* const kStyle =
     "body{font:14px/1.45 system-ui,-apple-system,\"Segoe UI\",Roboto,\"Helvetica Neue\",Arial,sans-serif;"
     "margin:24px auto;max-width:1280px;padding:0 16px;color:#1b1b1b;background:#fff}\n"
     "h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;padding-bottom:4px;"
-    "border-bottom:1px solid #ddd}h3{font-size:16px;margin:20px 0 6px}h4,h5,h6{font-size:14px;margin:14px 0 4px}\n"
-    "p{margin:6px 0}.meta{color:#555}code{font:12px ui-monospace,\"DejaVu Sans Mono\",monospace;"
-    "background:#f4f4f4;padding:0 3px;border-radius:3px;overflow-wrap:anywhere}\n"
+    "border-bottom:1px solid #ddd}h3{font-size:16px;margin:20px 0 6px}\n"
+    "h4,h5,h6{font-size:14px;margin:14px 0 4px}p{margin:6px 0}.meta{color:#555}\n"
+    "code{font:12px ui-monospace,\"DejaVu Sans Mono\",monospace;background:#f4f4f4;padding:0 3px;"
+    "border-radius:3px;overflow-wrap:anywhere}\n"
     "table{border-collapse:collapse;margin:8px 0 12px}th,td{padding:3px 9px;border-bottom:1px solid #e6e6e6;"
     "text-align:left;vertical-align:top}th{background:#f6f6f6;font-weight:600}\n"
-    "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}table.rows{font-size:13px}"
-    "td small{color:#555}.scroll{overflow-x:auto}tr.chg td{background:#fff8e1}\n"
-    "tr.error td{background:#ffebee}tr.chosen td{background:#e3f2fd}.err{color:#b71c1c}.na{color:#999}\n"
+    "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\n"
+    "table.rows{font-size:13px}td small{color:#555}.scroll{overflow-x:auto}\n"
+    "tr.chg td{background:#fff8e1}tr.error td{background:#ffebee}tr.chosen td{background:#e3f2fd}\n"
+    ".err{color:#b71c1c}.na{color:#999}\n"
     ".cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}.card{border:1px solid #ddd;border-radius:8px;"
-    "padding:8px 14px;min-width:150px;background:#fafafa}.card .k{color:#555;font-size:12px}"
-    ".card .v{font-size:20px;font-weight:600}.card .s{color:#555;font-size:12px}\n"
-    ".badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}"
-    ".badge.ok{background:#2e7d32}.badge.bad{background:#c62828}.badge.info{background:#1565c0}"
+    "padding:8px 14px;min-width:150px;background:#fafafa}\n"
+    ".card .k{color:#555;font-size:12px}.card .v{font-size:20px;font-weight:600}"
+    ".card .s{color:#555;font-size:12px}\n"
+    ".badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;"
+    "color:#fff}\n.badge.ok{background:#2e7d32}.badge.bad{background:#c62828}.badge.info{background:#1565c0}"
     ".badge.warn{background:#ef6c00}\n"
-    "svg{display:block;margin:8px 0 4px;max-width:100%;height:auto}svg text{font-size:11px;fill:#333}"
-    "svg .axis{stroke:#999;stroke-width:1}svg .grid{stroke:#eee;stroke-width:1}svg .title{font-size:12px;"
-    "font-weight:600}\n.legend span{display:inline-block;margin-right:14px;font-size:12px}.sw{font-style:normal;margin-right:4px}\n"
+    "svg{display:block;margin:8px 0 4px;max-width:100%;height:auto}svg text{font-size:11px;fill:#333}\n"
+    "svg .axis{stroke:#999;stroke-width:1}svg .grid{stroke:#eee;stroke-width:1}"
+    "svg .title{font-size:12px;font-weight:600}\n"
+    ".legend span{display:inline-block;margin-right:14px;font-size:12px}"
+    ".sw{font-style:normal;margin-right:4px}\n"
     "details{margin:8px 0;border:1px solid #ddd;border-radius:6px;padding:4px 12px}"
     "summary{cursor:pointer;font-weight:600;padding:4px 0}ul,ol{margin:4px 0;padding-left:22px}\n"
     "footer{margin-top:32px;color:#777;font-size:12px}\n";
+// clang-format on
 
 std::string PageStart(const std::string& title) {
-  return std::string("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>") +
+  return std::string(
+             "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>") +
          title + "</title>\n<style>\n" + kStyle + "</style>\n</head>\n<body>\n";
 }
 
@@ -432,8 +453,8 @@ std::vector<double> ByteTicks(double* lo, double* hi, int target) {
 std::string SvgOpen(const std::string& kind, double width, double height, const std::string& label) {
   const std::string w = std::to_string(static_cast<int64_t>(std::ceil(width)));
   const std::string h = std::to_string(static_cast<int64_t>(std::ceil(height)));
-  return "<svg class=\"chart " + kind + "\" viewBox=\"0 0 " + w + " " + h + "\" width=\"" + w + "\" height=\"" + h +
-         "\" role=\"img\" aria-label=\"" + label + "\">\n";
+  return "<svg class=\"chart " + kind + "\" viewBox=\"0 0 " + w + " " + h + "\" width=\"" + w +
+         "\" height=\"" + h + "\" role=\"img\" aria-label=\"" + label + "\">\n";
 }
 
 struct Scale {
@@ -488,7 +509,8 @@ std::string SqnrBars(const Doc& d, const std::string& ptr) {
     if (!d.Obj(p)) continue;
     const json& s = d.At(p + "/sqnr_db");
     if (!s.is_null() && !s.is_number()) continue;
-    Row r{i, d.Text(p + "/name", "?"), d.Text(p + "/op_type"), s.is_null(), s.is_number() ? s.get<double>() : 0.0};
+    Row r{i, d.Text(p + "/name", "?"), d.Text(p + "/op_type"), s.is_null(),
+          s.is_number() ? s.get<double>() : 0.0};
     if (!r.inf) {
       lo = std::min(lo, r.v);
       hi = std::max(hi, r.v);
@@ -503,11 +525,12 @@ std::string SqnrBars(const Doc& d, const std::string& ptr) {
   const double width = 980, row_h = 20, top = 26;
   const double height = top + row_h * static_cast<double>(rows.size()) + 12;
   const Scale x{lo, hi, label_w, width - 90};
-  std::string s = SvgOpen("bars", width, height, "SQNR of each layer's output against the original model, in dB");
+  std::string s =
+      SvgOpen("bars", width, height, "SQNR of each layer's output against the original model, in dB");
   for (const double t : ticks) {
-    s += "<line class=\"grid\" x1=\"" + C(x(t)) + "\" y1=\"" + C(top - 4) + "\" x2=\"" + C(x(t)) + "\" y2=\"" +
-         C(height - 10) + "\"/><text x=\"" + C(x(t)) + "\" y=\"" + C(top - 10) + "\" text-anchor=\"middle\">" +
-         TickLabel(t, "db", step) + "</text>\n";
+    s += "<line class=\"grid\" x1=\"" + C(x(t)) + "\" y1=\"" + C(top - 4) + "\" x2=\"" + C(x(t)) +
+         "\" y2=\"" + C(height - 10) + "\"/><text x=\"" + C(x(t)) + "\" y=\"" + C(top - 10) +
+         "\" text-anchor=\"middle\">" + TickLabel(t, "db", step) + "</text>\n";
   }
   s += "<text x=\"" + C(x(hi) + 16) + "\" y=\"" + C(top - 10) + "\">dB</text>\n";
   const double zero = x(0);
@@ -521,8 +544,10 @@ std::string SqnrBars(const Doc& d, const std::string& ptr) {
     s += "<text x=\"" + C(label_w - 8) + "\" y=\"" + C(y + 14) + "\" text-anchor=\"end\">" + Esc(r.name, 56) +
          "</text>";
     s += "<rect x=\"" + C(std::min(zero, end)) + "\" y=\"" + C(y + 3) + "\" width=\"" +
-         C(std::max(1.0, std::abs(end - zero))) + "\" height=\"" + C(row_h - 6) + "\" fill=\"" + colour + "\"/>";
-    s += d.N(p + "/sqnr_db", "db1", "text", " x=\"" + C(std::max(zero, end) + 5) + "\" y=\"" + C(y + 14) + "\"");
+         C(std::max(1.0, std::abs(end - zero))) + "\" height=\"" + C(row_h - 6) + "\" fill=\"" + colour +
+         "\"/>";
+    s += d.N(p + "/sqnr_db", "db1", "text",
+             " x=\"" + C(std::max(zero, end) + 5) + "\" y=\"" + C(y + 14) + "\"");
     s += "</g>\n";
   }
   s += "<line class=\"axis\" x1=\"" + C(zero) + "\" y1=\"" + C(top - 4) + "\" x2=\"" + C(zero) + "\" y2=\"" +
@@ -576,30 +601,33 @@ std::string LossChart(const Doc& d, const std::string& ptr) {
   const Scale x{e0, e1, left, width - right}, y{lo, hi, height - bottom, top};
   std::string s = SvgOpen("line", width, height, "training loss per epoch");
   for (const double t : yt) {
-    s += "<line class=\"grid\" x1=\"" + C(left) + "\" y1=\"" + C(y(t)) + "\" x2=\"" + C(width - right) + "\" y2=\"" +
-         C(y(t)) + "\"/><text x=\"" + C(left - 6) + "\" y=\"" + C(y(t) + 4) + "\" text-anchor=\"end\">" +
-         TickLabel(t, "plain", ystep) + "</text>\n";
+    s += "<line class=\"grid\" x1=\"" + C(left) + "\" y1=\"" + C(y(t)) + "\" x2=\"" + C(width - right) +
+         "\" y2=\"" + C(y(t)) + "\"/><text x=\"" + C(left - 6) + "\" y=\"" + C(y(t) + 4) +
+         "\" text-anchor=\"end\">" + TickLabel(t, "plain", ystep) + "</text>\n";
   }
   for (const double t : xt) {
     s += "<text x=\"" + C(x(t)) + "\" y=\"" + C(height - bottom + 16) + "\" text-anchor=\"middle\">" +
          TickLabel(t, "plain", 1) + "</text>\n";
   }
-  s += "<line class=\"axis\" x1=\"" + C(left) + "\" y1=\"" + C(height - bottom) + "\" x2=\"" + C(width - right) +
-       "\" y2=\"" + C(height - bottom) + "\"/><line class=\"axis\" x1=\"" + C(left) + "\" y1=\"" + C(top) +
-       "\" x2=\"" + C(left) + "\" y2=\"" + C(height - bottom) + "\"/>\n";
+  s += "<line class=\"axis\" x1=\"" + C(left) + "\" y1=\"" + C(height - bottom) + "\" x2=\"" +
+       C(width - right) + "\" y2=\"" + C(height - bottom) + "\"/><line class=\"axis\" x1=\"" + C(left) +
+       "\" y1=\"" + C(top) + "\" x2=\"" + C(left) + "\" y2=\"" + C(height - bottom) + "\"/>\n";
   s += "<text class=\"title\" x=\"" + C((left + width - right) / 2) + "\" y=\"" + C(height - 8) +
-       "\" text-anchor=\"middle\">epoch</text><text class=\"title\" x=\"14\" y=\"" + C((top + height - bottom) / 2) +
-       "\" text-anchor=\"middle\" transform=\"rotate(-90 14 " + C((top + height - bottom) / 2) + ")\">loss</text>\n";
+       "\" text-anchor=\"middle\">epoch</text><text class=\"title\" x=\"14\" y=\"" +
+       C((top + height - bottom) / 2) + "\" text-anchor=\"middle\" transform=\"rotate(-90 14 " +
+       C((top + height - bottom) / 2) + ")\">loss</text>\n";
   for (size_t r = 0; r < series.size(); ++r) {
     const char* colour = kSeries[r % (sizeof(kSeries) / sizeof(kSeries[0]))];
     const auto& pts = series[r];
     if (pts.size() > 1) {
       s += "<polyline fill=\"none\" stroke=\"" + std::string(colour) + "\" stroke-width=\"2.5\" points=\"";
-      for (size_t i = 0; i < pts.size(); ++i) s += (i ? " " : "") + C(x(pts[i].epoch)) + "," + C(y(pts[i].loss));
+      for (size_t i = 0; i < pts.size(); ++i)
+        s += (i ? " " : "") + C(x(pts[i].epoch)) + "," + C(y(pts[i].loss));
       s += "\"/>\n";
     }
     for (const auto& pt : pts) {
-      s += "<circle cx=\"" + C(x(pt.epoch)) + "\" cy=\"" + C(y(pt.loss)) + "\" r=\"4\" fill=\"" + colour + "\"/>";
+      s += "<circle cx=\"" + C(x(pt.epoch)) + "\" cy=\"" + C(y(pt.loss)) + "\" r=\"4\" fill=\"" + colour +
+           "\"/>";
       if (total <= 30) {
         s += d.N(pt.p + "/loss", "fixed4", "text",
                  " x=\"" + C(x(pt.epoch)) + "\" y=\"" + C(y(pt.loss) - 9) + "\" text-anchor=\"middle\"");
@@ -611,8 +639,8 @@ std::string LossChart(const Doc& d, const std::string& ptr) {
   if (series.size() > 1) {
     s += "<p class=\"legend\">";
     for (size_t r = 0; r < series.size(); ++r) {
-      s += "<span><i class=\"sw\" style=\"color:" + std::string(kSeries[r % 6]) + "\">■</i>fine-tuning pass " +
-           d.N(ptr + Idx(r) + "/pass_index", "int") + "</span>";
+      s += "<span><i class=\"sw\" style=\"color:" + std::string(kSeries[r % 6]) +
+           "\">■</i>fine-tuning pass " + d.N(ptr + Idx(r) + "/pass_index", "int") + "</span>";
     }
     s += "</p>\n";
   }
@@ -644,7 +672,8 @@ std::string ReportCards(const Doc& d, const std::string& b) {
   }
   if (d.NumAt(b + "/parameters/after/total")) {
     s += Card("parameters", d.N(b + "/parameters/after/total", "int"),
-              d.NumAt(b + "/parameters/before/total") ? "before " + d.N(b + "/parameters/before/total", "int") : "");
+              d.NumAt(b + "/parameters/before/total") ? "before " + d.N(b + "/parameters/before/total", "int")
+                                                      : "");
   }
   const std::string e = b + "/evaluation";
   if (d.Obj(e) && d.NumAt(e + "/top1_after")) {
@@ -655,7 +684,8 @@ std::string ReportCards(const Doc& d, const std::string& b) {
     s += Card("top-1 agreement", d.N(e + "/agreement", "pct2"), "SQNR " + d.N(e + "/sqnr_db", "db1"));
   }
   if (d.Obj(b + "/gate")) {
-    s += Card("accuracy gate", d.True(b + "/gate/passed") ? Badge(true, "PASSED", "") : Badge(false, "", "FAILED"),
+    s += Card("accuracy gate",
+              d.True(b + "/gate/passed") ? Badge(true, "PASSED", "") : Badge(false, "", "FAILED"),
               d.S(b + "/gate/metric"));
   }
   return s + "</div>\n";
@@ -673,8 +703,9 @@ std::string SizeSection(const Doc& d, const std::string& b, int level) {
   s += "</table>\n";
   if (d.Obj(b + "/output/checker")) {
     s += "<p>ONNX checker: " +
-         (d.True(b + "/output/checker/ok") ? Badge(true, "passes", "")
-                                           : Badge(false, "", "fails") + " " + d.S(b + "/output/checker/message", "")) +
+         (d.True(b + "/output/checker/ok")
+              ? Badge(true, "passes", "")
+              : Badge(false, "", "fails") + " " + d.S(b + "/output/checker/message", "")) +
          "</p>\n";
   }
   if (d.Arr(b + "/input/unchecked_operators")) {
@@ -682,8 +713,8 @@ std::string SizeSection(const Doc& d, const std::string& b, int level) {
     const json& u = d.At(b + "/input/unchecked_operators");
     for (size_t i = 0; i < u.size(); ++i) {
       const std::string p = b + "/input/unchecked_operators" + Idx(i);
-      s += (i ? ", " : "") + d.Code(p + "/domain") + " " + d.Code(p + "/op_type") + " (" + d.N(p + "/count", "int") +
-           ")";
+      s += (i ? ", " : "") + d.Code(p + "/domain") + " " + d.Code(p + "/op_type") + " (" +
+           d.N(p + "/count", "int") + ")";
     }
     s += "</p>\n";
   }
@@ -702,14 +733,14 @@ std::string SizeSection(const Doc& d, const std::string& b, int level) {
       s += "<tr><td>" + Esc(dt) + "</td>";
       for (const std::string& side : {pb, pa}) {
         const std::string p = side + "/by_dtype" + Tok(dt);
-        s += "<td class=\"n\">" + d.N(p + "/parameters", "int") + "</td><td class=\"n\">" + d.N(p + "/bytes", "bytes") +
-             "</td>";
+        s += "<td class=\"n\">" + d.N(p + "/parameters", "int") + "</td><td class=\"n\">" +
+             d.N(p + "/bytes", "bytes") + "</td>";
       }
       s += "</tr>\n";
     }
     s += "<tr><th>total</th><th class=\"n\">" + d.N(pb + "/total", "int") + "</th><th class=\"n\">" +
-         d.N(pb + "/bytes", "bytes") + "</th><th class=\"n\">" + d.N(pa + "/total", "int") + "</th><th class=\"n\">" +
-         d.N(pa + "/bytes", "bytes") + "</th></tr>\n</table>\n";
+         d.N(pb + "/bytes", "bytes") + "</th><th class=\"n\">" + d.N(pa + "/total", "int") +
+         "</th><th class=\"n\">" + d.N(pa + "/bytes", "bytes") + "</th></tr>\n</table>\n";
   }
   return s + "</section>\n";
 }
@@ -720,21 +751,23 @@ std::string CostSection(const Doc& d, const std::string& b, int level) {
   std::string s = "<section>\n" + H(level, "MACs and compressed size");
   if (d.Obj(m)) {
     s += "<p>Multiply-accumulates per sample (convolutions, matrix products, recurrent cells; element-wise "
-         "operators count nothing).</p>\n<table><tr><th></th><th class=\"n\">before</th><th class=\"n\">after</th>"
+         "operators count nothing).</p>\n<table><tr><th></th><th class=\"n\">before</th><th "
+         "class=\"n\">after</th>"
          "</tr>\n<tr><td>MACs</td><td class=\"n\">" +
          d.N(m + "/before/total", "int") + "</td><td class=\"n\">" + d.N(m + "/after/total", "int") +
          "</td></tr>\n<tr><td>nodes of unknown cost (not included)</td><td class=\"n\">" +
-         d.N(m + "/before/unknown_nodes", "int") + "</td><td class=\"n\">" + d.N(m + "/after/unknown_nodes", "int") +
-         "</td></tr>\n</table>\n";
+         d.N(m + "/before/unknown_nodes", "int") + "</td><td class=\"n\">" +
+         d.N(m + "/after/unknown_nodes", "int") + "</td></tr>\n</table>\n";
     if (d.NumAt(m + "/ratio")) s += "<p>After / before: " + d.N(m + "/ratio", "pct1") + ".</p>\n";
   }
   if (d.Obj(z)) {
     if (d.Str(z + "/skipped")) {
-      s += "<p>Size compressed with zstd -" + d.N(z + "/level", "int") + " not measured: " + d.S(z + "/skipped") +
-           ".</p>\n";
+      s += "<p>Size compressed with zstd -" + d.N(z + "/level", "int") +
+           " not measured: " + d.S(z + "/skipped") + ".</p>\n";
     } else {
       s += "<p>Compressed with zstd -" + d.N(z + "/level", "int") +
-           " (model and external data, what a download ships):</p>\n<table><tr><th></th><th class=\"n\">input</th>"
+           " (model and external data, what a download ships):</p>\n<table><tr><th></th><th "
+           "class=\"n\">input</th>"
            "<th class=\"n\">output</th><th class=\"n\">ratio</th></tr>\n<tr><td>zstd</td><td class=\"n\">" +
            d.N(z + "/input_bytes", "bytes") + "</td><td class=\"n\">" + d.N(z + "/output_bytes", "bytes") +
            "</td><td class=\"n\">" + d.N(z + "/ratio", "ratio2") + "</td></tr>\n</table>\n";
@@ -750,8 +783,8 @@ std::string AccuracySection(const Doc& d, const std::string& b, int level) {
   s += "<p>On " + d.N(e + "/samples", "int") + " samples of " + d.Code(e + "/data");
   if (d.Str(e + "/data_sha256")) s += " (sha256 " + d.Code(e + "/data_sha256") + ")";
   if (d.D(e + "/skipped_samples") > 0) {
-    s += "; the last " + d.N(e + "/skipped_samples", "int") + " were skipped: too few for the model's fixed batch of " +
-         d.N(e + "/batch", "int");
+    s += "; the last " + d.N(e + "/skipped_samples", "int") +
+         " were skipped: too few for the model's fixed batch of " + d.N(e + "/batch", "int");
   }
   s += ".</p>\n<table><tr><th>measure</th><th class=\"n\">value</th></tr>\n";
   auto row = [&](const std::string& name, const std::string& key, const std::string& fmt) {
@@ -785,22 +818,26 @@ std::string GateSection(const Doc& d, const std::string& b, int level) {
   const std::string fmt = drop ? "fixed2" : "fixed4";
   std::string s = "<section>\n" + H(level, "Accuracy gate");
   s += "<p>" + (d.True(g + "/passed") ? Badge(true, "PASSED", "") : Badge(false, "", "FAILED")) + " " +
-       (drop ? "top-1 drop (points)" : d.Text(g + "/metric") == "agreement" ? "top-1 agreement" : d.S(g + "/metric")) +
+       (drop                                   ? "top-1 drop (points)"
+        : d.Text(g + "/metric") == "agreement" ? "top-1 agreement"
+                                               : d.S(g + "/metric")) +
        " " + d.N(g + "/value", fmt) + (drop ? ", allowed " : ", required ") + d.N(g + "/threshold", fmt) +
-       ", margin " + d.N(g + "/margin", fmt) + (d.Str(g + "/data") ? ", measured on " + d.Code(g + "/data") : "") +
+       ", margin " + d.N(g + "/margin", fmt) +
+       (d.Str(g + "/data") ? ", measured on " + d.Code(g + "/data") : "") +
        (d.True(g + "/on_calibration_data") ? " (the calibration data)" : "") + ".</p>\n";
   if (d.True(g + "/auto_fallback")) s += "<p>Automatic fallback to float was allowed.</p>\n";
   if (d.Arr(g + "/kept_in_float")) {
     s += "<p>Kept in float by the fallback (most sensitive first; sensitivity on " +
          d.N(g + "/sensitivity_samples", "int") +
-         " samples):</p>\n<table><tr><th>node</th><th>op</th><th class=\"n\">output SQNR with only it in float</th>"
+         " samples):</p>\n<table><tr><th>node</th><th>op</th><th class=\"n\">output SQNR with only it in "
+         "float</th>"
          "<th class=\"n\">gate metric after</th></tr>\n";
     const json& k = d.At(g + "/kept_in_float");
     for (size_t i = 0; i < k.size(); ++i) {
       const std::string p = g + "/kept_in_float" + Idx(i);
       s += "<tr><td>" + d.Code(p + "/node") + "</td><td>" + d.S(p + "/op_type") + "</td><td class=\"n\">" +
-           d.N(p + "/sqnr_db_alone_in_float", "db1") + "</td><td class=\"n\">" + d.N(p + "/metric_after", "fixed4") +
-           "</td></tr>\n";
+           d.N(p + "/sqnr_db_alone_in_float", "db1") + "</td><td class=\"n\">" +
+           d.N(p + "/metric_after", "fixed4") + "</td></tr>\n";
     }
     s += "</table>\n";
   }
@@ -819,7 +856,8 @@ std::string CalibrationSection(const Doc& d, const std::string& b, int level) {
       s += " (sha256 " + d.Code(c + "/data_sha256") + ")";
     }
     if (d.D(c + "/skipped_samples") > 0) {
-      s += "; the last " + d.N(c + "/skipped_samples", "int") + " were skipped: too few for the model's fixed batch";
+      s += "; the last " + d.N(c + "/skipped_samples", "int") +
+           " were skipped: too few for the model's fixed batch";
     }
     if (!d.Text(c + "/table").empty()) s += "; statistics saved to " + d.Code(c + "/table");
   }
@@ -838,10 +876,11 @@ std::string LayersSection(const Doc& d, const std::string& b, int level) {
 std::string PruningSection(const Doc& d, const std::string& b, int level) {
   const std::string pr = b + "/pruning";
   if (!d.Arr(pr)) return "";
-  std::string s = "<section>\n" + H(level, "Pruning") +
-                  "<table><tr><th>pass</th><th>node</th><th>op</th><th>weight</th><th>method</th><th class=\"n\">"
-                  "before</th><th class=\"n\">after</th><th class=\"n\">parameters</th><th class=\"n\">MACs before</th>"
-                  "<th class=\"n\">MACs after</th><th>status</th></tr>\n";
+  std::string s =
+      "<section>\n" + H(level, "Pruning") +
+      "<table><tr><th>pass</th><th>node</th><th>op</th><th>weight</th><th>method</th><th class=\"n\">"
+      "before</th><th class=\"n\">after</th><th class=\"n\">parameters</th><th class=\"n\">MACs before</th>"
+      "<th class=\"n\">MACs after</th><th>status</th></tr>\n";
   const json& rows = d.At(pr);
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string p = pr + Idx(i);
@@ -863,11 +902,13 @@ std::string PruningSection(const Doc& d, const std::string& b, int level) {
     std::string method = d.S(p + "/method");
     if (d.Str(p + "/pattern")) method += " (" + d.S(p + "/pattern") + ")";
     const bool kept = d.Text(p + "/status", "kept") == "kept";
-    s += "<tr><td>" + d.S(p + "/pass") + "</td><td>" + d.Code(p + "/node") + "</td><td>" + d.S(p + "/op") + "</td><td>" +
-         d.Code(p + "/weight") + "</td><td>" + method + "</td><td class=\"n\">" + before + "</td><td class=\"n\">" +
-         after + "</td><td class=\"n\">" + d.N(p + "/params", "int") + "</td><td class=\"n\">" +
-         d.N(p + "/macs_before", "int") + "</td><td class=\"n\">" + d.N(p + "/macs_after", "int") + "</td><td>" +
-         (kept ? d.S(p + "/status") : "<span class=\"err\">" + d.S(p + "/status") + "</span>") + "</td></tr>\n";
+    s += "<tr><td>" + d.S(p + "/pass") + "</td><td>" + d.Code(p + "/node") + "</td><td>" + d.S(p + "/op") +
+         "</td><td>" + d.Code(p + "/weight") + "</td><td>" + method + "</td><td class=\"n\">" + before +
+         "</td><td class=\"n\">" + after + "</td><td class=\"n\">" + d.N(p + "/params", "int") +
+         "</td><td class=\"n\">" + d.N(p + "/macs_before", "int") + "</td><td class=\"n\">" +
+         d.N(p + "/macs_after", "int") + "</td><td>" +
+         (kept ? d.S(p + "/status") : "<span class=\"err\">" + d.S(p + "/status") + "</span>") +
+         "</td></tr>\n";
   }
   return s + "</table>\n</section>\n";
 }
@@ -875,25 +916,28 @@ std::string PruningSection(const Doc& d, const std::string& b, int level) {
 std::string LowRankSection(const Doc& d, const std::string& b, int level) {
   const std::string lr = b + "/low_rank";
   if (!d.Arr(lr)) return "";
-  std::string s = "<section>\n" + H(level, "Low-rank factorization") +
-                  "<p>Layer SQNR: the factorized layer's output against the original's on the calibration data "
-                  "(the weight's SQNR when there was no data).</p>\n"
-                  "<table><tr><th>node</th><th>op</th><th>weight</th><th>shape</th><th>scheme</th><th>method</th>"
-                  "<th class=\"n\">rank</th><th class=\"n\">parameters before</th><th class=\"n\">after</th>"
-                  "<th class=\"n\">MACs before</th><th class=\"n\">after</th><th class=\"n\">SQNR</th></tr>\n";
+  std::string s =
+      "<section>\n" + H(level, "Low-rank factorization") +
+      "<p>Layer SQNR: the factorized layer's output against the original's on the calibration data "
+      "(the weight's SQNR when there was no data).</p>\n"
+      "<table><tr><th>node</th><th>op</th><th>weight</th><th>shape</th><th>scheme</th><th>method</th>"
+      "<th class=\"n\">rank</th><th class=\"n\">parameters before</th><th class=\"n\">after</th>"
+      "<th class=\"n\">MACs before</th><th class=\"n\">after</th><th class=\"n\">SQNR</th></tr>\n";
   const json& rows = d.At(lr);
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string p = lr + Idx(i);
     if (!d.Obj(p)) continue;
     const std::string sqnr = d.NumAt(p + "/sqnr_db") ? d.N(p + "/sqnr_db", "db1")
-                             : d.NumAt(p + "/weight_sqnr_db") ? d.N(p + "/weight_sqnr_db", "db1") + " (weight)"
-                                                              : "—";
-    s += "<tr><td>" + d.Code(p + "/node") + "</td><td>" + d.S(p + "/op") + "</td><td>" + d.Code(p + "/weight") +
-         "</td><td class=\"n\">" + d.Shape(p + "/shape") + "</td><td>" + d.S(p + "/scheme") + "</td><td>" +
-         d.S(p + "/method") + "</td><td class=\"n\">" + d.N(p + "/rank", "int") + " of " + d.N(p + "/max_rank", "int") +
-         "</td><td class=\"n\">" + d.N(p + "/params_before", "int") + "</td><td class=\"n\">" +
-         d.N(p + "/params_after", "int") + "</td><td class=\"n\">" + d.N(p + "/macs_before", "int") +
-         "</td><td class=\"n\">" + d.N(p + "/macs_after", "int") + "</td><td class=\"n\">" + sqnr + "</td></tr>\n";
+                             : d.NumAt(p + "/weight_sqnr_db")
+                                 ? d.N(p + "/weight_sqnr_db", "db1") + " (weight)"
+                                 : "—";
+    s += "<tr><td>" + d.Code(p + "/node") + "</td><td>" + d.S(p + "/op") + "</td><td>" +
+         d.Code(p + "/weight") + "</td><td class=\"n\">" + d.Shape(p + "/shape") + "</td><td>" +
+         d.S(p + "/scheme") + "</td><td>" + d.S(p + "/method") + "</td><td class=\"n\">" +
+         d.N(p + "/rank", "int") + " of " + d.N(p + "/max_rank", "int") + "</td><td class=\"n\">" +
+         d.N(p + "/params_before", "int") + "</td><td class=\"n\">" + d.N(p + "/params_after", "int") +
+         "</td><td class=\"n\">" + d.N(p + "/macs_before", "int") + "</td><td class=\"n\">" +
+         d.N(p + "/macs_after", "int") + "</td><td class=\"n\">" + sqnr + "</td></tr>\n";
   }
   return s + "</table>\n</section>\n";
 }
@@ -906,22 +950,25 @@ std::string TrainingSection(const Doc& d, const std::string& b, int level) {
   for (size_t r = 0; r < runs.size(); ++r) {
     const std::string p = t + Idx(r);
     if (!d.Obj(p)) continue;
-    s += "<p>Pass " + d.N(p + "/pass_index", "int") + ": " + d.S(p + "/optimizer", "") + " at learning rate " +
-         d.N(p + "/lr", "json") + ", batch " + d.N(p + "/batch", "int") + ", " + d.N(p + "/samples_per_epoch", "int") +
-         " samples of " + d.Code(p + "/data") + " per epoch, " + d.N(p + "/steps", "int") + " steps in " +
-         d.N(p + "/seconds", "fixed1") + " s; peak memory " + d.N(p + "/peak_rss_bytes", "bytes");
+    s += "<p>Pass " + d.N(p + "/pass_index", "int") + ": " + d.S(p + "/optimizer", "") +
+         " at learning rate " + d.N(p + "/lr", "json") + ", batch " + d.N(p + "/batch", "int") + ", " +
+         d.N(p + "/samples_per_epoch", "int") + " samples of " + d.Code(p + "/data") + " per epoch, " +
+         d.N(p + "/steps", "int") + " steps in " + d.N(p + "/seconds", "fixed1") + " s; peak memory " +
+         d.N(p + "/peak_rss_bytes", "bytes");
     if (d.Str(p + "/distill_loss")) {
-      s += "; distilled (" + d.S(p + "/distill_loss") + ") from the original's " + d.S(p + "/distilled_value", "output");
+      s += "; distilled (" + d.S(p + "/distill_loss") + ") from the original's " +
+           d.S(p + "/distilled_value", "output");
     }
-    s += ".</p>\n<table><tr><th class=\"n\">epoch</th><th class=\"n\">loss</th><th class=\"n\">top-1 on eval</th>"
+    s += ".</p>\n<table><tr><th class=\"n\">epoch</th><th class=\"n\">loss</th><th class=\"n\">top-1 on "
+         "eval</th>"
          "<th class=\"n\">samples/s</th><th class=\"n\">seconds</th></tr>\n";
     const json& epochs = d.At(p + "/epochs");
     for (size_t e = 0; e < epochs.size(); ++e) {
       const std::string ep = p + "/epochs" + Idx(e);
-      s += "<tr><td class=\"n\">" + d.N(ep + "/epoch", "int") + "</td><td class=\"n\">" + d.N(ep + "/loss", "fixed4") +
-           "</td><td class=\"n\">" + d.N(ep + "/eval_top1", "pct2") + "</td><td class=\"n\">" +
-           d.N(ep + "/samples_per_second", "fixed0") + "</td><td class=\"n\">" + d.N(ep + "/seconds", "fixed2") +
-           "</td></tr>\n";
+      s += "<tr><td class=\"n\">" + d.N(ep + "/epoch", "int") + "</td><td class=\"n\">" +
+           d.N(ep + "/loss", "fixed4") + "</td><td class=\"n\">" + d.N(ep + "/eval_top1", "pct2") +
+           "</td><td class=\"n\">" + d.N(ep + "/samples_per_second", "fixed0") + "</td><td class=\"n\">" +
+           d.N(ep + "/seconds", "fixed2") + "</td></tr>\n";
     }
     s += "</table>\n";
   }
@@ -931,11 +978,12 @@ std::string TrainingSection(const Doc& d, const std::string& b, int level) {
 std::string PrecisionSection(const Doc& d, const std::string& b, int level) {
   const std::string t = b + "/tensors";
   if (!d.Arr(t)) return "";
-  std::string s = "<section>\n" + H(level, "Weights: precision and shape") +
-                  "<p>Every weight of both models by name; rows whose dtype or shape changed are highlighted.</p>\n"
-                  "<table><tr><th>name</th><th>dtype before</th><th>dtype after</th><th class=\"n\">shape before</th>"
-                  "<th class=\"n\">shape after</th><th class=\"n\">bytes before</th><th class=\"n\">bytes after</th>"
-                  "</tr>\n";
+  std::string s =
+      "<section>\n" + H(level, "Weights: precision and shape") +
+      "<p>Every weight of both models by name; rows whose dtype or shape changed are highlighted.</p>\n"
+      "<table><tr><th>name</th><th>dtype before</th><th>dtype after</th><th class=\"n\">shape before</th>"
+      "<th class=\"n\">shape after</th><th class=\"n\">bytes before</th><th class=\"n\">bytes after</th>"
+      "</tr>\n";
   const json& rows = d.At(t);
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string p = t + Idx(i);
@@ -963,7 +1011,8 @@ std::string PassesSection(const Doc& d, const std::string& b, int level) {
       for (size_t i = 0; i < passes.size(); ++i) {
         const std::string p = r + "/passes" + Idx(i);
         s += "<li><b>" + d.S(p + "/pass") + "</b>" +
-             (d.Obj(p + "/options") && !d.At(p + "/options").empty() ? " " + d.Any(p + "/options") : "") + "</li>\n";
+             (d.Obj(p + "/options") && !d.At(p + "/options").empty() ? " " + d.Any(p + "/options") : "") +
+             "</li>\n";
       }
       s += "</ol>\n";
     } else {
@@ -975,7 +1024,8 @@ std::string PassesSection(const Doc& d, const std::string& b, int level) {
   if (!d.Arr(ps)) return s;
   s += "<section>\n" + H(level, "Passes run") +
        "<table><tr><th>pass</th><th class=\"n\">nodes before</th><th class=\"n\">after</th><th class=\"n\">"
-       "weights before</th><th class=\"n\">after</th><th class=\"n\">weight bytes before</th><th class=\"n\">after"
+       "weights before</th><th class=\"n\">after</th><th class=\"n\">weight bytes before</th><th "
+       "class=\"n\">after"
        "</th><th>changes</th><th class=\"n\">seconds</th></tr>\n";
   const json& passes = d.At(ps);
   std::string notes;
@@ -986,21 +1036,24 @@ std::string PassesSection(const Doc& d, const std::string& b, int level) {
     const json& counters = d.At(p + "/counters");
     if (counters.is_object()) {
       for (auto it = counters.begin(); it != counters.end(); ++it) {
-        changes += (changes.empty() ? "" : ", ") + Esc(it.key()) + " " + d.N(p + "/counters" + Tok(it.key()), "int");
+        changes +=
+            (changes.empty() ? "" : ", ") + Esc(it.key()) + " " + d.N(p + "/counters" + Tok(it.key()), "int");
       }
     }
     const std::string tp = b + "/timings/passes" + Idx(i);
     const bool timed = d.Text(tp + "/pass") == d.Text(p + "/pass") && d.NumAt(tp + "/seconds");
     s += "<tr><td>" + d.S(p + "/pass") + "</td><td class=\"n\">" + d.N(p + "/before/nodes", "int") +
          "</td><td class=\"n\">" + d.N(p + "/after/nodes", "int") + "</td><td class=\"n\">" +
-         d.N(p + "/before/initializers", "int") + "</td><td class=\"n\">" + d.N(p + "/after/initializers", "int") +
-         "</td><td class=\"n\">" + d.N(p + "/before/weight_bytes", "int") + "</td><td class=\"n\">" +
+         d.N(p + "/before/initializers", "int") + "</td><td class=\"n\">" +
+         d.N(p + "/after/initializers", "int") + "</td><td class=\"n\">" +
+         d.N(p + "/before/weight_bytes", "int") + "</td><td class=\"n\">" +
          d.N(p + "/after/weight_bytes", "int") + "</td><td>" + (changes.empty() ? "—" : changes) +
          "</td><td class=\"n\">" + (timed ? d.N(tp + "/seconds", "fixed3") : "—") + "</td></tr>\n";
     const json& n = d.At(p + "/notes");
     if (n.is_array()) {
       for (size_t k = 0; k < n.size(); ++k) {
-        if (d.Str(p + "/notes" + Idx(k))) notes += "<li>" + d.S(p + "/pass") + ": " + d.S(p + "/notes" + Idx(k)) + "</li>\n";
+        if (d.Str(p + "/notes" + Idx(k)))
+          notes += "<li>" + d.S(p + "/pass") + ": " + d.S(p + "/notes" + Idx(k)) + "</li>\n";
       }
     }
   }
@@ -1013,10 +1066,10 @@ std::string PassesSection(const Doc& d, const std::string& b, int level) {
 }
 
 std::string ReportBody(const Doc& d, const std::string& b, int level) {
-  return ReportCards(d, b) + AccuracySection(d, b, level) + GateSection(d, b, level) + LayersSection(d, b, level) +
-         SizeSection(d, b, level) + CostSection(d, b, level) + PruningSection(d, b, level) +
-         LowRankSection(d, b, level) + TrainingSection(d, b, level) + CalibrationSection(d, b, level) +
-         PrecisionSection(d, b, level) + PassesSection(d, b, level);
+  return ReportCards(d, b) + AccuracySection(d, b, level) + GateSection(d, b, level) +
+         LayersSection(d, b, level) + SizeSection(d, b, level) + CostSection(d, b, level) +
+         PruningSection(d, b, level) + LowRankSection(d, b, level) + TrainingSection(d, b, level) +
+         CalibrationSection(d, b, level) + PrecisionSection(d, b, level) + PassesSection(d, b, level);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1035,9 +1088,9 @@ struct Gate {
   std::string label;  // HTML (tspans)
 };
 
-std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double bx, double by, const Gate& gate,
-                    const std::string& xkind, const std::string& xtitle, const std::string& ytitle,
-                    const std::string& aria) {
+std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double bx, double by,
+                    const Gate& gate, const std::string& xkind, const std::string& xtitle,
+                    const std::string& ytitle, const std::string& aria) {
   const double width = 820, height = 420, left = 70, right = 150, top = 24, bottom = 50;
   double xmax = has_base ? bx : 0, ymin = has_base ? by : 1, ymax = has_base ? by : 0;
   for (const auto& p : pts) {
@@ -1060,27 +1113,27 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
   std::string s = SvgOpen("scatter", width, height, aria);
   const double ys = yt.size() > 1 ? yt[1] - yt[0] : 0.01, xs = xt.size() > 1 ? xt[1] - xt[0] : 1;
   for (const double t : yt) {
-    s += "<line class=\"grid\" x1=\"" + C(left) + "\" y1=\"" + C(y(t)) + "\" x2=\"" + C(width - right) + "\" y2=\"" +
-         C(y(t)) + "\"/><text x=\"" + C(left - 6) + "\" y=\"" + C(y(t) + 4) + "\" text-anchor=\"end\">" +
-         TickLabel(t, "pct", ys) + "</text>\n";
+    s += "<line class=\"grid\" x1=\"" + C(left) + "\" y1=\"" + C(y(t)) + "\" x2=\"" + C(width - right) +
+         "\" y2=\"" + C(y(t)) + "\"/><text x=\"" + C(left - 6) + "\" y=\"" + C(y(t) + 4) +
+         "\" text-anchor=\"end\">" + TickLabel(t, "pct", ys) + "</text>\n";
   }
   for (const double t : xt) {
     s += "<line class=\"grid\" x1=\"" + C(x(t)) + "\" y1=\"" + C(top) + "\" x2=\"" + C(x(t)) + "\" y2=\"" +
          C(height - bottom) + "\"/><text x=\"" + C(x(t)) + "\" y=\"" + C(height - bottom + 16) +
          "\" text-anchor=\"middle\">" + TickLabel(t, xkind, xs) + "</text>\n";
   }
-  s += "<line class=\"axis\" x1=\"" + C(left) + "\" y1=\"" + C(height - bottom) + "\" x2=\"" + C(width - right) +
-       "\" y2=\"" + C(height - bottom) + "\"/><line class=\"axis\" x1=\"" + C(left) + "\" y1=\"" + C(top) +
-       "\" x2=\"" + C(left) + "\" y2=\"" + C(height - bottom) + "\"/>\n";
+  s += "<line class=\"axis\" x1=\"" + C(left) + "\" y1=\"" + C(height - bottom) + "\" x2=\"" +
+       C(width - right) + "\" y2=\"" + C(height - bottom) + "\"/><line class=\"axis\" x1=\"" + C(left) +
+       "\" y1=\"" + C(top) + "\" x2=\"" + C(left) + "\" y2=\"" + C(height - bottom) + "\"/>\n";
   s += "<text class=\"title\" x=\"" + C((left + width - right) / 2) + "\" y=\"" + C(height - 10) +
        "\" text-anchor=\"middle\">" + xtitle + "</text><text class=\"title\" x=\"16\" y=\"" +
        C((top + height - bottom) / 2) + "\" text-anchor=\"middle\" transform=\"rotate(-90 16 " +
        C((top + height - bottom) / 2) + ")\">" + ytitle + "</text>\n";
   if (gate.drawn) {
-    s += "<g class=\"gate\"><line x1=\"" + C(left) + "\" y1=\"" + C(y(gate.y)) + "\" x2=\"" + C(width - right) +
-         "\" y2=\"" + C(y(gate.y)) + "\" stroke=\"" + kPoor + "\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>" +
-         "<text x=\"" + C(width - right + 6) + "\" y=\"" + C(y(gate.y) + 4) + "\" fill=\"" + kPoor + "\">" + gate.label +
-         "</text></g>\n";
+    s += "<g class=\"gate\"><line x1=\"" + C(left) + "\" y1=\"" + C(y(gate.y)) + "\" x2=\"" +
+         C(width - right) + "\" y2=\"" + C(y(gate.y)) + "\" stroke=\"" + kPoor +
+         "\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>" + "<text x=\"" + C(width - right + 6) +
+         "\" y=\"" + C(y(gate.y) + 4) + "\" fill=\"" + kPoor + "\">" + gate.label + "</text></g>\n";
   }
   std::vector<ScatterPoint> front;
   for (const auto& p : pts) {
@@ -1090,15 +1143,16 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
     return a.x != c.x ? a.x < c.x : a.y != c.y ? a.y < c.y : a.row < c.row;
   });
   if (front.size() > 1) {
-    s += "<polyline class=\"front\" fill=\"none\" stroke=\"" + std::string(kInf) + "\" stroke-width=\"2\" points=\"";
+    s += "<polyline class=\"front\" fill=\"none\" stroke=\"" + std::string(kInf) +
+         "\" stroke-width=\"2\" points=\"";
     for (size_t i = 0; i < front.size(); ++i) s += (i ? " " : "") + C(x(front[i].x)) + "," + C(y(front[i].y));
     s += "\"/>\n";
   }
   if (has_base) {
     const double cx = x(bx), cy = y(by);
-    s += "<g class=\"baseline\"><title>the original model</title><polygon points=\"" + C(cx) + "," + C(cy - 7) + " " +
-         C(cx + 7) + "," + C(cy) + " " + C(cx) + "," + C(cy + 7) + " " + C(cx - 7) + "," + C(cy) +
-         "\" fill=\"#212121\"/><text x=\"" + C(cx - 10) + "\" y=\"" + C(cy - 10) +
+    s += "<g class=\"baseline\"><title>the original model</title><polygon points=\"" + C(cx) + "," +
+         C(cy - 7) + " " + C(cx + 7) + "," + C(cy) + " " + C(cx) + "," + C(cy + 7) + " " + C(cx - 7) + "," +
+         C(cy) + "\" fill=\"#212121\"/><text x=\"" + C(cx - 10) + "\" y=\"" + C(cy - 10) +
          "\" text-anchor=\"end\">original</text></g>\n";
   }
   for (const auto& p : pts) {
@@ -1107,11 +1161,12 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
     s += "<g class=\"" + cls + "\" data-row=\"" + std::to_string(p.row) + "\"><title>" + Esc(p.name) +
          (p.front ? " (on the Pareto front)" : "") + (p.chosen ? " (chosen)" : "") + "</title>";
     if (p.chosen) {
-      s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"10\" fill=\"none\" stroke=\"#e65100\" "
+      s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) +
+           "\" r=\"10\" fill=\"none\" stroke=\"#e65100\" "
            "stroke-width=\"3\"/>";
     }
-    s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"5.5\" fill=\"" + (p.front ? kInf : "#9e9e9e") +
-         "\"/>";
+    s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"5.5\" fill=\"" +
+         (p.front ? kInf : "#9e9e9e") + "\"/>";
     s += "<text x=\"" + C(cx + 12) + "\" y=\"" + C(cy - 8) + "\">" + Esc(p.name, 32) +
          (p.chosen ? " (chosen)" : "") + "</text></g>\n";
   }
@@ -1127,19 +1182,22 @@ std::string CompareCharts(const Doc& d) {
   for (size_t i = 0; i < rows.size() && !top1; ++i) top1 = d.NumAt("/rows" + Idx(i) + "/top1");
   const std::string key = top1 ? "top1" : "agreement";
   const std::string ytitle = top1 ? "top-1 accuracy" : "top-1 agreement with the original";
-  std::string s = "<section>\n" + H(2, "Size, MACs and accuracy") +
-                  "<p>Each recipe that ran, by " + ytitle + "; the line joins the Pareto front";
+  std::string s = "<section>\n" + H(2, "Size, MACs and accuracy") + "<p>Each recipe that ran, by " + ytitle +
+                  "; the line joins the Pareto front";
   if (d.Str("/chosen")) s += ", the ringed point is the chosen recipe";
-  s += " and the diamond is the original model" + std::string(top1 ? "" : " (agreement 100% with itself)") + ".</p>\n";
+  s += " and the diamond is the original model" +
+       std::string(top1 ? "" : " (which agrees with itself on every sample)") + ".</p>\n";
   Gate gate;
   std::string gate_note;
   if (d.Obj("/gate") && d.NumAt("/gate/threshold")) {
     const std::string metric = d.Text("/gate/metric");
     if (metric == "top1_drop_pts" && top1 && d.NumAt("/baseline/top1")) {
-      gate = {true, d.D("/baseline/top1") - d.D("/gate/threshold") / 100.0,
-              "<tspan>gate: drop ≤ </tspan>" + d.N("/gate/threshold", "fixed2", "tspan") + "<tspan> pt</tspan>"};
+      gate = {
+          true, d.D("/baseline/top1") - d.D("/gate/threshold") / 100.0,
+          "<tspan>gate: drop ≤ </tspan>" + d.N("/gate/threshold", "fixed2", "tspan") + "<tspan> pt</tspan>"};
     } else if (metric == "agreement" && !top1) {
-      gate = {true, d.D("/gate/threshold"), "<tspan>gate: ≥ </tspan>" + d.N("/gate/threshold", "pct2", "tspan")};
+      gate = {true, d.D("/gate/threshold"),
+              "<tspan>gate: ≥ </tspan>" + d.N("/gate/threshold", "pct2", "tspan")};
     } else {
       gate_note = "<p>The gate (" + d.S("/gate/metric") + ", threshold " + d.N("/gate/threshold", "json") +
                   ") is not on this axis and is not drawn.</p>\n";
@@ -1168,7 +1226,8 @@ std::string CompareCharts(const Doc& d) {
     if (pts.empty()) continue;
     drawn = true;
     const bool has_base = base_y && d.NumAt(model_key);
-    s += H(3, std::string(xkey) == std::string("bytes") ? "Size against " + ytitle : "MACs against " + ytitle);
+    s +=
+        H(3, std::string(xkey) == std::string("bytes") ? "Size against " + ytitle : "MACs against " + ytitle);
     s += Scatter(pts, has_base, d.D(model_key), by, gate, xkind, xtitle, ytitle,
                  std::string(xtitle) + " against " + ytitle + " of each recipe");
   }
@@ -1177,11 +1236,13 @@ std::string CompareCharts(const Doc& d) {
   } else {
     s += gate_note;
     s += std::string("<p class=\"legend\"><span><i class=\"sw\" style=\"color:") + kInf +
-         "\">■</i>on the Pareto front</span><span><i class=\"sw\" style=\"color:#9e9e9e\">■</i>dominated</span>" +
+         "\">■</i>on the Pareto front</span><span><i class=\"sw\" "
+         "style=\"color:#9e9e9e\">■</i>dominated</span>" +
          (chosen.empty() ? "" : "<span><i class=\"sw\" style=\"color:#e65100\">■</i>chosen (ring)</span>") +
          "<span><i class=\"sw\" style=\"color:#212121\">■</i>original model</span>" +
-         (gate.drawn ? std::string("<span><i class=\"sw\" style=\"color:") + kPoor + "\">■</i>gate threshold</span>"
-                     : std::string()) +
+         (gate.drawn
+              ? std::string("<span><i class=\"sw\" style=\"color:") + kPoor + "\">■</i>gate threshold</span>"
+              : std::string()) +
          "</p>\n";
   }
   return s + "</section>\n";
@@ -1191,14 +1252,17 @@ std::string CompareTable(const Doc& d) {
   const json& rows = d.At("/rows");
   if (!rows.is_array() || rows.empty()) return "<p>No recipe.</p>\n";
   const bool drop = d.Text("/gate/metric") == "top1_drop_pts";
-  std::string s = "<section>\n" + H(2, "Recipes") +
-                  "<p>Size and MACs with their share of the original's; top-1 with its change in points.</p>\n"
-                  "<div class=\"scroll\"><table class=\"rows\"><tr><th>recipe</th><th>passes</th><th>status</th>"
-                  "<th class=\"n\">size</th><th class=\"n\">zstd</th><th class=\"n\">parameters</th>"
-                  "<th class=\"n\">MACs</th><th class=\"n\">top-1</th><th class=\"n\">agreement</th>"
-                  "<th class=\"n\">SQNR</th><th class=\"n\">ms/sample</th><th class=\"n\">gate" +
-                  std::string(!d.Obj("/gate") ? "" : drop ? ": drop (pt)" : ": " + d.S("/gate/metric")) +
-                  "</th><th>Pareto front</th></tr>\n";
+  std::string s =
+      "<section>\n" + H(2, "Recipes") +
+      "<p>Size and MACs with their share of the original's; top-1 with its change in points.</p>\n"
+      "<div class=\"scroll\"><table class=\"rows\"><tr><th>recipe</th><th>passes</th><th>status</th>"
+      "<th class=\"n\">size</th><th class=\"n\">zstd</th><th class=\"n\">parameters</th>"
+      "<th class=\"n\">MACs</th><th class=\"n\">top-1</th><th class=\"n\">agreement</th>"
+      "<th class=\"n\">SQNR</th><th class=\"n\">ms/sample</th><th class=\"n\">gate" +
+      std::string(!d.Obj("/gate") ? ""
+                  : drop          ? ": drop (pt)"
+                                  : ": " + d.S("/gate/metric")) +
+      "</th><th>Pareto front</th></tr>\n";
   const std::string chosen = d.Text("/chosen");
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string p = "/rows" + Idx(i);
@@ -1222,28 +1286,32 @@ std::string CompareTable(const Doc& d) {
     if (d.True(p + "/pareto_size")) pareto += "<span class=\"badge info\">size</span> ";
     if (d.True(p + "/pareto_macs")) pareto += "<span class=\"badge info\">MACs</span>";
     const std::string status = error ? Badge(false, "", "error") : d.S(p + "/status");
-    s += std::string("<tr") + (error ? " class=\"error\"" : is_chosen ? " class=\"chosen\"" : "") + "><td>" +
-         d.Code(p + "/recipe") + (is_chosen ? " <span class=\"badge warn\">chosen</span>" : "") +
-         (d.Str(p + "/source") ? "<br><span class=\"meta\">" + d.S(p + "/source") + "</span>" : "") + "</td><td>" +
-         (passes.empty() ? "—" : passes) + "</td><td>" + status + "</td>";
+    s += std::string("<tr") +
+         (error       ? " class=\"error\""
+          : is_chosen ? " class=\"chosen\""
+                      : "") +
+         "><td>" + d.Code(p + "/recipe") + (is_chosen ? " <span class=\"badge warn\">chosen</span>" : "") +
+         (d.Str(p + "/source") ? "<br><span class=\"meta\">" + d.S(p + "/source") + "</span>" : "") +
+         "</td><td>" + (passes.empty() ? "—" : passes) + "</td><td>" + status + "</td>";
     // A recipe that failed, or that the search did not run, has no figures: its reason instead.
     const bool figures = !error && !d.At(p + "/bytes").is_null();
     if (!figures) {
       std::string why = error ? d.S(p + "/error", "failed") : "";
-      if (d.Str(p + "/skipped_reason")) why += (why.empty() ? "" : "; ") + ("not run: " + d.S(p + "/skipped_reason"));
+      if (d.Str(p + "/skipped_reason"))
+        why += (why.empty() ? "" : "; ") + ("not run: " + d.S(p + "/skipped_reason"));
       s += "<td class=\"err\" colspan=\"10\">" + (why.empty() ? "—" : why) + "</td></tr>\n";
       continue;
     }
     auto sub = [&](const std::string& key, const std::string& fmt) {
       return d.At(p + key).is_null() ? std::string() : "<br><small>" + d.N(p + key, fmt) + "</small>";
     };
-    s += "<td class=\"n\">" + d.N(p + "/bytes", "bytes") + sub("/size_ratio", "pct1") + "</td><td class=\"n\">" +
-         d.N(p + "/zstd_bytes", "bytes") + "</td><td class=\"n\">" + d.N(p + "/parameters", "int") +
-         "</td><td class=\"n\">" + d.N(p + "/macs", "int") + sub("/macs_ratio", "pct1") + "</td><td class=\"n\">" +
-         d.N(p + "/top1", "pct2") + sub("/top1_change_pts", "pts2") + "</td><td class=\"n\">" +
-         d.N(p + "/agreement", "pct2") + "</td><td class=\"n\">" + sqnr + "</td><td class=\"n\">" +
-         d.N(p + "/ms_per_sample", "fixed3") + "</td><td class=\"n\">" + gate + "</td><td>" +
-         (pareto.empty() ? "—" : pareto) + "</td></tr>\n";
+    s += "<td class=\"n\">" + d.N(p + "/bytes", "bytes") + sub("/size_ratio", "pct1") +
+         "</td><td class=\"n\">" + d.N(p + "/zstd_bytes", "bytes") + "</td><td class=\"n\">" +
+         d.N(p + "/parameters", "int") + "</td><td class=\"n\">" + d.N(p + "/macs", "int") +
+         sub("/macs_ratio", "pct1") + "</td><td class=\"n\">" + d.N(p + "/top1", "pct2") +
+         sub("/top1_change_pts", "pts2") + "</td><td class=\"n\">" + d.N(p + "/agreement", "pct2") +
+         "</td><td class=\"n\">" + sqnr + "</td><td class=\"n\">" + d.N(p + "/ms_per_sample", "fixed3") +
+         "</td><td class=\"n\">" + gate + "</td><td>" + (pareto.empty() ? "—" : pareto) + "</td></tr>\n";
     if (d.Str(p + "/skipped_reason")) {
       s += "<tr><td></td><td colspan=\"12\">not run: " + d.S(p + "/skipped_reason") + "</td></tr>\n";
     }
@@ -1262,14 +1330,15 @@ std::string CompareTable(const Doc& d) {
 std::string CompareHeader(const Doc& d) {
   const bool is_auto = d.Text("/command") == "auto";
   std::string s = "<h1>compress " + std::string(is_auto ? "auto" : "compare") + ": " + d.Code("/model/path") +
-                  "</h1>\n<p class=\"meta\">" + d.S("/tool/name", "compress") + " " + d.S("/tool/version", "") +
-                  "</p>\n<div class=\"cards\">\n";
+                  "</h1>\n<p class=\"meta\">" + d.S("/tool/name", "compress") + " " +
+                  d.S("/tool/version", "") + "</p>\n<div class=\"cards\">\n";
   s += Card("original size", d.N("/model/bytes", "bytes"),
             d.NumAt("/model/zstd_bytes") ? "zstd " + d.N("/model/zstd_bytes", "bytes") : "");
   s += Card("parameters", d.N("/model/parameters", "int"), "MACs " + d.N("/model/macs", "int"));
   if (d.NumAt("/baseline/top1")) s += Card("original top-1", d.N("/baseline/top1", "pct2"));
   if (d.NumAt("/baseline/ms_per_sample")) {
-    s += Card("original latency", d.N("/baseline/ms_per_sample", "fixed3") + " ms", "per sample, our executor");
+    s += Card("original latency", d.N("/baseline/ms_per_sample", "fixed3") + " ms",
+              "per sample, our executor");
   }
   if (is_auto || d.Str("/chosen")) {
     s += Card("chosen", d.Str("/chosen") ? d.Code("/chosen") : "none",
@@ -1285,19 +1354,25 @@ std::string CompareHeader(const Doc& d) {
   // The data every recipe ran on.
   std::string data;
   if (d.Obj("/data/calib")) {
-    data += "<li>calibration: " + d.N("/data/calib/samples", "int") + " samples of " + d.Code("/data/calib/dir") +
-            (d.NumAt("/data/calib/calibration_runs") ? ", " + d.N("/data/calib/calibration_runs", "int") + " run(s)" : "") +
+    data += "<li>calibration: " + d.N("/data/calib/samples", "int") + " samples of " +
+            d.Code("/data/calib/dir") +
+            (d.NumAt("/data/calib/calibration_runs")
+                 ? ", " + d.N("/data/calib/calibration_runs", "int") + " run(s)"
+                 : "") +
             (d.Str("/data/calib/note") ? "; " + d.S("/data/calib/note") : "") + "</li>\n";
   }
   if (d.Obj("/data/eval")) {
-    data += "<li>evaluation: " + d.N("/data/eval/samples", "int") + " samples of " + d.Code("/data/eval/dir") +
-            (d.False("/data/eval/labelled") ? " (no labels: accuracy is agreement with the original)" : "") + "</li>\n";
+    data += "<li>evaluation: " + d.N("/data/eval/samples", "int") + " samples of " +
+            d.Code("/data/eval/dir") +
+            (d.False("/data/eval/labelled") ? " (no labels: accuracy is agreement with the original)" : "") +
+            "</li>\n";
   }
   if (d.Obj("/data/finetune")) {
     data += "<li>fine-tuning: " + d.N("/data/finetune/samples", "int") + " samples of " +
             d.Code("/data/finetune/dir") +
-            (d.NumAt("/data/finetune/teacher_runs") ? ", " + d.N("/data/finetune/teacher_runs", "int") + " teacher run(s)"
-                                                     : "") +
+            (d.NumAt("/data/finetune/teacher_runs")
+                 ? ", " + d.N("/data/finetune/teacher_runs", "int") + " teacher run(s)"
+                 : "") +
             "</li>\n";
   }
   if (!data.empty()) s += "<ul>\n" + data + "</ul>\n";
@@ -1324,22 +1399,28 @@ std::string FormatReportHtml(const json& report) {
   const Doc d(report);
   const std::string name = d.Text("/recipe/name", "report");
   std::string s = PageStart("compress report: " + Esc(name));
-  s += "<h1>compress report: " + d.Code("/recipe/name") + "</h1>\n<p class=\"meta\">" + d.S("/tool/name", "compress") +
-       " " + d.S("/tool/version", "") + " · " + d.Code("/input/path") + " → " + d.Code("/output/path") + "</p>\n";
+  s += "<h1>compress report: " + d.Code("/recipe/name") + "</h1>\n<p class=\"meta\">" +
+       d.S("/tool/name", "compress") + " " + d.S("/tool/version", "") + " · " + d.Code("/input/path") +
+       " → " + d.Code("/output/path") + "</p>\n";
   s += ReportBody(d, "", 2);
-  return s + PageEnd("Every number on this page is in the JSON report at the pointer in its data-json attribute.");
+  return s +
+         PageEnd(
+             "Every number on this page is in the JSON report at the pointer in its data-json attribute.");
 }
 
 std::string FormatCompareHtml(const json& doc) {
   if (!doc.is_object()) ThrowInvalid("the compare document to format as HTML is not a JSON object");
   const Doc d(doc);
-  const std::string title = std::string("compress ") + (d.Text("/command") == "auto" ? "auto" : "compare") + ": " +
-                            Esc(d.Text("/model/path", "model"));
-  std::string s = PageStart(title) + CompareHeader(d) + CompareCharts(d) + CompareTable(d) + CompareReports(d);
+  const std::string title = std::string("compress ") + (d.Text("/command") == "auto" ? "auto" : "compare") +
+                            ": " + Esc(d.Text("/model/path", "model"));
+  std::string s =
+      PageStart(title) + CompareHeader(d) + CompareCharts(d) + CompareTable(d) + CompareReports(d);
   if (d.NumAt("/timings/total_seconds")) {
     s += "<p>Total run time " + d.N("/timings/total_seconds", "fixed2") + " s.</p>\n";
   }
-  return s + PageEnd("Every number on this page is in the JSON document at the pointer in its data-json attribute.");
+  return s +
+         PageEnd(
+             "Every number on this page is in the JSON document at the pointer in its data-json attribute.");
 }
 
 }  // namespace compress

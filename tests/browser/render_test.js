@@ -93,7 +93,9 @@ function compressReport(args, tmp, name, model, options) {
   const out = path.join(tmp, name + '.onnx');
   const report = path.join(tmp, name + '.json');
   const r = run([args.compress, model, '-o', out, '--report', report, '-q', ...options]);
-  if (r.status !== 0) throw new Error('compress ' + options.join(' ') + ' exited ' + r.status + ': ' + r.stderr);
+  if (r.status !== 0) {
+    throw new Error('compress ' + options.join(' ') + ' exited ' + r.status + ': ' + r.stderr);
+  }
   return JSON.parse(fs.readFileSync(report, 'utf8'));
 }
 
@@ -118,7 +120,8 @@ function markPareto(doc, x, flag, list) {
   doc.pareto[list] = [];
   const ok = doc.rows.filter((r) => r.status === 'ok');
   for (const a of ok) {
-    const dominated = ok.some((b) => b !== a && b[x] <= a[x] && b.top1 >= a.top1 && (b[x] < a[x] || b.top1 > a.top1));
+    const dominated = ok.some((b) =>
+      b !== a && b[x] <= a[x] && b.top1 >= a.top1 && (b[x] < a[x] || b.top1 > a.top1));
     a[flag] = !dominated;
     if (!dominated) doc.pareto[list].push(a.recipe);
   }
@@ -134,9 +137,13 @@ function compareDoc(reports, calib) {
     schema: 'compress.compare/1', command: 'auto', tool: base.tool, model,
     baseline: { top1: base.evaluation.top1_before, ms_per_sample: base.timings.latency.before_ms_per_sample },
     data: {
-      calib: { dir: calib, sha256: base.calibration.data_sha256, samples: base.calibration.samples,
-               calibration_runs: 1, note: 'statistics of the original model (after clean-up), shared by every recipe' },
-      eval: { dir: calib, sha256: base.evaluation.data_sha256, samples: base.evaluation.samples, labelled: true },
+      calib: {
+        dir: calib, sha256: base.calibration.data_sha256, samples: base.calibration.samples, calibration_runs: 1,
+        note: 'statistics of the original model (after clean-up), shared by every recipe',
+      },
+      eval: {
+        dir: calib, sha256: base.evaluation.data_sha256, samples: base.evaluation.samples, labelled: true,
+      },
       finetune: { dir: calib, samples: 256, teacher_runs: 1 },
     },
     gate: { metric: 'top1_drop_pts', threshold: 5 },
@@ -281,7 +288,9 @@ function render(chromium, tmp, htmlPath, name, height) {
   } catch (e) {
     fail(`${name}: cannot read Chromium's net log ${netlog}: ${e.message}`);
   }
-  return { status: r.status, signal: r.signal, seconds: r.seconds, stderr: r.stderr, consoleLines, requests, png };
+  return {
+    status: r.status, signal: r.signal, seconds: r.seconds, stderr: r.stderr, consoleLines, requests, png,
+  };
 }
 
 // No URL, script or anything that loads a resource in the file itself (the JSON given here holds none).
@@ -309,13 +318,15 @@ function main() {
   try {
     // The canary: both detectors must see its faults.
     const canary = path.join(tmp, 'canary.html');
-    fs.writeFileSync(canary, '<!doctype html><html><head><meta charset="utf-8"><title>canary</title></head><body>' +
+    fs.writeFileSync(canary,
+      '<!doctype html><html><head><meta charset="utf-8"><title>canary</title></head><body>' +
       '<h1>canary</h1><img src="http://compress-canary.invalid/x.png" alt="">' +
       '<script>console.error("canary console error"); notDefinedAnywhere();</script></body></html>');
     const c = render(chromium, tmp, canary, 'canary', 400);
     check(c.consoleLines.some((l) => l.includes('canary console error')),
       'the console detector missed the canary\'s console.error; Chromium printed:\n' + c.stderr);
-    check(c.consoleLines.some((l) => l.includes('Uncaught')), 'the console detector missed the canary\'s exception');
+    check(c.consoleLines.some((l) => l.includes('Uncaught')),
+      'the console detector missed the canary\'s exception');
     check(c.requests !== null && c.requests.some((u) => u.includes('compress-canary.invalid')),
       'the network detector missed the canary\'s image request: ' + JSON.stringify(c.requests));
     console.log(`canary: ${c.consoleLines.length} console lines and ${c.requests ? c.requests.length : 0} page ` +
@@ -339,19 +350,31 @@ function main() {
 
     const pages = [
       // name, JSON, colours that must be painted: the chart's bars (≥ 30 dB green, identical layers blue).
-      { name: 'report', json: 'int8.json', colours: { '#2e7d32': 'SQNR bars of 30 dB or more', '#1565c0': 'bars of identical layers' } },
+      {
+        name: 'report', json: 'int8.json',
+        colours: { '#2e7d32': 'SQNR bars of 30 dB or more', '#1565c0': 'bars of identical layers' },
+      },
       { name: 'finetune', json: 'finetune.json', colours: { '#c62828': 'SQNR bars below 20 dB' } },
-      { name: 'compare', json: 'compare.json', colours: { '#1565c0': 'Pareto points and line', '#e65100': 'the chosen recipe', '#9e9e9e': 'dominated points', '#212121': 'the original model' } },
+      {
+        name: 'compare', json: 'compare.json',
+        colours: {
+          '#1565c0': 'Pareto points and line', '#e65100': 'the chosen recipe', '#9e9e9e': 'dominated points',
+          '#212121': 'the original model',
+        },
+      },
     ];
     for (const page of pages) {
       const html = path.join(tmp, page.name + '.html');
       const t = run([args['html-tool'], path.join(tmp, page.json), html]);
-      if (!check(t.status === 0, `${page.name}: compress_html_tool exited ${t.status}: ${t.stderr}`)) continue;
+      if (!check(t.status === 0, `${page.name}: compress_html_tool exited ${t.status}: ${t.stderr}`)) {
+        continue;
+      }
       staticChecks(page.name, fs.readFileSync(html, 'utf8'));
       const r = render(chromium, tmp, html, page.name, 2000);
       check(r.status === 0, `${page.name}: Chromium exited ${r.status} (signal ${r.signal}):\n${r.stderr}`);
       check(r.consoleLines.length === 0, `${page.name}: console messages:\n${r.consoleLines.join('\n')}`);
-      check(r.requests !== null && r.requests.length === 0, `${page.name}: network requests: ${JSON.stringify(r.requests)}`);
+      check(r.requests !== null && r.requests.length === 0,
+        `${page.name}: network requests: ${JSON.stringify(r.requests)}`);
       if (!check(fs.existsSync(r.png), `${page.name}: no screenshot`)) continue;
       const img = decodePng(fs.readFileSync(r.png));
       check(img.width === 1280 && img.height === 2000, `${page.name}: screenshot ${img.width}x${img.height}`);
@@ -359,15 +382,18 @@ function main() {
       // Distinct colours covering at least 50 pixels each: text antialiasing alone gives greys; the charts
       // and badges add real colours.
       const colours = [...s.counts.values()].filter((n) => n >= 50).length;
-      check(s.nonBackground >= 0.03, `${page.name}: only ${(s.nonBackground * 100).toFixed(2)}% of the pixels differ from the background`);
+      check(s.nonBackground >= 0.03,
+        `${page.name}: only ${(s.nonBackground * 100).toFixed(2)}% of the pixels differ from the background`);
       check(hex(s.background) === '#ffffff', `${page.name}: background ${hex(s.background)}`);
       check(colours >= 8, `${page.name}: only ${colours} colours cover 50 pixels or more`);
       for (const [colour, what] of Object.entries(page.colours)) {
         const n = s.counts.get(parseInt(colour.slice(1), 16)) || 0;
         check(n >= 100, `${page.name}: ${what} (${colour}) cover ${n} pixels`);
       }
+      const painted = Object.keys(page.colours)
+        .map((k) => k + ' ' + (s.counts.get(parseInt(k.slice(1), 16)) || 0)).join(', ');
       console.log(`${page.name}: ${(s.nonBackground * 100).toFixed(1)}% non-background pixels, ${colours} colours ` +
-                  `of 50+ pixels, chart colours ${Object.keys(page.colours).map((k) => k + ' ' + (s.counts.get(parseInt(k.slice(1), 16)) || 0)).join(', ')} ` +
+                  `of 50+ pixels, chart colours ${painted} ` +
                   `(${r.seconds.toFixed(1)} s in Chromium)`);
     }
   } catch (e) {
@@ -376,7 +402,9 @@ function main() {
     if (args.keep) {
       fs.mkdirSync(args.keep, { recursive: true });
       for (const f of fs.readdirSync(tmp)) {
-        if (/\.(html|png|json)$/.test(f) && !f.includes('netlog')) fs.copyFileSync(path.join(tmp, f), path.join(args.keep, f));
+        if (/\.(html|png|json)$/.test(f) && !f.includes('netlog')) {
+          fs.copyFileSync(path.join(tmp, f), path.join(args.keep, f));
+        }
       }
     }
     fs.rmSync(tmp, { recursive: true, force: true });

@@ -5,6 +5,7 @@
 // documented formats.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -60,9 +61,9 @@ std::string Unescape(const std::string& s) {
 }
 
 struct Tag {
-  std::string name;  // lower case; "/name" for an end tag
+  std::string name;                          // lower case; "/name" for an end tag
   std::map<std::string, std::string> attrs;  // unescaped values
-  size_t end = 0;    // just past '>'
+  size_t end = 0;                            // just past '>'
 };
 
 // Every tag of `html` in order (the doctype, comments and the contents of <style> skipped).
@@ -82,7 +83,8 @@ std::vector<Tag> ScanTags(const std::string& html) {
     Tag t;
     size_t j = i + 1;
     if (j < html.size() && html[j] == '/') t.name = "/", ++j;
-    while (j < html.size() && !isspace(static_cast<unsigned char>(html[j])) && html[j] != '>' && html[j] != '/') {
+    while (j < html.size() && !isspace(static_cast<unsigned char>(html[j])) && html[j] != '>' &&
+           html[j] != '/') {
       t.name += static_cast<char>(tolower(static_cast<unsigned char>(html[j++])));
     }
     while (j < html.size() && html[j] != '>') {
@@ -91,7 +93,8 @@ std::vector<Tag> ScanTags(const std::string& html) {
         continue;
       }
       std::string name;
-      while (j < html.size() && !isspace(static_cast<unsigned char>(html[j])) && html[j] != '=' && html[j] != '>') {
+      while (j < html.size() && !isspace(static_cast<unsigned char>(html[j])) && html[j] != '=' &&
+             html[j] != '>') {
         name += html[j++];
       }
       std::string value;
@@ -173,19 +176,47 @@ std::string Expected(const json& v, const std::string& fmt, std::string* title) 
 
 // The tags a page may hold: anything else came from an unescaped string.
 const std::set<std::string> kAllowedTags = {
-    "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "h4", "h5", "h6", "p", "div", "span",
-    "code", "small", "table", "tr", "th", "td", "section", "footer", "svg", "g", "line", "text", "tspan", "rect",
-    "circle", "polyline", "polygon", "details", "summary", "ul", "ol", "li", "b", "i", "br"};
+    "html",     "head",    "meta",    "title",   "style", "body", "h1",    "h2",    "h3",   "h4",
+    "h5",       "h6",      "p",       "div",     "span",  "code", "small", "table", "tr",   "th",
+    "td",       "section", "footer",  "svg",     "g",     "line", "text",  "tspan", "rect", "circle",
+    "polyline", "polygon", "details", "summary", "ul",    "ol",   "li",    "b",     "i",    "br"};
 
-const std::set<std::string> kAllowedAttributes = {
-    "class", "title", "data-json", "data-format", "data-row", "style", "lang", "charset", "content", "role",
-    "aria-label", "viewBox", "width", "height", "x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "r", "fill",
-    "stroke", "stroke-width", "stroke-dasharray", "points", "text-anchor", "transform", "colspan"};
+const std::set<std::string> kAllowedAttributes = {"class",
+                                                  "title",
+                                                  "data-json",
+                                                  "data-format",
+                                                  "data-row",
+                                                  "style",
+                                                  "lang",
+                                                  "charset",
+                                                  "content",
+                                                  "role",
+                                                  "aria-label",
+                                                  "viewBox",
+                                                  "width",
+                                                  "height",
+                                                  "x",
+                                                  "y",
+                                                  "x1",
+                                                  "y1",
+                                                  "x2",
+                                                  "y2",
+                                                  "cx",
+                                                  "cy",
+                                                  "r",
+                                                  "fill",
+                                                  "stroke",
+                                                  "stroke-width",
+                                                  "stroke-dasharray",
+                                                  "points",
+                                                  "text-anchor",
+                                                  "transform",
+                                                  "colspan"};
 
 struct Checked {
-  size_t numbers = 0;                // elements with data-json
+  size_t numbers = 0;  // elements with data-json
   std::multiset<std::string> pointers;
-  std::map<std::string, std::string> text_of;  // pointer -> text (last seen)
+  std::map<std::string, std::string> text_of;            // pointer -> text (last seen)
   std::map<std::string, std::set<std::string>> tags_of;  // pointer -> names of the tags carrying it
 };
 
@@ -230,12 +261,23 @@ std::string EscapeHtml(const std::string& s) {
   std::string out;
   for (const char ch : s) {
     switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += ch;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += ch;
     }
   }
   return out;
@@ -323,11 +365,11 @@ void CheckSelfContained(const std::string& html, const json& doc) {
   std::vector<std::string> texts;
   SplitMarkup(html, &markup, &texts);
   markup = Lower(markup);
-  for (const char* bad : {"http:", "https:", "//", "<script", "xmlns", "url(", "src=", "href=", "@import", "<link",
-                          "<img", "<iframe", "<object", "<embed", "<base", "javascript:", "data:"}) {
+  for (const char* bad : {"http:", "https:", "//", "<script", "xmlns", "url(", "src=", "href=", "@import",
+                          "<link", "<img", "<iframe", "<object", "<embed", "<base", "javascript:", "data:"}) {
     const size_t at = markup.find(bad);
-    EXPECT_EQ(at, std::string::npos) << "found " << bad << " in the markup near: "
-                                     << markup.substr(at > 80 ? at - 80 : 0, 160);
+    EXPECT_EQ(at, std::string::npos) << "found " << bad
+                                     << " in the markup near: " << markup.substr(at > 80 ? at - 80 : 0, 160);
   }
   std::vector<std::string> strings;
   CollectStrings(doc, &strings);
@@ -336,7 +378,8 @@ void CheckSelfContained(const std::string& html, const json& doc) {
   for (std::string text : texts) {
     for (const auto& s : strings) {
       if (s.size() < 2) continue;
-      for (size_t pos = text.find(s); pos != std::string::npos; pos = text.find(s, pos)) text.erase(pos, s.size());
+      for (size_t pos = text.find(s); pos != std::string::npos; pos = text.find(s, pos))
+        text.erase(pos, s.size());
     }
     text = Lower(text);
     for (const char* bad : {"http:", "https:", "//", "<script", "javascript:"}) {
@@ -363,33 +406,60 @@ json RunReport(const std::string& model, const std::vector<std::string>& options
 // A node name and value name with every character HTML gives a meaning to.
 const char* const kHostile = "a<b&\"c'";
 
-struct Reports {
-  json int8;           // CNN --int8 with calibration, evaluation and a top-1 gate: per-layer SQNR
-  json fallback;       // CNN --int8 with an agreement gate that only the float fallback meets
-  json finetune;       // CNN --prune 0.5 --finetune (3 epochs): pruning table and loss per epoch
-  json prune;          // CNN --prune 0.5 with evaluation
-  json fp16_cnn;       // CNN --fp16 with evaluation
-  json low_rank;       // MLP --low-rank 0.5: the low-rank table
-  json fp16;           // MLP --fp16 without data: no accuracy, no layers, no gate
-  json hostile;        // CNN whose first Conv node and its output are named kHostile, pruned
-  json heads;          // ViT --prune-channels 0.5: channels and attention heads per layer
-};
+// Each report is made once per test process, when a test first asks for it: ctest runs every test in a
+// process of its own, so a test runs only the compress runs it needs (a few tenths of a second each).
 
-const Reports& Real() {
-  static const Reports reports = [] {
-    Reports r;
-    const std::string cnn = SourcePath("models/cnn.onnx"), mlp = SourcePath("models/mlp.onnx");
-    r.int8 = RunReport(cnn, {"--int8", "--calib", Calib(), "--eval", Calib(), "--max-accuracy-drop", "5"});
-    r.fallback = RunReport(cnn, {"--int8", "--calib", Calib(), "--eval", Calib(), "--min-agreement", "1",
-                                 "--auto-fallback"});
-    r.finetune = RunReport(cnn, {"--prune", "0.5", "--finetune", Calib(), "--epochs", "3", "--eval", Calib()});
-    r.prune = RunReport(cnn, {"--prune", "0.5", "--eval", Calib()});
-    r.fp16_cnn = RunReport(cnn, {"--fp16", "--eval", Calib()});
-    r.low_rank = RunReport(mlp, {"--low-rank", "0.5", "--calib", Calib(), "--eval", Calib()});
-    r.fp16 = RunReport(mlp, {"--fp16"});
-    r.heads = RunReport(SourcePath("models/vit.onnx"), {"--prune-channels", "0.5", "--eval", Calib()});
+std::string Cnn() { return SourcePath("models/cnn.onnx"); }
+
+// CNN --int8 with calibration, evaluation and a top-1 gate: per-layer SQNR.
+const json& Int8() {
+  static const json report =
+      RunReport(Cnn(), {"--int8", "--calib", Calib(), "--eval", Calib(), "--max-accuracy-drop", "5"});
+  return report;
+}
+// CNN --int8 with an agreement gate that only the float fallback meets.
+const json& Fallback() {
+  static const json report = RunReport(
+      Cnn(), {"--int8", "--calib", Calib(), "--eval", Calib(), "--min-agreement", "1", "--auto-fallback"});
+  return report;
+}
+// CNN --prune 0.5 --finetune (2 epochs): pruning table and loss per epoch.
+const json& Finetune() {
+  static const json report =
+      RunReport(Cnn(), {"--prune", "0.5", "--finetune", Calib(), "--epochs", "2", "--eval", Calib()});
+  return report;
+}
+const json& Prune() {
+  static const json report = RunReport(Cnn(), {"--prune", "0.5", "--eval", Calib()});
+  return report;
+}
+const json& Fp16Cnn() {
+  static const json report = RunReport(Cnn(), {"--fp16", "--eval", Calib()});
+  return report;
+}
+// MLP --low-rank 0.5: the low-rank table.
+const json& LowRank() {
+  static const json report =
+      RunReport(SourcePath("models/mlp.onnx"), {"--low-rank", "0.5", "--calib", Calib(), "--eval", Calib()});
+  return report;
+}
+// MLP --fp16 without data: no accuracy, no layers, no gate.
+const json& Fp16NoData() {
+  static const json report = RunReport(SourcePath("models/mlp.onnx"), {"--fp16"});
+  return report;
+}
+// ViT --prune-channels 0.5: channels and attention heads per layer.
+const json& Heads() {
+  static const json report =
+      RunReport(SourcePath("models/vit.onnx"), {"--prune-channels", "0.5", "--eval", Calib()});
+  return report;
+}
+
+// The CNN with its first Conv node named kHostile and that node's output kHostile + "_out", pruned.
+const json& Hostile() {
+  static const json report = [] {
     TempDir dir;
-    Model m = LoadModel(cnn);
+    Model m = LoadModel(Cnn());
     Node& first = m.graph.nodes.front();
     const std::string old_value = first.outputs.at(0);
     const std::string new_value = std::string(kHostile) + "_out";
@@ -404,10 +474,9 @@ const Reports& Real() {
       if (vi.name == old_value) vi.name = new_value;
     }
     SaveModel(m, dir / "hostile.onnx");
-    r.hostile = RunReport(dir / "hostile.onnx", {"--prune", "0.5", "--eval", Calib()});
-    return r;
+    return RunReport(dir / "hostile.onnx", {"--prune", "0.5", "--eval", Calib()});
   }();
-  return reports;
+  return report;
 }
 
 std::string TextAt(const Checked& c, const std::string& ptr) {
@@ -417,24 +486,22 @@ std::string TextAt(const Checked& c, const std::string& ptr) {
 
 std::string Pct2(double v) { return Printf(false, 2, v * 100) + "%"; }
 
-// ---------------------------------------------------------------------------------------------------
-
-TEST(ReportHtml, EveryNumberMatchesTheJsonReport) {
-  const Reports& r = Real();
-  for (const json* rep : {&r.int8, &r.fallback, &r.finetune, &r.prune, &r.fp16_cnn, &r.low_rank, &r.fp16, &r.hostile,
-                          &r.heads}) {
-    ASSERT_EQ(rep->value("schema", ""), "compress.report/1");
-    const std::string html = FormatReportHtml(*rep);
-    CheckSelfContained(html, *rep);
-    const Checked c = CheckNumbers(html, *rep);
-    EXPECT_GT(c.numbers, 60u);
-  }
+// The page of a real report, checked: self-contained, and every number its JSON value.
+Checked CheckedPage(const json& rep, std::string* html) {
+  EXPECT_EQ(rep.value("schema", ""), "compress.report/1");
+  *html = FormatReportHtml(rep);
+  CheckSelfContained(*html, rep);
+  Checked c = CheckNumbers(*html, rep);
+  EXPECT_GT(c.numbers, 60u);
+  return c;
 }
 
+// ---------------------------------------------------------------------------------------------------
+
 TEST(ReportHtml, KeyFiguresOfAnInt8Run) {
-  const json& rep = Real().int8;
-  const std::string html = FormatReportHtml(rep);
-  const Checked c = CheckNumbers(html, rep);
+  const json& rep = Int8();
+  std::string html;
+  const Checked c = CheckedPage(rep, &html);
   ASSERT_TRUE(rep["evaluation"].is_object());
   EXPECT_EQ(TextAt(c, "/evaluation/top1_before"), Pct2(rep["evaluation"]["top1_before"].get<double>()));
   EXPECT_EQ(TextAt(c, "/evaluation/top1_after"), Pct2(rep["evaluation"]["top1_after"].get<double>()));
@@ -453,7 +520,8 @@ TEST(ReportHtml, KeyFiguresOfAnInt8Run) {
   for (size_t i = 0; i < rep["layers"].size(); ++i) {
     const std::string p = "/layers/" + std::to_string(i) + "/sqnr_db";
     EXPECT_EQ(c.pointers.count(p), 1u) << p;
-    EXPECT_EQ(c.tags_of.count(p) ? c.tags_of.at(p) : std::set<std::string>(), std::set<std::string>{"text"}) << p;
+    EXPECT_EQ(c.tags_of.count(p) ? c.tags_of.at(p) : std::set<std::string>(), std::set<std::string>{"text"})
+        << p;
     EXPECT_TRUE(Has(html, ">" + EscapeHtml(rep["layers"][i]["name"].get<std::string>()) + "</text>"));
     infinite += rep["layers"][i]["sqnr_db"].is_null();
   }
@@ -475,75 +543,80 @@ TEST(ReportHtml, KeyFiguresOfAnInt8Run) {
   EXPECT_EQ(Count(html, "<svg"), 1u);
 }
 
-TEST(ReportHtml, FallbackPruningLowRankAndTraining) {
-  const Reports& r = Real();
-  {
-    const json& rep = r.fallback;
-    ASSERT_TRUE(rep["gate"].is_object());
-    ASSERT_FALSE(rep["gate"]["kept_in_float"].empty());
-    const Checked c = CheckNumbers(FormatReportHtml(rep), rep);
-    for (size_t i = 0; i < rep["gate"]["kept_in_float"].size(); ++i) {
-      EXPECT_TRUE(c.pointers.count("/gate/kept_in_float/" + std::to_string(i) + "/sqnr_db_alone_in_float"));
+TEST(ReportHtml, FallbackKeptInFloat) {
+  const json& rep = Fallback();
+  ASSERT_TRUE(rep["gate"].is_object());
+  ASSERT_FALSE(rep["gate"]["kept_in_float"].empty());
+  std::string html;
+  const Checked c = CheckedPage(rep, &html);
+  for (size_t i = 0; i < rep["gate"]["kept_in_float"].size(); ++i) {
+    EXPECT_TRUE(c.pointers.count("/gate/kept_in_float/" + std::to_string(i) + "/sqnr_db_alone_in_float"));
+  }
+}
+
+TEST(ReportHtml, PruningAndTrainingLoss) {
+  const json& rep = Finetune();
+  std::string html;
+  const Checked c = CheckedPage(rep, &html);
+  ASSERT_FALSE(rep["pruning"].empty());
+  for (size_t i = 0; i < rep["pruning"].size(); ++i) {
+    const std::string p = "/pruning/" + std::to_string(i);
+    EXPECT_TRUE(c.pointers.count(p + "/sparsity_after")) << p;
+    EXPECT_TRUE(Has(html, "<code>" + EscapeHtml(rep["pruning"][i]["node"].get<std::string>()) + "</code>"));
+  }
+  ASSERT_EQ(rep["training"].size(), 1u);
+  ASSERT_EQ(rep["training"][0]["epochs"].size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    const std::string p = "/training/0/epochs/" + std::to_string(e) + "/loss";
+    EXPECT_EQ(c.pointers.count(p), 2u) << p;  // the chart's point label and the table
+    EXPECT_EQ(c.tags_of.count(p) ? c.tags_of.at(p) : std::set<std::string>(),
+              (std::set<std::string>{"span", "text"}))
+        << p;
+  }
+  EXPECT_EQ(Count(html, "<polyline"), 1u);  // the loss line
+  EXPECT_EQ(Count(html, "<svg"), 2u);       // with the per-layer SQNR
+}
+
+TEST(ReportHtml, ChannelsAndHeads) {
+  const json& rep = Heads();
+  std::string html;
+  const Checked c = CheckedPage(rep, &html);
+  size_t heads = 0;
+  ASSERT_FALSE(rep["pruning"].empty());
+  for (size_t i = 0; i < rep["pruning"].size(); ++i) {
+    const std::string p = "/pruning/" + std::to_string(i);
+    EXPECT_TRUE(c.pointers.count(p + "/channels_after")) << p;
+    if (rep["pruning"][i].contains("heads_after")) {
+      ++heads;
+      EXPECT_TRUE(c.pointers.count(p + "/heads_before")) << p;
+      EXPECT_TRUE(c.pointers.count(p + "/heads_after")) << p;
     }
   }
-  {
-    const json& rep = r.finetune;
-    const std::string html = FormatReportHtml(rep);
-    const Checked c = CheckNumbers(html, rep);
-    ASSERT_FALSE(rep["pruning"].empty());
-    for (size_t i = 0; i < rep["pruning"].size(); ++i) {
-      const std::string p = "/pruning/" + std::to_string(i);
-      EXPECT_TRUE(c.pointers.count(p + "/sparsity_after")) << p;
-      EXPECT_TRUE(Has(html, "<code>" + EscapeHtml(rep["pruning"][i]["node"].get<std::string>()) + "</code>"));
-    }
-    ASSERT_EQ(rep["training"].size(), 1u);
-    ASSERT_EQ(rep["training"][0]["epochs"].size(), 3u);
-    for (size_t e = 0; e < 3; ++e) {
-      const std::string p = "/training/0/epochs/" + std::to_string(e) + "/loss";
-      EXPECT_EQ(c.pointers.count(p), 2u) << p;  // the chart's point label and the table
-      EXPECT_EQ(c.tags_of.count(p) ? c.tags_of.at(p) : std::set<std::string>(), (std::set<std::string>{"span", "text"}))
-          << p;
-    }
-    EXPECT_EQ(Count(html, "<polyline"), 1u);  // the loss line
-    EXPECT_EQ(Count(html, "<svg"), 2u);       // with the per-layer SQNR
-  }
-  {
-    const json& rep = r.heads;
-    const Checked c = CheckNumbers(FormatReportHtml(rep), rep);
-    size_t heads = 0;
-    for (size_t i = 0; i < rep["pruning"].size(); ++i) {
-      const std::string p = "/pruning/" + std::to_string(i);
-      EXPECT_TRUE(c.pointers.count(p + "/channels_after")) << p;
-      if (rep["pruning"][i].contains("heads_after")) {
-        ++heads;
-        EXPECT_TRUE(c.pointers.count(p + "/heads_before")) << p;
-        EXPECT_TRUE(c.pointers.count(p + "/heads_after")) << p;
-      }
-    }
-    EXPECT_GT(heads, 0u);
-  }
-  {
-    const json& rep = r.low_rank;
-    const Checked c = CheckNumbers(FormatReportHtml(rep), rep);
-    ASSERT_FALSE(rep["low_rank"].empty());
-    for (size_t i = 0; i < rep["low_rank"].size(); ++i) {
-      const std::string p = "/low_rank/" + std::to_string(i);
-      EXPECT_TRUE(c.pointers.count(p + "/rank"));
-      EXPECT_TRUE(c.pointers.count(p + "/max_rank"));
-      EXPECT_TRUE(c.pointers.count(p + "/shape/1"));
-      EXPECT_TRUE(c.pointers.count(p + "/sqnr_db"));
-      EXPECT_TRUE(c.pointers.count(p + "/params_after"));
-    }
+  EXPECT_GT(heads, 0u);
+}
+
+TEST(ReportHtml, LowRankTable) {
+  const json& rep = LowRank();
+  std::string html;
+  const Checked c = CheckedPage(rep, &html);
+  ASSERT_FALSE(rep["low_rank"].empty());
+  for (size_t i = 0; i < rep["low_rank"].size(); ++i) {
+    const std::string p = "/low_rank/" + std::to_string(i);
+    EXPECT_TRUE(c.pointers.count(p + "/rank"));
+    EXPECT_TRUE(c.pointers.count(p + "/max_rank"));
+    EXPECT_TRUE(c.pointers.count(p + "/shape/1"));
+    EXPECT_TRUE(c.pointers.count(p + "/sqnr_db"));
+    EXPECT_TRUE(c.pointers.count(p + "/params_after"));
   }
 }
 
 TEST(ReportHtml, SectionsWithoutDataAreLeftOut) {
-  const json& rep = Real().fp16;
+  const json& rep = Fp16NoData();
   ASSERT_TRUE(rep["evaluation"].is_null());
-  const std::string html = FormatReportHtml(rep);
-  const Checked c = CheckNumbers(html, rep);
-  for (const char* absent : {"Accuracy and fidelity", "Accuracy gate", "Per-layer SQNR", "Pruning", "Low-rank",
-                             "Fine-tuning", "Calibration", "<svg", "top-1"}) {
+  std::string html;
+  const Checked c = CheckedPage(rep, &html);
+  for (const char* absent : {"Accuracy and fidelity", "Accuracy gate", "Per-layer SQNR", "Pruning",
+                             "Low-rank", "Fine-tuning", "Calibration", "<svg", "top-1"}) {
     EXPECT_FALSE(Has(html, absent)) << absent;
   }
   // The precision table shows every weight's dtype change.
@@ -558,7 +631,7 @@ TEST(ReportHtml, SectionsWithoutDataAreLeftOut) {
 }
 
 TEST(ReportHtml, EveryStringIsEscaped) {
-  const json& rep = Real().hostile;
+  const json& rep = Hostile();
   // The real run carries the names through: a pruned layer and a per-layer SQNR row.
   bool in_pruning = false, in_layers = false;
   for (const auto& row : rep["pruning"]) in_pruning |= row["node"] == kHostile;
@@ -573,7 +646,7 @@ TEST(ReportHtml, EveryStringIsEscaped) {
   CheckSelfContained(html, rep);
 
   // Strings everywhere else, keys with '/' and '~' (escaped in the pointers), invalid UTF-8 and controls.
-  json evil = Real().int8;
+  json evil = Hostile();
   const std::string script = "<script>alert(\"x\")</script>";
   evil["recipe"]["name"] = script;
   evil["output"]["path"] = "out/" + script + ".onnx";
@@ -597,8 +670,60 @@ TEST(ReportHtml, EveryStringIsEscaped) {
   EXPECT_TRUE(c.pointers.count("/passes/0/counters/x~1y"));
 }
 
+// Values at the edges of the formats and charts, in a hand-made report.
+// A hand-made report with values at the edges of the formats and charts.
+json EdgeReport() {
+  return json::parse(R"({
+    "schema": "compress.report/1", "recipe": {"name": "edge", "optimize": false, "passes": []},
+    "input": {"path": "in.onnx", "bytes": 5368709120}, "output": {"path": "out.onnx", "bytes": 1023,
+      "checker": {"ok": false, "message": "bad <graph>"}},
+    "size_ratio": 5248005.0,
+    "parameters": {"before": {"total": 0, "bytes": 0, "by_dtype": {}},
+                   "after": {"total": 18446744073709551615, "bytes": 1024,
+                             "by_dtype": {"int4": {"parameters": -3, "bytes": 1024}}}},
+    "evaluation": {"data": "d", "samples": 3, "labelled": false, "top1_before": null, "top1_after": null,
+                   "top1_change_pts": null, "agreement": 0.0, "cosine_similarity": -0.5, "sqnr_db": null,
+                   "max_abs_error": 1e-12},
+    "layers": [{"name": "neg", "op_type": "Conv", "sqnr_db": -3.5},
+               {"name": "same", "op_type": "Relu", "sqnr_db": null},
+               {"name": "x", "op_type": "Add", "sqnr_db": 12}],
+    "training": [{"pass_index": 2, "epochs": [{"epoch": 1, "loss": 0.25}]}],
+    "gate": {"metric": "agreement", "value": 0.0, "threshold": 0.99, "margin": -0.99, "passed": false}
+  })");
+}
+
+TEST(ReportHtml, EdgeValues) {
+  json rep = EdgeReport();
+  const std::string html = FormatReportHtml(rep);
+  CheckSelfContained(html, rep);
+  const Checked c = CheckNumbers(html, rep);
+  EXPECT_EQ(TextAt(c, "/input/bytes"), "5.0 GiB");
+  EXPECT_EQ(TextAt(c, "/output/bytes"), "1023 B");
+  EXPECT_EQ(TextAt(c, "/parameters/after/bytes"), "1.0 KiB");
+  EXPECT_EQ(TextAt(c, "/parameters/after/total"), "18,446,744,073,709,551,615");
+  EXPECT_EQ(TextAt(c, "/parameters/after/by_dtype/int4/parameters"), "-3");
+  EXPECT_EQ(TextAt(c, "/layers/0/sqnr_db"), "-3.5 dB");
+  EXPECT_EQ(TextAt(c, "/layers/1/sqnr_db"), "∞ dB");
+  EXPECT_EQ(TextAt(c, "/evaluation/sqnr_db"), "∞ dB");
+  EXPECT_EQ(TextAt(c, "/evaluation/max_abs_error"), "0.0000");
+  EXPECT_EQ(TextAt(c, "/gate/margin"), "-0.9900");
+  EXPECT_TRUE(Has(html, ">FAILED<"));
+  EXPECT_TRUE(Has(html, "fails</span> bad &lt;graph&gt;"));
+  // Without labels, no top-1 rows; one epoch is a point without a line.
+  EXPECT_FALSE(Has(html, "top-1 before"));
+  EXPECT_EQ(c.pointers.count("/training/0/epochs/0/loss"), 2u);
+  EXPECT_EQ(Count(html, "<polyline"), 0u);
+  // A value of the wrong kind is a dash, not a number.
+  rep["output"]["bytes"] = "many";
+  rep["layers"][2]["sqnr_db"] = "high";
+  const std::string odd = FormatReportHtml(rep);
+  const Checked o = CheckNumbers(odd, rep);
+  EXPECT_FALSE(o.pointers.count("/output/bytes"));
+  EXPECT_FALSE(o.pointers.count("/layers/2/sqnr_db"));
+}
+
 TEST(ReportHtml, SameJsonSameBytes) {
-  const json& rep = Real().finetune;
+  const json& rep = LowRank();
   const std::string a = FormatReportHtml(rep);
   EXPECT_EQ(a, FormatReportHtml(json::parse(rep.dump())));
   EXPECT_EQ(a, FormatReportHtml(rep));
@@ -611,7 +736,8 @@ TEST(ReportHtml, SameJsonSameBytes) {
 json RowFromReport(const std::string& recipe, const std::vector<std::string>& passes, const json& rep,
                    int64_t model_bytes, int64_t model_macs) {
   const json& e = rep["evaluation"];
-  const int64_t bytes = rep["output"]["bytes"].get<int64_t>(), macs = rep["macs"]["after"]["total"].get<int64_t>();
+  const int64_t bytes = rep["output"]["bytes"].get<int64_t>(),
+                macs = rep["macs"]["after"]["total"].get<int64_t>();
   json row = {{"recipe", recipe},
               {"source", "preset"},
               {"passes", passes},
@@ -643,7 +769,8 @@ json RowFromReport(const std::string& recipe, const std::vector<std::string>& pa
 
 // Marks the rows on the front of (x, accuracy): no other ok row at most as large and at least as accurate,
 // better in one.
-void MarkPareto(json* doc, const std::string& x, const std::string& y, const std::string& flag, const std::string& list) {
+void MarkPareto(json* doc, const std::string& x, const std::string& y, const std::string& flag,
+                const std::string& list) {
   json& rows = (*doc)["rows"];
   (*doc)["pareto"][list] = json::array();
   for (auto& a : rows) {
@@ -651,7 +778,8 @@ void MarkPareto(json* doc, const std::string& x, const std::string& y, const std
     bool dominated = false;
     for (const auto& b : rows) {
       if (&a == &b || b["status"] != "ok") continue;
-      const double ax = a[x].get<double>(), bx = b[x].get<double>(), ay = a[y].get<double>(), by = b[y].get<double>();
+      const double ax = a[x].get<double>(), bx = b[x].get<double>(), ay = a[y].get<double>(),
+                   by = b[y].get<double>();
       dominated |= bx <= ax && by >= ay && (bx < ax || by > ay);
     }
     a[flag] = !dominated;
@@ -660,8 +788,7 @@ void MarkPareto(json* doc, const std::string& x, const std::string& y, const std
 }
 
 json CompareDoc() {
-  const Reports& r = Real();
-  const json& base = r.int8;
+  const json& base = Int8();
   const int64_t model_bytes = base["input"]["bytes"].get<int64_t>();
   const int64_t model_macs = base["macs"]["before"]["total"].get<int64_t>();
   json doc = {{"schema", "compress.compare/1"},
@@ -683,8 +810,11 @@ json CompareDoc() {
                   {"samples", base["calibration"]["samples"]},
                   {"calibration_runs", 1},
                   {"note", "statistics of the original model (after clean-up), shared by every recipe"}}},
-                {"eval", {{"dir", Calib()}, {"sha256", base["evaluation"]["data_sha256"]},
-                          {"samples", base["evaluation"]["samples"]}, {"labelled", true}}},
+                {"eval",
+                 {{"dir", Calib()},
+                  {"sha256", base["evaluation"]["data_sha256"]},
+                  {"samples", base["evaluation"]["samples"]},
+                  {"labelled", true}}},
                 {"finetune", {{"dir", Calib()}, {"samples", 256}, {"teacher_runs", 1}}}}},
               {"gate", {{"metric", "top1_drop_pts"}, {"threshold", 5.0}}},
               {"objective", "size"},
@@ -693,19 +823,33 @@ json CompareDoc() {
               {"chosen", "int8"},
               {"stop_reason", "every candidate ran; the smallest that passes the gate is <int8> & final"},
               {"timings", {{"total_seconds", 4.25}}}};
-  doc["rows"].push_back(RowFromReport("int8", {"quantize"}, r.int8, model_bytes, model_macs));
-  doc["rows"].push_back(RowFromReport("fp16", {"fp16"}, r.fp16_cnn, model_bytes, model_macs));
-  doc["rows"].push_back(RowFromReport("pruned", {"prune"}, r.prune, model_bytes, model_macs));
-  doc["rows"].push_back(RowFromReport("recipes/pruned-finetuned.yaml", {"prune", "finetune"}, r.finetune,
+  doc["rows"].push_back(RowFromReport("int8", {"quantize"}, Int8(), model_bytes, model_macs));
+  doc["rows"].push_back(RowFromReport("fp16", {"fp16"}, Fp16Cnn(), model_bytes, model_macs));
+  doc["rows"].push_back(RowFromReport("pruned", {"prune"}, Prune(), model_bytes, model_macs));
+  doc["rows"].push_back(RowFromReport("recipes/pruned-finetuned.yaml", {"prune", "finetune"}, Finetune(),
                                       model_bytes, model_macs));
   doc["rows"][3]["source"] = "file";
-  json error = {{"recipe", "low-rank"},  {"source", "preset"},    {"passes", {"low_rank"}},
-                {"status", "error"},     {"output", nullptr},     {"bytes", nullptr},
-                {"zstd_bytes", nullptr}, {"size_ratio", nullptr}, {"parameters", nullptr},
-                {"macs", nullptr},       {"macs_ratio", nullptr}, {"top1", nullptr},
-                {"top1_change_pts", nullptr}, {"agreement", nullptr}, {"sqnr_db", nullptr},
-                {"sqnr_db_infinite", false}, {"ms_per_sample", nullptr}, {"gate", nullptr},
-                {"pareto_size", false},  {"pareto_macs", false},  {"chosen", false},
+  json error = {{"recipe", "low-rank"},
+                {"source", "preset"},
+                {"passes", {"low_rank"}},
+                {"status", "error"},
+                {"output", nullptr},
+                {"bytes", nullptr},
+                {"zstd_bytes", nullptr},
+                {"size_ratio", nullptr},
+                {"parameters", nullptr},
+                {"macs", nullptr},
+                {"macs_ratio", nullptr},
+                {"top1", nullptr},
+                {"top1_change_pts", nullptr},
+                {"agreement", nullptr},
+                {"sqnr_db", nullptr},
+                {"sqnr_db_infinite", false},
+                {"ms_per_sample", nullptr},
+                {"gate", nullptr},
+                {"pareto_size", false},
+                {"pareto_macs", false},
+                {"chosen", false},
                 {"skipped_reason", nullptr},
                 {"error", "low_rank: node \"/conv1<x>\" & friends: no weight of rank > 1"}};
   doc["rows"].push_back(error);
@@ -729,7 +873,8 @@ std::map<int, std::string> PointClasses(const std::string& html, const std::stri
   std::map<int, std::string> classes;
   const std::string chart = Chart(html, heading);
   for (const Tag& t : ScanTags(chart)) {
-    if (t.name == "g" && t.attrs.count("data-row")) classes[std::stoi(t.attrs.at("data-row"))] = t.attrs.at("class");
+    if (t.name == "g" && t.attrs.count("data-row"))
+      classes[std::stoi(t.attrs.at("data-row"))] = t.attrs.at("class");
   }
   size_t front = 0;
   for (const auto& [row, cls] : classes) front += Has(cls, "front");
@@ -757,8 +902,10 @@ TEST(CompareHtml, RowsChartsParetoChosenAndErrors) {
   }
   for (const auto& ptr : c.pointers) EXPECT_NE(ptr.rfind("/rows/4/", 0), 0u) << ptr;
   EXPECT_TRUE(Has(html, "<tr class=\"error\">"));
-  EXPECT_TRUE(Has(html, "<td class=\"err\" colspan=\"10\">low_rank: node &quot;/conv1&lt;x&gt;&quot; &amp; friends: "
-                        "no weight of rank &gt; 1</td>"));
+  EXPECT_TRUE(
+      Has(html,
+          "<td class=\"err\" colspan=\"10\">low_rank: node &quot;/conv1&lt;x&gt;&quot; &amp; friends: "
+          "no weight of rank &gt; 1</td>"));
   // The chosen row, highlighted in the table and ringed in both charts.
   EXPECT_EQ(Count(html, "<tr class=\"chosen\">"), 1u);
   EXPECT_TRUE(Has(html, "<td><code>int8</code> <span class=\"badge warn\">chosen</span>"));
@@ -784,7 +931,8 @@ TEST(CompareHtml, RowsChartsParetoChosenAndErrors) {
   EXPECT_TRUE(c.pointers.count("/model/bytes"));
   // The Pareto lists, the stop reason and the data.
   EXPECT_TRUE(Has(html, "Pareto front by size: "));
-  EXPECT_TRUE(Has(html, "every candidate ran; the smallest that passes the gate is &lt;int8&gt; &amp; final"));
+  EXPECT_TRUE(
+      Has(html, "every candidate ran; the smallest that passes the gate is &lt;int8&gt; &amp; final"));
   EXPECT_TRUE(c.pointers.count("/data/calib/samples"));
   EXPECT_TRUE(c.pointers.count("/timings/total_seconds"));
   EXPECT_EQ(html, FormatCompareHtml(json::parse(doc.dump())));
@@ -803,8 +951,11 @@ TEST(CompareHtml, WithoutLabelsAccuracyIsAgreement) {
     row["top1"] = nullptr;
     row["top1_change_pts"] = nullptr;
     row["chosen"] = false;
-    if (row["status"] == "ok") row["gate"] = {{"passed", true}, {"value", row["agreement"]}, {"threshold", 0.9},
-                                              {"margin", row["agreement"].get<double>() - 0.9}};
+    if (row["status"] == "ok")
+      row["gate"] = {{"passed", true},
+                     {"value", row["agreement"]},
+                     {"threshold", 0.9},
+                     {"margin", row["agreement"].get<double>() - 0.9}};
   }
   MarkPareto(&doc, "bytes", "agreement", "pareto_size", "size");
   MarkPareto(&doc, "macs", "agreement", "pareto_macs", "macs");
@@ -840,15 +991,28 @@ TEST(CompareHtml, WithoutLabelsAccuracyIsAgreement) {
 
 TEST(HtmlTool, WritesThePageTheSchemaAsks) {
   TempDir dir;
-  testing::WriteBytes(dir / "r.json", Real().int8.dump());
-  testing::WriteBytes(dir / "c.json", CompareDoc().dump());
+  // Small documents of both schemas (the pages themselves are checked above).
+  const json report = EdgeReport();
+  const json compare = {{"schema", "compress.compare/1"},
+                        {"command", "compare"},
+                        {"model", {{"path", "m.onnx"}, {"bytes", 100}, {"macs", 10}}},
+                        {"rows",
+                         {{{"recipe", "int8"},
+                           {"status", "ok"},
+                           {"bytes", 30},
+                           {"macs", 10},
+                           {"agreement", 0.99},
+                           {"pareto_size", true},
+                           {"pareto_macs", true}}}}};
+  testing::WriteBytes(dir / "r.json", report.dump());
+  testing::WriteBytes(dir / "c.json", compare.dump());
   testing::WriteBytes(dir / "x.json", R"({"schema": "compress.other/9"})");
   auto r = testing::RunCommand({COMPRESS_HTML_TOOL, dir / "r.json", dir / "r.html"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(ReadBytes(dir / "r.html"), FormatReportHtml(Real().int8));
+  EXPECT_EQ(ReadBytes(dir / "r.html"), FormatReportHtml(report));
   r = testing::RunCommand({COMPRESS_HTML_TOOL, dir / "c.json", dir / "c.html"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(ReadBytes(dir / "c.html"), FormatCompareHtml(CompareDoc()));
+  EXPECT_EQ(ReadBytes(dir / "c.html"), FormatCompareHtml(compare));
   r = testing::RunCommand({COMPRESS_HTML_TOOL, dir / "x.json", dir / "x.html"});
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_TRUE(Has(r.err, "compress.other/9")) << r.err;
