@@ -614,6 +614,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
                  "With --finetune: distil the input model into this model (same inputs and outputs, any weights); "
                  "the output is the trained student, then any other requested pass");
   app.add_option("--report", main_opt.report_json, "Write the report as JSON (schema compress.report/1)");
+  app.add_option("--report-html", main_opt.report_html, "Write the report as one self-contained HTML file (inline SVG and CSS, no scripts, no network)");
   app.add_option("--report-md", main_opt.report_md, "Write the report as Markdown");
   app.add_option("--eval", main_opt.eval_dir,
                  "Evaluate both models on this data folder: accuracy (with labels), fidelity and latency");
@@ -727,6 +728,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   cmp->add_flag("--list-presets", list_presets, "Print the built-in presets and their passes");
   cmp->add_option("--out-dir", cmp_opt.out_dir, "Folder for every recipe's model (default <model stem>.compare/)");
   cmp->add_option("--report", cmp_opt.report_json, "Write the comparison as JSON (schema compress.compare/1)");
+  cmp->add_option("--report-html", cmp_opt.report_html, "Write the comparison as one self-contained HTML file");
   cmp->add_option("--max-accuracy-drop", cmp_opt.common.max_accuracy_drop,
                   "Gate verdict per recipe: top-1 may drop by at most this many points");
   cmp->add_option("--min-agreement", cmp_opt.common.min_agreement,
@@ -746,6 +748,7 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
   aut->add_option("-o,--output", auto_opt.output, "The chosen model (default <model stem>.auto.onnx beside it)");
   aut->add_option("--out-dir", auto_opt.out_dir, "Folder for every candidate's model (default <model stem>.auto/)");
   aut->add_option("--report", auto_opt.report_json, "Write the search as JSON (schema compress.compare/1)");
+  aut->add_option("--report-html", auto_opt.report_html, "Write the search as one self-contained HTML file");
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {

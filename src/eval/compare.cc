@@ -138,6 +138,9 @@ std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, co
   }
   if (layers.empty()) return layers;
   std::vector<double> signal(layers.size(), 0), noise(layers.size(), 0);
+  // A value whose size or element type changed (a pruned layer's output, an integer shape) cannot be
+  // compared element by element: it is left out, not reported as identical.
+  std::vector<char> compared(layers.size(), 0), incomparable(layers.size(), 0);
   ExecutorOptions opt;
   opt.threads = threads;
   Executor ea(before, opt), eb(after, opt);
@@ -161,12 +164,15 @@ std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, co
       const auto it = index.find(name);
       if (it == index.end()) return;
       const std::vector<float>& r = ref[it->second];
-      if (static_cast<int64_t>(r.size()) != v.numel()) return;
+      if (static_cast<int64_t>(r.size()) != v.numel() || (v.dtype() != DType::kFloat && v.dtype() != DType::kFloat16)) {
+        incomparable[it->second] = 1;
+        return;
+      }
+      compared[it->second] = 1;
       for (int64_t i = 0; i < v.numel(); ++i) {
         double y;
         if (v.dtype() == DType::kFloat) y = v.data<float>()[i];
-        else if (v.dtype() == DType::kFloat16) y = HalfToFloat(static_cast<const uint16_t*>(v.raw())[i]);
-        else return;
+        else y = HalfToFloat(static_cast<const uint16_t*>(v.raw())[i]);
         const double x = r[static_cast<size_t>(i)];
         signal[it->second] += x * x;
         noise[it->second] += (x - y) * (x - y);
@@ -174,11 +180,14 @@ std::vector<LayerSqnr> CompareLayers(const Model& before, const Model& after, co
     };
     eb.Run(inputs, &compare);
   }
+  std::vector<LayerSqnr> kept;
   for (size_t i = 0; i < layers.size(); ++i) {
+    if (!compared[i] || incomparable[i]) continue;
     layers[i].sqnr_db = noise[i] == 0 ? std::numeric_limits<double>::infinity()
                                       : 10.0 * std::log10(std::max(signal[i], 1e-300) / noise[i]);
+    kept.push_back(layers[i]);
   }
-  return layers;
+  return kept;
 }
 
 }  // namespace compress

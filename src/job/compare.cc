@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "compress/eval/macs.h"
+#include "compress/report/html.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
 #include "compress/util/progress.h"
@@ -300,7 +301,7 @@ void MakeOutDir(const std::string& dir) {
 
 void WriteDocs(const json& doc, const std::string& report_json, const std::string& report_html) {
   if (!report_json.empty()) WriteFileAtomic(report_json, doc.dump(2) + "\n");
-  (void)report_html;
+  if (!report_html.empty()) WriteFileAtomic(report_html, FormatCompareHtml(doc));
 }
 
 double Accuracy(const json& row) {

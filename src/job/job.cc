@@ -14,6 +14,7 @@
 #include "compress/job/fallback.h"
 #include "compress/job/sensitivity.h"
 #include "compress/passes/builders.h"
+#include "compress/report/html.h"
 #include "compress/report/zstd_size.h"
 #include "compress/util/error.h"
 #include "compress/util/fs.h"
@@ -750,6 +751,7 @@ RecipeResult RunJob(const JobOptions& opt) {
   RecipeResult r = RunRecipe(ctx, recipe, ro);
   if (!opt.report_json.empty()) WriteFileAtomic(opt.report_json, r.report.dump(2) + "\n");
   if (!opt.report_md.empty()) WriteFileAtomic(opt.report_md, FormatReportMarkdown(r.report));
+  if (!opt.report_html.empty()) WriteFileAtomic(opt.report_html, FormatReportHtml(r.report));
   return r;
 }
 

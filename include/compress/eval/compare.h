@@ -74,7 +74,8 @@ OutputFidelity CompareOutputs(const EvalResult& a, const EvalResult& b);
 
 // SQNR of every intermediate value the two models share by name (the compressed model's layer outputs
 // against the original's), over the first `samples` of `data` (in the batches Dataset::PlanBatches
-// forms). In graph order of `before`.
+// forms). In graph order of `before`. Values whose size or element type differs between the two (a
+// channel-pruned layer's output, an integer shape) or that are not float32/float16 are left out.
 struct LayerSqnr {
   std::string name;     // value name
   std::string op_type;  // producer in the original model
