@@ -15,6 +15,7 @@
 #include "compress/eval/macs.h"
 #include "compress/report/html.h"
 #include "compress/util/error.h"
+#include "compress/util/format.h"
 #include "compress/util/fs.h"
 #include "compress/util/progress.h"
 #include "compress/version.h"
@@ -22,6 +23,8 @@
 namespace compress {
 
 namespace {
+
+std::string Fixed(double v, int digits) { return FormatFixed(v, digits); }
 
 using nlohmann::json;
 
@@ -105,12 +108,6 @@ std::string Stem(const std::string& path) {
 std::string Beside(const std::string& model, const std::string& name) {
   const std::string dir = DirName(model);
   return (dir == "." ? std::string() : dir + "/") + name;
-}
-
-std::string Fixed(double v, int digits) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(digits) << v;
-  return os.str();
 }
 
 // The comparison's row for one recipe's report.

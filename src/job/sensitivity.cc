@@ -13,11 +13,15 @@
 #include "compress/report/inspect.h"
 #include "compress/report/report.h"
 #include "compress/util/error.h"
+#include "compress/util/format.h"
 #include "compress/util/progress.h"
 
 namespace compress {
 
 namespace {
+
+std::string Fixed(double v, int digits) { return FormatFixed(v, digits); }
+std::string Thousands(int64_t v) { return FormatThousands(v); }
 
 using nlohmann::json;
 
@@ -72,18 +76,6 @@ const Node* FindNodeByKey(const Graph& g, const std::string& key) {
 }
 
 json SqnrJson(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-
-std::string Fixed(double v, int digits) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(digits) << v;
-  return os.str();
-}
-
-std::string Thousands(int64_t v) {
-  std::string s = std::to_string(v < 0 ? -v : v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
-  return (v < 0 ? "-" : "") + s;
-}
 
 // A prunable channel group of a full prune_channels run: its key and its producers' rows of details.layers.
 struct GroupRows {

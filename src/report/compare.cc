@@ -6,23 +6,16 @@
 #include <sstream>
 #include <vector>
 
+#include "compress/util/format.h"
+
 namespace compress {
 
 namespace {
 
+std::string Fixed(double v, int digits) { return FormatFixed(v, digits); }
+std::string Thousands(int64_t v) { return FormatThousands(v); }
+
 using nlohmann::json;
-
-std::string Fixed(double v, int digits) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(digits) << v;
-  return os.str();
-}
-
-std::string Thousands(int64_t v) {
-  std::string s = std::to_string(v < 0 ? -v : v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
-  return v < 0 ? "-" + s : s;
-}
 
 std::string Int(const json& v) { return v.is_number() ? Thousands(v.get<int64_t>()) : "-"; }
 

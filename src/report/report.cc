@@ -17,12 +17,16 @@
 #include "compress/report/zstd_size.h"
 #include "compress/util/half.h"
 #include "compress/util/error.h"
+#include "compress/util/format.h"
 #include "compress/util/fs.h"
 #include "compress/version.h"
 
 namespace compress {
 
 namespace {
+
+std::string Fixed(double v, int digits) { return FormatFixed(v, digits); }
+std::string Thousands(int64_t v) { return FormatThousands(v); }
 
 using nlohmann::json;
 
@@ -111,18 +115,6 @@ json TensorTable(const std::vector<Weight>& before, const std::vector<Weight>& a
     rows.push_back(row);
   }
   return rows;
-}
-
-std::string Fixed(double v, int digits) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(digits) << v;
-  return os.str();
-}
-
-std::string Thousands(int64_t v) {
-  std::string s = std::to_string(v < 0 ? -v : v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
-  return (v < 0 ? "-" : "") + s;
 }
 
 std::string Pct(double fraction) { return Fixed(fraction * 100.0, 2) + "%"; }
