@@ -462,7 +462,9 @@ json RunCompare(const CompareJobOptions& opt) {
   json doc = Header("compare", ctx, gate, &s.model_bytes, &s.model_macs);
   json rows = json::array();
   for (const auto& e : entries) {
-    spdlog::info("recipe {}", e.name);
+    // On a terminal, the recipe each progress bar belongs to; scripts and logs get the table only.
+    spdlog::log(ProgressBar::Interactive() ? spdlog::level::info : spdlog::level::debug, "recipe {} ({} of {})", e.name,
+                rows.size() + 1, entries.size());
     rows.push_back(RunEntry(s, e));
   }
   doc["rows"] = rows;
@@ -537,7 +539,7 @@ json RunAuto(const AutoJobOptions& opt) {
       rows.push_back(SkippedRow(name, "the time budget was spent"));
       return rows.back();
     }
-    spdlog::info("auto: trying {}", name);
+    spdlog::log(ProgressBar::Interactive() ? spdlog::level::info : spdlog::level::debug, "auto: trying {}", name);
     CompareEntry e;
     e.name = name;
     e.source = "search";

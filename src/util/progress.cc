@@ -14,10 +14,12 @@ constexpr int kWidth = 30;
 
 void ProgressBar::SetEnabled(bool enabled) { g_mode = enabled ? 1 : 0; }
 
+bool ProgressBar::Interactive() { return g_mode == 1 || (g_mode == -1 && ::isatty(STDERR_FILENO) == 1); }
+
 ProgressBar::ProgressBar(std::string label, int64_t total, bool allowed)
     : label_(std::move(label)),
       total_(total),
-      enabled_(allowed && (g_mode == 1 || (g_mode == -1 && ::isatty(STDERR_FILENO) == 1))),
+      enabled_(allowed && Interactive()),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_ - kRedrawInterval) {}
 

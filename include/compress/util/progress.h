@@ -22,6 +22,8 @@ class ProgressBar {
 
   // Globally turns bars off (-q) or forces them on (tests).
   static void SetEnabled(bool enabled);
+  // True when bars draw (a terminal, not -q): long commands then also say which step they are on.
+  static bool Interactive();
 
  private:
   void Draw(bool final);
