@@ -142,7 +142,7 @@ class JobContext {
   const Dataset* eval_data() const { return eval_data_ ? &*eval_data_ : nullptr; }
   const Dataset* calib_data() const { return calib_data_ ? &*calib_data_ : nullptr; }
   DataCalibrationSource& calibration() { return *calibration_; }
-  // The original after the clean-up passes (what every recipe's first pass sees), made once.
+  // The start model after the clean-up passes (what every recipe's first pass sees), made once.
   const Model& cleaned(bool optimize);
   // The data comparisons and gates run on: --eval, or --calib when only a gate asks for data (null when
   // neither). Its label is the folder as given.
