@@ -586,14 +586,15 @@ json RunAuto(const AutoJobOptions& opt) {
     std::string prefix;
     std::vector<int> levels;  // mildest first
     int passed = 0;           // the most aggressive level that held
+    std::vector<int> held;    // every level that held, mildest first
     bool stopped = false;
   };
   // Budgeted forms: each channel group and each layer gets the share its measured sensitivity allows,
   // where one ratio for every layer breaks the most sensitive first (the sample CNN keeps 91.3 % top-1
   // at --target-macs 0.75 with INT8, and 89.7 % at --prune-channels 0.25).
   const std::vector<int> levels = {75, 60, 50, 40, 30, 20};
-  std::vector<Family> families = {{"target-macs", levels},
-                                  {opt.objective == "size" ? "lowrank-params" : "lowrank-macs", levels}};
+  std::vector<Family> families = {{"target-macs", levels, 0, {}, false},
+                                  {opt.objective == "size" ? "lowrank-params" : "lowrank-macs", levels, 0, {}, false}};
   const std::string suffix = precision.empty() ? std::string() : "+" + precision;
   for (size_t step = 0; step < levels.size() && !out_of_time; ++step) {
     for (auto& f : families) {
@@ -606,15 +607,32 @@ json RunAuto(const AutoJobOptions& opt) {
       const json& row = run(name);
       if (Holds(row)) {
         f.passed = f.levels[step];
+        f.held.push_back(f.levels[step]);
       } else if (row["status"] != "skipped") {
         f.stopped = true;
       }
     }
   }
-  // 3. The two families together at the levels that held alone.
-  if (!out_of_time && families[0].passed > 0 && families[1].passed > 0) {
-    run(families[0].prefix + std::to_string(families[0].passed) + "+" + families[1].prefix +
-        std::to_string(families[1].passed) + suffix);
+  // 3. The two families together, from the most aggressive levels that held alone; the errors add up, so
+  // when a pair breaks the gate, each family in turn backs off to its next milder level that held, until
+  // a pair holds (up to four pairs).
+  if (!out_of_time && !families[0].held.empty() && !families[1].held.empty()) {
+    size_t a = families[0].held.size() - 1, b = families[1].held.size() - 1;
+    for (int tries = 0; tries < 4 && !out_of_time; ++tries) {
+      const json& row = run(families[0].prefix + std::to_string(families[0].held[a]) + "+" + families[1].prefix +
+                            std::to_string(families[1].held[b]) + suffix);
+      if (Holds(row) || row["status"] == "skipped") break;
+      // Back off the family whose level removes more (the lower kept share), or the other when it is
+      // already at its mildest.
+      const bool back_a = a > 0 && (b == 0 || families[0].held[a] <= families[1].held[b]);
+      if (back_a) {
+        --a;
+      } else if (b > 0) {
+        --b;
+      } else {
+        break;
+      }
+    }
   }
 
   if (out_of_time) {
