@@ -380,14 +380,14 @@ const char* const kStyle =
     "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\n"
     "table.rows{font-size:13px}td small{color:#555}.scroll{overflow-x:auto}\n"
     "tr.chg td{background:#fff8e1}tr.error td{background:#ffebee}tr.chosen td{background:#e3f2fd}\n"
-    ".err{color:#b71c1c}.na{color:#999}\n"
+    "tr.skipped td{color:#616161}.err{color:#b71c1c}.why{color:#616161;font-style:italic}.na{color:#999}\n"
     ".cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}.card{border:1px solid #ddd;border-radius:8px;"
     "padding:8px 14px;min-width:150px;background:#fafafa}\n"
     ".card .k{color:#555;font-size:12px}.card .v{font-size:20px;font-weight:600}"
     ".card .s{color:#555;font-size:12px}\n"
     ".badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;"
     "color:#fff}\n.badge.ok{background:#2e7d32}.badge.bad{background:#c62828}.badge.info{background:#1565c0}"
-    ".badge.warn{background:#ef6c00}\n"
+    ".badge.warn{background:#ef6c00}.badge.skip{background:#757575}\n"
     "svg{display:block;margin:8px 0 4px;max-width:100%;height:auto}svg text{font-size:11px;fill:#333}\n"
     "svg .axis{stroke:#999;stroke-width:1}svg .grid{stroke:#eee;stroke-width:1}"
     "svg .title{font-size:12px;font-weight:600}\n"
@@ -1285,10 +1285,15 @@ std::string CompareTable(const Doc& d) {
     std::string pareto;
     if (d.True(p + "/pareto_size")) pareto += "<span class=\"badge info\">size</span> ";
     if (d.True(p + "/pareto_macs")) pareto += "<span class=\"badge info\">MACs</span>";
-    const std::string status = error ? Badge(false, "", "error") : d.S(p + "/status");
+    // A recipe the search ruled out is not a failure: a grey badge and its reason in grey, not in red.
+    const bool skipped = d.Text(p + "/status") == "skipped";
+    const std::string status = error     ? Badge(false, "", "error")
+                               : skipped ? std::string("<span class=\"badge skip\">skipped</span>")
+                                         : d.S(p + "/status");
     s += std::string("<tr") +
          (error       ? " class=\"error\""
           : is_chosen ? " class=\"chosen\""
+          : skipped   ? " class=\"skipped\""
                       : "") +
          "><td>" + d.Code(p + "/recipe") + (is_chosen ? " <span class=\"badge warn\">chosen</span>" : "") +
          (d.Str(p + "/source") ? "<br><span class=\"meta\">" + d.S(p + "/source") + "</span>" : "") +
@@ -1299,7 +1304,8 @@ std::string CompareTable(const Doc& d) {
       std::string why = error ? d.S(p + "/error", "failed") : "";
       if (d.Str(p + "/skipped_reason"))
         why += (why.empty() ? "" : "; ") + ("not run: " + d.S(p + "/skipped_reason"));
-      s += "<td class=\"err\" colspan=\"10\">" + (why.empty() ? "—" : why) + "</td></tr>\n";
+      s += std::string("<td class=\"") + (error ? "err" : "why") + "\" colspan=\"10\">" +
+           (why.empty() ? "—" : why) + "</td></tr>\n";
       continue;
     }
     auto sub = [&](const std::string& key, const std::string& fmt) {

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // The HTML pages of compress/report/html.h in a real browser: headless Chromium (Debian's chromium package,
-// installed by tools/setup.sh --tests) renders a report of the real compress binary on models/cnn.onnx
-// (INT8 with calibration, evaluation and per-layer SQNR), a pruned and fine-tuned run (the loss chart) and a
-// compare/auto document built from real per-recipe reports. For each page:
+// installed by tools/setup.sh --tests) renders the pages the real commands write with --report-html: the
+// main job on models/cnn.onnx (INT8 with calibration, evaluation and per-layer SQNR), `compress compare` of
+// four recipes on models/cnn.onnx and `compress auto` on models/mlp.onnx (rows the search skipped, the
+// chosen one). Each page must be byte for byte what compress_html_tool formats from the JSON the same run
+// wrote with --report: the document whose numbers tests/report/html_test.cc checks against the page.
+// For each page:
 //   - no console message at all (the pages have no script, so any message - an error, a blocked load - is a
 //     fault): Chromium with --enable-logging=stderr prints each one as a line "...:CONSOLE...] "text",
 //     source: URL (line)";
@@ -18,7 +21,7 @@
 //   node tests/browser/render_test.js --compress BIN --html-tool BIN --source DIR [--keep DIR]
 'use strict';
 
-const { spawnSync } = require('child_process');
+const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -86,90 +89,55 @@ function run(argv, options = {}) {
   return r;
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Reports of the real binary, and a compare/auto document built from them (the compress.compare/1 contract).
+// The pages the real commands write, and the JSON each wrote beside its page.
 
-function compressReport(args, tmp, name, model, options) {
-  const out = path.join(tmp, name + '.onnx');
-  const report = path.join(tmp, name + '.json');
-  const r = run([args.compress, model, '-o', out, '--report', report, '-q', ...options]);
-  if (r.status !== 0) {
-    throw new Error('compress ' + options.join(' ') + ' exited ' + r.status + ': ' + r.stderr);
-  }
-  return JSON.parse(fs.readFileSync(report, 'utf8'));
+// Runs compress with `argv` plus --report NAME.json and --report-html NAME.html in `tmp`, in the background
+// (the runs are independent: they overlap). Resolves to the paths, the parsed JSON and the run's seconds;
+// rejects when compress does not exit 0.
+function compressWrites(args, tmp, name, argv) {
+  const json = path.join(tmp, name + '.json');
+  const html = path.join(tmp, name + '.html');
+  const full = [...argv, '--report', json, '--report-html', html, '-q'];
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(args.compress, full, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => { stderr += chunk; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(args.compress + ': ' + e.message));
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      if (status !== 0) {
+        reject(new Error(`compress ${full.join(' ')} exited ${status} (signal ${signal}): ${stderr}`));
+        return;
+      }
+      resolve({
+        name, json, html, seconds: (Date.now() - started) / 1000,
+        doc: JSON.parse(fs.readFileSync(json, 'utf8')),
+      });
+    });
+  });
 }
 
-function rowFromReport(recipe, passes, rep, model) {
-  const e = rep.evaluation;
-  const bytes = rep.output.bytes;
-  const macs = rep.macs.after.total;
-  const drop = -e.top1_change_pts;
-  return {
-    recipe, source: 'preset', passes, status: 'ok', error: null, output: rep.output.path,
-    bytes, zstd_bytes: rep.zstd.output_bytes, size_ratio: bytes / model.bytes,
-    parameters: rep.parameters.after.total, macs, macs_ratio: macs / model.macs,
-    top1: e.top1_after, top1_change_pts: e.top1_change_pts, agreement: e.agreement,
-    sqnr_db: e.sqnr_db, sqnr_db_infinite: e.sqnr_db === null,
-    ms_per_sample: rep.timings.latency.after_ms_per_sample,
-    gate: { passed: drop <= 5, value: drop, threshold: 5, margin: 5 - drop },
-    pareto_size: false, pareto_macs: false, chosen: false, skipped_reason: null, report: rep,
-  };
-}
-
-function markPareto(doc, x, flag, list) {
-  doc.pareto[list] = [];
-  const ok = doc.rows.filter((r) => r.status === 'ok');
-  for (const a of ok) {
-    const dominated = ok.some((b) =>
-      b !== a && b[x] <= a[x] && b.top1 >= a.top1 && (b[x] < a[x] || b.top1 > a.top1));
-    a[flag] = !dominated;
-    if (!dominated) doc.pareto[list].push(a.recipe);
-  }
-}
-
-function compareDoc(reports, calib) {
-  const base = reports.int8;
-  const model = {
-    path: 'models/cnn.onnx', bytes: base.input.bytes, zstd_bytes: base.zstd.input_bytes,
-    parameters: base.parameters.before.total, macs: base.macs.before.total,
-  };
-  const doc = {
-    schema: 'compress.compare/1', command: 'auto', tool: base.tool, model,
-    baseline: { top1: base.evaluation.top1_before, ms_per_sample: base.timings.latency.before_ms_per_sample },
-    data: {
-      calib: {
-        dir: calib, sha256: base.calibration.data_sha256, samples: base.calibration.samples, calibration_runs: 1,
-        note: 'statistics of the original model (after clean-up), shared by every recipe',
-      },
-      eval: {
-        dir: calib, sha256: base.evaluation.data_sha256, samples: base.evaluation.samples, labelled: true,
-      },
-      finetune: { dir: calib, samples: 256, teacher_runs: 1 },
-    },
-    gate: { metric: 'top1_drop_pts', threshold: 5 },
-    objective: 'size',
-    rows: [
-      rowFromReport('int8', ['quantize'], reports.int8, model),
-      rowFromReport('fp16', ['fp16'], reports.fp16, model),
-      rowFromReport('pruned', ['prune'], reports.prune, model),
-      rowFromReport('pruned-finetuned', ['prune', 'finetune'], reports.finetune, model),
-      {
-        recipe: 'low-rank', source: 'preset', passes: ['low_rank'], status: 'error',
-        error: 'low_rank: no Conv or Gemm weight of rank > 1 <in> "this" model', output: null, bytes: null,
-        zstd_bytes: null, size_ratio: null, parameters: null, macs: null, macs_ratio: null, top1: null,
-        top1_change_pts: null, agreement: null, sqnr_db: null, sqnr_db_infinite: false, ms_per_sample: null,
-        gate: null, pareto_size: false, pareto_macs: false, chosen: false, skipped_reason: null,
-      },
-    ],
-    pareto: {},
-    chosen: 'int8',
-    stop_reason: 'every candidate ran; int8 is the smallest that passes the gate',
-    timings: { total_seconds: 4.2 },
-  };
-  doc.rows[0].chosen = true;
-  markPareto(doc, 'bytes', 'pareto_size', 'size');
-  markPareto(doc, 'macs', 'pareto_macs', 'macs');
-  return doc;
+// The page the command wrote must be the formatter's page of the JSON it wrote: compress_html_tool on that
+// JSON gives the same bytes.
+function sameAsFormatter(args, tmp, written) {
+  const again = path.join(tmp, written.name + '.from-json.html');
+  const t = run([args['html-tool'], written.json, again]);
+  if (!check(t.status === 0, `${written.name}: compress_html_tool exited ${t.status}: ${t.stderr}`)) return;
+  const a = fs.readFileSync(written.html);
+  const b = fs.readFileSync(again);
+  if (a.equals(b)) return;
+  let at = 0;
+  while (at < a.length && at < b.length && a[at] === b[at]) at++;
+  fail(`${written.name}: the page compress wrote (${a.length} bytes) differs from compress_html_tool's ` +
+       `page of its JSON (${b.length} bytes) at byte ${at}:\n  written: ` +
+       JSON.stringify(a.toString('utf8', Math.max(0, at - 40), at + 60)) + '\n  from JSON: ' +
+       JSON.stringify(b.toString('utf8', Math.max(0, at - 40), at + 60)));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -305,7 +273,7 @@ function staticChecks(name, html) {
   check(html.includes('<meta charset="utf-8">'), `${name}: no charset`);
 }
 
-function main() {
+async function main() {
   const args = parseArgs();
   const started = Date.now();
   const chromium = findChromium();
@@ -315,7 +283,24 @@ function main() {
     return;
   }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'compress-browser-'));
+  let runs = null;
   try {
+    // The real commands, in the background while the canary renders.
+    const cnn = path.join(args.source, 'models/cnn.onnx');
+    const mlp = path.join(args.source, 'models/mlp.onnx');
+    const calib = path.join(args.source, 'models/calib');
+    const t0 = Date.now();
+    runs = Promise.allSettled([
+      compressWrites(args, tmp, 'report',
+        [cnn, '-o', path.join(tmp, 'report.onnx'), '--int8', '--calib', calib, '--eval', calib]),
+      compressWrites(args, tmp, 'compare',
+        ['compare', cnn, '--recipe', 'fp16', '--recipe', 'int8', '--recipe', 'prune50+int8', '--recipe',
+         'lowrank50', '--calib', calib, '--eval', calib, '--out-dir', path.join(tmp, 'compare-models')]),
+      compressWrites(args, tmp, 'auto',
+        ['auto', mlp, '--calib', calib, '--eval', calib, '--max-accuracy-drop', '1',
+         '--out-dir', path.join(tmp, 'auto-models'), '-o', path.join(tmp, 'auto-best.onnx')]),
+    ]);
+
     // The canary: both detectors must see its faults.
     const canary = path.join(tmp, 'canary.html');
     fs.writeFileSync(canary,
@@ -332,43 +317,51 @@ function main() {
     console.log(`canary: ${c.consoleLines.length} console lines and ${c.requests ? c.requests.length : 0} page ` +
                 `requests detected (${c.seconds.toFixed(1)} s)`);
 
-    // Real reports.
-    const model = path.join(args.source, 'models/cnn.onnx');
-    const calib = path.join(args.source, 'models/calib');
-    const t0 = Date.now();
-    const reports = {
-      int8: compressReport(args, tmp, 'int8', model,
-        ['--int8', '--calib', calib, '--eval', calib, '--max-accuracy-drop', '5']),
-      fp16: compressReport(args, tmp, 'fp16', model, ['--fp16', '--eval', calib]),
-      prune: compressReport(args, tmp, 'prune', model, ['--prune', '0.5', '--eval', calib]),
-      finetune: compressReport(args, tmp, 'finetune', model,
-        ['--prune', '0.5', '--finetune', calib, '--epochs', '2', '--eval', calib]),
-    };
-    check(reports.int8.layers.length > 10, 'the INT8 report has no per-layer SQNR');
-    fs.writeFileSync(path.join(tmp, 'compare.json'), JSON.stringify(compareDoc(reports, calib), null, 1));
-    console.log(`compress: 4 reports in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const settled = await runs;
+    for (const r of settled) {
+      if (r.status === 'rejected') throw r.reason;
+    }
+    const [report, compare, auto] = settled.map((r) => r.value);
+    const wall = (Date.now() - t0) / 1000;
+    console.log(`compress: main job ${report.seconds.toFixed(1)} s, compare ${compare.seconds.toFixed(1)} s, ` +
+                `auto ${auto.seconds.toFixed(1)} s (overlapping: ${wall.toFixed(1)} s)`);
+    // What the pages are to show: per-layer SQNR; four recipes that ran; rows the search skipped and the
+    // chosen one.
+    check(report.doc.schema === 'compress.report/1' && report.doc.layers.length > 10,
+      'the INT8 report has no per-layer SQNR');
+    check(compare.doc.schema === 'compress.compare/1' && compare.doc.command === 'compare' &&
+          compare.doc.rows.length === 4 && compare.doc.rows.every((r) => r.status === 'ok'),
+      'compare: ' + JSON.stringify(compare.doc.rows.map((r) => [r.recipe, r.status, r.error])));
+    check(auto.doc.schema === 'compress.compare/1' && auto.doc.command === 'auto' &&
+          typeof auto.doc.chosen === 'string', 'auto chose nothing: ' + auto.doc.stop_reason);
+    check(auto.doc.rows.some((r) => r.status === 'skipped' && typeof r.skipped_reason === 'string'),
+      'auto: no skipped row');
+    for (const written of [report, compare, auto]) sameAsFormatter(args, tmp, written);
 
     const pages = [
-      // name, JSON, colours that must be painted: the chart's bars (≥ 30 dB green, identical layers blue).
+      // The page, and colours that must be painted: the chart's bars (≥ 30 dB green, identical layers blue).
       {
-        name: 'report', json: 'int8.json',
+        written: report,
         colours: { '#2e7d32': 'SQNR bars of 30 dB or more', '#1565c0': 'bars of identical layers' },
       },
-      { name: 'finetune', json: 'finetune.json', colours: { '#c62828': 'SQNR bars below 20 dB' } },
       {
-        name: 'compare', json: 'compare.json',
+        written: compare,
+        colours: {
+          '#1565c0': 'Pareto points and line', '#9e9e9e': 'dominated points', '#212121': 'the original model',
+        },
+      },
+      {
+        written: auto,
         colours: {
           '#1565c0': 'Pareto points and line', '#e65100': 'the chosen recipe', '#9e9e9e': 'dominated points',
-          '#212121': 'the original model',
+          '#212121': 'the original model', '#c62828': 'the gate lines and their labels',
+          '#757575': 'badges of skipped rows',
         },
       },
     ];
     for (const page of pages) {
-      const html = path.join(tmp, page.name + '.html');
-      const t = run([args['html-tool'], path.join(tmp, page.json), html]);
-      if (!check(t.status === 0, `${page.name}: compress_html_tool exited ${t.status}: ${t.stderr}`)) {
-        continue;
-      }
+      page.name = page.written.name;
+      const html = page.written.html;
       staticChecks(page.name, fs.readFileSync(html, 'utf8'));
       const r = render(chromium, tmp, html, page.name, 2000);
       check(r.status === 0, `${page.name}: Chromium exited ${r.status} (signal ${r.signal}):\n${r.stderr}`);
@@ -399,6 +392,7 @@ function main() {
   } catch (e) {
     fail(e.stack || String(e));
   } finally {
+    if (runs) await runs;  // no compress run still writing into tmp
     if (args.keep) {
       fs.mkdirSync(args.keep, { recursive: true });
       for (const f of fs.readdirSync(tmp)) {
@@ -412,5 +406,8 @@ function main() {
   console.log(`${failures === 0 ? 'PASS' : 'FAIL'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
-main();
-process.exitCode = failures === 0 ? 0 : 1;
+main()
+  .catch((e) => fail(e.stack || String(e)))
+  .then(() => {
+    process.exitCode = failures === 0 ? 0 : 1;
+  });

@@ -989,6 +989,149 @@ TEST(CompareHtml, WithoutLabelsAccuracyIsAgreement) {
   CheckNumbers(bare, doc);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// The pages `compress compare` and `compress auto` write themselves (--report-html), each checked against
+// the document the same run wrote (--report).
+
+struct Written {
+  json doc;
+  std::string html;
+};
+
+// Runs compress with `args` plus --report and --report-html into `dir`.
+Written RunWithReports(const TempDir& dir, std::vector<std::string> args) {
+  args.insert(args.end(), {"--report", dir / "doc.json", "--report-html", dir / "doc.html", "-q"});
+  const auto r = RunCompress(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  Written w;
+  const std::string text = ReadBytes(dir / "doc.json");
+  w.doc = text.empty() ? json::object() : json::parse(text);
+  w.html = ReadBytes(dir / "doc.html");
+  return w;
+}
+
+// The <tr> elements of the recipes table, header left out: one per row of the document (no row here has
+// figures and a skipped reason, the only case with a second line).
+std::vector<std::string> TableRows(const std::string& html) {
+  std::vector<std::string> rows;
+  const size_t start = html.find("<table class=\"rows\">");
+  EXPECT_NE(start, std::string::npos);
+  if (start == std::string::npos) return rows;
+  const std::string table = html.substr(start, html.find("</table>", start) - start);
+  for (size_t pos = table.find("<tr", 1); pos != std::string::npos;) {
+    const size_t next = table.find("<tr", pos + 1);
+    rows.push_back(table.substr(pos, next == std::string::npos ? std::string::npos : next - pos));
+    pos = next;
+  }
+  if (!rows.empty()) rows.erase(rows.begin());  // the header
+  return rows;
+}
+
+// What both commands' pages must be: the formatter's page of the document written beside it, self-contained,
+// every number the document's; each ok row's figures and its report; the charts' points as the flags say.
+Checked CheckWrittenPage(const Written& w, size_t rows) {
+  EXPECT_EQ(w.doc.value("schema", ""), "compress.compare/1");
+  EXPECT_EQ(w.html, FormatCompareHtml(w.doc));
+  CheckSelfContained(w.html, w.doc);
+  const Checked c = CheckNumbers(w.html, w.doc);
+  EXPECT_EQ(w.doc["rows"].size(), rows);
+  EXPECT_EQ(TableRows(w.html).size(), w.doc["rows"].size());
+  for (size_t i = 0; i < w.doc["rows"].size(); ++i) {
+    if (w.doc["rows"][i]["status"] != "ok") continue;
+    const std::string p = "/rows/" + std::to_string(i);
+    for (const char* key : {"/bytes", "/zstd_bytes", "/macs", "/top1", "/agreement", "/sqnr_db",
+                            "/gate/value", "/report/output/bytes", "/report/evaluation/top1_after"}) {
+      EXPECT_TRUE(c.pointers.count(p + key)) << p + key;
+    }
+  }
+  for (const auto& [heading, flag] : {std::make_pair("<h3>Size against", "pareto_size"),
+                                      std::make_pair("<h3>MACs against", "pareto_macs")}) {
+    for (const auto& [row, cls] : PointClasses(w.html, heading)) {
+      EXPECT_EQ(w.doc["rows"][row]["status"], "ok") << heading << " row " << row;
+      EXPECT_EQ(Has(cls, "front"), w.doc["rows"][row][flag].get<bool>()) << heading << " row " << row;
+      EXPECT_EQ(Has(cls, "chosen"), w.doc["rows"][row]["chosen"].get<bool>()) << heading << " row " << row;
+    }
+  }
+  return c;
+}
+
+TEST(CompareHtml, PageTheCompareCommandWrites) {
+  TempDir dir;
+  const Written w = RunWithReports(
+      dir, {"compare", Cnn(), "--recipe", "fp16", "--recipe", "int8", "--recipe", "int8-dynamic", "--calib",
+            Calib(), "--eval", Calib(), "--max-accuracy-drop", "5", "--out-dir", dir / "out"});
+  const Checked c = CheckWrittenPage(w, 3);
+  EXPECT_EQ(w.doc["command"], "compare");
+  EXPECT_TRUE(Has(w.html, "<h1>compress compare: "));
+  for (const auto& row : w.doc["rows"]) EXPECT_EQ(row["status"], "ok") << row["recipe"];
+  // Nothing chosen, nothing skipped or failed; the gate on both charts.
+  EXPECT_FALSE(Has(w.html, "chosen</span>"));
+  for (const std::string& row : TableRows(w.html)) EXPECT_EQ(row.rfind("<tr>", 0), 0u) << row;
+  EXPECT_EQ(Count(w.html, "<g class=\"gate\">"), 2u);
+  EXPECT_EQ(PointClasses(w.html, "<h3>Size against").size(), 3u);
+  EXPECT_TRUE(c.pointers.count("/data/calib/calibration_runs"));
+  EXPECT_TRUE(c.pointers.count("/baseline/top1"));
+}
+
+TEST(CompareHtml, PageTheAutoCommandWrites) {
+  TempDir dir;
+  const Written w =
+      RunWithReports(dir, {"auto", SourcePath("models/mlp.onnx"), "--calib", Calib(), "--eval", Calib(),
+                           "--max-accuracy-drop", "1", "--out-dir", dir / "out", "-o", dir / "best.onnx"});
+  const json& doc = w.doc;
+  ASSERT_TRUE(doc.contains("rows") && doc["rows"].is_array());
+  const Checked c = CheckWrittenPage(w, doc["rows"].size());
+  EXPECT_EQ(doc["command"], "auto");
+  ASSERT_TRUE(doc["chosen"].is_string()) << doc["stop_reason"];
+  const std::vector<std::string> rows = TableRows(w.html);
+  ASSERT_EQ(rows.size(), doc["rows"].size());
+  size_t skipped = 0, chosen = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const json& row = doc["rows"][i];
+    const std::string p = "/rows/" + std::to_string(i) + "/";
+    const std::string recipe = "<code>" + EscapeHtml(row["recipe"].get<std::string>()) + "</code>";
+    EXPECT_TRUE(Has(rows[i], recipe)) << rows[i];
+    if (row["status"] == "skipped") {
+      // Ruled out by the search: its reason in place of the figures, greyed, not an error.
+      ++skipped;
+      ASSERT_TRUE(row["skipped_reason"].is_string()) << row.dump();
+      EXPECT_EQ(rows[i].rfind("<tr class=\"skipped\">", 0), 0u) << rows[i];
+      EXPECT_TRUE(Has(rows[i], "<td><span class=\"badge skip\">skipped</span></td>")) << rows[i];
+      EXPECT_TRUE(Has(rows[i], "<td class=\"why\" colspan=\"10\">not run: " +
+                                   EscapeHtml(row["skipped_reason"].get<std::string>()) + "</td>"))
+          << rows[i];
+      EXPECT_FALSE(Has(rows[i], "class=\"err\"")) << rows[i];
+      EXPECT_FALSE(Has(rows[i], "badge bad")) << rows[i];
+      for (const auto& ptr : c.pointers) EXPECT_NE(ptr.rfind(p, 0), 0u) << ptr;
+      continue;
+    }
+    EXPECT_EQ(row["status"], "ok") << row.dump();
+    const bool is_chosen = row["recipe"] == doc["chosen"];
+    EXPECT_EQ(row["chosen"].get<bool>(), is_chosen) << row["recipe"];
+    EXPECT_EQ(Has(rows[i], "<span class=\"badge warn\">chosen</span>"), is_chosen) << rows[i];
+    EXPECT_EQ(rows[i].rfind("<tr class=\"chosen\">", 0) == 0, is_chosen) << rows[i];
+    chosen += is_chosen;
+    // The gate's verdict on every row that ran.
+    EXPECT_TRUE(Has(rows[i], row["gate"]["passed"].get<bool>() ? ">passed<" : ">failed<")) << rows[i];
+  }
+  // The search on the MLP rules the other precisions out once INT8 holds the gate.
+  EXPECT_GE(skipped, 3u);
+  EXPECT_EQ(chosen, 1u);
+  EXPECT_EQ(Count(w.html, "<tr class=\"skipped\">"), skipped);
+  EXPECT_EQ(Count(w.html, "<tr class=\"chosen\">"), 1u);
+  EXPECT_FALSE(Has(w.html, "<tr class=\"error\">"));
+  // The chosen recipe in its card and the reason the search stopped.
+  EXPECT_TRUE(
+      Has(w.html, "<div class=\"v\"><code>" + EscapeHtml(doc["chosen"].get<std::string>()) + "</code>"));
+  EXPECT_TRUE(Has(w.html, "<p><b>Search stopped:</b> " + EscapeHtml(doc["stop_reason"].get<std::string>())));
+  // Ringed in both charts.
+  for (const char* heading : {"<h3>Size against", "<h3>MACs against"}) {
+    size_t ringed = 0;
+    for (const auto& [row, cls] : PointClasses(w.html, heading)) ringed += Has(cls, "chosen");
+    EXPECT_EQ(ringed, 1u) << heading;
+  }
+}
+
 TEST(HtmlTool, WritesThePageTheSchemaAsks) {
   TempDir dir;
   // Small documents of both schemas (the pages themselves are checked above).
