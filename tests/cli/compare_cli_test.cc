@@ -69,6 +69,21 @@ TEST(CompareCli, TableAndDocumentForTwoRecipes) {
   EXPECT_EQ(doc["rows"][0]["output"], dir / "out/mlp.int8-dynamic.onnx");
 }
 
+TEST(CompareCli, EachRecipesModelIsTheSameBytesWhateverTheOrderAndThreads) {
+  TempDir dir;
+  const auto a = RunCompress({"compare", Mlp(), "--recipe", "prune50+int8", "--recipe", "int8", "--recipe",
+                              "lowrank50+int8", "--calib", Calib(), "--eval", Calib(), "--out-dir", dir / "a",
+                              "--threads", "1", "-q"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const auto b = RunCompress({"compare", Mlp(), "--recipe", "lowrank50+int8", "--recipe", "int8", "--recipe",
+                              "prune50+int8", "--calib", Calib(), "--eval", Calib(), "--out-dir", dir / "b",
+                              "--threads", "2", "-q"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  for (const char* f : {"mlp.int8.onnx", "mlp.prune50+int8.onnx", "mlp.lowrank50+int8.onnx"}) {
+    EXPECT_EQ(ReadBytes(dir / "a/" + f), ReadBytes(dir / "b/" + f)) << f;
+  }
+}
+
 TEST(CompareCli, UsageErrorsComeBeforeAnyWork) {
   TempDir dir;
   struct Case {
