@@ -378,7 +378,8 @@ const char* const kStyle =
     "table{border-collapse:collapse;margin:8px 0 12px}th,td{padding:3px 9px;border-bottom:1px solid #e6e6e6;"
     "text-align:left;vertical-align:top}th{background:#f6f6f6;font-weight:600}\n"
     "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\n"
-    "table.rows{font-size:13px}td small{color:#555}.scroll{overflow-x:auto}\n"
+    "table.rows{font-size:13px}table.rows td:first-child{white-space:nowrap}.sim{color:#ef6c00;margin-left:2px}td small{color:#555}"
+    ".scroll{overflow-x:auto;max-width:100%}\n"
     "tr.chg td{background:#fff8e1}tr.error td{background:#ffebee}tr.chosen td{background:#e3f2fd}\n"
     "tr.skipped td{color:#616161}.err{color:#b71c1c}.why{color:#616161;font-style:italic}.na{color:#999}\n"
     ".cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}.card{border:1px solid #ddd;border-radius:8px;"
@@ -1210,13 +1211,15 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
     Label& l = group_of(x(p.x), y(p.y));
     l.names.push_back(Esc(p.name, 32) + (p.chosen ? " (chosen)" : ""));
     l.labelled = l.labelled || p.front || p.chosen;
-    l.chars += std::min<size_t>(DecodeUtf8(p.name).size(), 32) + (p.chosen ? 9 : 0) +
-               (l.names.size() > 1 ? 2 : 0);
+    l.chars +=
+        std::min<size_t>(DecodeUtf8(p.name).size(), 32) + (p.chosen ? 9 : 0) + (l.names.size() > 1 ? 2 : 0);
   }
   struct Box {
     double x0, y0, x1, y1;
   };
-  auto hit = [](const Box& a, const Box& b) { return a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1; };
+  auto hit = [](const Box& a, const Box& b) {
+    return a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+  };
   std::vector<Box> placed, marks;
   if (gate.drawn) placed.push_back({width - right + 4, y(gate.y) - 10, width, y(gate.y) + 4});
   for (const auto& l : labels) marks.push_back({l.cx - 7, l.cy - 7, l.cx + 7, l.cy + 7});
@@ -1362,9 +1365,13 @@ std::string CompareTable(const Doc& d) {
                                   : ": " + d.S("/gate/metric")) +
       "</th><th>Pareto front</th></tr>\n";
   const std::string chosen = d.Text("/chosen");
+  bool any_simulated = false;
+  std::string batch;  // a pointer to the batch the latency was measured at
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string p = "/rows" + Idx(i);
     if (!d.Obj(p)) continue;
+    if (batch.empty() && d.NumAt(p + "/report/timings/latency/batch"))
+      batch = p + "/report/timings/latency/batch";
     const bool error = d.Text(p + "/status") == "error";
     const bool is_chosen = d.True(p + "/chosen") || (!chosen.empty() && d.Text(p + "/recipe") == chosen);
     std::string passes;
@@ -1372,6 +1379,14 @@ std::string CompareTable(const Doc& d) {
     for (size_t k = 0; pl.is_array() && k < pl.size(); ++k) {
       passes += (k ? " → " : "") + d.S(p + "/passes" + Idx(k));
     }
+    // Quantize and fp16 passes are simulated in float32 by our executor: their time is not deployment speed.
+    bool simulated = false;
+    for (size_t k = 0; pl.is_array() && k < pl.size(); ++k) {
+      const std::string pass = d.Text(p + "/passes" + Idx(k));
+      simulated =
+          simulated || pass.find("quantize") != std::string::npos || pass.find("fp16") != std::string::npos;
+    }
+    any_simulated = any_simulated || simulated;
     std::string sqnr = "—";
     if (d.NumAt(p + "/sqnr_db") || d.True(p + "/sqnr_db_infinite")) sqnr = d.N(p + "/sqnr_db", "db1");
     std::string gate = "—";
@@ -1415,12 +1430,21 @@ std::string CompareTable(const Doc& d) {
          sub("/macs_ratio", "pct1") + "</td><td class=\"n\">" + d.N(p + "/top1", "pct2") +
          sub("/top1_change_pts", "pts2") + "</td><td class=\"n\">" + d.N(p + "/agreement", "pct2") +
          "</td><td class=\"n\">" + sqnr + "</td><td class=\"n\">" + d.N(p + "/ms_per_sample", "fixed3") +
+         (simulated ? "<span class=\"sim\" title=\"INT8/FP16 simulated in float32\">†</span>" : "") +
          "</td><td class=\"n\">" + gate + "</td><td>" + (pareto.empty() ? "—" : pareto) + "</td></tr>\n";
     if (d.Str(p + "/skipped_reason")) {
       s += "<tr><td></td><td colspan=\"12\">not run: " + d.S(p + "/skipped_reason") + "</td></tr>\n";
     }
   }
   s += "</table></div>\n";
+  s +=
+      "<p class=\"meta\">ms/sample: the time of our own executor" +
+      (batch.empty() ? std::string() : " at batch " + d.N(batch, "int")) +
+      ", divided by the batch, measured on a shared machine" +
+      (any_simulated ? std::string("; † INT8 and FP16 are simulated in float32 there, so these times are not "
+                                   "deployment speed")
+                     : std::string(", not deployment speed")) +
+      ".</p>\n";
   for (const auto& [key, name] : {std::make_pair("size", "size"), std::make_pair("macs", "MACs")}) {
     const std::string p = std::string("/pareto/") + key;
     if (!d.At(p).is_array()) continue;
@@ -1442,7 +1466,7 @@ std::string CompareHeader(const Doc& d) {
   if (d.NumAt("/baseline/top1")) s += Card("original top-1", d.N("/baseline/top1", "pct2"));
   if (d.NumAt("/baseline/ms_per_sample")) {
     s += Card("original latency", d.N("/baseline/ms_per_sample", "fixed3") + " ms",
-              "per sample, our executor");
+              "per sample in our executor at the batch size, on a shared machine");
   }
   if (is_auto || d.Str("/chosen")) {
     s += Card("chosen", d.Str("/chosen") ? d.Code("/chosen") : "none",
@@ -1461,7 +1485,8 @@ std::string CompareHeader(const Doc& d) {
     data += "<li>calibration: " + d.N("/data/calib/samples", "int") + " samples of " +
             d.Code("/data/calib/dir") +
             (d.NumAt("/data/calib/calibration_runs")
-                 ? ", " + d.N("/data/calib/calibration_runs", "int") + " run(s)"
+                 ? ", " + d.N("/data/calib/calibration_runs", "int") +
+                       (d.D("/data/calib/calibration_runs") == 1 ? " run" : " runs")
                  : "") +
             (d.Str("/data/calib/note") ? "; " + d.S("/data/calib/note") : "") + "</li>\n";
   }
@@ -1475,7 +1500,8 @@ std::string CompareHeader(const Doc& d) {
     data += "<li>fine-tuning: " + d.N("/data/finetune/samples", "int") + " samples of " +
             d.Code("/data/finetune/dir") +
             (d.NumAt("/data/finetune/teacher_runs")
-                 ? ", " + d.N("/data/finetune/teacher_runs", "int") + " teacher run(s)"
+                 ? ", " + d.N("/data/finetune/teacher_runs", "int") +
+                       (d.D("/data/finetune/teacher_runs") == 1 ? " teacher run" : " teacher runs")
                  : "") +
             "</li>\n";
   }
