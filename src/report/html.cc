@@ -1466,7 +1466,7 @@ std::string CompareHeader(const Doc& d) {
   if (d.NumAt("/baseline/top1")) s += Card("original top-1", d.N("/baseline/top1", "pct2"));
   if (d.NumAt("/baseline/ms_per_sample")) {
     s += Card("original latency", d.N("/baseline/ms_per_sample", "fixed3") + " ms",
-              "per sample in our executor at the batch size, on a shared machine");
+              "per sample, our executor, batched; shared machine");
   }
   if (is_auto || d.Str("/chosen")) {
     s += Card("chosen", d.Str("/chosen") ? d.Code("/chosen") : "none",
