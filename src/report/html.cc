@@ -378,7 +378,8 @@ const char* const kStyle =
     "table{border-collapse:collapse;margin:8px 0 12px}th,td{padding:3px 9px;border-bottom:1px solid #e6e6e6;"
     "text-align:left;vertical-align:top}th{background:#f6f6f6;font-weight:600}\n"
     "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\n"
-    "table.rows{font-size:13px}td small{color:#555}.scroll{overflow-x:auto}\n"
+    "table.rows{font-size:13px}table.rows td:first-child{white-space:nowrap}.sim{color:#ef6c00;margin-left:2px}td small{color:#555}"
+    ".scroll{overflow-x:auto;max-width:100%}\n"
     "tr.chg td{background:#fff8e1}tr.error td{background:#ffebee}tr.chosen td{background:#e3f2fd}\n"
     "tr.skipped td{color:#616161}.err{color:#b71c1c}.why{color:#616161;font-style:italic}.na{color:#999}\n"
     ".cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}.card{border:1px solid #ddd;border-radius:8px;"
@@ -1078,7 +1079,7 @@ std::string ReportBody(const Doc& d, const std::string& b, int level) {
 struct ScatterPoint {
   size_t row = 0;
   double x = 0, y = 0;
-  bool front = false, chosen = false;
+  bool front = false, chosen = false, fails = false;  // fails: the row's gate did not pass
   std::string name;
 };
 
@@ -1148,28 +1149,123 @@ std::string Scatter(const std::vector<ScatterPoint>& pts, bool has_base, double 
     for (size_t i = 0; i < front.size(); ++i) s += (i ? " " : "") + C(x(front[i].x)) + "," + C(y(front[i].y));
     s += "\"/>\n";
   }
+  // Points: dominated ones first, then the front, so that the points that matter are drawn on top. The
+  // original's diamond goes under them, larger, so a recipe with the same coordinates (the same MACs and
+  // accuracy) stays visible on it and the diamond's corners still show.
+  const double dr = 9;
   if (has_base) {
     const double cx = x(bx), cy = y(by);
     s += "<g class=\"baseline\"><title>the original model</title><polygon points=\"" + C(cx) + "," +
-         C(cy - 7) + " " + C(cx + 7) + "," + C(cy) + " " + C(cx) + "," + C(cy + 7) + " " + C(cx - 7) + "," +
-         C(cy) + "\" fill=\"#212121\"/><text x=\"" + C(cx - 10) + "\" y=\"" + C(cy - 10) +
-         "\" text-anchor=\"end\">original</text></g>\n";
+         C(cy - dr) + " " + C(cx + dr) + "," + C(cy) + " " + C(cx) + "," + C(cy + dr) + " " + C(cx - dr) +
+         "," + C(cy) + "\" fill=\"#212121\"/></g>\n";
   }
-  for (const auto& p : pts) {
+  std::vector<size_t> order(pts.size());
+  for (size_t i = 0; i < pts.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t c) {
+    return (pts[a].front || pts[a].chosen) < (pts[c].front || pts[c].chosen);
+  });
+  for (const size_t i : order) {
+    const auto& p = pts[i];
     const double cx = x(p.x), cy = y(p.y);
-    const std::string cls = std::string("point") + (p.front ? " front" : "") + (p.chosen ? " chosen" : "");
+    const std::string cls = std::string("point") + (p.front ? " front" : "") + (p.chosen ? " chosen" : "") +
+                            (p.fails ? " fails" : "");
     s += "<g class=\"" + cls + "\" data-row=\"" + std::to_string(p.row) + "\"><title>" + Esc(p.name) +
-         (p.front ? " (on the Pareto front)" : "") + (p.chosen ? " (chosen)" : "") + "</title>";
+         (p.front ? " (on the Pareto front)" : "") + (p.chosen ? " (chosen)" : "") +
+         (p.fails ? " (fails the gate)" : "") + "</title>";
     if (p.chosen) {
       s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) +
            "\" r=\"10\" fill=\"none\" stroke=\"#e65100\" "
            "stroke-width=\"3\"/>";
     }
-    s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"5.5\" fill=\"" +
-         (p.front ? kInf : "#9e9e9e") + "\"/>";
-    s += "<text x=\"" + C(cx + 12) + "\" y=\"" + C(cy - 8) + "\">" + Esc(p.name, 32) +
-         (p.chosen ? " (chosen)" : "") + "</text></g>\n";
+    const std::string colour = p.front ? kInf : "#9e9e9e";
+    // A point that fails the gate is hollow: on the front it must not look like a recommendation.
+    s += "<circle cx=\"" + C(cx) + "\" cy=\"" + C(cy) + "\" r=\"" + (p.fails ? "4.5" : "5.5") + "\" fill=\"" +
+         (p.fails ? "#fff" : colour) + "\"" +
+         (p.fails ? " stroke=\"" + colour + "\" stroke-width=\"2.5\"" : std::string()) + "/></g>\n";
   }
+  // Labels: only for the points that matter (the front, the chosen recipe, the original); the others have
+  // their name as a hover title. Points at the same place share one label. A label that would overlap
+  // another, a point or the gate's label is nudged up or down (greedily, in data order), with a thin
+  // leader line back to its point.
+  struct Label {
+    double cx, cy;
+    std::vector<std::string> names;  // escaped
+    bool labelled = false, original = false;
+    size_t chars = 0;
+  };
+  std::vector<Label> labels;
+  auto group_of = [&](double cx, double cy) -> Label& {
+    for (auto& l : labels) {
+      if (std::abs(l.cx - cx) <= 1.5 && std::abs(l.cy - cy) <= 1.5) return l;
+    }
+    labels.push_back(Label{cx, cy, {}, false, false, 0});
+    return labels.back();
+  };
+  if (has_base) {
+    Label& l = group_of(x(bx), y(by));
+    l.names.push_back("original");
+    l.labelled = l.original = true;
+    l.chars += 8;
+  }
+  for (const auto& p : pts) {
+    Label& l = group_of(x(p.x), y(p.y));
+    l.names.push_back(Esc(p.name, 32) + (p.chosen ? " (chosen)" : ""));
+    l.labelled = l.labelled || p.front || p.chosen;
+    l.chars +=
+        std::min<size_t>(DecodeUtf8(p.name).size(), 32) + (p.chosen ? 9 : 0) + (l.names.size() > 1 ? 2 : 0);
+  }
+  struct Box {
+    double x0, y0, x1, y1;
+  };
+  auto hit = [](const Box& a, const Box& b) {
+    return a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+  };
+  std::vector<Box> placed, marks;
+  if (gate.drawn) placed.push_back({width - right + 4, y(gate.y) - 10, width, y(gate.y) + 4});
+  for (const auto& l : labels) marks.push_back({l.cx - 7, l.cy - 7, l.cx + 7, l.cy + 7});
+  std::string text;
+  for (const auto& l : labels) {
+    if (!l.labelled) continue;
+    const double w = 6.4 * static_cast<double>(l.chars), h = 13;
+    bool found = false;
+    double best_x = 0, best_y = 0;
+    bool best_left = false;
+    for (int pass = 0; pass < 2 && !found; ++pass) {
+      for (int k = 0; k < 60 && !found; ++k) {
+        const double dy = (k % 2 ? -1 : 1) * 7.0 * ((k + 1) / 2);  // 0, -7, +7, -14, +14, ...
+        for (const bool to_left : {l.original, !l.original}) {
+          const double ty = l.cy - 6 + (to_left ? -4 : 0) + dy, tx = to_left ? l.cx - 12 : l.cx + 12;
+          const Box b{to_left ? tx - w : tx, ty - 10, to_left ? tx : tx + w, ty - 10 + h};
+          if (b.x0 < left + 2 || b.x1 > width - 2 || b.y0 < 2 || b.y1 > height - bottom - 2) continue;
+          bool free = true;
+          for (const auto& o : placed) free = free && !hit(b, o);
+          for (const auto& o : marks) free = free && (pass == 1 || !hit(b, o));
+          if (!free) continue;
+          found = true;
+          best_x = tx;
+          best_y = ty;
+          best_left = to_left;
+          placed.push_back(b);
+          break;
+        }
+      }
+    }
+    if (!found) {  // nowhere free: its default place
+      best_left = l.original;
+      best_x = best_left ? l.cx - 12 : l.cx + 12;
+      best_y = l.cy - 6;
+    }
+    std::string names;
+    for (size_t i = 0; i < l.names.size(); ++i) names += (i ? ", " : "") + l.names[i];
+    if (std::abs(best_y - (l.cy - 6 + (best_left ? -4 : 0))) > 0.5) {
+      text += "<line class=\"leader\" x1=\"" + C(l.cx) + "\" y1=\"" + C(l.cy) + "\" x2=\"" +
+              C(best_left ? best_x + 2 : best_x - 2) + "\" y2=\"" + C(best_y - 4) +
+              "\" stroke=\"#bdbdbd\" stroke-width=\"1\"/>";
+    }
+    text += "<text class=\"label\" x=\"" + C(best_x) + "\" y=\"" + C(best_y) + "\"" +
+            (best_left ? " text-anchor=\"end\"" : "") + ">" + names + "</text>\n";
+  }
+  if (!text.empty()) s += "<g class=\"labels\">" + text + "</g>\n";
   s += "</svg>\n";
   return s;
 }
@@ -1206,7 +1302,7 @@ std::string CompareCharts(const Doc& d) {
   const bool base_y = top1 ? d.NumAt("/baseline/top1") : true;
   const double by = top1 ? d.D("/baseline/top1") : 1.0;
   const std::string chosen = d.Text("/chosen");
-  bool drawn = false;
+  bool drawn = false, any_fails = false;
   for (const auto& [xkey, front_key, model_key, xkind, xtitle] :
        {std::make_tuple("bytes", "pareto_size", "/model/bytes", "bytes", "size (bytes)"),
         std::make_tuple("macs", "pareto_macs", "/model/macs", "count", "MACs per sample")}) {
@@ -1221,6 +1317,8 @@ std::string CompareCharts(const Doc& d) {
       pt.front = d.True(p + "/" + front_key);
       pt.chosen = d.True(p + "/chosen") || (!chosen.empty() && d.Text(p + "/recipe") == chosen);
       pt.name = d.Text(p + "/recipe", "?");
+      pt.fails = d.False(p + "/gate/passed");
+      any_fails = any_fails || pt.fails;
       pts.push_back(pt);
     }
     if (pts.empty()) continue;
@@ -1236,10 +1334,13 @@ std::string CompareCharts(const Doc& d) {
   } else {
     s += gate_note;
     s += std::string("<p class=\"legend\"><span><i class=\"sw\" style=\"color:") + kInf +
-         "\">■</i>on the Pareto front</span><span><i class=\"sw\" "
-         "style=\"color:#9e9e9e\">■</i>dominated</span>" +
+         "\">●</i>on the Pareto front</span><span><i class=\"sw\" "
+         "style=\"color:#9e9e9e\">●</i>dominated (name on hover)</span>" +
          (chosen.empty() ? "" : "<span><i class=\"sw\" style=\"color:#e65100\">■</i>chosen (ring)</span>") +
-         "<span><i class=\"sw\" style=\"color:#212121\">■</i>original model</span>" +
+         "<span><i class=\"sw\" style=\"color:#212121\">◆</i>original model</span>" +
+         (any_fails ? "<span><i class=\"sw\" style=\"color:#616161\">○</i>hollow: fails the accuracy gate "
+                      "(not a recommendation, even on the front)</span>"
+                    : "") +
          (gate.drawn
               ? std::string("<span><i class=\"sw\" style=\"color:") + kPoor + "\">■</i>gate threshold</span>"
               : std::string()) +
@@ -1264,9 +1365,13 @@ std::string CompareTable(const Doc& d) {
                                   : ": " + d.S("/gate/metric")) +
       "</th><th>Pareto front</th></tr>\n";
   const std::string chosen = d.Text("/chosen");
+  bool any_simulated = false;
+  std::string batch;  // a pointer to the batch the latency was measured at
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string p = "/rows" + Idx(i);
     if (!d.Obj(p)) continue;
+    if (batch.empty() && d.NumAt(p + "/report/timings/latency/batch"))
+      batch = p + "/report/timings/latency/batch";
     const bool error = d.Text(p + "/status") == "error";
     const bool is_chosen = d.True(p + "/chosen") || (!chosen.empty() && d.Text(p + "/recipe") == chosen);
     std::string passes;
@@ -1274,6 +1379,14 @@ std::string CompareTable(const Doc& d) {
     for (size_t k = 0; pl.is_array() && k < pl.size(); ++k) {
       passes += (k ? " → " : "") + d.S(p + "/passes" + Idx(k));
     }
+    // Quantize and fp16 passes are simulated in float32 by our executor: their time is not deployment speed.
+    bool simulated = false;
+    for (size_t k = 0; pl.is_array() && k < pl.size(); ++k) {
+      const std::string pass = d.Text(p + "/passes" + Idx(k));
+      simulated =
+          simulated || pass.find("quantize") != std::string::npos || pass.find("fp16") != std::string::npos;
+    }
+    any_simulated = any_simulated || simulated;
     std::string sqnr = "—";
     if (d.NumAt(p + "/sqnr_db") || d.True(p + "/sqnr_db_infinite")) sqnr = d.N(p + "/sqnr_db", "db1");
     std::string gate = "—";
@@ -1317,12 +1430,21 @@ std::string CompareTable(const Doc& d) {
          sub("/macs_ratio", "pct1") + "</td><td class=\"n\">" + d.N(p + "/top1", "pct2") +
          sub("/top1_change_pts", "pts2") + "</td><td class=\"n\">" + d.N(p + "/agreement", "pct2") +
          "</td><td class=\"n\">" + sqnr + "</td><td class=\"n\">" + d.N(p + "/ms_per_sample", "fixed3") +
+         (simulated ? "<span class=\"sim\" title=\"INT8/FP16 simulated in float32\">†</span>" : "") +
          "</td><td class=\"n\">" + gate + "</td><td>" + (pareto.empty() ? "—" : pareto) + "</td></tr>\n";
     if (d.Str(p + "/skipped_reason")) {
       s += "<tr><td></td><td colspan=\"12\">not run: " + d.S(p + "/skipped_reason") + "</td></tr>\n";
     }
   }
   s += "</table></div>\n";
+  s +=
+      "<p class=\"meta\">ms/sample: the time of our own executor" +
+      (batch.empty() ? std::string() : " at batch " + d.N(batch, "int")) +
+      ", divided by the batch, measured on a shared machine" +
+      (any_simulated ? std::string("; † INT8 and FP16 are simulated in float32 there, so these times are not "
+                                   "deployment speed")
+                     : std::string(", not deployment speed")) +
+      ".</p>\n";
   for (const auto& [key, name] : {std::make_pair("size", "size"), std::make_pair("macs", "MACs")}) {
     const std::string p = std::string("/pareto/") + key;
     if (!d.At(p).is_array()) continue;
@@ -1344,7 +1466,7 @@ std::string CompareHeader(const Doc& d) {
   if (d.NumAt("/baseline/top1")) s += Card("original top-1", d.N("/baseline/top1", "pct2"));
   if (d.NumAt("/baseline/ms_per_sample")) {
     s += Card("original latency", d.N("/baseline/ms_per_sample", "fixed3") + " ms",
-              "per sample, our executor");
+              "per sample, our executor, batched; shared machine");
   }
   if (is_auto || d.Str("/chosen")) {
     s += Card("chosen", d.Str("/chosen") ? d.Code("/chosen") : "none",
@@ -1363,7 +1485,8 @@ std::string CompareHeader(const Doc& d) {
     data += "<li>calibration: " + d.N("/data/calib/samples", "int") + " samples of " +
             d.Code("/data/calib/dir") +
             (d.NumAt("/data/calib/calibration_runs")
-                 ? ", " + d.N("/data/calib/calibration_runs", "int") + " run(s)"
+                 ? ", " + d.N("/data/calib/calibration_runs", "int") +
+                       (d.D("/data/calib/calibration_runs") == 1 ? " run" : " runs")
                  : "") +
             (d.Str("/data/calib/note") ? "; " + d.S("/data/calib/note") : "") + "</li>\n";
   }
@@ -1377,7 +1500,8 @@ std::string CompareHeader(const Doc& d) {
     data += "<li>fine-tuning: " + d.N("/data/finetune/samples", "int") + " samples of " +
             d.Code("/data/finetune/dir") +
             (d.NumAt("/data/finetune/teacher_runs")
-                 ? ", " + d.N("/data/finetune/teacher_runs", "int") + " teacher run(s)"
+                 ? ", " + d.N("/data/finetune/teacher_runs", "int") +
+                       (d.D("/data/finetune/teacher_runs") == 1 ? " teacher run" : " teacher runs")
                  : "") +
             "</li>\n";
   }
