@@ -41,7 +41,8 @@ int Level(const std::string& name, const std::string& prefix) {
 }
 
 bool IsPrecision(const std::string& p) {
-  return p == "fp16" || p == "int8" || p == "int8-dynamic" || p == "int8-weights";
+  return p == "fp16" || p == "int8" || p == "int8-dynamic" || p == "int8-weights" || p == "int8-percentile" ||
+         p == "int8-entropy" || p == "int8-mse";
 }
 
 bool IsStructure(const std::string& s) {
@@ -85,6 +86,8 @@ void ApplyPrecision(const std::string& p, JobOptions& o) {
     o.int8 = true;
     o.dynamic = p == "int8-dynamic";
     o.weights_only = p == "int8-weights";
+    // Static INT8 with another calibration method: the same statistics, other ranges (no new run).
+    if (p == "int8-percentile" || p == "int8-entropy" || p == "int8-mse") o.calib_method = p.substr(5);
   }
 }
 
@@ -313,6 +316,8 @@ std::vector<Preset> ListedPresets() {
       {"int8", "static INT8, QDQ, per-channel weights, calibrated activations (--int8 --calib DIR)"},
       {"int8-dynamic", "INT8 weights, activations quantized at run time (--int8 --dynamic)"},
       {"int8-weights", "INT8 weights, computation in float (--int8 --weights-only)"},
+      {"int8-percentile", "static INT8, activation ranges keeping 99.999 % of the values (--int8 --calib-method "
+                          "percentile); int8-entropy and int8-mse likewise"},
       {"prune50", "50 % of the weights set to zero, unstructured (--prune 0.5)"},
       {"prune2:4", "two of every four weights zero along the input axis (--prune 0.5 --prune-pattern 2:4)"},
       {"channels50", "half the channels of every prunable channel group removed (--prune-channels 0.5)"},
@@ -559,8 +564,10 @@ json RunAuto(const AutoJobOptions& opt) {
   };
 
   // 1. Precision alone: cheap to try, and the precision every structure below is combined with.
+  // When static INT8 with min/max ranges breaks the gate, the other calibration methods come next: they
+  // derive their ranges from the same shared statistics, so they cost an evaluation each, no calibration.
   std::vector<std::string> precisions;
-  if (calib) precisions.push_back("int8");
+  if (calib) precisions.insert(precisions.end(), {"int8", "int8-percentile", "int8-entropy"});
   precisions.insert(precisions.end(), {"int8-dynamic", "int8-weights", "fp16"});
   std::string precision;  // the best one that holds the gate ("" when none)
   double precision_value = std::numeric_limits<double>::infinity();

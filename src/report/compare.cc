@@ -136,7 +136,7 @@ std::string FormatPresets(const json& list) {
   }
   os << "\npruneNN, channelsNN, lowrankNN, target-macsNN, lowrank-paramsNN and lowrank-macsNN take any level NN "
         "from 1 to 99 (prune30, channels25, target-macs75); joined by '+', structures of different kinds (pruning, "
-        "channels, low rank) come first and one precision (fp16, int8, int8-dynamic, int8-weights) last.\n";
+        "channels, low rank) come first and one precision (fp16, int8, int8-dynamic, int8-weights, int8-percentile, int8-entropy, int8-mse) last.\n";
   return os.str();
 }
 

@@ -164,8 +164,12 @@ TEST(CompareJob, PresetsSetTheMainJobsFlags) {
   EXPECT_DOUBLE_EQ(*c.low_rank_params, 0.6);
   EXPECT_TRUE(c.fp16);
   EXPECT_DOUBLE_EQ(*PresetOptions("channels5", base).prune_channels, 0.05);
+  const JobOptions d = PresetOptions("lowrank-macs40+int8-entropy", base);
+  EXPECT_TRUE(d.int8 && !d.dynamic && !d.weights_only);
+  EXPECT_EQ(d.calib_method, "entropy");
+  EXPECT_DOUBLE_EQ(*d.low_rank_macs, 0.4);
   for (const char* bad : {"int8+prune50", "prune50+prune30", "channels0", "channels100", "channels05", "lowrank",
-                          "fp16+int8", "channels50+target-macs50", ""}) {
+                          "fp16+int8", "channels50+target-macs50", "int8-kl", "int8-entropy+prune50", ""}) {
     EXPECT_FALSE(IsPresetName(bad)) << bad;
   }
   for (const auto& p : ListedPresets()) {
@@ -240,6 +244,11 @@ TEST(AutoJob, AnImpossibleGateChoosesNothingAndWritesNoModel) {
   EXPECT_NE(doc["stop_reason"].get<std::string>().find("no candidate holds the gate"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(tmp / "auto.onnx"));
   for (const auto& r : doc["rows"]) EXPECT_FALSE(r["chosen"].get<bool>());
+  // INT8 broke the gate, so the other calibration methods ran, on the statistics of the one run.
+  EXPECT_EQ(Row(doc, "int8-percentile")["status"], "ok");
+  EXPECT_EQ(Row(doc, "int8-entropy")["status"], "ok");
+  EXPECT_EQ(Row(doc, "int8-entropy")["report"]["recipe"]["passes"][0]["options"]["calib_method"], "entropy");
+  EXPECT_EQ(doc["data"]["calib"]["calibration_runs"], 1);
 }
 
 }  // namespace
