@@ -82,11 +82,6 @@ OutputFidelity CompareOutputs(const EvalResult& a, const EvalResult& b) {
   return f;
 }
 
-ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
-                              const std::string& data_label, const CompareOptions& options) {
-  return ReferenceEvaluation(before, data, data_label, options).Compare(after);
-}
-
 ReferenceEvaluation::ReferenceEvaluation(const Model& before, const Dataset& data, std::string data_label,
                                          const CompareOptions& options)
     : data_(data), label_(std::move(data_label)), options_(options), ref_(Run(before, data, options)) {}

@@ -172,7 +172,7 @@ struct Session {
   std::set<std::string> outputs;  // files written so far: two recipes never share one
 };
 
-// Runs one entry; a failure becomes the row's error. `model` receives the recipe's model when it ran.
+// Runs one entry; a failure becomes the row's error. `kept` receives the recipe's result when it ran.
 json RunEntry(Session& s, const CompareEntry& e, RecipeResult* kept = nullptr) {
   const auto start = std::chrono::steady_clock::now();
   try {

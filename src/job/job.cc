@@ -683,7 +683,6 @@ RecipeResult RunRecipe(JobContext& ctx, const Recipe& requested_in, const Recipe
   result.gate = gate_info;
   result.checker_ok = check.ok;
   result.checker_message = check.message;
-  result.seconds = rin.total_seconds;
   return result;
 }
 

@@ -37,11 +37,8 @@ struct ModelComparison {
   double ms_per_sample_before = 0, ms_per_sample_after = 0;  // our executor, at `batch`
 };
 
-ModelComparison CompareModels(const Model& before, const Model& after, const Dataset& data,
-                              const std::string& data_label, const CompareOptions& options);
-
 // The original model evaluated once on the data; Compare() then evaluates only the compressed model. Gives
-// the same figures as CompareModels (the original's latency is the one measured here, once).
+// the figures of ModelComparison (the original's latency is the one measured here, once).
 class ReferenceEvaluation {
  public:
   ReferenceEvaluation(const Model& before, const Dataset& data, std::string data_label, const CompareOptions& options);
@@ -62,7 +59,7 @@ class ReferenceEvaluation {
 };
 
 // How far `b`'s first output and predictions are from `a`'s, two evaluations of the same samples (with
-// EvalOptions::keep_outputs): the fidelity figures of CompareModels and `compress sensitivity`.
+// EvalOptions::keep_outputs): the fidelity figures of ReferenceEvaluation and `compress sensitivity`.
 struct OutputFidelity {
   double agreement = 0;           // fraction of samples whose top-1 is unchanged
   double cosine = 0;              // mean over samples of the cosine similarity of output 0 (two zeros: 1)

@@ -191,7 +191,6 @@ struct RecipeResult {
   std::optional<GateInfo> gate;
   bool checker_ok = false;
   std::string checker_message;
-  double seconds = 0;
 };
 
 // How a job writes models: external data as the options say, never over the input or its data files.
