@@ -4,12 +4,17 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 
 #include "compress/ir/verify.h"
 #include "compress/util/error.h"
 #include "compress/util/half.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace compress {
 
@@ -88,6 +93,21 @@ Tensor ConstantValue(const Node& n) {
 
 bool IsConstantNode(const Node& n) { return n.op_type == "Constant" && n.IsDefaultDomain(); }
 
+// Every run allocates and frees the same intermediate buffers. With glibc's defaults, buffers above the
+// mmap threshold (128 KiB at first) are fresh mappings each time and freed heap tops are returned to the
+// system, so every run pays page faults and page clearing on all of its large values (a fifth of the time
+// of a small transformer at batch 64). Serving them from the heap, and keeping freed memory, makes the
+// next run reuse the same pages.
+void KeepLargeBuffersInHeap() {
+#if defined(__GLIBC__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  });
+#endif
+}
+
 }  // namespace
 
 std::vector<std::string> Executor::UnsupportedOps(const Model& model) {
@@ -107,6 +127,7 @@ std::vector<std::string> Executor::UnsupportedOps(const Model& model) {
 }
 
 Executor::Executor(const Model& model, const ExecutorOptions& options) {
+  KeepLargeBuffersInHeap();
   if (options.pool != nullptr) {
     pool_ = options.pool;
   } else {

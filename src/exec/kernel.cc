@@ -32,6 +32,12 @@ Tensor& KernelContext::Output(size_t i, DType dtype, std::vector<int64_t> dims) 
   return outputs_[i];
 }
 
+Tensor& KernelContext::OutputForWrite(size_t i, DType dtype, std::vector<int64_t> dims) {
+  if (i >= outputs_.size()) Fail("output " + std::to_string(i) + " does not exist");
+  outputs_[i] = Tensor::Uninitialized(dtype, std::move(dims));
+  return outputs_[i];
+}
+
 void KernelContext::SetOutput(size_t i, Tensor t) {
   if (i >= outputs_.size()) Fail("output " + std::to_string(i) + " does not exist");
   outputs_[i] = std::move(t);

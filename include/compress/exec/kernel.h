@@ -52,6 +52,9 @@ class KernelContext {
 
   // Allocates output i. Contents are zero-initialised.
   Tensor& Output(size_t i, DType dtype, std::vector<int64_t> dims);
+  // Allocates output i with its bytes unset, for kernels that write every element (numeric types only).
+  // The zero fill costs as much as the work itself in light kernels.
+  Tensor& OutputForWrite(size_t i, DType dtype, std::vector<int64_t> dims);
   // Sets output i to an existing tensor (e.g. sharing an input's buffer for Reshape / Identity).
   void SetOutput(size_t i, Tensor t);
   std::vector<Tensor>& outputs() { return outputs_; }

@@ -441,8 +441,8 @@ KernelFactory FoldKernel(FoldSpec spec, bool fast) {
           const Tensor& next = ctx.required_input(k);
           const std::vector<int64_t> b_dims = legacy.Align(ctx, acc.dims(), next.dims());
           const std::vector<int64_t> out_dims = BroadcastShapes(ctx, acc.dims(), b_dims);
-          Tensor result = k + 1 == count ? Tensor() : Tensor(first.dtype(), out_dims);
-          Tensor& target = k + 1 == count ? ctx.Output(0, first.dtype(), out_dims) : result;
+          Tensor result = k + 1 == count ? Tensor() : Tensor::Uninitialized(first.dtype(), out_dims);
+          Tensor& target = k + 1 == count ? ctx.OutputForWrite(0, first.dtype(), out_dims) : result;
           Binary(ctx, fast, acc.data<T>(), acc.dims(), next.data<T>(), b_dims, target.mutable_data<T>(),
                  out_dims, Op{});
           if (k + 1 < count) acc = std::move(result);
@@ -512,7 +512,7 @@ KernelFactory PowKernel(bool legacy_opset, bool fast) {
       const std::vector<int64_t> out_dims = BroadcastShapes(ctx, x.dims(), e_dims);
       auto run = [&](auto base_tag) {
         using T = decltype(base_tag);
-        T* out = ctx.Output(0, x.dtype(), out_dims).template mutable_data<T>();
+        T* out = ctx.OutputForWrite(0, x.dtype(), out_dims).template mutable_data<T>();
         DispatchNumeric(ctx, e.dtype(), [&](auto exp_tag) {
           using E = decltype(exp_tag);
           if constexpr (std::is_floating_point_v<T>) {
@@ -562,7 +562,7 @@ KernelFactory PReluKernel(bool legacy_opset, bool fast) {
       }
       DispatchNumeric(ctx, x.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        T* out = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
+        T* out = ctx.OutputForWrite(0, x.dtype(), x.dims()).template mutable_data<T>();
         Binary(ctx, fast, x.data<T>(), x.dims(), slope.data<T>(), s_dims, out, x.dims(), PReluOp{});
       });
     });
@@ -870,7 +870,7 @@ KernelFactory UnaryKernel(bool fast) {
           py = ctx.outputs()[0].template mutable_data<T>();
           px = py;
         } else {
-          py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
+          py = ctx.OutputForWrite(0, x.dtype(), x.dims()).template mutable_data<T>();
         }
         ctx.pool().ParallelFor(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
 #if defined(__SSE2__)
@@ -950,7 +950,7 @@ KernelFactory ClipKernel(bool bounds_from_inputs) {
         bound(1, "min", lo);
         bound(2, "max", hi);
         const T* px = x.data<T>();
-        T* py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
+        T* py = ctx.OutputForWrite(0, x.dtype(), x.dims()).template mutable_data<T>();
         ctx.pool().ParallelFor(x.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
           for (int64_t i = begin; i < end; ++i) {
             // max then min, as numpy's clip: min > max gives max everywhere; NaN stays NaN.

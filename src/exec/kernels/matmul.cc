@@ -582,7 +582,7 @@ class FastMatMul : public Kernel {
       return;
     }
     const MatMulShape s = ResolveMatMul(ctx, a.dims(), b.dims());
-    Tensor& y = ctx.Output(0, DType::kFloat, s.out);
+    Tensor& y = ctx.OutputForWrite(0, DType::kFloat, s.out);
     if (s.batch * s.m * s.n == 0) return;
     // A is read in place (row-major); B as packed at build time, packed now when all batches share it, or
     // else per matrix.
@@ -667,7 +667,7 @@ class FastGemm : public Kernel {
       return;
     }
     const GemmShape s = ResolveGemm(ctx, a, b, c, attrs_.trans_a, attrs_.trans_b, attrs_.beta);
-    Tensor& y = ctx.Output(0, DType::kFloat, {s.m, s.n});
+    Tensor& y = ctx.OutputForWrite(0, DType::kFloat, {s.m, s.n});
     if (s.m * s.n == 0) return;
     float* py = y.mutable_data<float>();
     Init init = Init::kZero;

@@ -117,7 +117,7 @@ KernelFactory SoftmaxKernel(bool log, bool coerce_2d, bool fast) {
       DispatchFloating(ctx, x.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T* px = x.data<T>();
-        T* py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
+        T* py = ctx.OutputForWrite(0, x.dtype(), x.dims()).template mutable_data<T>();
         if (r.len == 0) return;
         ctx.pool().ParallelFor(r.outer * r.inner, RowGrain(r.len), [&](int64_t begin, int64_t end) {
           if constexpr (std::is_same_v<T, float>) {
@@ -270,7 +270,7 @@ KernelFactory InstanceNormKernel() {
         const T* px = x.data<T>();
         const T* ps = scale.data<T>();
         const T* pb = bias.data<T>();
-        T* py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
+        T* py = ctx.OutputForWrite(0, x.dtype(), x.dims()).template mutable_data<T>();
         ctx.pool().ParallelFor(planes, RowGrain(spatial), [&](int64_t begin, int64_t end) {
           for (int64_t plane = begin; plane < end; ++plane) {
             const T* xp = px + plane * spatial;
@@ -352,7 +352,7 @@ KernelFactory LayerNormKernel(bool fast) {
         const std::vector<T> b =
             bias != nullptr ? ExpandToRow<T>(ctx, *bias, row_dims, "B") : std::vector<T>(s.size());
         const T* px = x.data<T>();
-        T* py = ctx.Output(0, x.dtype(), x.dims()).template mutable_data<T>();
+        T* py = ctx.OutputForWrite(0, x.dtype(), x.dims()).template mutable_data<T>();
         float* mean_out =
             ctx.num_outputs() > 1 ? ctx.Output(1, DType::kFloat, stat_dims).mutable_data<float>() : nullptr;
         float* inv_out =

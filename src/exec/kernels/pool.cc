@@ -356,7 +356,7 @@ void FastMaxPool(KernelContext& ctx, const PoolAttrs& a) {
   const PoolShape s = ResolvePool(ctx, a, x.dims());
   const Window2D q = ToWindow2D(s.geo);
   const TapRanges r = ColumnTapRanges(q);
-  Tensor& y = ctx.Output(0, DType::kFloat, s.y_dims);
+  Tensor& y = ctx.OutputForWrite(0, DType::kFloat, s.y_dims);
   const float* px = x.data<float>();
   float* py = y.mutable_data<float>();
   ctx.pool().ParallelFor(s.planes, PlaneGrain(s.out_size * s.geo.kernel_size()), [&](int64_t p0, int64_t p1) {
@@ -393,7 +393,7 @@ void FastAveragePool(KernelContext& ctx, const PoolAttrs& a) {
           : std::vector<float>{1.0f};
   const std::vector<float> col_counts =
       AxisCounts(q.ow, q.iw, q.kw, q.sw, q.dw, g.pads_begin[l], g.pads_end[l], a.count_include_pad);
-  Tensor& y = ctx.Output(0, DType::kFloat, s.y_dims);
+  Tensor& y = ctx.OutputForWrite(0, DType::kFloat, s.y_dims);
   const float* px = x.data<float>();
   float* py = y.mutable_data<float>();
   ctx.pool().ParallelFor(s.planes, PlaneGrain(s.out_size * g.kernel_size()), [&](int64_t p0, int64_t p1) {
@@ -442,7 +442,7 @@ void FastGlobalPool(KernelContext& ctx) {
   y_dims[1] = x.dims()[1];
   const int64_t planes = y_dims[0] * y_dims[1];
   const int64_t size = x.numel() / std::max<int64_t>(1, planes);
-  Tensor& y = ctx.Output(0, DType::kFloat, y_dims);
+  Tensor& y = ctx.OutputForWrite(0, DType::kFloat, y_dims);
   const float* px = x.data<float>();
   float* py = y.mutable_data<float>();
   ctx.pool().ParallelFor(planes, PlaneGrain(size), [&](int64_t p0, int64_t p1) {

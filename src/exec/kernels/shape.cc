@@ -539,7 +539,7 @@ void TransposeFast(KernelContext& ctx, const std::vector<int64_t>& perm_attr) {
     OutputView(ctx, x, out_dims);
     return;
   }
-  Tensor& out = ctx.Output(0, x.dtype(), out_dims);
+  Tensor& out = ctx.OutputForWrite(0, x.dtype(), out_dims);
   DispatchByElementSize(ctx, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* src = ElementsOf<T>(x);
