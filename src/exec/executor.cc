@@ -11,6 +11,7 @@
 #include "compress/ir/verify.h"
 #include "compress/util/error.h"
 #include "compress/util/half.h"
+#include "fusion.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -27,6 +28,13 @@ struct Executor::Step {
   std::vector<int> outputs;  // slot per output, -1 when not wanted
   std::vector<int> release;  // slots whose last reader is this step
   std::vector<bool> donate;  // per input: released here and read once, so its buffer may be reused
+  // Fusion, for runs without an observer: the element-wise chain fused behind this step's kernel, the slots
+  // of its extra inputs, the slot its result goes to and the steps it stands for; `fused_away` marks those.
+  std::unique_ptr<fusion::Chain> chain;
+  std::vector<int> chain_extras;
+  int chain_output = -1;
+  std::vector<size_t> absorbed;
+  bool fused_away = false;
 };
 
 namespace {
@@ -245,9 +253,102 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) {
       step->donate[k] = released && read_once;
     }
   }
+  if (!options.reference_kernels) PlanFusion();
+}
+
+void Executor::PlanFusion() {
+  std::vector<std::vector<size_t>> readers(num_slots_);
+  std::vector<int> producer(num_slots_, -1);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    for (int in : steps_[s]->inputs) {
+      if (in >= 0) readers[static_cast<size_t>(in)].push_back(s);
+    }
+    for (int out : steps_[s]->outputs) {
+      if (out >= 0) producer[static_cast<size_t>(out)] = static_cast<int>(s);
+    }
+  }
+  std::vector<bool> graph_output(num_slots_, false);
+  for (int s : output_slots_) graph_output[static_cast<size_t>(s)] = true;
+
+  for (size_t h = 0; h < steps_.size(); ++h) {
+    Step& head = *steps_[h];
+    if (head.fused_away || !head.kernel->AcceptsEpilogue() || head.outputs.empty() || head.outputs[0] < 0) {
+      continue;
+    }
+    fusion::Chain chain;
+    std::vector<int> values = {head.outputs[0]}, extras;
+    std::vector<size_t> absorbed;
+    size_t best = 0;
+    fusion::Chain best_chain;
+    std::vector<int> best_extras;
+    while (chain.ops.size() < fusion::kMaxChainOps) {
+      const int last = values.back();
+      if (graph_output[static_cast<size_t>(last)]) break;
+      // The first reader of the last value that the chain can hold, all of whose other inputs are chain
+      // values or known before the head runs.
+      size_t next = steps_.size();
+      fusion::ChainOp op;
+      for (size_t r : readers[static_cast<size_t>(last)]) {
+        const Step& c = *steps_[r];
+        if (r <= h || c.fused_away || c.outputs.size() != 1 || c.outputs[0] < 0 ||
+            c.inputs.size() != c.node->inputs.size() || !fusion::ChainOpOf(*c.node, &op)) {
+          continue;
+        }
+        const bool inputs_ready = std::all_of(c.inputs.begin(), c.inputs.end(), [&](int in) {
+          return in >= 0 && (std::find(values.begin(), values.end(), in) != values.end() ||
+                             producer[static_cast<size_t>(in)] < static_cast<int>(h));
+        });
+        if (inputs_ready) {
+          next = r;
+          break;
+        }
+      }
+      if (next == steps_.size()) break;
+      const Step& c = *steps_[next];
+      fusion::ChainOp::Kind kind = op.kind;
+      auto operand = [&](int slot) {
+        const auto v = std::find(values.begin(), values.end(), slot);
+        if (v != values.end()) return static_cast<int>(v - values.begin());
+        auto e = std::find(extras.begin(), extras.end(), slot);
+        if (e == extras.end()) e = extras.insert(extras.end(), slot);
+        return -1 - static_cast<int>(e - extras.begin());
+      };
+      op.kind = kind;
+      op.a = operand(c.inputs[0]);
+      if (kind != fusion::ChainOp::Kind::kUnary) op.b = operand(c.inputs[1]);
+      chain.ops.push_back(op);
+      absorbed.push_back(next);
+      values.push_back(c.outputs[0]);
+      // A prefix is valid when every value but its last is read inside the chain only.
+      bool valid = true;
+      for (size_t v = 0; v + 1 < values.size() && valid; ++v) {
+        const auto& rs = readers[static_cast<size_t>(values[v])];
+        valid = !graph_output[static_cast<size_t>(values[v])] &&
+                std::all_of(rs.begin(), rs.end(), [&](size_t r) {
+                  return std::find(absorbed.begin(), absorbed.end(), r) != absorbed.end();
+                });
+      }
+      if (valid) {
+        best = chain.ops.size();
+        best_chain = chain;
+        best_chain.extras = extras.size();
+        best_extras = extras;
+      }
+    }
+    if (best == 0) continue;
+    head.chain = std::make_unique<fusion::Chain>(std::move(best_chain));
+    head.chain_extras = std::move(best_extras);
+    head.absorbed.assign(absorbed.begin(), absorbed.begin() + static_cast<std::ptrdiff_t>(best));
+    head.chain_output = steps_[head.absorbed.back()]->outputs[0];
+    for (size_t a : head.absorbed) steps_[a]->fused_away = true;
+  }
 }
 
 Executor::~Executor() = default;
+
+size_t Executor::fused_nodes() const {
+  return static_cast<size_t>(std::count_if(steps_.begin(), steps_.end(), [](const auto& s) { return s->fused_away; }));
+}
 
 void Executor::EnableProfiling(bool on) {
   profiling_ = on;
@@ -316,8 +417,23 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
     return present[s] ? &values[s] : nullptr;
   };
 
+  // Fused chains run only when nobody observes the values inside them; a head whose kernel declines the
+  // chain (shapes or types it does not cover) leaves its steps to run one by one.
+  const bool fuse = observer == nullptr;
+  std::vector<bool> unfused(steps_.size(), false);
+  auto release = [&](const Step& step) {
+    for (int slot : step.release) {
+      values[static_cast<size_t>(slot)] = Tensor();
+      present[static_cast<size_t>(slot)] = false;
+    }
+  };
+
   for (size_t index = 0; index < steps_.size(); ++index) {
     const auto& step = steps_[index];
+    if (fuse && step->fused_away && !unfused[index]) {
+      release(*step);
+      continue;
+    }
     std::vector<const Tensor*> in(step->inputs.size(), nullptr);
     std::vector<Tensor*> donated(step->inputs.size(), nullptr);
     std::vector<Tensor> converted;  // float32 copies of float16 inputs, kept alive for the call
@@ -338,6 +454,15 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
     }
     KernelContext ctx(*step->node, std::move(in), step->outputs.size(), *pool_);
     ctx.set_donated(std::move(donated));
+    std::unique_ptr<fusion::BoundChain> bound;
+    if (fuse && step->chain != nullptr && half_type == DType::kUndefined) {
+      std::vector<const Tensor*> extras;
+      for (int slot : step->chain_extras) extras.push_back(value_of(slot));
+      bound = std::make_unique<fusion::BoundChain>(*step->chain, std::move(extras));
+      ctx.set_epilogue([&bound](const std::vector<int64_t>& dims) -> const Epilogue* {
+        return bound->Bind(dims) ? bound.get() : nullptr;
+      });
+    }
     if (profiling_) {
       const auto t0 = std::chrono::steady_clock::now();
       step->kernel->Run(ctx);
@@ -347,8 +472,12 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
       step->kernel->Run(ctx);
     }
     auto& outs = ctx.outputs();
+    const bool chained = ctx.epilogue_taken();
+    if (fuse && step->chain != nullptr && !chained) {
+      for (size_t a : step->absorbed) unfused[a] = true;
+    }
     for (size_t k = 0; k < step->outputs.size(); ++k) {
-      const int slot = step->outputs[k];
+      const int slot = k == 0 && chained ? step->chain_output : step->outputs[k];
       if (slot < 0) continue;
       Tensor& t = outs[k];
       if (t.dtype() == DType::kUndefined) {
@@ -360,10 +489,7 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
       present[static_cast<size_t>(slot)] = true;
       if (observer != nullptr) (*observer)(slot_names_[static_cast<size_t>(slot)], values[static_cast<size_t>(slot)]);
     }
-    for (int slot : step->release) {
-      values[static_cast<size_t>(slot)] = Tensor();
-      present[static_cast<size_t>(slot)] = false;
-    }
+    release(*step);
   }
 
   std::vector<Tensor> result;

@@ -43,6 +43,13 @@ void KernelContext::SetOutput(size_t i, Tensor t) {
   outputs_[i] = std::move(t);
 }
 
+const Epilogue* KernelContext::TakeEpilogue(const std::vector<int64_t>& dims) {
+  if (!bind_epilogue_ || epilogue_taken_) return nullptr;
+  const Epilogue* e = bind_epilogue_(dims);
+  epilogue_taken_ = e != nullptr;
+  return e;
+}
+
 void KernelContext::Fail(const std::string& message) const {
   ThrowInvalid("node " + node_.Describe() + ": " + message);
 }

@@ -6,7 +6,9 @@
 // last reader. Kernels parallelise over the pool in fixed-size chunks, so results do not depend on the
 // thread count. Nodes with subgraphs (If, Loop) also read the values their subgraphs take from the
 // enclosing graph: those are extra inputs of the node's step, after its declared ones, in the order of
-// OuterScopeInputs().
+// OuterScopeInputs(). Element-wise nodes that follow a Conv, MatMul or Gemm and read nothing computed after it
+// (bias, residual Add, Relu, the GELU chain, ...) are fused into that kernel's output loop in runs without a
+// ValueObserver, with bit-identical results (src/exec/fusion.h); observed runs compute every value.
 #pragma once
 
 #include <functional>
@@ -48,6 +50,9 @@ class Executor {
   // the declaration are an Error(kInvalidInput) naming the input.
   std::vector<Tensor> Run(const std::vector<Tensor>& inputs, const ValueObserver* observer = nullptr);
 
+  // Nodes fused into the kernel of a node before them (runs without an observer compute them there).
+  size_t fused_nodes() const;
+
   // Per-op-type time spent in kernels since profiling was enabled (for `compress bench --profile`).
   struct OpTime {
     std::string op_type;
@@ -63,6 +68,8 @@ class Executor {
  private:
   struct Step;
   void ValidateInput(size_t i, const Tensor& t) const;
+  // Finds the element-wise chains that follow Conv / MatMul / Gemm kernels and marks them for fusion.
+  void PlanFusion();
 
   std::unique_ptr<ThreadPool> own_pool_;
   ThreadPool* pool_ = nullptr;

@@ -29,6 +29,16 @@ struct KernelInfo {
   ThreadPool* pool = nullptr;
 };
 
+// Element-wise nodes that the executor fused behind a kernel (Conv + Add + Relu, MatMul + bias + GELU, ...):
+// the kernel applies them to each region of its output right after computing it, while it is in cache.
+class Epilogue {
+ public:
+  virtual ~Epilogue() = default;
+  // y[0, count) holds elements [offset, offset + count) of output 0 (float32, row-major); replaces them with
+  // the fused nodes' result. Computes the same bits as running the nodes one by one.
+  virtual void Apply(float* y, int64_t offset, int64_t count) const = 0;
+};
+
 // What a kernel gets when it runs.
 class KernelContext {
  public:
@@ -61,6 +71,14 @@ class KernelContext {
 
   ThreadPool& pool() { return pool_; }
 
+  // The fused element-wise nodes to apply to output 0, when the executor fused some behind this kernel and
+  // they fit an output of these dims (float32); nullptr otherwise. A kernel that gets one must Apply it to
+  // every element of output 0 exactly once. Kernels that never call it run unfused.
+  const Epilogue* TakeEpilogue(const std::vector<int64_t>& dims);
+  // Set by the executor; whether a kernel took it.
+  void set_epilogue(std::function<const Epilogue*(const std::vector<int64_t>&)> bind) { bind_epilogue_ = std::move(bind); }
+  bool epilogue_taken() const { return epilogue_taken_; }
+
   // Error(kInvalidInput) prefixed with the node's description.
   [[noreturn]] void Fail(const std::string& message) const;
 
@@ -70,12 +88,17 @@ class KernelContext {
   std::vector<Tensor> outputs_;
   std::vector<Tensor*> donated_;
   ThreadPool& pool_;
+  std::function<const Epilogue*(const std::vector<int64_t>&)> bind_epilogue_;
+  bool epilogue_taken_ = false;
 };
 
 class Kernel {
  public:
   virtual ~Kernel() = default;
   virtual void Run(KernelContext& ctx) = 0;
+  // True for kernels that call KernelContext::TakeEpilogue: the executor fuses element-wise nodes behind
+  // them.
+  virtual bool AcceptsEpilogue() const { return false; }
 };
 
 // A kernel from a callable, for kernels whose only build-time work is parsing attributes.

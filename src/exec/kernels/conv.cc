@@ -454,8 +454,9 @@ class FastConv : public Kernel {
     const bool constant = weights_.dims == w.dims() && !weights_.raw.empty();
     const float* bias = b != nullptr ? b->data<float>() : nullptr;
     const float* weights = constant ? weights_.raw.data() : w.data<float>();
+    const Epilogue* epilogue = ctx.TakeEpilogue(s.y_dims);
     if (s.cin_g == 1 && s.cout_g == 1 && s.geo.rank() <= 2) {
-      RunDepthwise(ctx, s, x.data<float>(), weights, bias, y.mutable_data<float>());
+      RunDepthwise(ctx, s, x.data<float>(), weights, bias, y.mutable_data<float>(), epilogue);
       return;
     }
     AlignedFloats packed_now;
@@ -464,17 +465,30 @@ class FastConv : public Kernel {
       packed_now = PackConvWeights(w.data<float>(), s.group, s.cout_g, s.k);
       packed = packed_now.data();
     }
-    RunGemm(ctx, s, x.data<float>(), packed, bias, y.mutable_data<float>());
+    RunGemm(ctx, s, x.data<float>(), packed, bias, y.mutable_data<float>(), epilogue);
   }
 
+  bool AcceptsEpilogue() const override { return true; }
+
  private:
+  // Applies the fused nodes to rows [m0, m0 + rows) of image n's output, columns [j0, j0 + cols), right
+  // after they were written.
+  static void Finish(const Epilogue* epilogue, const ConvShape& s, float* y, int64_t n, int64_t m0,
+                     int64_t rows, int64_t j0, int64_t cols) {
+    if (epilogue == nullptr) return;
+    for (int64_t m = m0; m < m0 + rows; ++m) {
+      const int64_t at = (n * s.out_channels + m) * s.out_size + j0;
+      epilogue->Apply(y + at, at, cols);
+    }
+  }
+
   // Tasks of enough work to outweigh scheduling, fixed by the shape alone.
   static int64_t Grain(int64_t work_per_task) {
     return std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, work_per_task));
   }
 
   static void RunDepthwise(KernelContext& ctx, const ConvShape& s, const float* x, const float* w,
-                           const float* bias, float* y) {
+                           const float* bias, float* y, const Epilogue* epilogue) {
     bool stride1 = true;
     for (int64_t stride : s.geo.strides) stride1 = stride1 && stride == 1;
     const DepthwisePlan d = MakeDepthwisePlan(s.geo);
@@ -489,12 +503,13 @@ class FastConv : public Kernel {
             } else {
               StridedDepthwisePlane(d.q, x + p * s.in_size, w + c * s.kernel_size, b, y + p * s.out_size);
             }
+            if (epilogue != nullptr) epilogue->Apply(y + p * s.out_size, p * s.out_size, s.out_size);
           }
         });
   }
 
   static void RunGemm(KernelContext& ctx, const ConvShape& s, const float* x, const float* packed_w,
-                      const float* bias, float* y) {
+                      const float* bias, float* y, const Epilogue* epilogue) {
     const int64_t per_group = gemm::PackedASize(s.cout_g, s.k);
     const Init init = bias != nullptr ? Init::kRowBias : Init::kZero;
     const int64_t max_cols = std::max(kNr, kColBlockFloats / std::max<int64_t>(1, s.k) / kNr * kNr);
@@ -525,6 +540,7 @@ class FastConv : public Kernel {
               std::memcpy(y + ((n0 + i) * s.out_channels + m0 + m) * s.out_size,
                           out + m * cols + i * s.out_size, sizeof(float) * static_cast<size_t>(s.out_size));
             }
+            Finish(epilogue, s, y, n0 + i, m0, s.cout_g, 0, s.out_size);
           }
         }
       });
@@ -549,7 +565,10 @@ class FastConv : public Kernel {
           const int64_t full = nc / kNr * kNr;
           gemm::Multiply(s.cout_g, full, s.k, AView{a}, BView{xg + j0, s.in_size, kNr}, out, s.out_size, init,
                          row_bias);
-          if (full == nc) continue;
+          if (full == nc) {
+            Finish(epilogue, s, y, n, m0, s.cout_g, j0, nc);
+            continue;
+          }
           float* tail = gemm::Scratch(1, s.k * kNr);
           for (int64_t c = 0; c < s.cin_g; ++c) {
             CopyFloats(xg + c * s.in_size + j0 + full, nc - full, tail + c * kNr);
@@ -557,12 +576,14 @@ class FastConv : public Kernel {
           }
           gemm::Multiply(s.cout_g, nc - full, s.k, AView{a}, BView{tail, kNr, kNr}, out + full, s.out_size,
                          init, row_bias);
+          Finish(epilogue, s, y, n, m0, s.cout_g, j0, nc);
           continue;
         }
         float* col = gemm::Scratch(1, s.k * ld + gemm::kCopyOver);
         Im2Col(s, xg, j0, nc, col, ld);
         ZeroColumns(s.k, nc, ld, col);
         gemm::Multiply(s.cout_g, nc, s.k, AView{a}, BView{col, ld, kNr}, out, s.out_size, init, row_bias);
+        Finish(epilogue, s, y, n, m0, s.cout_g, j0, nc);
       }
     });
   }

@@ -853,6 +853,31 @@ void ArrayMap(const float* x, float* y, int64_t n, const Fn& fn) {
   }
 }
 
+// The float32 path of a unary kernel over x[0, n): the values of element i depend on x[i] alone, not on where
+// a chunk starts, so chunks, threads and fused chains (Executor) all compute the same bits.
+template <typename Fn>
+void MapFloats(const Fn& fn, bool fast, const float* x, float* y, int64_t n) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<Fn, ReluFn>) {
+    // Four at a time, the same values as ReluFn: lanes where x < 0 are cleared, NaN and -0 kept.
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const __m128 x4 = _mm_loadu_ps(x + i);
+      _mm_storeu_ps(y + i, _mm_andnot_ps(_mm_cmplt_ps(x4, _mm_setzero_ps()), x4));
+    }
+    for (; i < n; ++i) y[i] = fn(x[i]);
+    return;
+  }
+#endif
+  if constexpr (Fn::kArray) {
+    if (fast) {
+      ArrayMap(x, y, n, fn);
+      return;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) y[i] = fn(x[i]);
+}
+
 template <typename Fn>
 KernelFactory UnaryKernel(bool fast) {
   return [fast](const KernelInfo& info) {
@@ -873,25 +898,11 @@ KernelFactory UnaryKernel(bool fast) {
           py = ctx.OutputForWrite(0, x.dtype(), x.dims()).template mutable_data<T>();
         }
         ctx.pool().ParallelFor(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
-#if defined(__SSE2__)
-          if constexpr (std::is_same_v<Fn, ReluFn> && std::is_same_v<T, float>) {
-            // Four at a time, the same values as ReluFn: lanes where x < 0 are cleared, NaN and -0 kept.
-            int64_t i = begin;
-            for (; i + 4 <= end; i += 4) {
-              const __m128 x4 = _mm_loadu_ps(px + i);
-              _mm_storeu_ps(py + i, _mm_andnot_ps(_mm_cmplt_ps(x4, _mm_setzero_ps()), x4));
-            }
-            for (; i < end; ++i) py[i] = fn(px[i]);
-            return;
+          if constexpr (std::is_same_v<T, float>) {
+            MapFloats(fn, fast, px + begin, py + begin, end - begin);
+          } else {
+            for (int64_t i = begin; i < end; ++i) py[i] = fn(px[i]);
           }
-#endif
-          if constexpr (Fn::kArray && std::is_same_v<T, float>) {
-            if (fast) {
-              ArrayMap(px + begin, py + begin, end - begin, fn);
-              return;
-            }
-          }
-          for (int64_t i = begin; i < end; ++i) py[i] = fn(px[i]);
         });
       };
       if constexpr (Fn::kIntegers) {
@@ -901,6 +912,12 @@ KernelFactory UnaryKernel(bool fast) {
       }
     });
   };
+}
+
+template <typename Fn, bool kFast>
+void MapFloatsOf(const float* x, float* y, int64_t n) {
+  static const Fn fn{Node{}};
+  MapFloats(fn, kFast, x, y, n);
 }
 
 KernelFactory NotKernel() {
@@ -1283,6 +1300,21 @@ KernelFactory CastKernel() {
 }
 
 }  // namespace
+
+FloatMap FastUnaryFloatMap(const std::string& op_type) {
+  // Ops whose function takes no attribute, with the variant their fast kernel registers below.
+  if (op_type == "Relu") return MapFloatsOf<ReluFn, false>;
+  if (op_type == "Sqrt") return MapFloatsOf<SqrtFn, false>;
+  if (op_type == "Exp") return MapFloatsOf<ExpFn, false>;
+  if (op_type == "Log") return MapFloatsOf<LogFn, false>;
+  if (op_type == "Neg") return MapFloatsOf<NegFn, false>;
+  if (op_type == "Abs") return MapFloatsOf<AbsFn, false>;
+  if (op_type == "Reciprocal") return MapFloatsOf<ReciprocalFn, false>;
+  if (op_type == "Sigmoid") return MapFloatsOf<SigmoidFn, true>;
+  if (op_type == "Tanh") return MapFloatsOf<TanhFn, true>;
+  if (op_type == "Erf") return MapFloatsOf<ErfFn, true>;
+  return nullptr;
+}
 
 void RegisterElementwiseKernels(KernelRegistry& r) {
   const int64_t latest = KernelEntry{}.until_version;

@@ -2,6 +2,12 @@
 // An explicit list rather than static self-registration, which static linking silently drops.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
+#include <cstdint>
+#include <string>
+
 #include "compress/exec/kernel.h"
 
 namespace compress::kernels {
@@ -17,5 +23,12 @@ void RegisterPoolKernels(KernelRegistry& r);         // pool.cc: MaxPool, Averag
 void RegisterQuantKernels(KernelRegistry& r);        // quant.cc: QuantizeLinear, DequantizeLinear, Dynamic*
 void RegisterControlKernels(KernelRegistry& r);      // control.cc: If, Loop
 void RegisterRnnKernels(KernelRegistry& r);          // rnn.cc: LSTM
+
+
+// y[i] = f(x[i]) for i < n with the float32 function of a unary op's fast kernel, computing the same bits as
+// that kernel wherever x and n start (so a fused chain equals the unfused nodes); nullptr for ops whose
+// function has attributes or no such path. From elementwise.cc.
+using FloatMap = void (*)(const float* x, float* y, int64_t n);
+FloatMap FastUnaryFloatMap(const std::string& op_type);
 
 }  // namespace compress::kernels

@@ -589,6 +589,11 @@ class FastMatMul : public Kernel {
     const float* pa = a.data<float>();
     const float* pb = b.data<float>();
     float* py = y.mutable_data<float>();
+    const Epilogue* epilogue = ctx.TakeEpilogue(s.out);
+    // Rows [r0, r0 + rows) of all the output matrices stacked, right after they were written.
+    auto finish = [&](int64_t r0, int64_t rows) {
+      if (epilogue != nullptr) epilogue->Apply(py + r0 * s.n, r0 * s.n, rows * s.n);
+    };
     const int64_t per_b = gemm::PackedBSize(s.k, s.n);
     const float* packed_b = nullptr;
     AlignedFloats packed_now;
@@ -608,6 +613,7 @@ class FastMatMul : public Kernel {
           const int64_t r0 = t * kRowsPerTask;
           gemm::Multiply(std::min(kRowsPerTask, rows - r0), s.n, s.k, AView{pa + r0 * s.k, s.k},
                          BView{packed_b, kNr, s.k * kNr}, py + r0 * s.n, s.n, Init::kZero);
+          finish(r0, std::min(kRowsPerTask, rows - r0));
         }
       });
       return;
@@ -624,6 +630,7 @@ class FastMatMul : public Kernel {
         if (packed_b != nullptr) {
           gemm::Multiply(r, s.n, s.k, av, BView{packed_b + bm * per_b, kNr, s.k * kNr}, out, s.n,
                          Init::kZero);
+          finish(bi * s.m + r0, r);
           continue;
         }
         // Small per-batch products (attention): whole column panels straight from B, unless its row stride
@@ -631,13 +638,19 @@ class FastMatMul : public Kernel {
         const float* bmat = pb + bm * s.k * s.n;
         const int64_t direct = s.n % 256 != 0 ? s.n / kNr * kNr : 0;
         gemm::Multiply(r, direct, s.k, av, BView{bmat, s.n, kNr}, out, s.n, Init::kZero);
-        if (direct == s.n) continue;
+        if (direct == s.n) {
+          finish(bi * s.m + r0, r);
+          continue;
+        }
         float* rest = gemm::Scratch(1, gemm::PackedBSize(s.k, s.n - direct));
         gemm::PackB(bmat + direct, s.n, 1, s.k, s.n - direct, rest);
         gemm::Multiply(r, s.n - direct, s.k, av, BView{rest, kNr, s.k * kNr}, out + direct, s.n, Init::kZero);
+        finish(bi * s.m + r0, r);
       }
     });
   }
+
+  bool AcceptsEpilogue() const override { return true; }
 
  private:
   PackedWeights packed_;
@@ -687,6 +700,7 @@ class FastGemm : public Kernel {
       packed_b = packed_now.data();
     }
     const float* pa = a.data<float>();
+    const Epilogue* epilogue = ctx.TakeEpilogue({s.m, s.n});
     const int64_t tasks = (s.m + kRowsPerTask - 1) / kRowsPerTask;
     ctx.pool().ParallelFor(tasks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -695,6 +709,7 @@ class FastGemm : public Kernel {
         const BView bv{packed_b, kNr, s.k * kNr};
         if (!attrs_.trans_a && attrs_.alpha == 1.0f) {
           gemm::Multiply(r, s.n, s.k, AView{pa + r0 * s.k, s.k}, bv, py + r0 * s.n, s.n, init);
+          if (epilogue != nullptr) epilogue->Apply(py + r0 * s.n, r0 * s.n, r * s.n);
           continue;
         }
         // Transposed A or alpha != 1: packed, with alpha folded in.
@@ -705,9 +720,12 @@ class FastGemm : public Kernel {
           gemm::PackA(pa + r0 * s.k, s.k, 1, r, s.k, attrs_.alpha, pack);
         }
         gemm::Multiply(r, s.n, s.k, AView{pack}, bv, py + r0 * s.n, s.n, init);
+        if (epilogue != nullptr) epilogue->Apply(py + r0 * s.n, r0 * s.n, r * s.n);
       }
     });
   }
+
+  bool AcceptsEpilogue() const override { return true; }
 
  private:
   void PackOpB(const float* b, int64_t k, int64_t n, float* out) const {
