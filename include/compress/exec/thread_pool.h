@@ -4,6 +4,7 @@
 // thing whatever the number of threads, so results do not depend on --threads.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -31,20 +32,27 @@ class ThreadPool {
   static int HardwareThreads();
 
  private:
+  // One parallel loop; `tag` tells its chunks from those of the loops before and after it.
+  struct Job {
+    const std::function<void(int64_t, int64_t)>* fn = nullptr;
+    int64_t n = 0, grain = 1, chunks = 0;
+    uint64_t tag = 0;
+  };
   void WorkerLoop();
-  bool RunChunks();  // returns true if this thread ran the last chunk
+  void RunChunks(const Job& job);
 
   std::vector<std::thread> workers_;
-  std::mutex mu_;
+  std::mutex mu_;  // guards job_, error_, busy_, stop_ and the sleeping
   std::condition_variable work_cv_, done_cv_;
   bool stop_ = false;
-  uint64_t generation_ = 0;
-  // Current job.
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0, grain_ = 1, chunks_ = 0;
-  int64_t next_chunk_ = 0, done_chunks_ = 0;
-  std::exception_ptr error_;
   bool busy_ = false;
+  Job job_;
+  std::exception_ptr error_;
+  // Workers poll generation_ for a new job for a while before sleeping on work_cv_ (sleepers_ of them).
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<uint64_t> next_{0};  // tag and next chunk of the current job
+  std::atomic<int64_t> done_chunks_{0};
 };
 
 }  // namespace compress

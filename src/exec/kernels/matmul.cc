@@ -378,6 +378,8 @@ using gemm::kNr;
 
 // Rows of C per parallel task: whole row blocks of the GEMM.
 constexpr int64_t kRowsPerTask = 120;
+// Least work per task when columns are split too: below it the hand-over costs more than it saves.
+constexpr int64_t kMinTaskMacs = 1 << 18;
 
 // ---------------------------------------------------------------------------------------------------------
 // Shapes
@@ -605,15 +607,32 @@ class FastMatMul : public Kernel {
       packed_b = packed_now.data();
     }
     if (s.b_count == 1) {
-      // One right operand for every batch: the batches of A are just more rows of one GEMM.
+      // One right operand for every batch: the batches of A are just more rows of one GEMM. Tasks are row
+      // blocks, and also column blocks (whole panels) when there are too few rows to keep every thread busy
+      // (a batch of 64 through a fully connected layer); neither split changes any element's sum.
       const int64_t rows = s.batch * s.m;
-      const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
-      ctx.pool().ParallelFor(tasks, 1, [&](int64_t t0, int64_t t1) {
+      const int64_t row_tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+      const int64_t panels = (s.n + kNr - 1) / kNr;
+      const int64_t threads = ctx.pool().threads();
+      int64_t col_tasks = 1;
+      if (threads > 1 && row_tasks < 2 * threads) {
+        col_tasks = std::min({panels, (2 * threads + row_tasks - 1) / row_tasks,
+                              std::max<int64_t>(1, rows * s.n * s.k / kMinTaskMacs)});
+      }
+      const int64_t panels_per_task = (panels + col_tasks - 1) / col_tasks;
+      ctx.pool().ParallelFor(row_tasks * col_tasks, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
-          const int64_t r0 = t * kRowsPerTask;
-          gemm::Multiply(std::min(kRowsPerTask, rows - r0), s.n, s.k, AView{pa + r0 * s.k, s.k},
-                         BView{packed_b, kNr, s.k * kNr}, py + r0 * s.n, s.n, Init::kZero);
-          finish(r0, std::min(kRowsPerTask, rows - r0));
+          const int64_t r0 = t / col_tasks * kRowsPerTask, r = std::min(kRowsPerTask, rows - r0);
+          const int64_t c0 = t % col_tasks * panels_per_task * kNr, c = std::min(s.n - c0, panels_per_task * kNr);
+          if (c <= 0) continue;
+          gemm::Multiply(r, c, s.k, AView{pa + r0 * s.k, s.k},
+                         BView{packed_b + c0 * s.k, kNr, s.k * kNr}, py + r0 * s.n + c0, s.n, Init::kZero);
+          if (epilogue == nullptr) continue;
+          if (col_tasks == 1) {
+            finish(r0, r);
+          } else {
+            for (int64_t i = r0; i < r0 + r; ++i) epilogue->Apply(py + i * s.n + c0, i * s.n + c0, c);
+          }
         }
       });
       return;
@@ -701,26 +720,37 @@ class FastGemm : public Kernel {
     }
     const float* pa = a.data<float>();
     const Epilogue* epilogue = ctx.TakeEpilogue({s.m, s.n});
-    const int64_t tasks = (s.m + kRowsPerTask - 1) / kRowsPerTask;
-    ctx.pool().ParallelFor(tasks, 1, [&](int64_t t0, int64_t t1) {
+    // Row blocks, and column blocks too when the rows are too few for the threads (see FastMatMul).
+    const int64_t row_tasks = (s.m + kRowsPerTask - 1) / kRowsPerTask;
+    const int64_t panels = (s.n + kNr - 1) / kNr;
+    const int64_t threads = ctx.pool().threads();
+    int64_t col_tasks = 1;
+    if (threads > 1 && row_tasks < 2 * threads) {
+      col_tasks = std::min({panels, (2 * threads + row_tasks - 1) / row_tasks,
+                            std::max<int64_t>(1, s.m * s.n * s.k / kMinTaskMacs)});
+    }
+    const int64_t panels_per_task = (panels + col_tasks - 1) / col_tasks;
+    ctx.pool().ParallelFor(row_tasks * col_tasks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t r0 = t * kRowsPerTask;
-        const int64_t r = std::min(kRowsPerTask, s.m - r0);
-        const BView bv{packed_b, kNr, s.k * kNr};
+        const int64_t r0 = t / col_tasks * kRowsPerTask, r = std::min(kRowsPerTask, s.m - r0);
+        const int64_t c0 = t % col_tasks * panels_per_task * kNr, cols = std::min(s.n - c0, panels_per_task * kNr);
+        if (cols <= 0) continue;
+        const BView bv{packed_b + c0 * s.k, kNr, s.k * kNr};
+        float* out = py + r0 * s.n + c0;
         if (!attrs_.trans_a && attrs_.alpha == 1.0f) {
-          gemm::Multiply(r, s.n, s.k, AView{pa + r0 * s.k, s.k}, bv, py + r0 * s.n, s.n, init);
-          if (epilogue != nullptr) epilogue->Apply(py + r0 * s.n, r0 * s.n, r * s.n);
-          continue;
-        }
-        // Transposed A or alpha != 1: packed, with alpha folded in.
-        float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
-        if (attrs_.trans_a) {
-          gemm::PackA(pa + r0, 1, s.m, r, s.k, attrs_.alpha, pack);
+          gemm::Multiply(r, cols, s.k, AView{pa + r0 * s.k, s.k}, bv, out, s.n, init);
         } else {
-          gemm::PackA(pa + r0 * s.k, s.k, 1, r, s.k, attrs_.alpha, pack);
+          // Transposed A or alpha != 1: packed, with alpha folded in.
+          float* pack = gemm::Scratch(0, gemm::PackedASize(r, s.k));
+          if (attrs_.trans_a) {
+            gemm::PackA(pa + r0, 1, s.m, r, s.k, attrs_.alpha, pack);
+          } else {
+            gemm::PackA(pa + r0 * s.k, s.k, 1, r, s.k, attrs_.alpha, pack);
+          }
+          gemm::Multiply(r, cols, s.k, AView{pack}, bv, out, s.n, init);
         }
-        gemm::Multiply(r, s.n, s.k, AView{pack}, bv, py + r0 * s.n, s.n, init);
-        if (epilogue != nullptr) epilogue->Apply(py + r0 * s.n, r0 * s.n, r * s.n);
+        if (epilogue == nullptr) continue;
+        for (int64_t i = r0; i < r0 + r; ++i) epilogue->Apply(py + i * s.n + c0, i * s.n + c0, cols);
       }
     });
   }
