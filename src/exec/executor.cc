@@ -28,6 +28,9 @@ struct Executor::Step {
   std::vector<int> outputs;  // slot per output, -1 when not wanted
   std::vector<int> release;  // slots whose last reader is this step
   std::vector<bool> donate;  // per input: released here and read once, so its buffer may be reused
+  // Per input: the float32 copy of a float16 / bfloat16 constant, made once, for kernels that compute in
+  // float32 (empty otherwise).
+  std::vector<Tensor> float_constants;
   // Fusion, for runs without an observer: the element-wise chain fused behind this step's kernel, the slots
   // of its extra inputs, the slot its result goes to and the steps it stands for; `fused_away` marks those.
   std::unique_ptr<fusion::Chain> chain;
@@ -41,21 +44,32 @@ namespace {
 
 bool IsHalfLike(DType t) { return t == DType::kFloat16 || t == DType::kBFloat16; }
 
-Tensor ToFloat32(const Tensor& t) {
-  Tensor out(DType::kFloat, t.dims(), t.name());
+// Elements per parallel chunk of a conversion.
+constexpr int64_t kConvertGrain = 1 << 15;
+
+Tensor ToFloat32(const Tensor& t, ThreadPool& pool) {
+  Tensor out = Tensor::Uninitialized(DType::kFloat, t.dims());
+  out.set_name(t.name());
   const uint16_t* src = static_cast<const uint16_t*>(t.raw());
   float* dst = out.mutable_data<float>();
   const bool bf = t.dtype() == DType::kBFloat16;
-  for (int64_t i = 0; i < t.numel(); ++i) dst[i] = bf ? BFloat16ToFloat(src[i]) : HalfToFloat(src[i]);
+  pool.ParallelFor(t.numel(), kConvertGrain, [&](int64_t begin, int64_t end) {
+    if (!bf) return HalfToFloatArray(src + begin, dst + begin, end - begin);
+    for (int64_t i = begin; i < end; ++i) dst[i] = BFloat16ToFloat(src[i]);
+  });
   return out;
 }
 
-Tensor FromFloat32(const Tensor& t, DType target) {
-  Tensor out(target, t.dims(), t.name());
+Tensor FromFloat32(const Tensor& t, DType target, ThreadPool& pool) {
+  Tensor out = Tensor::Uninitialized(target, t.dims());
+  out.set_name(t.name());
   const float* src = t.data<float>();
   uint16_t* dst = static_cast<uint16_t*>(out.mutable_raw());
   const bool bf = target == DType::kBFloat16;
-  for (int64_t i = 0; i < t.numel(); ++i) dst[i] = bf ? FloatToBFloat16(src[i]) : FloatToHalf(src[i]);
+  pool.ParallelFor(t.numel(), kConvertGrain, [&](int64_t begin, int64_t end) {
+    if (!bf) return FloatToHalfArray(src + begin, dst + begin, end - begin);
+    for (int64_t i = begin; i < end; ++i) dst[i] = FloatToBFloat16(src[i]);
+  });
   return out;
 }
 
@@ -197,7 +211,9 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) {
     info.model = &model;
     info.reference_kernels = options.reference_kernels;
     info.pool = pool_;
-    for (const auto& in : n.inputs) {
+    step->float_constants.resize(n.inputs.size());
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const std::string& in = n.inputs[k];
       if (in.empty()) {
         step->inputs.push_back(-1);
         info.constant_inputs.push_back(nullptr);
@@ -206,9 +222,14 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) {
       auto it = slot_of.find(in);
       if (it == slot_of.end()) ThrowInvalid("node " + n.Describe() + " reads '" + in + "', which nothing produces");
       step->inputs.push_back(it->second);
-      info.constant_inputs.push_back(is_constant_[static_cast<size_t>(it->second)]
-                                         ? &constants_[static_cast<size_t>(it->second)]
-                                         : nullptr);
+      const Tensor* constant =
+          is_constant_[static_cast<size_t>(it->second)] ? &constants_[static_cast<size_t>(it->second)] : nullptr;
+      if (constant != nullptr && step->entry->float16_via_float32 && IsHalfLike(constant->dtype())) {
+        step->float_constants[k] = ToFloat32(*constant, *pool_);
+        step->float_constants[k].set_name(constant->name());
+        constant = &step->float_constants[k];
+      }
+      info.constant_inputs.push_back(constant);
     }
     for (const auto& in : OuterScopeInputs(n)) {
       auto it = slot_of.find(in);
@@ -445,8 +466,12 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
       if (t == nullptr) ThrowInternal("value '" + slot_names_[static_cast<size_t>(step->inputs[k])] + "' missing");
       if (step->entry->float16_via_float32 && IsHalfLike(t->dtype())) {
         half_type = t->dtype();
-        converted.push_back(ToFloat32(*t));
-        t = &converted.back();
+        if (k < step->float_constants.size() && step->float_constants[k].dtype() == DType::kFloat) {
+          t = &step->float_constants[k];
+        } else {
+          converted.push_back(ToFloat32(*t, *pool_));
+          t = &converted.back();
+        }
       } else if (step->donate[k]) {
         donated[k] = &values[static_cast<size_t>(step->inputs[k])];
       }
@@ -455,10 +480,19 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
     KernelContext ctx(*step->node, std::move(in), step->outputs.size(), *pool_);
     ctx.set_donated(std::move(donated));
     std::unique_ptr<fusion::BoundChain> bound;
-    if (fuse && step->chain != nullptr && half_type == DType::kUndefined) {
+    std::vector<Tensor> converted_extras;
+    if (fuse && step->chain != nullptr && (half_type == DType::kUndefined || half_type == DType::kFloat16)) {
       std::vector<const Tensor*> extras;
-      for (int slot : step->chain_extras) extras.push_back(value_of(slot));
-      bound = std::make_unique<fusion::BoundChain>(*step->chain, std::move(extras));
+      converted_extras.reserve(step->chain_extras.size());
+      for (int slot : step->chain_extras) {
+        const Tensor* t = value_of(slot);
+        if (t != nullptr && half_type != DType::kUndefined && t->dtype() == half_type) {
+          converted_extras.push_back(ToFloat32(*t, *pool_));
+          t = &converted_extras.back();
+        }
+        extras.push_back(t);
+      }
+      bound = std::make_unique<fusion::BoundChain>(*step->chain, std::move(extras), half_type != DType::kUndefined);
       ctx.set_epilogue([&bound](const std::vector<int64_t>& dims) -> const Epilogue* {
         return bound->Bind(dims) ? bound.get() : nullptr;
       });
@@ -483,7 +517,7 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
       if (t.dtype() == DType::kUndefined) {
         ThrowInternal("node " + step->node->Describe() + " did not produce its output " + std::to_string(k));
       }
-      if (half_type != DType::kUndefined && t.dtype() == DType::kFloat) t = FromFloat32(t, half_type);
+      if (half_type != DType::kUndefined && t.dtype() == DType::kFloat) t = FromFloat32(t, half_type, *pool_);
       t.set_name(slot_names_[static_cast<size_t>(slot)]);
       values[static_cast<size_t>(slot)] = std::move(t);
       present[static_cast<size_t>(slot)] = true;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "compress/util/half.h"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -117,6 +119,7 @@ void BoundChain::Apply(float* y, int64_t offset, int64_t count) const {
     const int64_t len = std::min(kBlock, count - i0);
     const int64_t at = offset + i0;  // index of the block's first element in the output
     float* block = y + i0;
+    if (round_to_half_) RoundToHalfArray(block, len);
     // Operand `o` over the block, and whether it is one scalar for all; vectors along the last axis are
     // gathered into scratch `k`.
     auto source = [&](int o, int k, bool* scalar) -> const float* {
@@ -149,6 +152,7 @@ void BoundChain::Apply(float* y, int64_t offset, int64_t count) const {
       if (op.kind == ChainOp::Kind::kUnary) {
         // A unary op of a scalar extra input is not a chain op: its input is the chain's value.
         op.unary(a, out, len);
+        if (round_to_half_) RoundToHalfArray(out, len);
         continue;
       }
       const float* b = source(op.b, 1, &b_scalar);
@@ -168,6 +172,7 @@ void BoundChain::Apply(float* y, int64_t offset, int64_t count) const {
         case ChainOp::Kind::kUnary:
           break;
       }
+      if (round_to_half_) RoundToHalfArray(out, len);
     }
   }
 }

@@ -41,8 +41,10 @@ bool ChainOpOf(const Node& node, ChainOp* op);
 // A chain bound to the tensors of one run.
 class BoundChain final : public Epilogue {
  public:
-  BoundChain(const Chain& chain, std::vector<const Tensor*> extras)
-      : chain_(chain), extras_(std::move(extras)) {}
+  // round_to_half: the nodes compute in float32 on float16 values (Executor's float16 handling), so every
+  // value is rounded to float16 as the unfused nodes store it.
+  BoundChain(const Chain& chain, std::vector<const Tensor*> extras, bool round_to_half = false)
+      : chain_(chain), extras_(std::move(extras)), round_to_half_(round_to_half) {}
   // Checks that every extra input is float32 and broadcasts to `dims` without enlarging it as a scalar, a
   // tensor of the same elements, or a vector along the last axis; false otherwise (the nodes then run
   // unfused).
@@ -56,6 +58,7 @@ class BoundChain final : public Epilogue {
   std::vector<Form> forms_;
   std::vector<const float*> data_;
   int64_t row_ = 1;  // length of the last axis
+  bool round_to_half_ = false;
 };
 
 }  // namespace compress::fusion

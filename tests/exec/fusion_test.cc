@@ -15,6 +15,7 @@
 #include "compress/exec/executor.h"
 #include "compress/io/dataset.h"
 #include "compress/io/onnx_io.h"
+#include "compress/util/half.h"
 #include "support/test_support.h"
 
 namespace compress {
@@ -175,6 +176,28 @@ TEST(Fusion, BroadcastTheChainDoesNotCoverRunsUnfused) {
   m.graph.nodes[0] = MakeNode("Identity", {"cbias"}, {"r"});
   m.graph.initializers.push_back(Random({6, 1, 1}, 4, "cbias"));
   RunBothWays(m, {Random({2, 4, 9, 11}, 3)}, 2);
+}
+
+Tensor ToHalf(const Tensor& t) {
+  Tensor h(DType::kFloat16, t.dims(), t.name());
+  FloatToHalfArray(t.data<float>(), static_cast<uint16_t*>(h.mutable_raw()), t.numel());
+  return h;
+}
+
+TEST(Fusion, Float16ChainRoundsLikeTheUnfusedNodes) {
+  // Every node computes in float32 and stores float16: the fused chain must round each value the same way.
+  Model m = ConvResidualModel(false);
+  for (Tensor& t : m.graph.initializers) t = ToHalf(t);
+  m.graph.inputs[0].type.elem_type = DType::kFloat16;
+  Executor exec(m);
+  EXPECT_EQ(exec.fused_nodes(), 2u);
+  const std::vector<Tensor> in = {ToHalf(Random({3, 4, 9, 11}, 21))};
+  const auto fused = exec.Run(in);
+  const ValueObserver none = [](const std::string&, const Tensor&) {};
+  const auto unfused = exec.Run(in, &none);
+  ASSERT_EQ(fused[0].dtype(), DType::kFloat16);
+  ASSERT_EQ(fused[0].nbytes(), unfused[0].nbytes());
+  EXPECT_EQ(std::memcmp(fused[0].raw(), unfused[0].raw(), fused[0].nbytes()), 0);
 }
 
 TEST(Fusion, SampleModelsAreBitIdenticalFusedAndUnfused) {

@@ -75,4 +75,11 @@ inline uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>((x + rounding) >> 16);
 }
 
+// Whole arrays, with F16C (8 at a time) when the CPU has it, else the functions above. Both round to nearest
+// even; they differ only in NaN payloads (F16C quiets a signalling NaN, HalfToFloat keeps its bits).
+void HalfToFloatArray(const uint16_t* h, float* f, int64_t n);
+void FloatToHalfArray(const float* f, uint16_t* h, int64_t n);
+// Rounds each float to the nearest float16 value in place (FloatToHalf then HalfToFloat).
+void RoundToHalfArray(float* f, int64_t n);
+
 }  // namespace compress

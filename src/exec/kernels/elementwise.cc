@@ -1270,6 +1270,22 @@ KernelFactory CastKernel() {
       }
       Tensor& out = ctx.Output(0, dst, x.dims());
       const int64_t count = x.numel();
+      if ((x.dtype() == DType::kFloat && dst == DType::kFloat16) ||
+          (x.dtype() == DType::kFloat16 && dst == DType::kFloat)) {
+        // The ends of a float16 model, whole arrays at a time (F16C when there is one): the same
+        // round-to-nearest-even values as CastValue.
+        const bool to_half = dst == DType::kFloat16;
+        ctx.pool().ParallelFor(count, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+          if (to_half) {
+            FloatToHalfArray(x.data<float>() + begin, static_cast<uint16_t*>(out.mutable_raw()) + begin,
+                             end - begin);
+          } else {
+            HalfToFloatArray(static_cast<const uint16_t*>(x.raw()) + begin, out.mutable_data<float>() + begin,
+                             end - begin);
+          }
+        });
+        return;
+      }
       if (x.dtype() == DType::kString) {
         const std::vector<std::string>& in = x.strings();
         DispatchCastType(ctx, dst, [&](auto dst_tag) {
