@@ -273,15 +273,18 @@ std::string Describe(const RandomConv& c) {
 }
 
 TEST(ConvTest, FastMatchesReferenceOnRandomShapes) {
-  std::mt19937 rng(20240601);
-  for (int i = 0; i < 150; ++i) {
-    const RandomConv c = MakeRandomConv(rng, false);
-    const std::string what = Describe(c);
-    const Tensor ref = RunNode(c.node, c.inputs, 17, true)[0];
-    const Tensor fast = RunNode(c.node, c.inputs, 17, false, 2, c.constant)[0];
-    const Tensor magnitude = RunNode(c.node, AbsAll(c.inputs), 17, true)[0];
-    ExpectWithinRoundingBound(fast, ref, magnitude, c.terms, what);
-  }
+  testing::ForEachKernelIsa([&](KernelIsa isa) {
+    SCOPED_TRACE(KernelIsaName(isa));
+    std::mt19937 rng(20240601);
+    for (int i = 0; i < 150; ++i) {
+      const RandomConv c = MakeRandomConv(rng, false);
+      const std::string what = Describe(c);
+      const Tensor ref = RunNode(c.node, c.inputs, 17, true)[0];
+      const Tensor fast = RunNode(c.node, c.inputs, 17, false, 2, c.constant)[0];
+      const Tensor magnitude = RunNode(c.node, AbsAll(c.inputs), 17, true)[0];
+      ExpectWithinRoundingBound(fast, ref, magnitude, c.terms, what);
+    }
+  });
 }
 
 TEST(ConvTest, ThreadCountDoesNotChangeBits) {
@@ -356,15 +359,18 @@ TEST(ConvTransposeTest, GroupsAndErrors) {
 }
 
 TEST(ConvTransposeTest, FastMatchesReferenceOnRandomShapes) {
-  std::mt19937 rng(1234);
-  for (int i = 0; i < 80; ++i) {
-    const RandomConv c = MakeRandomConv(rng, true);
-    const std::string what = Describe(c);
-    const Tensor ref = RunNode(c.node, c.inputs, 17, true)[0];
-    const Tensor fast = RunNode(c.node, c.inputs, 17, false, 2, c.constant)[0];
-    const Tensor magnitude = RunNode(c.node, AbsAll(c.inputs), 17, true)[0];
-    ExpectWithinRoundingBound(fast, ref, magnitude, c.terms, what);
-  }
+  testing::ForEachKernelIsa([&](KernelIsa isa) {
+    SCOPED_TRACE(KernelIsaName(isa));
+    std::mt19937 rng(1234);
+    for (int i = 0; i < 80; ++i) {
+      const RandomConv c = MakeRandomConv(rng, true);
+      const std::string what = Describe(c);
+      const Tensor ref = RunNode(c.node, c.inputs, 17, true)[0];
+      const Tensor fast = RunNode(c.node, c.inputs, 17, false, 2, c.constant)[0];
+      const Tensor magnitude = RunNode(c.node, AbsAll(c.inputs), 17, true)[0];
+      ExpectWithinRoundingBound(fast, ref, magnitude, c.terms, what);
+    }
+  });
 }
 
 TEST(ConvTransposeTest, ThreadCountDoesNotChangeBits) {

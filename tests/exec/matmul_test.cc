@@ -174,69 +174,75 @@ TEST(GemmTest, ShapeErrorsNameTheNode) {
 // Fast float kernels against the reference
 
 TEST(MatMulTest, FastMatchesReferenceOnRandomShapes) {
-  std::mt19937 rng(99);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
-  for (int i = 0; i < 150; ++i) {
-    // Sizes around the micro-tile (6 x 16) and k-block edges, batch dims that broadcast either way, 1-D
-    // operands.
-    const int64_t m = pick(0, 3) == 0 ? pick(1, 3) : pick(1, 140),
-                  k = pick(0, 4) == 0 ? pick(250, 600) : pick(1, 70);
-    const int64_t n = pick(1, 50);
-    std::vector<int64_t> a = {m, k}, b = {k, n};
-    // Batch dims from the innermost out; either side may have 1 there, and B may lack the outermost one.
-    const int64_t batch_rank = pick(0, 2);
-    for (int64_t d = 0; d < batch_rank; ++d) {
-      const int64_t size = pick(1, 3), who = pick(0, 3);
-      a.insert(a.begin(), who == 1 ? 1 : size);
-      if (who != 3 || d + 1 < batch_rank) b.insert(b.begin(), who == 2 ? 1 : size);
+  testing::ForEachKernelIsa([&](KernelIsa isa) {
+    SCOPED_TRACE(KernelIsaName(isa));
+    std::mt19937 rng(99);
+    auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    for (int i = 0; i < 150; ++i) {
+      // Sizes around the micro-tile (6 x 16) and k-block edges, batch dims that broadcast either way, 1-D
+      // operands.
+      const int64_t m = pick(0, 3) == 0 ? pick(1, 3) : pick(1, 140),
+                    k = pick(0, 4) == 0 ? pick(250, 600) : pick(1, 70);
+      const int64_t n = pick(1, 50);
+      std::vector<int64_t> a = {m, k}, b = {k, n};
+      // Batch dims from the innermost out; either side may have 1 there, and B may lack the outermost one.
+      const int64_t batch_rank = pick(0, 2);
+      for (int64_t d = 0; d < batch_rank; ++d) {
+        const int64_t size = pick(1, 3), who = pick(0, 3);
+        a.insert(a.begin(), who == 1 ? 1 : size);
+        if (who != 3 || d + 1 < batch_rank) b.insert(b.begin(), who == 2 ? 1 : size);
+      }
+      if (pick(0, 9) == 0) a = {k};
+      if (pick(0, 9) == 0) b = {k};
+      const std::vector<Tensor> inputs = {Random(a, rng), Random(b, rng)};
+      const bool constant = pick(0, 1) == 1;
+      const std::string what =
+          "A" + ShapeToString(a) + " B" + ShapeToString(b) + (constant ? " constant B" : "");
+      const Node mm = MakeNode("MatMul", 2);
+      const Tensor ref = RunNode(mm, inputs, 13, true)[0];
+      const Tensor fast = RunNode(mm, inputs, 13, false, 2, {false, constant})[0];
+      const Tensor magnitude = RunNode(mm, {Abs(inputs[0]), Abs(inputs[1])}, 13, true)[0];
+      ExpectWithinRoundingBound(fast, ref, magnitude, k, what);
     }
-    if (pick(0, 9) == 0) a = {k};
-    if (pick(0, 9) == 0) b = {k};
-    const std::vector<Tensor> inputs = {Random(a, rng), Random(b, rng)};
-    const bool constant = pick(0, 1) == 1;
-    const std::string what =
-        "A" + ShapeToString(a) + " B" + ShapeToString(b) + (constant ? " constant B" : "");
-    const Node mm = MakeNode("MatMul", 2);
-    const Tensor ref = RunNode(mm, inputs, 13, true)[0];
-    const Tensor fast = RunNode(mm, inputs, 13, false, 2, {false, constant})[0];
-    const Tensor magnitude = RunNode(mm, {Abs(inputs[0]), Abs(inputs[1])}, 13, true)[0];
-    ExpectWithinRoundingBound(fast, ref, magnitude, k, what);
-  }
+  });
 }
 
 TEST(GemmTest, FastMatchesReferenceOnRandomShapes) {
-  std::mt19937 rng(5);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
-  for (int i = 0; i < 120; ++i) {
-    const int64_t m = pick(1, 150), k = pick(1, 300), n = pick(1, 40);
-    const bool ta = pick(0, 1) == 1, tb = pick(0, 1) == 1;
-    const float alpha = pick(0, 1) == 1 ? 1.0f : -0.75f,
-                beta = std::vector<float>{0.0f, 1.0f, 2.5f}[static_cast<size_t>(pick(0, 2))];
-    const std::vector<std::vector<int64_t>> c_shapes = {{}, {n}, {1, n}, {m, 1}, {m, n}, {1}};
-    const int64_t c_kind = pick(0, 6);  // 6: no C
-    std::vector<Tensor> inputs = {Random(ta ? std::vector<int64_t>{k, m} : std::vector<int64_t>{m, k}, rng),
-                                  Random(tb ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, rng)};
-    if (c_kind < 6) inputs.push_back(Random(c_shapes[static_cast<size_t>(c_kind)], rng));
-    const Node gemm = MakeNode("Gemm", inputs.size(),
-                               {Attribute::Int("transA", ta), Attribute::Int("transB", tb),
-                                Attribute::Float("alpha", alpha), Attribute::Float("beta", beta)});
-    const bool constant = pick(0, 1) == 1;
-    const std::string what = "Gemm m=" + std::to_string(m) + " k=" + std::to_string(k) +
-                             " n=" + std::to_string(n) + " transA=" + std::to_string(ta) +
-                             " transB=" + std::to_string(tb) + " C kind " + std::to_string(c_kind) +
-                             " alpha " + std::to_string(alpha) + " beta " + std::to_string(beta);
-    const Tensor ref = RunNode(gemm, inputs, 13, true)[0];
-    const Tensor fast = RunNode(gemm, inputs, 13, false, 2, {false, constant, constant})[0];
-    // |alpha| and |beta| scale the absolute terms; alpha is folded into A (one more rounding per term).
-    const Node abs_gemm =
-        MakeNode("Gemm", inputs.size(),
-                 {Attribute::Int("transA", ta), Attribute::Int("transB", tb),
-                  Attribute::Float("alpha", std::fabs(alpha)), Attribute::Float("beta", std::fabs(beta))});
-    std::vector<Tensor> abs_inputs;
-    for (const auto& t : inputs) abs_inputs.push_back(Abs(t));
-    const Tensor magnitude = RunNode(abs_gemm, abs_inputs, 13, true)[0];
-    ExpectWithinRoundingBound(fast, ref, magnitude, k + 2, what);
-  }
+  testing::ForEachKernelIsa([&](KernelIsa isa) {
+    SCOPED_TRACE(KernelIsaName(isa));
+    std::mt19937 rng(5);
+    auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    for (int i = 0; i < 120; ++i) {
+      const int64_t m = pick(1, 150), k = pick(1, 300), n = pick(1, 40);
+      const bool ta = pick(0, 1) == 1, tb = pick(0, 1) == 1;
+      const float alpha = pick(0, 1) == 1 ? 1.0f : -0.75f,
+                  beta = std::vector<float>{0.0f, 1.0f, 2.5f}[static_cast<size_t>(pick(0, 2))];
+      const std::vector<std::vector<int64_t>> c_shapes = {{}, {n}, {1, n}, {m, 1}, {m, n}, {1}};
+      const int64_t c_kind = pick(0, 6);  // 6: no C
+      std::vector<Tensor> inputs = {Random(ta ? std::vector<int64_t>{k, m} : std::vector<int64_t>{m, k}, rng),
+                                    Random(tb ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, rng)};
+      if (c_kind < 6) inputs.push_back(Random(c_shapes[static_cast<size_t>(c_kind)], rng));
+      const Node gemm = MakeNode("Gemm", inputs.size(),
+                                 {Attribute::Int("transA", ta), Attribute::Int("transB", tb),
+                                  Attribute::Float("alpha", alpha), Attribute::Float("beta", beta)});
+      const bool constant = pick(0, 1) == 1;
+      const std::string what = "Gemm m=" + std::to_string(m) + " k=" + std::to_string(k) +
+                               " n=" + std::to_string(n) + " transA=" + std::to_string(ta) +
+                               " transB=" + std::to_string(tb) + " C kind " + std::to_string(c_kind) +
+                               " alpha " + std::to_string(alpha) + " beta " + std::to_string(beta);
+      const Tensor ref = RunNode(gemm, inputs, 13, true)[0];
+      const Tensor fast = RunNode(gemm, inputs, 13, false, 2, {false, constant, constant})[0];
+      // |alpha| and |beta| scale the absolute terms; alpha is folded into A (one more rounding per term).
+      const Node abs_gemm =
+          MakeNode("Gemm", inputs.size(),
+                   {Attribute::Int("transA", ta), Attribute::Int("transB", tb),
+                    Attribute::Float("alpha", std::fabs(alpha)), Attribute::Float("beta", std::fabs(beta))});
+      std::vector<Tensor> abs_inputs;
+      for (const auto& t : inputs) abs_inputs.push_back(Abs(t));
+      const Tensor magnitude = RunNode(abs_gemm, abs_inputs, 13, true)[0];
+      ExpectWithinRoundingBound(fast, ref, magnitude, k + 2, what);
+    }
+  });
 }
 
 TEST(MatMulTest, ThreadCountDoesNotChangeBits) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "compress/exec/isa.h"
 #include "compress/ir/graph.h"
 
 namespace compress::testing {
@@ -77,5 +78,18 @@ std::vector<Tensor> RunModelInOrt(const Model& model, const std::vector<Tensor>&
 // tensor); inputs flagged in `constant` become initializers, so kernels see them at build time.
 std::vector<Tensor> RunNode(const Node& node, const std::vector<Tensor>& inputs, int64_t opset,
                             bool reference = false, int threads = 1, const std::vector<bool>& constant = {});
+
+// Calls body once with each kernel instruction set this CPU supports active (the caller adds the set's name
+// to failure messages with SCOPED_TRACE inside), then restores the default. Every fast path gets checked
+// on machines that have it; the ones a CPU lacks cannot run there.
+template <typename Body>
+void ForEachKernelIsa(Body&& body) {
+  const KernelIsa saved = ActiveKernelIsa();
+  for (KernelIsa isa : SupportedKernelIsas()) {
+    UseKernelIsa(isa);
+    body(isa);
+  }
+  UseKernelIsa(saved);
+}
 
 }  // namespace compress::testing

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "compress/exec/isa.h"
 #include "compress/exec/kernel.h"
 #include "compress/exec/thread_pool.h"
 #include "compress/util/error.h"
