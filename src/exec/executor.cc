@@ -240,6 +240,7 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) {
     }
     step->kernel = step->entry->factory(info);
     for (const auto& out : n.outputs) step->outputs.push_back(out.empty() ? -1 : new_slot(out));
+    if (FoldConstantStep(*step)) continue;
     steps_.push_back(std::move(step));
   }
   for (const auto& v : g.outputs) {
@@ -365,6 +366,51 @@ void Executor::PlanFusion() {
   }
 }
 
+// Ops whose result is not a function of their inputs.
+static bool IsRandom(const Node& n) {
+  return n.op_type.rfind("Random", 0) == 0 || n.op_type == "Multinomial" || n.op_type == "Bernoulli";
+}
+
+bool Executor::FoldConstantStep(Step& step) {
+  const Node& n = *step.node;
+  if (IsRandom(n) || !OuterScopeInputs(n).empty() || step.outputs.empty()) return false;
+  for (const auto& a : n.attributes) {
+    if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) return false;
+  }
+  std::vector<const Tensor*> in;
+  for (int slot : step.inputs) {
+    if (slot >= 0 && !is_constant_[static_cast<size_t>(slot)]) return false;
+    in.push_back(slot >= 0 ? &constants_[static_cast<size_t>(slot)] : nullptr);
+  }
+  if (in.empty()) return false;
+  // Float16 constants go through the step's float32 copies, as in Run.
+  DType half_type = DType::kUndefined;
+  for (size_t k = 0; k < in.size(); ++k) {
+    if (in[k] != nullptr && step.entry->float16_via_float32 && IsHalfLike(in[k]->dtype())) {
+      half_type = in[k]->dtype();
+      in[k] = &step.float_constants[k];
+    }
+  }
+  KernelContext ctx(n, std::move(in), step.outputs.size(), *pool_);
+  try {
+    step.kernel->Run(ctx);
+  } catch (const std::exception&) {
+    return false;  // left to fail (or not) when the model runs
+  }
+  for (size_t k = 0; k < step.outputs.size(); ++k) {
+    const int slot = step.outputs[k];
+    if (slot < 0) continue;
+    Tensor t = std::move(ctx.outputs()[k]);
+    if (t.dtype() == DType::kUndefined) return false;
+    if (half_type != DType::kUndefined && t.dtype() == DType::kFloat) t = FromFloat32(t, half_type, *pool_);
+    t.set_name(slot_names_[static_cast<size_t>(slot)]);
+    constants_[static_cast<size_t>(slot)] = std::move(t);
+    is_constant_[static_cast<size_t>(slot)] = true;
+    folded_.push_back(slot);
+  }
+  return true;
+}
+
 Executor::~Executor() = default;
 
 size_t Executor::fused_nodes() const {
@@ -437,6 +483,10 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
     if (is_constant_[s]) return &constants_[s];
     return present[s] ? &values[s] : nullptr;
   };
+  // Values of nodes computed once at build time (all their inputs constant): observers see them first.
+  if (observer != nullptr) {
+    for (int slot : folded_) (*observer)(slot_names_[static_cast<size_t>(slot)], constants_[static_cast<size_t>(slot)]);
+  }
 
   // Fused chains run only when nobody observes the values inside them; a head whose kernel declines the
   // chain (shapes or types it does not cover) leaves its steps to run one by one.

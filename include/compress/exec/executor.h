@@ -1,7 +1,7 @@
 // Runs a model's main graph on the CPU.
 //
-// Built once per model: the graph is sorted, Constant nodes are evaluated, and one kernel is built per
-// node (the registry's fast variant unless reference kernels are requested). Shapes are computed at run
+// Built once per model: the graph is sorted, Constant nodes are evaluated (and every node whose inputs are
+// all constant, e.g. the DequantizeLinear of a weight), and one kernel is built per node (the registry's fast variant unless reference kernels are requested). Shapes are computed at run
 // time, so a symbolic batch dimension takes any size. Each intermediate value is released right after its
 // last reader. Kernels parallelise over the pool in fixed-size chunks, so results do not depend on the
 // thread count. Nodes with subgraphs (If, Loop) also read the values their subgraphs take from the
@@ -68,6 +68,9 @@ class Executor {
  private:
   struct Step;
   void ValidateInput(size_t i, const Tensor& t) const;
+  // Runs a step whose inputs are all constants once, now, and records its outputs as constants; false
+  // (nothing changed) when it cannot (random ops, subgraphs, an error left for run time).
+  bool FoldConstantStep(Step& step);
   // Finds the element-wise chains that follow Conv / MatMul / Gemm kernels and marks them for fusion.
   void PlanFusion();
 
@@ -77,6 +80,7 @@ class Executor {
   std::vector<int> input_slots_, output_slots_;
   std::vector<Tensor> constants_;       // per slot: the constant value (empty tensor if not constant)
   std::vector<bool> is_constant_;
+  std::vector<int> folded_;  // slots computed at build time by FoldConstantStep, in order
   std::vector<std::string> slot_names_;
   std::vector<std::unique_ptr<Step>> steps_;
   size_t num_slots_ = 0;
