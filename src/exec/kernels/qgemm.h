@@ -34,6 +34,10 @@ void FlipSign(const int8_t* src, int64_t n, uint8_t* dst);
 // A 64-byte aligned buffer of at least `bytes` bytes per (thread, slot < 4), reused across calls; contents are
 // unspecified. For the callers' im2col matrices and accumulator blocks (the functions here use their own).
 uint8_t* Scratch(int slot, int64_t bytes);
+template <typename T>
+T* ScratchOf(int slot, int64_t count) {
+  return reinterpret_cast<T*>(Scratch(slot, count * static_cast<int64_t>(sizeof(T))));
+}
 
 // Owned, 64-byte aligned, zero-initialised bytes.
 class AlignedBytes {
