@@ -83,18 +83,14 @@ struct Block {
   Correction correction;
 };
 
-uint32_t Load4(const uint8_t* p) {
-  uint32_t word;
-  std::memcpy(&word, p, sizeof(word));
-  return word;
-}
-
 // Packs the depth x n uint8 matrix src[p * ld + j] into panels: byte (p, j) goes to
 // out + (j / 16) * panel_stride + (p / 4) * 64 + (j % 16) * 4 + p % 4, panel_stride = Groups(depth) * 64,
 // zeros past depth and n.
 void PackPanels(const uint8_t* src, int64_t ld, int64_t depth, int64_t n, uint8_t* out) {
   const int64_t groups = Groups(depth), panel_stride = groups * kGroupBytes;
+#if defined(__SSE2__)
   const int64_t size = (depth - 1) * ld + n;  // bytes from src to the end of the matrix
+#endif
   for (int64_t j0 = 0; j0 < n; j0 += kPanelWidth) {
     const int64_t cols = std::min(kPanelWidth, n - j0);
     uint8_t* panel = out + j0 / kPanelWidth * panel_stride;
