@@ -206,8 +206,9 @@ struct GemmCase {
 
 // cnn/conv_32x64_14 (im2col of 32 channels x 3x3 at 14x14, 64 images) and vit/matmul_qkv (64 x 17 rows).
 const std::vector<GemmCase>& GemmCases() {
-  static const std::vector<GemmCase> cases = {{"integer_gemm/cnn_conv_32x64_14", true, 64, 32 * 9, 14 * 14, kBatch},
-                                              {"integer_gemm/vit_qkv", false, kBatch * 17, 64, 192, 1}};
+  static const std::vector<GemmCase> cases = {
+      {"integer_gemm/cnn_conv_32x64_14", true, 64, 32 * 9, 14 * 14, kBatch},
+      {"integer_gemm/vit_qkv", false, kBatch * 17, 64, 192, 1}};
   return cases;
 }
 
@@ -228,8 +229,9 @@ void RunIntegerGemm(benchmark::State& state, const GemmCase& g, compress::kernel
   const std::vector<uint8_t> w = RandomBytes(g.m * g.k * g.n / (g.weights_left ? g.n : g.m), -64, 64, 21);
   const std::vector<uint8_t> zw = RandomBytes(channels, -128, 127, 22);
   const std::vector<int32_t> w_zp(zw.begin(), zw.end());
-  const qgemm::PackedWeights packed = g.weights_left ? qgemm::PackedWeights::Left(w.data(), true, g.m, g.k, w_zp)
-                                                     : qgemm::PackedWeights::Right(w.data(), true, g.k, g.n, w_zp);
+  const qgemm::PackedWeights packed = g.weights_left
+                                          ? qgemm::PackedWeights::Left(w.data(), true, g.m, g.k, w_zp)
+                                          : qgemm::PackedWeights::Right(w.data(), true, g.k, g.n, w_zp);
   const std::vector<uint8_t> x = RandomBytes(g.weights_left ? g.k * g.n : g.m * g.k, 0, 255, 23);
   const int32_t x_zp = 117;
   std::vector<int32_t> c(static_cast<size_t>(g.m * g.n));
@@ -244,7 +246,8 @@ void RunIntegerGemm(benchmark::State& state, const GemmCase& g, compress::kernel
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // The float GEMM at the same shape, as the fast Conv / MatMul kernels call it: packed weights on the left and
@@ -268,13 +271,15 @@ void RunFloatGemm(benchmark::State& state, const GemmCase& g) {
                        c.data(), g.n, gemm::Init::kZero);
       } else {
         gemm::Multiply(g.m, g.n, g.k, gemm::AView{x.data<float>(), g.k},
-                       gemm::BView{packed.data(), gemm::kNr, g.k * gemm::kNr}, c.data(), g.n, gemm::Init::kZero);
+                       gemm::BView{packed.data(), gemm::kNr, g.k * gemm::kNr}, c.data(), g.n,
+                       gemm::Init::kZero);
       }
     }
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace
@@ -289,9 +294,9 @@ int main(int argc, char** argv) {
     }
   }
   for (const GemmCase& g : GemmCases()) {
-    benchmark::RegisterBenchmark((g.name + "/float32").c_str(),
-                                 [&g](benchmark::State& state) { RunFloatGemm(state, g); })
-        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((g.name + "/float32").c_str(), [&g](benchmark::State& state) {
+      RunFloatGemm(state, g);
+    })->Unit(benchmark::kMicrosecond);
     for (const compress::kernels::qgemm::Isa isa : compress::kernels::qgemm::SupportedIsas()) {
       benchmark::RegisterBenchmark((g.name + "/" + compress::kernels::qgemm::IsaName(isa)).c_str(),
                                    [&g, isa](benchmark::State& state) { RunIntegerGemm(state, g, isa); })

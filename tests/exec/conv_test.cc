@@ -543,8 +543,8 @@ TEST(IntegerConvTest, ConstantWeightsOnLargerOddShapes) {
       const Tensor x = RandomEightBit(shape.x, x_signed, rng);
       const Tensor w = RandomEightBit(shape.w, w_signed, rng);
       const Tensor x_zp = RandomEightBit({}, x_signed, rng);
-      const Tensor w_zp = RandomEightBit(variant % 3 == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{channels},
-                                         w_signed, rng);
+      const Tensor w_zp = RandomEightBit(
+          variant % 3 == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{channels}, w_signed, rng);
       std::vector<Tensor> inputs;
       if (qlinear) {
         std::vector<float> w_scales;
@@ -553,8 +553,14 @@ TEST(IntegerConvTest, ConstantWeightsOnLargerOddShapes) {
           w_scales.push_back(std::uniform_real_distribution<float>(1e-4f, 1e-2f)(rng));
           bias.push_back(std::uniform_int_distribution<int32_t>(-5000, 5000)(rng));
         }
-        inputs = {x, Tensor::FromVector<float>({}, {0.02f}), x_zp, w, Tensor::FromVector<float>({channels}, w_scales),
-                  w_zp, Tensor::FromVector<float>({}, {0.05f}), RandomEightBit({}, variant % 3 == 1, rng),
+        inputs = {x,
+                  Tensor::FromVector<float>({}, {0.02f}),
+                  x_zp,
+                  w,
+                  Tensor::FromVector<float>({channels}, w_scales),
+                  w_zp,
+                  Tensor::FromVector<float>({}, {0.05f}),
+                  RandomEightBit({}, variant % 3 == 1, rng),
                   Ints<int32_t>({channels}, bias)};
       } else {
         inputs = {x, w, x_zp, w_zp};
@@ -566,8 +572,9 @@ TEST(IntegerConvTest, ConstantWeightsOnLargerOddShapes) {
                                   Attribute::Ints("pads", shape.pads)});
       std::vector<bool> constant(inputs.size(), true);
       constant[0] = false;
-      const std::string what = conv.op_type + " X" + ShapeToString(shape.x) + (x_signed ? " int8" : " uint8") + " W" +
-                               ShapeToString(shape.w) + (w_signed ? " int8" : " uint8");
+      const std::string what = conv.op_type + " X" + ShapeToString(shape.x) +
+                               (x_signed ? " int8" : " uint8") + " W" + ShapeToString(shape.w) +
+                               (w_signed ? " int8" : " uint8");
       const Tensor reference = RunNode(conv, inputs, 10, true)[0];
       ExpectBitwiseEqual(RunNode(conv, inputs, 10, false, 1, constant)[0], reference, what);
       ExpectBitwiseEqual(RunNode(conv, inputs, 10, false, 3, constant)[0], reference, what + " 3 threads");

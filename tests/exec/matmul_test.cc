@@ -414,18 +414,27 @@ TEST(IntegerMatMulTest, ConstantBOnLargerOddShapes) {
       const int64_t b_matrices = shape.b.size() == 3 ? shape.b[0] : 1;
       const Tensor a = RandomEightBit(shape.a, shape.a_signed, rng);
       const Tensor b = RandomEightBit(shape.b, shape.b_signed, rng);
-      const Tensor a_zp =
-          RandomEightBit(shape.a_per_row ? std::vector<int64_t>{m} : std::vector<int64_t>{}, shape.a_signed, rng);
-      const Tensor b_zp = RandomEightBit(
-          shape.b_per_column ? std::vector<int64_t>{b_matrices, 1, n} : std::vector<int64_t>{}, shape.b_signed, rng);
+      const Tensor a_zp = RandomEightBit(shape.a_per_row ? std::vector<int64_t>{m} : std::vector<int64_t>{},
+                                         shape.a_signed, rng);
+      const Tensor b_zp =
+          RandomEightBit(shape.b_per_column ? std::vector<int64_t>{b_matrices, 1, n} : std::vector<int64_t>{},
+                         shape.b_signed, rng);
       std::vector<Tensor> inputs;
       if (qlinear) {
         auto scales = [&](int64_t count) {
           std::vector<float> v;
-          for (int64_t j = 0; j < count; ++j) v.push_back(std::uniform_real_distribution<float>(1e-4f, 1e-2f)(rng));
-          return Tensor::FromVector<float>(count == 1 ? std::vector<int64_t>{} : std::vector<int64_t>{count}, v);
+          for (int64_t j = 0; j < count; ++j)
+            v.push_back(std::uniform_real_distribution<float>(1e-4f, 1e-2f)(rng));
+          return Tensor::FromVector<float>(count == 1 ? std::vector<int64_t>{} : std::vector<int64_t>{count},
+                                           v);
         };
-        inputs = {a, scales(a_zp.numel()), a_zp, b, scales(b_zp.numel()), b_zp, Tensor::FromVector<float>({}, {0.1f}),
+        inputs = {a,
+                  scales(a_zp.numel()),
+                  a_zp,
+                  b,
+                  scales(b_zp.numel()),
+                  b_zp,
+                  Tensor::FromVector<float>({}, {0.1f}),
                   RandomEightBit({}, shape.a_signed, rng)};
       } else {
         inputs = {a, b, a_zp, b_zp};

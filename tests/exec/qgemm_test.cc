@@ -3,6 +3,8 @@
 // dimension, int8 and uint8 weights (7-bit and full range) with per-channel and per-tensor zero points,
 // depths where int16 pair sums and int32 sums overflow; and the requantisation against kernels::Requantize.
 
+#include "qgemm.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include <vector>
 
 #include "common.h"
-#include "qgemm.h"
 
 namespace compress::kernels::qgemm {
 namespace {
@@ -36,8 +37,9 @@ std::vector<Isa> PathsToTest() {
                   Isa::kAvx512Vnni}) {
     if (std::find(supported.begin(), supported.end(), isa) == supported.end()) missing.push_back(isa);
   }
-  std::cout << "[ qgemm    ] paths run: " << Paths(supported) << "; not supported by this CPU: " << Paths(missing)
-            << "; default: " << IsaName(DefaultIsa()) << "\n";
+  std::cout << "[ qgemm    ] paths run: " << Paths(supported)
+            << "; not supported by this CPU: " << Paths(missing) << "; default: " << IsaName(DefaultIsa())
+            << "\n";
   return supported;
 }
 
@@ -52,7 +54,9 @@ struct Weights {
     const uint8_t b = bytes[static_cast<size_t>(left ? i * depth + p : p * channels + i)];
     return is_signed ? static_cast<int8_t>(b) : b;
   }
-  int32_t zero_point(int64_t i) const { return zero_points[zero_points.size() == 1 ? 0 : static_cast<size_t>(i)]; }
+  int32_t zero_point(int64_t i) const {
+    return zero_points[zero_points.size() == 1 ? 0 : static_cast<size_t>(i)];
+  }
   PackedWeights Pack() const {
     return left ? PackedWeights::Left(bytes.data(), is_signed, channels, depth, zero_points)
                 : PackedWeights::Right(bytes.data(), is_signed, depth, channels, zero_points);
@@ -78,7 +82,8 @@ Weights RandomWeights(bool left, int64_t channels, int64_t depth, bool is_signed
   w.depth = depth;
   w.left = left;
   w.is_signed = is_signed;
-  const int lo = (is_signed ? 0 : 128) + (seven_bit ? -64 : -128), hi = (is_signed ? 0 : 128) + (seven_bit ? 64 : 127);
+  const int lo = (is_signed ? 0 : 128) + (seven_bit ? -64 : -128),
+            hi = (is_signed ? 0 : 128) + (seven_bit ? 64 : 127);
   std::uniform_int_distribution<int> value(lo, hi), zero(is_signed ? -128 : 0, is_signed ? 127 : 255);
   w.bytes.resize(static_cast<size_t>(channels * depth));
   for (uint8_t& b : w.bytes) b = static_cast<uint8_t>(value(rng));
@@ -101,7 +106,8 @@ int32_t Truncate(int64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(
 struct Output {
   int64_t rows, cols, ldc;
   std::vector<int32_t> data;
-  Output(int64_t r, int64_t c, int64_t ld) : rows(r), cols(c), ldc(ld), data(static_cast<size_t>(r * ld), kSentinel) {}
+  Output(int64_t r, int64_t c, int64_t ld)
+      : rows(r), cols(c), ldc(ld), data(static_cast<size_t>(r * ld), kSentinel) {}
   int32_t at(int64_t i, int64_t j) const { return data[static_cast<size_t>(i * ldc + j)]; }
 };
 
@@ -112,8 +118,8 @@ void ExpectSame(const Output& got, const std::vector<int32_t>& want, const std::
     for (int64_t j = 0; j < got.ldc; ++j) {
       const int32_t expected = j < got.cols ? want[static_cast<size_t>(i * got.cols + j)] : kSentinel;
       if (got.at(i, j) != expected && mismatches++ < 5) {
-        ADD_FAILURE() << what << ": C[" << i << "][" << j << "] = " << got.at(i, j) << ", expected " << expected
-                      << (j >= got.cols ? " (past the last column)" : "");
+        ADD_FAILURE() << what << ": C[" << i << "][" << j << "] = " << got.at(i, j) << ", expected "
+                      << expected << (j >= got.cols ? " (past the last column)" : "");
       }
     }
   }
@@ -214,8 +220,8 @@ std::vector<Shape> RandomShapes(int count, std::mt19937& rng) {
 }
 
 std::string Describe(const Shape& s, const WeightKind& kind) {
-  return "m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) + " depth=" + std::to_string(s.depth) + " " +
-         kind.Describe();
+  return "m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) + " depth=" + std::to_string(s.depth) +
+         " " + kind.Describe();
 }
 
 // The path that ran: kAvx2Maddubs runs kAvx2Madd16 for weights that are not 7-bit.
@@ -250,7 +256,8 @@ TEST(QGemmTest, WeightsOnTheRightEqualTheDefinitionOnEveryPath) {
     }
   }
   for (Isa isa : isas) {
-    std::cout << "[ qgemm    ] right: " << IsaName(isa) << " ran " << runs[static_cast<size_t>(isa)] << " products\n";
+    std::cout << "[ qgemm    ] right: " << IsaName(isa) << " ran " << runs[static_cast<size_t>(isa)]
+              << " products\n";
   }
 }
 
@@ -269,7 +276,8 @@ TEST(QGemmTest, WeightsOnTheLeftEqualTheDefinitionOnEveryPath) {
       c.x = RandomBytes(c.depth * c.ldx, rng);
       c.x_zero_point = std::uniform_int_distribution<int>(0, 255)(rng);
       // Rows beyond [row0, row0 + m) must not be read into the result.
-      c.w = RandomWeights(true, c.row0 + c.m + 2, c.depth, kind.is_signed, kind.seven_bit, kind.per_channel, rng);
+      c.w = RandomWeights(true, c.row0 + c.m + 2, c.depth, kind.is_signed, kind.seven_bit, kind.per_channel,
+                          rng);
       const PackedWeights packed = c.w.Pack();
       const std::vector<int32_t> naive = c.Naive();
       for (Isa isa : isas) {
@@ -280,7 +288,8 @@ TEST(QGemmTest, WeightsOnTheLeftEqualTheDefinitionOnEveryPath) {
     }
   }
   for (Isa isa : isas) {
-    std::cout << "[ qgemm    ] left: " << IsaName(isa) << " ran " << runs[static_cast<size_t>(isa)] << " products\n";
+    std::cout << "[ qgemm    ] left: " << IsaName(isa) << " ran " << runs[static_cast<size_t>(isa)]
+              << " products\n";
   }
 }
 
@@ -290,13 +299,16 @@ TEST(QGemmTest, ExtremeValuesWrapLikeInt32OnEveryPath) {
   const std::vector<Isa> isas = PathsToTest();
   std::mt19937 rng(99);
   constexpr int64_t kDepth = 40000;
-  static_assert(kDepth * 255 * 255 > std::numeric_limits<int32_t>::max(), "the sums must leave the int32 range");
+  static_assert(kDepth * 255 * 255 > std::numeric_limits<int32_t>::max(),
+                "the sums must leave the int32 range");
   for (bool is_signed : {true, false}) {
     for (bool random_extremes : {false, true}) {
       auto extreme = [&](int lo, int hi) {
-        return static_cast<uint8_t>(random_extremes && std::uniform_int_distribution<int>(0, 1)(rng) == 0 ? lo : hi);
+        return static_cast<uint8_t>(
+            random_extremes && std::uniform_int_distribution<int>(0, 1)(rng) == 0 ? lo : hi);
       };
-      const std::string what = std::string(is_signed ? "int8" : "uint8") + (random_extremes ? " mixed" : " uniform");
+      const std::string what =
+          std::string(is_signed ? "int8" : "uint8") + (random_extremes ? " mixed" : " uniform");
       // Weights as far from their zero point as they go: w = min with zw = max.
       RightCase r;
       r.m = 3;
@@ -341,7 +353,8 @@ TEST(QGemmTest, RequantizeEqualsTheScalarFunctionOnEveryPath) {
                     (1 << 24) + 1, 1 << 30, -(1 << 30), 255, 256, -129, -128, 127, 128}) {
     acc.push_back(v);
   }
-  std::uniform_int_distribution<int32_t> any(std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max());
+  std::uniform_int_distribution<int32_t> any(std::numeric_limits<int32_t>::min(),
+                                             std::numeric_limits<int32_t>::max());
   std::uniform_int_distribution<int32_t> small(-5000, 5000);
   for (int i = 0; i < 300; ++i) acc.push_back(i % 2 == 0 ? any(rng) : small(rng));
   const std::vector<float> special = {0.5f, 0.25f, 1.5f, 0.0f, 1e-3f, 0.0123f, 3.0f, 1e30f};
@@ -358,7 +371,8 @@ TEST(QGemmTest, RequantizeEqualsTheScalarFunctionOnEveryPath) {
       for (bool relu : {false, true}) {
         for (int config = 0; config < 4; ++config) {
           const bool per_element = config % 2 == 1, bias = config >= 2;
-          for (int32_t zero_point : is_signed ? std::vector<int32_t>{0, -128, 17} : std::vector<int32_t>{0, 128, 255}) {
+          for (int32_t zero_point :
+               is_signed ? std::vector<int32_t>{0, -128, 17} : std::vector<int32_t>{0, 128, 255}) {
             for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{15}, int64_t{16}, int64_t{17}, int64_t{33},
                               static_cast<int64_t>(acc.size())}) {
               for (int64_t start : {int64_t{0}, int64_t{81}, int64_t{93}}) {
@@ -376,13 +390,14 @@ TEST(QGemmTest, RequantizeEqualsTheScalarFunctionOnEveryPath) {
                 for (int64_t j = 0; j < n; ++j) {
                   const size_t e = static_cast<size_t>(start + j);
                   const int32_t b = bias ? biases[per_element ? e : static_cast<size_t>(start)] : 0;
-                  const auto a = static_cast<int32_t>(static_cast<uint32_t>(acc[e]) + static_cast<uint32_t>(b));
+                  const auto a =
+                      static_cast<int32_t>(static_cast<uint32_t>(acc[e]) + static_cast<uint32_t>(b));
                   const float m = multipliers[per_element ? e : static_cast<size_t>(start)];
                   const auto want = static_cast<uint8_t>(kernels::Requantize(a, m, q.zero_point, q.lo, q.hi));
                   ASSERT_EQ(out[static_cast<size_t>(j)], want)
-                      << IsaName(isa) << " element " << e << " acc " << acc[e] << " bias " << b << " multiplier "
-                      << m << " zero point " << zero_point << (is_signed ? " int8" : " uint8")
-                      << (relu ? " relu" : "");
+                      << IsaName(isa) << " element " << e << " acc " << acc[e] << " bias " << b
+                      << " multiplier " << m << " zero point " << zero_point
+                      << (is_signed ? " int8" : " uint8") << (relu ? " relu" : "");
                   ++checked;
                 }
                 EXPECT_EQ(out[static_cast<size_t>(n)], 0xee) << "wrote past the row";

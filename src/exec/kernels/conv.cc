@@ -12,11 +12,12 @@
 // channel per group) have too little reuse for a GEMM: at stride 1 every kernel tap is a shift of a
 // zero-padded copy of the plane, summed in registers over all taps; at other strides a loop per row and tap.
 // Fast ConvTranspose: col[Cout_g * kernel, in] = W_g^T x X_g by the same GEMM, then col2im adds col into Y.
-// Fast ConvInteger / QLinearConv with constant weights: the weights are packed once for the 8-bit integer GEMM
-// (qgemm.h), and per (image, group, column block) task an 8-bit im2col, padded with the input zero point so
-// that padding adds nothing, feeds it; QLinearConv requantises each block as it is done. With weights known
-// only at run time: im2col of x less its zero point as floats and the exact float GEMM (gemm::MultiplyExact).
-// Threads take whole (image, group, column block) tasks, so results do not depend on the thread count.
+// Fast ConvInteger / QLinearConv with constant weights: the weights are packed once for the 8-bit integer
+// GEMM (qgemm.h), and per (image, group, column block) task an 8-bit im2col, padded with the input zero point
+// so that padding adds nothing, feeds it; QLinearConv requantises each block as it is done. With weights
+// known only at run time: im2col of x less its zero point as floats and the exact float GEMM
+// (gemm::MultiplyExact). Threads take whole (image, group, column block) tasks, so results do not depend on
+// the thread count.
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -333,7 +334,7 @@ void Im2Col(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float* c
   }
 }
 
-// Bytes copied per step by the 8-bit im2col: a copy may read and write up to kByteBlock - 1 bytes past its end.
+// Bytes per step of the 8-bit im2col's copies: they may read and write up to kByteBlock - 1 bytes too many.
 constexpr int64_t kByteBlock = 16;
 
 // dst[i] = src[i] ^ flip for i < n (flip 0x80 turns int8 into uint8), in whole blocks.
@@ -341,7 +342,8 @@ inline void CopyBlocks(const uint8_t* src, int64_t n, uint8_t flip, uint8_t* dst
   for (int64_t t = 0; t < n; t += kByteBlock) {
 #if defined(__SSE2__)
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + t), _mm_xor_si128(v, _mm_set1_epi8(static_cast<char>(flip))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + t),
+                     _mm_xor_si128(v, _mm_set1_epi8(static_cast<char>(flip))));
 #else
     for (int64_t i = t; i < t + kByteBlock; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ flip);
 #endif
@@ -360,8 +362,8 @@ inline void FillBlocks(int64_t n, uint8_t value, uint8_t* dst) {
 }
 
 // One row of an 8-bit im2col block: `count` output rows of q.ow columns, from column `first` of the first to
-// column `last` of the last; output row r reads the strip at from + r * step (every q.sw bytes) and is written
-// at to + r * q.ow. Whole blocks in increasing order, as Im2Col2DBytes requires.
+// column `last` of the last; output row r reads the strip at from + r * step (every q.sw bytes) and is
+// written at to + r * q.ow. Whole blocks in increasing order, as Im2Col2DBytes requires.
 void CopySegments(const Window2D& q, int64_t count, int64_t first, int64_t last, const uint8_t* from,
                   int64_t step, uint8_t* to) {
   auto segment = [&](int64_t r, int64_t a, int64_t b) {

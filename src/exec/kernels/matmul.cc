@@ -900,8 +900,10 @@ struct QLinearMatMulOutput {
 
 QLinearMatMulOutput ResolveQLinearMatMulOutput(const KernelContext& ctx, const MatMulShape& s) {
   QLinearMatMulOutput q;
-  q.a_scale = QuantParam<float>(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m, s.a_count);
-  q.b_scale = QuantParam<float>(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n, s.b_count);
+  q.a_scale =
+      QuantParam<float>(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m, s.a_count);
+  q.b_scale =
+      QuantParam<float>(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n, s.b_count);
   const std::vector<float> y_scale = Scales(ctx, ctx.required_input(6), "y_scale");
   const Tensor& y_zp_t = ctx.required_input(7);
   if (!IsInt8(y_zp_t.dtype())) {
@@ -927,7 +929,8 @@ void WriteQLinearMatMul(KernelContext& ctx, const MatMulShape& s, const std::vec
       for (int64_t j = 0; j < s.n; ++j) {
         const size_t o = static_cast<size_t>((bi * s.m + i) * s.n + j);
         // Two's complement bytes: int8 values are stored through their uint8 image.
-        out[o] = static_cast<uint8_t>(Requantize(acc[o], q.Multiplier(am, i, bm, j), q.zero_point, q.lo, q.hi));
+        out[o] =
+            static_cast<uint8_t>(Requantize(acc[o], q.Multiplier(am, i, bm, j), q.zero_point, q.lo, q.hi));
       }
     }
   }
@@ -966,7 +969,8 @@ void PackedIntegerMatMul(KernelContext& ctx, const IntegerOperands& op,
         qgemm::FlipSign(reinterpret_cast<const int8_t*>(a), r * s.k, flipped);
         a = flipped;
       }
-      int32_t* acc = qlinear ? qgemm::ScratchOf<int32_t>(2, r * s.n) : y.mutable_data<int32_t>() + y_row * s.n;
+      int32_t* acc =
+          qlinear ? qgemm::ScratchOf<int32_t>(2, r * s.n) : y.mutable_data<int32_t>() + y_row * s.n;
       qgemm::MultiplyRight(r, a, s.k, zero_points, 1, packed_b[static_cast<size_t>(bm)], acc, s.n);
       if (!qlinear) continue;
       // Multipliers per column, recomputed for each row only when a_scale is per row.
@@ -980,7 +984,8 @@ void PackedIntegerMatMul(KernelContext& ctx, const IntegerOperands& op,
       auto* out = static_cast<uint8_t*>(y.mutable_raw()) + y_row * s.n;
       for (int64_t i = 0; i < r; ++i) {
         if (i == 0 || !q->a_scale.scalar()) {
-          for (int64_t j = 0; j < s.n; ++j) multipliers[j] = q->Multiplier((a_row + i) / s.m, (a_row + i) % s.m, bm, j);
+          for (int64_t j = 0; j < s.n; ++j)
+            multipliers[j] = q->Multiplier((a_row + i) / s.m, (a_row + i) % s.m, bm, j);
         }
         qgemm::Requantize(acc + i * s.n, s.n, rq, out + i * s.n);
       }

@@ -109,8 +109,9 @@ void PackPanels(const uint8_t* src, int64_t ld, int64_t depth, int64_t n, uint8_
       if ((p0 + depths - 1) * ld + j0 + kPanelWidth <= size) {
         __m128i r[kGroup];
         for (int64_t t = 0; t < kGroup; ++t) {
-          r[t] = t < depths ? _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + t * ld)), mask)
-                            : _mm_setzero_si128();
+          r[t] = t < depths
+                     ? _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + t * ld)), mask)
+                     : _mm_setzero_si128();
         }
         // Interleave 4 rows of 16 bytes: bytes, then byte pairs.
         const __m128i lo01 = _mm_unpacklo_epi8(r[0], r[1]), hi01 = _mm_unpackhi_epi8(r[0], r[1]);
@@ -205,7 +206,8 @@ void ScalarRight(int64_t m, const uint8_t* x, int64_t ldx, const int32_t* zx, in
   COMPRESS_QGEMM_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
 #define COMPRESS_QGEMM_TARGET_END COMPRESS_QGEMM_PRAGMA(clang attribute pop)
 #else
-#define COMPRESS_QGEMM_TARGET_BEGIN(isa) COMPRESS_QGEMM_PRAGMA(GCC push_options) COMPRESS_QGEMM_PRAGMA(GCC target(isa))
+#define COMPRESS_QGEMM_TARGET_BEGIN(isa) \
+  COMPRESS_QGEMM_PRAGMA(GCC push_options) COMPRESS_QGEMM_PRAGMA(GCC target(isa))
 #define COMPRESS_QGEMM_TARGET_END COMPRESS_QGEMM_PRAGMA(GCC pop_options)
 #endif
 
@@ -237,9 +239,9 @@ struct Ymm {
   static __m256i Truncate(__m256 v) { return _mm256_cvttps_epi32(v); }
   // The low byte of each lane.
   static void StoreBytes(uint8_t* out, __m256i v) {
-    const __m256i low = _mm256_shuffle_epi8(
-        v, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
-                            -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m256i low =
+        _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
     const __m128i bytes = _mm_unpacklo_epi32(_mm256_castsi256_si128(low), _mm256_extracti128_si256(low, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out), bytes);
   }
@@ -285,8 +287,8 @@ struct Madd16 : Ymm {
   struct Acc {
     __m256i lo, hi;
   };
-  using Vec = Acc;      // int16: columns 0-3 and 4-7, 4 depths each
-  using Bc = __m256i;   // int16: the 4 depths, repeated
+  using Vec = Acc;     // int16: columns 0-3 and 4-7, 4 depths each
+  using Bc = __m256i;  // int16: the 4 depths, repeated
   static Acc Zero() { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
   template <bool kSigned>
   static __m256i Widen(__m128i v) {
@@ -381,7 +383,9 @@ struct Zmm {
   static __m512 ToFloat(__m512i v) { return _mm512_cvtepi32_ps(v); }
   static __m512 Mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
   static __m512 Add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
-  static __m512 Round(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC); }
+  static __m512 Round(__m512 v) {
+    return _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC);
+  }
   static __m512 Max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }  // b when either is NaN
   static __m512 Min(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
   static __m512i Truncate(__m512 v) { return _mm512_cvttps_epi32(v); }
@@ -439,12 +443,16 @@ bool CpuSupports(Isa isa) {
   const bool avx512 = __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
                       __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512vnni") != 0;
   switch (isa) {
-    case Isa::kScalar: return true;
+    case Isa::kScalar:
+      return true;
     case Isa::kAvx2Maddubs:
-    case Isa::kAvx2Madd16: return avx2;
-    case Isa::kAvxVnni: return avx2 && HasAvxVnni();
+    case Isa::kAvx2Madd16:
+      return avx2;
+    case Isa::kAvxVnni:
+      return avx2 && HasAvxVnni();
     case Isa::kAvx512Vnni256:
-    case Isa::kAvx512Vnni: return avx512;
+    case Isa::kAvx512Vnni:
+      return avx512;
   }
 #endif
   return isa == Isa::kScalar;
@@ -464,11 +472,12 @@ const Kernels& KernelsOf(Isa isa) {
   static const Kernels kMaddubs{avx2::MultiplyBlock<avx2::Maddubs, false>,
                                 avx2::MultiplyBlock<avx2::Maddubs, true>, avx2::ColumnSums<avx2::Maddubs>,
                                 avx2::RequantizeRow<avx2::Ymm>};
-  static const Kernels kMadd16{avx2::MultiplyBlock<avx2::Madd16, false>, avx2::MultiplyBlock<avx2::Madd16, true>,
-                               avx2::ColumnSums<avx2::Madd16>, avx2::RequantizeRow<avx2::Ymm>};
+  static const Kernels kMadd16{avx2::MultiplyBlock<avx2::Madd16, false>,
+                               avx2::MultiplyBlock<avx2::Madd16, true>, avx2::ColumnSums<avx2::Madd16>,
+                               avx2::RequantizeRow<avx2::Ymm>};
   static const Kernels kAvxVnni{avxvnni::MultiplyBlock<avxvnni::Vnni, false>,
-                                avxvnni::MultiplyBlock<avxvnni::Vnni, true>, avxvnni::ColumnSums<avxvnni::Vnni>,
-                                avx2::RequantizeRow<avx2::Ymm>};
+                                avxvnni::MultiplyBlock<avxvnni::Vnni, true>,
+                                avxvnni::ColumnSums<avxvnni::Vnni>, avx2::RequantizeRow<avx2::Ymm>};
   static const Kernels kVnni256{avx512::MultiplyBlock<avx512::YmmVnni, false>,
                                 avx512::MultiplyBlock<avx512::YmmVnni, true>,
                                 avx512::ColumnSums<avx512::YmmVnni>, avx512::RequantizeRow<avx512::Zmm>};
@@ -476,12 +485,18 @@ const Kernels& KernelsOf(Isa isa) {
                                 avx512::MultiplyBlock<avx512::ZmmVnni, true>,
                                 avx512::ColumnSums<avx512::ZmmVnni>, avx512::RequantizeRow<avx512::Zmm>};
   switch (isa) {
-    case Isa::kAvx2Maddubs: return kMaddubs;
-    case Isa::kAvx2Madd16: return kMadd16;
-    case Isa::kAvxVnni: return kAvxVnni;
-    case Isa::kAvx512Vnni256: return kVnni256;
-    case Isa::kAvx512Vnni: return kVnni512;
-    case Isa::kScalar: break;
+    case Isa::kAvx2Maddubs:
+      return kMaddubs;
+    case Isa::kAvx2Madd16:
+      return kMadd16;
+    case Isa::kAvxVnni:
+      return kAvxVnni;
+    case Isa::kAvx512Vnni256:
+      return kVnni256;
+    case Isa::kAvx512Vnni:
+      return kVnni512;
+    case Isa::kScalar:
+      break;
   }
 #endif
   static const Kernels kScalarKernels;
@@ -525,12 +540,18 @@ int32_t* SlotInts(int slot, int64_t count) {
 
 const char* IsaName(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: return "scalar";
-    case Isa::kAvx2Maddubs: return "avx2-maddubs";
-    case Isa::kAvx2Madd16: return "avx2-madd16";
-    case Isa::kAvx512Vnni256: return "avx512-vnni-256";
-    case Isa::kAvxVnni: return "avx-vnni";
-    case Isa::kAvx512Vnni: return "avx512-vnni";
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2Maddubs:
+      return "avx2-maddubs";
+    case Isa::kAvx2Madd16:
+      return "avx2-madd16";
+    case Isa::kAvx512Vnni256:
+      return "avx512-vnni-256";
+    case Isa::kAvxVnni:
+      return "avx-vnni";
+    case Isa::kAvx512Vnni:
+      return "avx512-vnni";
   }
   return "unknown";
 }
@@ -567,7 +588,8 @@ void FlipSign(const int8_t* src, int64_t n, uint8_t* dst) {
 }
 
 uint8_t* Scratch(int slot, int64_t bytes) {
-  if (slot < 0 || slot >= kCallerSlots) ThrowInternal("qgemm scratch slot " + std::to_string(slot) + " out of range");
+  if (slot < 0 || slot >= kCallerSlots)
+    ThrowInternal("qgemm scratch slot " + std::to_string(slot) + " out of range");
   return SlotBuffer(slot, bytes);
 }
 
@@ -636,9 +658,10 @@ PackedWeights PackedWeights::Right(const uint8_t* w, bool is_signed, int64_t dep
   return PackedWeights(false, w, is_signed, channels, depth, zero_points);
 }
 
-void MultiplyLeft(const PackedWeights& w, int64_t row0, int64_t rows, int64_t n, const uint8_t* x, int64_t ldx,
-                  int32_t x_zero_point, int32_t* c, int64_t ldc, std::optional<Isa> isa) {
-  if (!w.left() || row0 < 0 || row0 + rows > w.channels()) ThrowInternal("qgemm: weights on the left expected");
+void MultiplyLeft(const PackedWeights& w, int64_t row0, int64_t rows, int64_t n, const uint8_t* x,
+                  int64_t ldx, int32_t x_zero_point, int32_t* c, int64_t ldc, std::optional<Isa> isa) {
+  if (!w.left() || row0 < 0 || row0 + rows > w.channels())
+    ThrowInternal("qgemm: weights on the left expected");
   if (rows <= 0 || n <= 0) return;
   const Isa path = Resolve(isa, w.seven_bit());
   if (path == Isa::kScalar) {
@@ -657,8 +680,8 @@ void MultiplyLeft(const PackedWeights& w, int64_t row0, int64_t rows, int64_t n,
   for (int64_t i = 0; i < rows; ++i) {
     const auto offset = static_cast<uint32_t>(w.offsets()[row0 + i]);
     offsets = offsets || offset != 0;
-    row[i] = static_cast<int32_t>(0u - zx * (static_cast<uint32_t>(w.sums()[row0 + i]) +
-                                             offset * static_cast<uint32_t>(depth)));
+    row[i] = static_cast<int32_t>(
+        0u - zx * (static_cast<uint32_t>(w.sums()[row0 + i]) + offset * static_cast<uint32_t>(depth)));
   }
   Correction correction;
   correction.row = row;
@@ -730,7 +753,8 @@ void MultiplyRight(int64_t m, const uint8_t* x, int64_t ldx, const int32_t* x_ze
   KernelsOf(path).right(b);
 }
 
-void Requantize(const int32_t* acc, int64_t n, const Requantization& q, uint8_t* out, std::optional<Isa> isa) {
+void Requantize(const int32_t* acc, int64_t n, const Requantization& q, uint8_t* out,
+                std::optional<Isa> isa) {
   const Kernels& kernels = KernelsOf(Resolve(isa, true));
   if (kernels.requantize != nullptr) {
     kernels.requantize(acc, n, q, out);

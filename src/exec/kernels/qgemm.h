@@ -31,8 +31,8 @@ Isa DefaultIsa();
 // Int8 activations as uint8: x ^ 0x80 is x + 128 as a uint8 (their zero point moves by 128 too).
 void FlipSign(const int8_t* src, int64_t n, uint8_t* dst);
 
-// A 64-byte aligned buffer of at least `bytes` bytes per (thread, slot < 4), reused across calls; contents are
-// unspecified. For the callers' im2col matrices and accumulator blocks (the functions here use their own).
+// A 64-byte aligned buffer of at least `bytes` bytes per (thread, slot < 4), reused across calls, contents
+// unspecified: for the callers' im2col matrices and accumulator blocks (the functions here have their own).
 uint8_t* Scratch(int slot, int64_t bytes);
 template <typename T>
 T* ScratchOf(int slot, int64_t count) {
@@ -97,8 +97,9 @@ class PackedWeights {
 // Weights on the left: C (rows x n, row stride ldc) = (W[row0, row0 + rows) - zw) * (X - x_zero_point), X the
 // depth x n uint8 matrix x[p * ldx + j] (an im2col matrix). X is packed per call, so a call should cover all
 // the rows that share it.
-void MultiplyLeft(const PackedWeights& w, int64_t row0, int64_t rows, int64_t n, const uint8_t* x, int64_t ldx,
-                  int32_t x_zero_point, int32_t* c, int64_t ldc, std::optional<Isa> isa = std::nullopt);
+void MultiplyLeft(const PackedWeights& w, int64_t row0, int64_t rows, int64_t n, const uint8_t* x,
+                  int64_t ldx, int32_t x_zero_point, int32_t* c, int64_t ldc,
+                  std::optional<Isa> isa = std::nullopt);
 
 // Weights on the right: C (m x n, row stride ldc) = (X - zx) * (W - zw), X the m x depth uint8 matrix
 // x[i * ldx + p] read in place, zx of row i x_zero_points[i * x_zero_point_step] (step 0: one for all).
