@@ -12,10 +12,10 @@
 // channel per group) have too little reuse for a GEMM: at stride 1 every kernel tap is a shift of a
 // zero-padded copy of the plane, summed in registers over all taps; at other strides a loop per row and tap.
 // Fast ConvTranspose: col[Cout_g * kernel, in] = W_g^T x X_g by the same GEMM, then col2im adds col into Y.
-// Fast ConvInteger / QLinearConv with constant weights: the weights are packed once for the 8-bit integer
-// GEMM (qgemm.h), and per (image, group, column block) task an 8-bit im2col, padded with the input zero point
-// so that padding adds nothing, feeds it; QLinearConv requantises each block as it is done. With weights
-// known only at run time: im2col of x less its zero point as floats and the exact float GEMM
+// Fast ConvInteger / QLinearConv with constant weights (and a SIMD path of qgemm.h on this CPU): the weights
+// are packed once for the 8-bit integer GEMM, and per (image, group, column block) task an 8-bit im2col,
+// padded with the input zero point so that padding adds nothing, feeds it; QLinearConv requantises each block
+// as it is done. Otherwise: im2col of x less its zero point as floats and the exact float GEMM
 // (gemm::MultiplyExact). Threads take whole (image, group, column block) tasks, so results do not depend on
 // the thread count.
 #include <algorithm>
@@ -1194,6 +1194,8 @@ class IntegerConvKernel : public Kernel {
     const bool zp_known =
         zp != nullptr || info.node->inputs.size() <= inputs_.w_zp || info.node->inputs[inputs_.w_zp].empty();
     if (!fast || w == nullptr || !zp_known || !IsInt8(w->dtype()) || w->rank() < 3) return;
+    // Without a SIMD path qgemm's plain loops are slower than the float GEMM on small integers.
+    if (qgemm::DefaultIsa() == qgemm::Isa::kScalar) return;
     const int64_t channels = w->dims()[0];
     if (zp != nullptr && (zp->dtype() != w->dtype() || (zp->numel() != 1 && zp->numel() != channels))) return;
     std::vector<int32_t> w_zp(zp != nullptr ? static_cast<size_t>(zp->numel()) : 1, 0);

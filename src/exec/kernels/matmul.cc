@@ -11,8 +11,8 @@
 // Threads split C by rows or by batch matrix, never along k, so results do not depend on the thread count.
 //
 // The fast integer kernels multiply a constant B (with constant zero points), packed once, by the exact 8-bit
-// integer GEMM of qgemm.h; other operands go through the float GEMM less their zero points, also exactly: see
-// MultiplyExact.
+// integer GEMM of qgemm.h when the CPU has one of its SIMD paths; other operands go through the float GEMM
+// less their zero points, also exactly: see MultiplyExact.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -1005,6 +1005,8 @@ class IntegerMatMul : public Kernel {
         zp != nullptr || info.node->inputs.size() <= inputs_.b_zp || info.node->inputs[inputs_.b_zp].empty();
     if (!fast || b == nullptr || !zp_known || !IsInt8(b->dtype()) || b->rank() < 2) return;
     if (zp != nullptr && zp->dtype() != b->dtype()) return;  // reported at run time
+    // Without a SIMD path qgemm's plain loops are slower than the float GEMM on small integers.
+    if (qgemm::DefaultIsa() == qgemm::Isa::kScalar) return;
     const int64_t k = b->dims()[static_cast<size_t>(b->rank() - 2)], n = b->dims().back();
     const int64_t count = k * n == 0 ? 0 : b->numel() / (k * n);
     const int64_t zps = zp != nullptr ? zp->numel() : 1;
