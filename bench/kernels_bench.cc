@@ -2,7 +2,10 @@
 // integer ones) at the shapes of the sample models (models/cnn.onnx, models/vit.onnx) at batch 64. Each case
 // runs one node through the executor with its weights as initializers, as in a real model.
 //
-//   compress_kernels_bench [--benchmark_filter=fast] [google benchmark flags]
+// Then the GEMM inside two of those layers on its own, per path of the integer GEMM this CPU supports and for
+// the float GEMM: integer_gemm/<layer>/<path>.
+//
+//   compress_kernels_bench [--benchmark_filter=fast|integer] [google benchmark flags]
 //
 // Names are <model>/<node>/<fast|reference>; GFLOP/s counts 2 operations per multiply-add (integer ones for
 // the integer ops).
@@ -14,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "compress/exec/executor.h"
+#include "qgemm.h"
 
 namespace {
 
@@ -190,6 +195,93 @@ std::vector<Case> Cases() {
   return cases;
 }
 
+// A layer's GEMM: weights on the left (convolution: m output channels x k, times a k x n im2col matrix, per
+// image) or on the right (MatMul: m x k activations times k x n weights), `count` products per run.
+struct GemmCase {
+  std::string name;
+  bool weights_left;
+  int64_t m, k, n, count;
+  double flops() const { return 2.0 * static_cast<double>(m * k * n * count); }
+};
+
+// cnn/conv_32x64_14 (im2col of 32 channels x 3x3 at 14x14, 64 images) and vit/matmul_qkv (64 x 17 rows).
+const std::vector<GemmCase>& GemmCases() {
+  static const std::vector<GemmCase> cases = {
+      {"integer_gemm/cnn_conv_32x64_14", true, 64, 32 * 9, 14 * 14, kBatch},
+      {"integer_gemm/vit_qkv", false, kBatch * 17, 64, 192, 1}};
+  return cases;
+}
+
+std::vector<uint8_t> RandomBytes(int64_t n, int lo, int hi, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> dist(lo, hi);
+  std::vector<uint8_t> v(static_cast<size_t>(n));
+  for (uint8_t& b : v) b = static_cast<uint8_t>(dist(rng));
+  return v;
+}
+
+// The integer GEMM on one path: int8 weights in [-64, 64] (so that avx2-maddubs runs its own kernel) with
+// per-channel zero points, uint8 activations; the packing of the activations (weights on the left) and the
+// zero-point corrections included, as in the layers.
+void RunIntegerGemm(benchmark::State& state, const GemmCase& g, compress::kernels::qgemm::Isa isa) {
+  namespace qgemm = compress::kernels::qgemm;
+  const int64_t channels = g.weights_left ? g.m : g.n;
+  const std::vector<uint8_t> w = RandomBytes(g.m * g.k * g.n / (g.weights_left ? g.n : g.m), -64, 64, 21);
+  const std::vector<uint8_t> zw = RandomBytes(channels, -128, 127, 22);
+  const std::vector<int32_t> w_zp(zw.begin(), zw.end());
+  const qgemm::PackedWeights packed = g.weights_left
+                                          ? qgemm::PackedWeights::Left(w.data(), true, g.m, g.k, w_zp)
+                                          : qgemm::PackedWeights::Right(w.data(), true, g.k, g.n, w_zp);
+  const std::vector<uint8_t> x = RandomBytes(g.weights_left ? g.k * g.n : g.m * g.k, 0, 255, 23);
+  const int32_t x_zp = 117;
+  std::vector<int32_t> c(static_cast<size_t>(g.m * g.n));
+  for (auto _ : state) {
+    for (int64_t i = 0; i < g.count; ++i) {
+      if (g.weights_left) {
+        qgemm::MultiplyLeft(packed, 0, g.m, g.n, x.data(), g.n, x_zp, c.data(), g.n, isa);
+      } else {
+        qgemm::MultiplyRight(g.m, x.data(), g.k, &x_zp, 0, packed, c.data(), g.n, isa);
+      }
+    }
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The float GEMM at the same shape, as the fast Conv / MatMul kernels call it: packed weights on the left and
+// the im2col matrix read in panels, or activations read in place and packed weights on the right.
+void RunFloatGemm(benchmark::State& state, const GemmCase& g) {
+  namespace gemm = compress::kernels::gemm;
+  const Tensor w = Random({g.m * g.k * g.n / (g.weights_left ? g.n : g.m)}, 24);
+  const int64_t ld = gemm::RoundUp(g.n, gemm::kNr);
+  const Tensor x = Random({g.weights_left ? g.k * ld : g.m * g.k}, 25);
+  gemm::AlignedFloats packed(g.weights_left ? gemm::PackedASize(g.m, g.k) : gemm::PackedBSize(g.k, g.n));
+  if (g.weights_left) {
+    gemm::PackA(w.data<float>(), g.k, 1, g.m, g.k, 1.0f, packed.data());
+  } else {
+    gemm::PackB(w.data<float>(), g.n, 1, g.k, g.n, packed.data());
+  }
+  std::vector<float> c(static_cast<size_t>(g.m * g.n));
+  for (auto _ : state) {
+    for (int64_t i = 0; i < g.count; ++i) {
+      if (g.weights_left) {
+        gemm::Multiply(g.m, g.n, g.k, gemm::AView{packed.data()}, gemm::BView{x.data<float>(), ld, gemm::kNr},
+                       c.data(), g.n, gemm::Init::kZero);
+      } else {
+        gemm::Multiply(g.m, g.n, g.k, gemm::AView{x.data<float>(), g.k},
+                       gemm::BView{packed.data(), gemm::kNr, g.k * gemm::kNr}, c.data(), g.n,
+                       gemm::Init::kZero);
+      }
+    }
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -198,6 +290,16 @@ int main(int argc, char** argv) {
     for (const bool reference : {false, true}) {
       benchmark::RegisterBenchmark((c.name + (reference ? "/reference" : "/fast")).c_str(),
                                    [&c, reference](benchmark::State& state) { RunCase(state, c, reference); })
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  for (const GemmCase& g : GemmCases()) {
+    benchmark::RegisterBenchmark((g.name + "/float32").c_str(), [&g](benchmark::State& state) {
+      RunFloatGemm(state, g);
+    })->Unit(benchmark::kMicrosecond);
+    for (const compress::kernels::qgemm::Isa isa : compress::kernels::qgemm::SupportedIsas()) {
+      benchmark::RegisterBenchmark((g.name + "/" + compress::kernels::qgemm::IsaName(isa)).c_str(),
+                                   [&g, isa](benchmark::State& state) { RunIntegerGemm(state, g, isa); })
           ->Unit(benchmark::kMicrosecond);
     }
   }

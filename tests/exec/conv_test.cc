@@ -518,6 +518,76 @@ TEST(IntegerConvTest, FastEqualsReferenceOnRandomShapes) {
   }
 }
 
+// Constant weights (packed for the 8-bit GEMM) on larger odd shapes than the random ones: several column
+// blocks per image, partial panels, stride 2, dilation, groups, depthwise, 1x1 convolutions of uint8 input
+// (read in place) and of int8 input, 1-D and 3-D windows; ConvInteger and QLinearConv (per-channel scales, a
+// bias), either signedness. Bit-identical to the reference, on 1 and 3 threads.
+TEST(IntegerConvTest, ConstantWeightsOnLargerOddShapes) {
+  std::mt19937 rng(2024);
+  struct Shape {
+    std::vector<int64_t> x, w;
+    int64_t group, stride, dilation;
+    std::vector<int64_t> pads;
+  };
+  const std::vector<Shape> shapes = {
+      {{2, 32, 14, 14}, {64, 32, 3, 3}, 1, 1, 1, {1, 1, 1, 1}},
+      {{1, 64, 40, 40}, {8, 64, 3, 3}, 1, 1, 1, {1, 1, 1, 1}},  // 576-deep: column blocks
+      {{1, 8, 61, 59}, {24, 8, 3, 3}, 1, 2, 1, {1, 0, 0, 1}},
+      {{2, 12, 17, 15}, {18, 4, 3, 3}, 3, 1, 2, {0, 1, 2, 1}},
+      {{3, 16, 19, 23}, {16, 1, 3, 3}, 16, 2, 1, {1, 1, 1, 1}},
+      {{2, 24, 13, 11}, {40, 24, 1, 1}, 1, 1, 1, {0, 0, 0, 0}},
+      {{2, 5, 37}, {7, 5, 4}, 1, 3, 1, {2, 1}},
+      {{1, 3, 6, 7, 5}, {4, 3, 2, 3, 2}, 1, 1, 1, {1, 0, 1, 1, 1, 0}},
+  };
+  int variant = 0;
+  for (const Shape& shape : shapes) {
+    const size_t rank = shape.x.size() - 2;
+    for (const bool qlinear : {false, true}) {
+      const bool x_signed = variant % 2 == 1, w_signed = variant % 4 < 2;
+      ++variant;
+      const int64_t channels = shape.w[0];
+      const Tensor x = RandomEightBit(shape.x, x_signed, rng);
+      const Tensor w = RandomEightBit(shape.w, w_signed, rng);
+      const Tensor x_zp = RandomEightBit({}, x_signed, rng);
+      const Tensor w_zp = RandomEightBit(
+          variant % 3 == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{channels}, w_signed, rng);
+      std::vector<Tensor> inputs;
+      if (qlinear) {
+        std::vector<float> w_scales;
+        std::vector<int32_t> bias;
+        for (int64_t m = 0; m < channels; ++m) {
+          w_scales.push_back(std::uniform_real_distribution<float>(1e-4f, 1e-2f)(rng));
+          bias.push_back(std::uniform_int_distribution<int32_t>(-5000, 5000)(rng));
+        }
+        inputs = {x,
+                  Tensor::FromVector<float>({}, {0.02f}),
+                  x_zp,
+                  w,
+                  Tensor::FromVector<float>({channels}, w_scales),
+                  w_zp,
+                  Tensor::FromVector<float>({}, {0.05f}),
+                  RandomEightBit({}, variant % 3 == 1, rng),
+                  Ints<int32_t>({channels}, bias)};
+      } else {
+        inputs = {x, w, x_zp, w_zp};
+      }
+      const Node conv = MakeNode(qlinear ? "QLinearConv" : "ConvInteger", inputs.size(),
+                                 {Attribute::Int("group", shape.group),
+                                  Attribute::Ints("strides", std::vector<int64_t>(rank, shape.stride)),
+                                  Attribute::Ints("dilations", std::vector<int64_t>(rank, shape.dilation)),
+                                  Attribute::Ints("pads", shape.pads)});
+      std::vector<bool> constant(inputs.size(), true);
+      constant[0] = false;
+      const std::string what = conv.op_type + " X" + ShapeToString(shape.x) +
+                               (x_signed ? " int8" : " uint8") + " W" + ShapeToString(shape.w) +
+                               (w_signed ? " int8" : " uint8");
+      const Tensor reference = RunNode(conv, inputs, 10, true)[0];
+      ExpectBitwiseEqual(RunNode(conv, inputs, 10, false, 1, constant)[0], reference, what);
+      ExpectBitwiseEqual(RunNode(conv, inputs, 10, false, 3, constant)[0], reference, what + " 3 threads");
+    }
+  }
+}
+
 TEST(IntegerConvTest, ThreadCountDoesNotChangeBits) {
   std::mt19937 rng(8);
   const Node conv = MakeNode("ConvInteger", 4, {Attribute::Ints("pads", {1, 1, 1, 1})});

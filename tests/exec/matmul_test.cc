@@ -398,5 +398,63 @@ TEST(IntegerMatMulTest, FastEqualsReferenceOnRandomShapes) {
   }
 }
 
+// Constant B (packed for the 8-bit GEMM) on larger odd shapes: several row tasks, batches sharing one B (all
+// rows of A in one product) or each with its own B, per-row zero points and scales of A, per-column (and per
+// matrix) ones of B, int8 A (flipped to uint8), a 1-D A; bit-identical to the reference on 1 and 3 threads.
+TEST(IntegerMatMulTest, ConstantBOnLargerOddShapes) {
+  std::mt19937 rng(77);
+  struct Shape {
+    std::vector<int64_t> a, b;
+    bool a_signed, b_signed, a_per_row, b_per_column;
+  };
+  const std::vector<Shape> shapes = {
+      {{3, 130, 70}, {70, 33}, false, true, true, true},
+      {{2, 65, 129}, {2, 129, 17}, true, false, true, true},
+      {{64, 17, 64}, {64, 192}, false, true, false, false},
+      {{577}, {577, 5}, true, true, false, true},
+      {{5, 3, 2305}, {2305, 7}, false, false, true, false},
+  };
+  for (const Shape& shape : shapes) {
+    for (const bool qlinear : {false, true}) {
+      const int64_t m = shape.a.size() == 1 ? 1 : shape.a[shape.a.size() - 2], n = shape.b.back();
+      const int64_t b_matrices = shape.b.size() == 3 ? shape.b[0] : 1;
+      const Tensor a = RandomEightBit(shape.a, shape.a_signed, rng);
+      const Tensor b = RandomEightBit(shape.b, shape.b_signed, rng);
+      const Tensor a_zp = RandomEightBit(shape.a_per_row ? std::vector<int64_t>{m} : std::vector<int64_t>{},
+                                         shape.a_signed, rng);
+      const Tensor b_zp =
+          RandomEightBit(shape.b_per_column ? std::vector<int64_t>{b_matrices, 1, n} : std::vector<int64_t>{},
+                         shape.b_signed, rng);
+      std::vector<Tensor> inputs;
+      if (qlinear) {
+        auto scales = [&](int64_t count) {
+          std::vector<float> v;
+          for (int64_t j = 0; j < count; ++j)
+            v.push_back(std::uniform_real_distribution<float>(1e-4f, 1e-2f)(rng));
+          return Tensor::FromVector<float>(count == 1 ? std::vector<int64_t>{} : std::vector<int64_t>{count},
+                                           v);
+        };
+        inputs = {a,
+                  scales(a_zp.numel()),
+                  a_zp,
+                  b,
+                  scales(b_zp.numel()),
+                  b_zp,
+                  Tensor::FromVector<float>({}, {0.1f}),
+                  RandomEightBit({}, shape.a_signed, rng)};
+      } else {
+        inputs = {a, b, a_zp, b_zp};
+      }
+      std::vector<bool> constant(inputs.size(), true);
+      constant[0] = false;
+      const Node node = MakeNode(qlinear ? "QLinearMatMul" : "MatMulInteger", inputs.size());
+      const std::string what = node.op_type + " A" + ShapeToString(a.dims()) + " B" + ShapeToString(b.dims());
+      const Tensor reference = RunNode(node, inputs, 10, true)[0];
+      ExpectBitwiseEqual(RunNode(node, inputs, 10, false, 1, constant)[0], reference, what);
+      ExpectBitwiseEqual(RunNode(node, inputs, 10, false, 3, constant)[0], reference, what + " 3 threads");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace compress

@@ -12,10 +12,15 @@
 // channel per group) have too little reuse for a GEMM: at stride 1 every kernel tap is a shift of a
 // zero-padded copy of the plane, summed in registers over all taps; at other strides a loop per row and tap.
 // Fast ConvTranspose: col[Cout_g * kernel, in] = W_g^T x X_g by the same GEMM, then col2im adds col into Y.
-// Fast ConvInteger / QLinearConv: im2col of x less its zero point and the exact GEMM (gemm::MultiplyExact).
-// Threads take whole (image, group, column block) tasks, so results do not depend on the thread count.
+// Fast ConvInteger / QLinearConv with constant weights (and a SIMD path of qgemm.h on this CPU): the weights
+// are packed once for the 8-bit integer GEMM, and per (image, group, column block) task an 8-bit im2col,
+// padded with the input zero point so that padding adds nothing, feeds it; QLinearConv requantises each block
+// as it is done. Otherwise: im2col of x less its zero point as floats and the exact float GEMM
+// (gemm::MultiplyExact). Threads take whole (image, group, column block) tasks, so results do not depend on
+// the thread count.
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -23,6 +28,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "qgemm.h"
 
 namespace compress::kernels {
 
@@ -36,6 +42,8 @@ using gemm::kNr;
 
 // Floats of im2col data per task: a column block of the GEMM's right operand stays in L2.
 constexpr int64_t kColBlockFloats = 96 * 1024;
+// The same for 8-bit im2col data (the block and qgemm's packed copy of it).
+constexpr int64_t kColBlockBytes = 128 * 1024;
 
 // ---------------------------------------------------------------------------------------------------------
 // Shapes
@@ -194,8 +202,9 @@ inline void ZeroFloats(int64_t n, float* dst) {
 }
 
 // Columns [j0, j0 + nc) of the im2col matrix of one image and group (x: the group's first input channel), as
-// rows of length ld; the columns past nc are left alone. Generic over the spatial rank.
-void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float* col, int64_t ld) {
+// rows of length ld, padding `pad`; the columns past nc are left alone. Generic over the spatial rank.
+template <typename T>
+void Im2ColND(const ConvShape& s, const T* x, T pad, int64_t j0, int64_t nc, T* col, int64_t ld) {
   const WindowGeometry& g = s.geo;
   const size_t last = g.rank() - 1;
   const int64_t ow_n = g.out[last], iw_n = g.in[last], sw = g.strides[last], pw = g.pads_begin[last];
@@ -209,13 +218,13 @@ void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float*
   for (int64_t c = 0; c < s.cin_g; ++c) {
     for (int64_t kr = 0; kr < krows; ++kr) {
       for (int64_t kw = 0; kw < kw_n; ++kw) {
-        float* dst = col + ((c * krows + kr) * kw_n + kw) * ld - j0;  // indexed by image column
+        T* dst = col + ((c * krows + kr) * kw_n + kw) * ld - j0;  // indexed by image column
         int64_t lo = 0, hi = 0;
         ValidOutputRange(ow_n, iw_n, sw, pw, kw * dw, &lo, &hi);
         for (int64_t orow = orow_first; orow < orow_end; ++orow) {
           const int64_t a = std::max(j0, orow * ow_n) - orow * ow_n;
           const int64_t b = std::min(j0 + nc, (orow + 1) * ow_n) - orow * ow_n;
-          float* out = dst + orow * ow_n;
+          T* out = dst + orow * ow_n;
           int64_t offset = 0;
           bool inside = true;
           for (size_t d = 0; d < last && inside; ++d) {
@@ -225,11 +234,11 @@ void Im2ColND(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float*
             inside = pos >= 0 && pos < g.in[d];
             offset += pos * in_strides[d];
           }
-          const float* src = x + c * s.in_size + offset + kw * dw - pw;
+          const T* src = x + c * s.in_size + offset + kw * dw - pw;
           const int64_t va = inside ? std::clamp(lo, a, b) : b, vb = inside ? std::clamp(hi, va, b) : b;
-          ZeroFloats(va - a, out + a);
+          std::fill(out + a, out + va, pad);
           for (int64_t ow = va; ow < vb; ++ow) out[ow] = src[ow * sw];
-          ZeroFloats(b - vb, out + vb);
+          std::fill(out + vb, out + b, pad);
         }
       }
     }
@@ -321,8 +330,125 @@ void Im2Col(const ConvShape& s, const float* x, int64_t j0, int64_t nc, float* c
   } else if (s.geo.rank() <= 2) {
     Im2Col2D(s, ToWindow2D(s.geo), x, j0, nc, col, ld);
   } else {
-    Im2ColND(s, x, j0, nc, col, ld);
+    Im2ColND(s, x, 0.0f, j0, nc, col, ld);
   }
+}
+
+// Bytes per step of the 8-bit im2col's copies: they may read and write up to kByteBlock - 1 bytes too many.
+constexpr int64_t kByteBlock = 16;
+
+// dst[i] = src[i] ^ flip for i < n (flip 0x80 turns int8 into uint8), in whole blocks.
+inline void CopyBlocks(const uint8_t* src, int64_t n, uint8_t flip, uint8_t* dst) {
+  for (int64_t t = 0; t < n; t += kByteBlock) {
+#if defined(__SSE2__)
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + t),
+                     _mm_xor_si128(v, _mm_set1_epi8(static_cast<char>(flip))));
+#else
+    for (int64_t i = t; i < t + kByteBlock; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ flip);
+#endif
+  }
+}
+
+// dst[i] = value for i < n, in whole blocks.
+inline void FillBlocks(int64_t n, uint8_t value, uint8_t* dst) {
+  for (int64_t t = 0; t < n; t += kByteBlock) {
+#if defined(__SSE2__)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + t), _mm_set1_epi8(static_cast<char>(value)));
+#else
+    std::memset(dst + t, value, kByteBlock);
+#endif
+  }
+}
+
+// One row of an 8-bit im2col block: `count` output rows of q.ow columns, from column `first` of the first to
+// column `last` of the last; output row r reads the strip at from + r * step (every q.sw bytes) and is
+// written at to + r * q.ow. Whole blocks in increasing order, as Im2Col2DBytes requires.
+void CopySegments(const Window2D& q, int64_t count, int64_t first, int64_t last, const uint8_t* from,
+                  int64_t step, uint8_t* to) {
+  auto segment = [&](int64_t r, int64_t a, int64_t b) {
+    const uint8_t* src = from + r * step;
+    uint8_t* dst = to + r * q.ow;
+    if (q.sw == 1) {
+      CopyBlocks(src + a, b - a, 0, dst + a);
+    } else {
+      for (int64_t t = a; t < b; ++t) dst[t] = src[t * q.sw];
+    }
+  };
+  if (count == 1) {
+    segment(0, first, last);
+    return;
+  }
+  segment(0, first, q.ow);
+  if (q.sw == 1 && q.ow <= kByteBlock) {
+    for (int64_t r = 1; r + 1 < count; ++r) CopyBlocks(from + r * step, kByteBlock, 0, to + r * q.ow);
+  } else {
+    for (int64_t r = 1; r + 1 < count; ++r) segment(r, 0, q.ow);
+  }
+  segment(count - 1, 0, last);
+}
+
+// Im2Col2D for qgemm: 8-bit data read as uint8 through `flip` (0x80 turns int8 into uint8), padded with `pad`
+// (the input zero point, so that padding adds nothing), rows of ld >= nc + kByteBlock - 1 bytes; x_size bytes
+// from x are readable. The input rows the block reads are copied, padded, into a strip, so that each segment
+// of a col row is one copy. Everything is written in whole blocks in increasing address order, so that each
+// block's spill lands where a later one writes, or past column nc (or the strip's end).
+void Im2Col2DBytes(const ConvShape& s, const Window2D& q, const uint8_t* x, int64_t x_size, uint8_t flip,
+                   uint8_t pad, int64_t j0, int64_t nc, uint8_t* col, int64_t ld) {
+  const int64_t oh_first = j0 / q.ow, oh_end = (j0 + nc + q.ow - 1) / q.ow;
+  const int64_t wp = (q.ow - 1) * q.sw + (q.kw - 1) * q.dw + 1;
+  const int64_t rows = (oh_end - 1 - oh_first) * q.sh + (q.kh - 1) * q.dh + 1;
+  const int64_t ih0 = oh_first * q.sh - q.ph;
+  const int64_t left = std::min(q.pw, wp), copied = std::max<int64_t>(0, std::min(q.iw, wp - q.pw));
+  uint8_t* strip = qgemm::Scratch(3, s.cin_g * rows * wp + kByteBlock);
+  for (int64_t c = 0; c < s.cin_g; ++c) {
+    for (int64_t r = 0; r < rows; ++r) {
+      uint8_t* dst = strip + (c * rows + r) * wp;
+      const int64_t ih = ih0 + r;
+      if (ih < 0 || ih >= q.ih) {
+        FillBlocks(wp, pad, dst);
+        continue;
+      }
+      const int64_t from = (c * q.ih + ih) * q.iw;
+      FillBlocks(left, pad, dst);
+      if (from + gemm::RoundUp(copied, kByteBlock) <= x_size) {
+        CopyBlocks(x + from, copied, flip, dst + left);
+      } else if (flip != 0) {  // the end of the input: no reading past it
+        qgemm::FlipSign(reinterpret_cast<const int8_t*>(x + from), copied, dst + left);
+      } else {
+        std::memcpy(dst + left, x + from, static_cast<size_t>(copied));
+      }
+      FillBlocks(wp - left - copied, pad, dst + left + copied);
+    }
+  }
+  // Output rows of the block: from column first_a of the first, to column last_b of the last.
+  const int64_t first_a = j0 - oh_first * q.ow, last_b = j0 + nc - (oh_end - 1) * q.ow;
+  for (int64_t c = 0; c < s.cin_g; ++c) {
+    for (int64_t kh = 0; kh < q.kh; ++kh) {
+      for (int64_t kw = 0; kw < q.kw; ++kw) {
+        const uint8_t* from = strip + (c * rows + kh * q.dh) * wp + kw * q.dw;
+        uint8_t* to = col + ((c * q.kh + kh) * q.kw + kw) * ld - first_a;
+        CopySegments(q, oh_end - oh_first, first_a, last_b, from, q.sh * wp, to);
+      }
+    }
+  }
+}
+
+// Columns [j0, j0 + nc) of the 8-bit im2col matrix of one image and group (x: its first input channel, x_size
+// bytes readable from it), as uint8 (flip 0x80: x is int8), padded with `pad`, rows of
+// ld >= nc + kByteBlock - 1 bytes.
+void Im2ColBytes(const ConvShape& s, const uint8_t* x, int64_t x_size, uint8_t flip, uint8_t pad, int64_t j0,
+                 int64_t nc, uint8_t* col, int64_t ld) {
+  if (s.geo.rank() <= 2) {
+    Im2Col2DBytes(s, ToWindow2D(s.geo), x, x_size, flip, pad, j0, nc, col, ld);
+    return;
+  }
+  if (flip != 0) {
+    uint8_t* flipped = qgemm::Scratch(3, s.cin_g * s.in_size);
+    qgemm::FlipSign(reinterpret_cast<const int8_t*>(x), s.cin_g * s.in_size, flipped);
+    x = flipped;
+  }
+  Im2ColND(s, x, pad, j0, nc, col, ld);
 }
 
 // Row length for a block of `cols` columns: whole panels, and an odd number of them, so that the rows the
@@ -964,7 +1090,15 @@ float ScalarScale(const KernelContext& ctx, const Tensor& t, const char* name) {
   return t.data<float>()[0];
 }
 
-void WriteQLinearConv(KernelContext& ctx, const ConvShape& s, const std::vector<int32_t>& acc) {
+// QLinearConv's output quantisation, validated.
+struct QLinearConvOutput {
+  std::vector<float> multipliers;  // per output channel: x_scale * w_scale / y_scale
+  const int32_t* bias = nullptr;   // per output channel, or null
+  DType dtype = DType::kUInt8;
+  int32_t zero_point = 0, lo = 0, hi = 255;
+};
+
+QLinearConvOutput ResolveQLinearConvOutput(const KernelContext& ctx, const ConvShape& s) {
   const float x_scale = ScalarScale(ctx, ctx.required_input(1), "x_scale");
   const float y_scale = ScalarScale(ctx, ctx.required_input(6), "y_scale");
   const Tensor& w_scale_t = ctx.required_input(4);
@@ -982,25 +1116,93 @@ void WriteQLinearConv(KernelContext& ctx, const ConvShape& s, const std::vector<
     ctx.Fail("bias B must be int32 [" + std::to_string(s.out_channels) + "], got " +
              std::string(DTypeName(bias->dtype())) + ShapeToString(bias->dims()));
   }
-  const int32_t y_zp = Int8At(y_zp_t, 0);
-  const bool is_signed = y_zp_t.dtype() == DType::kInt8;
-  const int32_t lo = is_signed ? -128 : 0, hi = is_signed ? 127 : 255;
-  Tensor& y = ctx.Output(0, y_zp_t.dtype(), s.y_dims);
-  auto* out = static_cast<uint8_t*>(y.mutable_raw());
+  QLinearConvOutput q;
   const float* w_scale = w_scale_t.data<float>();
+  for (int64_t m = 0; m < s.out_channels; ++m) {
+    q.multipliers.push_back(x_scale * w_scale[w_scale_t.numel() == 1 ? 0 : m] / y_scale);
+  }
+  q.bias = bias != nullptr ? bias->data<int32_t>() : nullptr;
+  q.dtype = y_zp_t.dtype();
+  q.zero_point = Int8At(y_zp_t, 0);
+  const bool is_signed = q.dtype == DType::kInt8;
+  q.lo = is_signed ? -128 : 0;
+  q.hi = is_signed ? 127 : 255;
+  return q;
+}
+
+void WriteQLinearConv(KernelContext& ctx, const ConvShape& s, const std::vector<int32_t>& acc) {
+  const QLinearConvOutput q = ResolveQLinearConvOutput(ctx, s);
+  Tensor& y = ctx.Output(0, q.dtype, s.y_dims);
+  auto* out = static_cast<uint8_t*>(y.mutable_raw());
   for (size_t i = 0; i < acc.size(); ++i) {
-    const int64_t m = static_cast<int64_t>(i) / s.out_size % s.out_channels;
-    const float multiplier = x_scale * w_scale[w_scale_t.numel() == 1 ? 0 : m] / y_scale;
-    const int32_t v =
-        static_cast<int32_t>(static_cast<uint32_t>(acc[i]) +
-                             static_cast<uint32_t>(bias != nullptr ? bias->data<int32_t>()[m] : 0));
+    const auto m = static_cast<size_t>(static_cast<int64_t>(i) / s.out_size % s.out_channels);
+    const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc[i]) +
+                                           static_cast<uint32_t>(q.bias != nullptr ? q.bias[m] : 0));
     // int8 results are stored through their two's complement byte.
-    out[i] = static_cast<uint8_t>(Requantize(v, multiplier, y_zp, lo, hi));
+    out[i] = static_cast<uint8_t>(Requantize(v, q.multipliers[m], q.zero_point, q.lo, q.hi));
   }
 }
 
-// ConvInteger or QLinearConv, reference or fast. The fast kernel shifts constant weights (with constant zero
-// points) by their zero points once.
+// ConvInteger / QLinearConv with the weights packed at build time. A task is one column block of one image
+// and group: its 8-bit im2col (none for a 1x1 convolution of uint8 data, which is its own im2col) times the
+// group's rows of weights by qgemm, straight into the int32 output, or into a block of accumulators then
+// requantised channel by channel to the 8-bit output.
+void PackedIntegerConv(KernelContext& ctx, const IntegerConvOperands& op, const qgemm::PackedWeights& w,
+                       bool qlinear) {
+  const ConvShape& s = op.shape;
+  std::optional<QLinearConvOutput> q;
+  if (qlinear) q = ResolveQLinearConvOutput(ctx, s);
+  Tensor& y = ctx.Output(0, qlinear ? q->dtype : DType::kInt32, s.y_dims);
+  if (s.batch * s.out_channels * s.out_size == 0) return;
+  const bool x_signed = op.x->dtype() == DType::kInt8;
+  const uint8_t flip = x_signed ? 0x80 : 0;
+  const int32_t x_zp = op.x_zp + (x_signed ? 128 : 0);  // of x as uint8
+  const bool direct = IsPointwise(s.geo) && !x_signed;
+  // Blocks of whole panels, spread evenly over the image.
+  const int64_t max_cols = std::max<int64_t>(16, kColBlockBytes / std::max<int64_t>(1, s.k) / 16 * 16);
+  const int64_t blocks = (s.out_size + max_cols - 1) / max_cols;
+  const int64_t cols = gemm::RoundUp((s.out_size + blocks - 1) / blocks, 16);
+  const int64_t ld = cols + kByteBlock;
+  const auto* px = static_cast<const uint8_t*>(op.x->raw());
+  const int64_t x_size = op.x->numel();
+  ctx.pool().ParallelFor(s.batch * s.group * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t blk = t % blocks, grp = t / blocks % s.group, n = t / blocks / s.group;
+      const int64_t j0 = blk * cols, nc = std::min(cols, s.out_size - j0);
+      if (nc <= 0) continue;
+      const uint8_t* xg = px + (n * s.in_channels + grp * s.cin_g) * s.in_size;
+      const int64_t m0 = grp * s.cout_g;
+      const uint8_t* xcol = xg + j0;
+      int64_t ldx = s.in_size;
+      if (!direct) {
+        uint8_t* col = qgemm::Scratch(1, s.k * ld);
+        Im2ColBytes(s, xg, x_size - (xg - px), flip, static_cast<uint8_t>(x_zp), j0, nc, col, ld);
+        xcol = col;
+        ldx = ld;
+      }
+      const int64_t y0 = (n * s.out_channels + m0) * s.out_size + j0;
+      if (!qlinear) {
+        qgemm::MultiplyLeft(w, m0, s.cout_g, nc, xcol, ldx, x_zp, y.mutable_data<int32_t>() + y0, s.out_size);
+        continue;
+      }
+      int32_t* acc = qgemm::ScratchOf<int32_t>(2, s.cout_g * nc);
+      qgemm::MultiplyLeft(w, m0, s.cout_g, nc, xcol, ldx, x_zp, acc, nc);
+      auto* out = static_cast<uint8_t*>(y.mutable_raw()) + y0;
+      for (int64_t m = 0; m < s.cout_g; ++m) {
+        qgemm::Requantization rq;
+        rq.bias = q->bias != nullptr ? q->bias + m0 + m : nullptr;
+        rq.multipliers = q->multipliers.data() + m0 + m;
+        rq.zero_point = q->zero_point;
+        rq.lo = q->lo;
+        rq.hi = q->hi;
+        qgemm::Requantize(acc + m * nc, nc, rq, out + m * s.out_size);
+      }
+    }
+  });
+}
+
+// ConvInteger or QLinearConv, reference or fast. The fast kernel packs constant 8-bit weights (with constant
+// zero points) once for qgemm.
 class IntegerConvKernel : public Kernel {
  public:
   IntegerConvKernel(const KernelInfo& info, bool qlinear, bool fast)
@@ -1013,25 +1215,24 @@ class IntegerConvKernel : public Kernel {
     const bool zp_known =
         zp != nullptr || info.node->inputs.size() <= inputs_.w_zp || info.node->inputs[inputs_.w_zp].empty();
     if (!fast || w == nullptr || !zp_known || !IsInt8(w->dtype()) || w->rank() < 3) return;
+    // Without a SIMD path qgemm's plain loops are slower than the float GEMM on small integers.
+    if (qgemm::DefaultIsa() == qgemm::Isa::kScalar) return;
     const int64_t channels = w->dims()[0];
     if (zp != nullptr && (zp->dtype() != w->dtype() || (zp->numel() != 1 && zp->numel() != channels))) return;
-    std::vector<int32_t> w_zp(static_cast<size_t>(channels), 0);
-    for (int64_t m = 0; m < channels && zp != nullptr; ++m) {
-      w_zp[static_cast<size_t>(m)] = Int8At(*zp, zp->numel() == 1 ? 0 : m);
-    }
-    shifted_w_ = ShiftedWeights(*w, w_zp);
+    std::vector<int32_t> w_zp(zp != nullptr ? static_cast<size_t>(zp->numel()) : 1, 0);
+    for (size_t m = 0; m < w_zp.size() && zp != nullptr; ++m) w_zp[m] = Int8At(*zp, static_cast<int64_t>(m));
+    packed_ = qgemm::PackedWeights::Left(static_cast<const uint8_t*>(w->raw()), w->dtype() == DType::kInt8,
+                                         channels, w->numel() / std::max<int64_t>(1, channels), w_zp);
   }
 
   void Run(KernelContext& ctx) override {
     const IntegerConvOperands op = ResolveIntegerConv(ctx, attrs_, inputs_);
-    std::vector<int32_t> acc;
-    if (!fast_) {
-      acc = ReferenceIntegerConv(op);
-    } else if (!shifted_w_.empty()) {
-      acc = FastIntegerConv(ctx, op, shifted_w_.data());
-    } else {
-      acc = FastIntegerConv(ctx, op, ShiftedWeights(*op.w, op.w_zp).data());
+    if (!packed_.empty()) {
+      PackedIntegerConv(ctx, op, packed_, qlinear_);
+      return;
     }
+    const std::vector<int32_t> acc =
+        fast_ ? FastIntegerConv(ctx, op, ShiftedWeights(*op.w, op.w_zp).data()) : ReferenceIntegerConv(op);
     if (qlinear_) {
       WriteQLinearConv(ctx, op.shape, acc);
     } else {
@@ -1044,7 +1245,7 @@ class IntegerConvKernel : public Kernel {
   ConvAttrs attrs_;
   bool qlinear_, fast_;
   IntegerConvInputs inputs_;
-  std::vector<float> shifted_w_;
+  qgemm::PackedWeights packed_;
 };
 
 }  // namespace

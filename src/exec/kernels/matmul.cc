@@ -11,14 +11,16 @@
 // otherwise; UseKernelIsa (compress/exec/isa.h) switches for tests and benchmarks.
 // Threads split C by rows or by batch matrix, never along k, so results do not depend on the thread count.
 //
-// The fast integer kernels run the same GEMM on the operands less their zero points, exactly: see
-// MultiplyExact.
+// The fast integer kernels multiply a constant B (with constant zero points), packed once, by the exact 8-bit
+// integer GEMM of qgemm.h when the CPU has one of its SIMD paths; other operands go through the float GEMM
+// less their zero points, also exactly: see MultiplyExact.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <type_traits>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -28,6 +30,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "qgemm.h"
 
 namespace compress::kernels {
 
@@ -843,6 +846,7 @@ class QuantParam {
     if (n == 1) return values_[0];
     return values_[static_cast<size_t>(n == len_ ? i : matrix * len_ + i)];
   }
+  bool scalar() const { return values_.size() == 1; }
 
  private:
   std::vector<T> values_{T{}};
@@ -926,19 +930,18 @@ void ShiftedB(const IntegerOperands& op, int64_t bm, int64_t ld, float* out) {
   }
 }
 
-// The same product through the float GEMM (exact, see MultiplyExact). packed_b: B less its zero points
-// packed per matrix at build time, or null.
-std::vector<int32_t> FastIntegerProduct(KernelContext& ctx, const IntegerOperands& op,
-                                        const float* packed_b) {
+// The same product through the float GEMM (exact, see MultiplyExact), for operands not known at build time:
+// B less its zero points packed once when every product shares it, else per task.
+std::vector<int32_t> FastIntegerProduct(KernelContext& ctx, const IntegerOperands& op) {
   const MatMulShape& s = op.shape;
   std::vector<int32_t> acc(static_cast<size_t>(s.batch * s.m * s.n));
   if (acc.empty()) return acc;
-  const int64_t per_b = gemm::PackedBSize(s.k, s.n);
   AlignedFloats packed_now;
-  if (packed_b == nullptr && s.b_count == 1) {
+  const float* packed_b = nullptr;
+  if (s.b_count == 1) {
     std::vector<float> shifted(static_cast<size_t>(s.k * s.n));
     ShiftedB(op, 0, s.n, shifted.data());
-    packed_now = AlignedFloats(per_b);
+    packed_now = AlignedFloats(gemm::PackedBSize(s.k, s.n));
     gemm::PackB(shifted.data(), s.n, 1, s.k, s.n, packed_now.data());
     packed_b = packed_now.data();
   }
@@ -955,7 +958,7 @@ std::vector<int32_t> FastIntegerProduct(KernelContext& ctx, const IntegerOperand
           a_rows[i * s.k + p] = static_cast<float>(Int8At(*op.a, (am * s.m + r0 + i) * s.k + p) - zp);
         }
       }
-      BView bv{packed_b != nullptr ? packed_b + bm * per_b : nullptr, kNr, s.k * kNr};
+      BView bv{packed_b, kNr, s.k * kNr};
       if (packed_b == nullptr) {
         const int64_t ld = gemm::RoundUp(s.n, kNr);
         float* shifted = gemm::Scratch(3, s.k * ld);
@@ -981,37 +984,116 @@ void WriteMatMulInteger(KernelContext& ctx, const MatMulShape& s, const std::vec
   std::copy(acc.begin(), acc.end(), y.mutable_data<int32_t>());
 }
 
-void WriteQLinearMatMul(KernelContext& ctx, const MatMulShape& s, const std::vector<int32_t>& acc) {
-  const QuantParam<float> a_scale(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m,
-                                  s.a_count);
-  const QuantParam<float> b_scale(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n,
-                                  s.b_count);
+// QLinearMatMul's output quantisation, validated.
+struct QLinearMatMulOutput {
+  QuantParam<float> a_scale, b_scale;
+  float y_scale = 1.0f;
+  DType dtype = DType::kUInt8;
+  int32_t zero_point = 0, lo = 0, hi = 255;
+
+  // The requantisation multiplier of element (i, j) of the product of A matrix am and B matrix bm.
+  float Multiplier(int64_t am, int64_t i, int64_t bm, int64_t j) const {
+    return a_scale.at(am, i) * b_scale.at(bm, j) / y_scale;
+  }
+};
+
+QLinearMatMulOutput ResolveQLinearMatMulOutput(const KernelContext& ctx, const MatMulShape& s) {
+  QLinearMatMulOutput q;
+  q.a_scale =
+      QuantParam<float>(ctx, "a_scale", Scales(ctx, ctx.required_input(1), "a_scale"), s.m, s.a_count);
+  q.b_scale =
+      QuantParam<float>(ctx, "b_scale", Scales(ctx, ctx.required_input(4), "b_scale"), s.n, s.b_count);
   const std::vector<float> y_scale = Scales(ctx, ctx.required_input(6), "y_scale");
   const Tensor& y_zp_t = ctx.required_input(7);
   if (!IsInt8(y_zp_t.dtype())) {
     ctx.Fail(std::string("y_zero_point must be int8 or uint8, got ") + DTypeName(y_zp_t.dtype()));
   }
   if (y_scale.size() != 1 || y_zp_t.numel() != 1) ctx.Fail("y_scale and y_zero_point must be scalars");
-  const int32_t y_zp = Int8At(y_zp_t, 0);
-  const bool is_signed = y_zp_t.dtype() == DType::kInt8;
-  const int32_t lo = is_signed ? -128 : 0, hi = is_signed ? 127 : 255;
-  Tensor& y = ctx.Output(0, y_zp_t.dtype(), s.out);
+  q.y_scale = y_scale[0];
+  q.dtype = y_zp_t.dtype();
+  q.zero_point = Int8At(y_zp_t, 0);
+  const bool is_signed = q.dtype == DType::kInt8;
+  q.lo = is_signed ? -128 : 0;
+  q.hi = is_signed ? 127 : 255;
+  return q;
+}
+
+void WriteQLinearMatMul(KernelContext& ctx, const MatMulShape& s, const std::vector<int32_t>& acc) {
+  const QLinearMatMulOutput q = ResolveQLinearMatMulOutput(ctx, s);
+  Tensor& y = ctx.Output(0, q.dtype, s.out);
   auto* out = static_cast<uint8_t*>(y.mutable_raw());
   for (int64_t bi = 0; bi < s.batch; ++bi) {
     const int64_t am = s.a_index[static_cast<size_t>(bi)], bm = s.b_index[static_cast<size_t>(bi)];
     for (int64_t i = 0; i < s.m; ++i) {
       for (int64_t j = 0; j < s.n; ++j) {
-        const float multiplier = a_scale.at(am, i) * b_scale.at(bm, j) / y_scale[0];
         const size_t o = static_cast<size_t>((bi * s.m + i) * s.n + j);
         // Two's complement bytes: int8 values are stored through their uint8 image.
-        out[o] = static_cast<uint8_t>(Requantize(acc[o], multiplier, y_zp, lo, hi));
+        out[o] =
+            static_cast<uint8_t>(Requantize(acc[o], q.Multiplier(am, i, bm, j), q.zero_point, q.lo, q.hi));
       }
     }
   }
 }
 
-// MatMulInteger or QLinearMatMul, reference or fast. The fast kernel packs a constant B (with constant zero
-// points) once, less its zero points.
+// MatMulInteger / QLinearMatMul with B packed at build time (one PackedWeights per matrix of B). A task is a
+// block of rows of one product: the rows of A (int8 ones flipped to uint8) times B by qgemm, straight into
+// the int32 output, or into a block of accumulators then requantised row by row to the 8-bit output. When
+// every product shares one B, the batches of A are just more rows.
+void PackedIntegerMatMul(KernelContext& ctx, const IntegerOperands& op,
+                         const std::vector<qgemm::PackedWeights>& packed_b, bool qlinear) {
+  const MatMulShape& s = op.shape;
+  std::optional<QLinearMatMulOutput> q;
+  if (qlinear) q = ResolveQLinearMatMulOutput(ctx, s);
+  Tensor& y = ctx.Output(0, qlinear ? q->dtype : DType::kInt32, s.out);
+  if (s.batch * s.m * s.n == 0) return;
+  const bool shared_b = s.b_count == 1;
+  const int64_t products = shared_b ? 1 : s.batch, rows = shared_b ? s.batch * s.m : s.m;
+  const int64_t blocks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  const bool a_signed = op.a->dtype() == DType::kInt8;
+  const auto* pa = static_cast<const uint8_t*>(op.a->raw());
+  ctx.pool().ParallelFor(products * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t bi = t / blocks, r0 = t % blocks * kRowsPerTask, r = std::min(kRowsPerTask, rows - r0);
+      const int64_t bm = s.b_index[static_cast<size_t>(bi)];
+      // The block's first row among all rows of A, and among all rows of the output.
+      const int64_t a_row = shared_b ? r0 : s.a_index[static_cast<size_t>(bi)] * s.m + r0;
+      const int64_t y_row = shared_b ? r0 : bi * s.m + r0;
+      const uint8_t* a = pa + a_row * s.k;
+      int32_t* zero_points = qgemm::ScratchOf<int32_t>(1, r);
+      for (int64_t i = 0; i < r; ++i) {
+        zero_points[i] = op.a_zp.at((a_row + i) / s.m, (a_row + i) % s.m) + (a_signed ? 128 : 0);
+      }
+      if (a_signed) {
+        uint8_t* flipped = qgemm::Scratch(0, r * s.k);
+        qgemm::FlipSign(reinterpret_cast<const int8_t*>(a), r * s.k, flipped);
+        a = flipped;
+      }
+      int32_t* acc =
+          qlinear ? qgemm::ScratchOf<int32_t>(2, r * s.n) : y.mutable_data<int32_t>() + y_row * s.n;
+      qgemm::MultiplyRight(r, a, s.k, zero_points, 1, packed_b[static_cast<size_t>(bm)], acc, s.n);
+      if (!qlinear) continue;
+      // Multipliers per column, recomputed for each row only when a_scale is per row.
+      float* multipliers = qgemm::ScratchOf<float>(3, s.n);
+      qgemm::Requantization rq;
+      rq.multipliers = multipliers;
+      rq.multiplier_step = 1;
+      rq.zero_point = q->zero_point;
+      rq.lo = q->lo;
+      rq.hi = q->hi;
+      auto* out = static_cast<uint8_t*>(y.mutable_raw()) + y_row * s.n;
+      for (int64_t i = 0; i < r; ++i) {
+        if (i == 0 || !q->a_scale.scalar()) {
+          for (int64_t j = 0; j < s.n; ++j)
+            multipliers[j] = q->Multiplier((a_row + i) / s.m, (a_row + i) % s.m, bm, j);
+        }
+        qgemm::Requantize(acc + i * s.n, s.n, rq, out + i * s.n);
+      }
+    }
+  });
+}
+
+// MatMulInteger or QLinearMatMul, reference or fast. The fast kernel packs a constant 8-bit B (with
+// constant zero points) once for qgemm.
 class IntegerMatMul : public Kernel {
  public:
   IntegerMatMul(const KernelInfo& info, bool qlinear, bool fast)
@@ -1022,31 +1104,30 @@ class IntegerMatMul : public Kernel {
         zp != nullptr || info.node->inputs.size() <= inputs_.b_zp || info.node->inputs[inputs_.b_zp].empty();
     if (!fast || b == nullptr || !zp_known || !IsInt8(b->dtype()) || b->rank() < 2) return;
     if (zp != nullptr && zp->dtype() != b->dtype()) return;  // reported at run time
+    // Without a SIMD path qgemm's plain loops are slower than the float GEMM on small integers.
+    if (qgemm::DefaultIsa() == qgemm::Isa::kScalar) return;
     const int64_t k = b->dims()[static_cast<size_t>(b->rank() - 2)], n = b->dims().back();
     const int64_t count = k * n == 0 ? 0 : b->numel() / (k * n);
     const int64_t zps = zp != nullptr ? zp->numel() : 1;
     if (zps != 1 && zps != n && zps != n * count) return;
-    const int64_t per_b = gemm::PackedBSize(k, n);
-    packed_b_ = AlignedFloats(std::max<int64_t>(1, count * per_b));
-    std::vector<float> shifted(static_cast<size_t>(k * n));
+    // Zero points as QuantParam reads them: one, one per column, or one per column of each matrix.
+    std::vector<int32_t> zero_points(static_cast<size_t>(zps == 1 ? 1 : n), 0);
     for (int64_t m = 0; m < count; ++m) {
-      for (int64_t p = 0; p < k; ++p) {
-        for (int64_t j = 0; j < n; ++j) {
-          const int64_t z = zps == 1 ? 0 : zps == n ? j : m * n + j;
-          const int32_t zero = zp != nullptr ? Int8At(*zp, z) : 0;
-          shifted[static_cast<size_t>(p * n + j)] =
-              static_cast<float>(Int8At(*b, (m * k + p) * n + j) - zero);
-        }
+      for (size_t j = 0; j < zero_points.size() && zp != nullptr; ++j) {
+        zero_points[j] = Int8At(*zp, (zps == n * count && zps != n ? m * n : 0) + static_cast<int64_t>(j));
       }
-      gemm::PackB(shifted.data(), n, 1, k, n, packed_b_.data() + m * per_b);
+      packed_b_.push_back(qgemm::PackedWeights::Right(static_cast<const uint8_t*>(b->raw()) + m * k * n,
+                                                      b->dtype() == DType::kInt8, k, n, zero_points));
     }
   }
 
   void Run(KernelContext& ctx) override {
     const IntegerOperands op = ResolveIntegerOperands(ctx, inputs_);
-    const std::vector<int32_t> acc =
-        fast_ ? FastIntegerProduct(ctx, op, packed_b_.empty() ? nullptr : packed_b_.data())
-              : ReferenceIntegerProduct(op);
+    if (!packed_b_.empty()) {
+      PackedIntegerMatMul(ctx, op, packed_b_, qlinear_);
+      return;
+    }
+    const std::vector<int32_t> acc = fast_ ? FastIntegerProduct(ctx, op) : ReferenceIntegerProduct(op);
     if (qlinear_) {
       WriteQLinearMatMul(ctx, op.shape, acc);
     } else {
@@ -1057,7 +1138,7 @@ class IntegerMatMul : public Kernel {
  private:
   bool qlinear_, fast_;
   IntegerInputs inputs_;
-  AlignedFloats packed_b_;
+  std::vector<qgemm::PackedWeights> packed_b_;  // per matrix of a constant B
 };
 
 }  // namespace
