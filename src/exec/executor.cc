@@ -12,6 +12,7 @@
 #include "compress/util/error.h"
 #include "compress/util/half.h"
 #include "fusion.h"
+#include "kernels/kernels.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -38,6 +39,17 @@ struct Executor::Step {
   int chain_output = -1;
   std::vector<size_t> absorbed;
   bool fused_away = false;
+  // Quantised groups (see PlanQuantGroups) whose input this step dequantises: in fused runs they run right
+  // after it, and the step itself only when something else reads its output.
+  std::vector<std::unique_ptr<QuantGroup>> groups;
+  bool only_feeds_groups = false;
+};
+
+struct Executor::QuantGroup {
+  Node node;  // the Conv / Gemm / MatMul, for messages
+  std::unique_ptr<Kernel> kernel;
+  int x_slot = -1, out_slot = -1;
+  size_t head = 0;  // step index of the Conv / Gemm / MatMul (profiling)
 };
 
 namespace {
@@ -275,7 +287,176 @@ Executor::Executor(const Model& model, const ExecutorOptions& options) {
       step->donate[k] = released && read_once;
     }
   }
+  if (!options.reference_kernels && options.integer_kernels && kernels::QuantizedLinearSupported()) {
+    PlanQuantGroups(model);
+  }
   if (!options.reference_kernels) PlanFusion();
+}
+
+namespace {
+
+bool IsInt8(DType t) { return t == DType::kInt8 || t == DType::kUInt8; }
+
+int32_t Int8Value(const Tensor& t, int64_t i) {
+  const uint8_t b = static_cast<const uint8_t*>(t.raw())[i];
+  return t.dtype() == DType::kInt8 ? static_cast<int8_t>(b) : b;
+}
+
+// A constant scalar's value as float / int, or false.
+bool ScalarFloat(const Tensor* t, float* v) {
+  if (t == nullptr || t->numel() != 1 || t->dtype() != DType::kFloat) return false;
+  *v = t->data<float>()[0];
+  return true;
+}
+
+bool ScalarInt8(const Tensor* t, int32_t* v, DType* type) {
+  if (t == nullptr || t->numel() != 1 || (t->dtype() != DType::kUInt8 && t->dtype() != DType::kInt8)) return false;
+  *v = Int8Value(*t, 0);
+  *type = t->dtype();
+  return true;
+}
+
+}  // namespace
+
+void Executor::PlanQuantGroups(const Model& model) {
+  std::unordered_map<std::string, int> slot_of;
+  for (size_t s = 0; s < num_slots_; ++s) slot_of[slot_names_[s]] = static_cast<int>(s);
+  std::vector<std::vector<size_t>> readers(num_slots_);
+  std::vector<int> producer(num_slots_, -1);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    for (int in : steps_[s]->inputs) {
+      if (in >= 0) readers[static_cast<size_t>(in)].push_back(s);
+    }
+    for (int out : steps_[s]->outputs) {
+      if (out >= 0) producer[static_cast<size_t>(out)] = static_cast<int>(s);
+    }
+  }
+  std::vector<bool> graph_output(num_slots_, false);
+  for (int s : output_slots_) graph_output[static_cast<size_t>(s)] = true;
+  auto constant = [&](const std::vector<std::string>& names, size_t i) -> const Tensor* {
+    if (i >= names.size() || names[i].empty()) return nullptr;
+    const auto it = slot_of.find(names[i]);
+    if (it == slot_of.end() || !is_constant_[static_cast<size_t>(it->second)]) return nullptr;
+    return &constants_[static_cast<size_t>(it->second)];
+  };
+  // The only reader of a value computed by a step, when there is exactly one and it is not a graph output.
+  auto sole_reader = [&](int slot) -> int {
+    if (slot < 0 || graph_output[static_cast<size_t>(slot)] || readers[static_cast<size_t>(slot)].size() != 1) return -1;
+    return static_cast<int>(readers[static_cast<size_t>(slot)][0]);
+  };
+  auto is = [](const Node& n, const char* op) { return n.op_type == op && n.IsDefaultDomain(); };
+
+  for (size_t h = 0; h < steps_.size(); ++h) {
+    Step& head = *steps_[h];
+    const Node& hn = *head.node;
+    if (head.fused_away || !(is(hn, "Conv") || is(hn, "Gemm") || is(hn, "MatMul")) || head.inputs.size() < 2 ||
+        head.inputs[0] < 0 || head.outputs.size() != 1) {
+      continue;
+    }
+    kernels::QuantizedLinear q;
+    q.node = &hn;
+    // The input: a DequantizeLinear of a runtime tensor with a scalar scale and zero point.
+    const int p = producer[static_cast<size_t>(head.inputs[0])];
+    if (p < 0 || !is(*steps_[static_cast<size_t>(p)]->node, "DequantizeLinear")) continue;
+    Step& dq = *steps_[static_cast<size_t>(p)];
+    const std::vector<std::string>& dqi = dq.node->inputs;
+    if (dq.inputs.empty() || dq.inputs[0] < 0 || is_constant_[static_cast<size_t>(dq.inputs[0])] ||
+        !ScalarFloat(constant(dqi, 1), &q.x_scale) || !ScalarInt8(constant(dqi, 2), &q.x_zero, &q.x_type)) {
+      continue;
+    }
+    // The weights: a DequantizeLinear of constant 8-bit values, folded at build time.
+    const auto wf = folded_from_.find(head.inputs[1]);
+    if (wf == folded_from_.end() || !is(wf->second, "DequantizeLinear")) continue;
+    const std::vector<std::string>& wi = wf->second.inputs;
+    const Tensor* wq = constant(wi, 0);
+    const Tensor* ws = constant(wi, 1);
+    const Tensor* wz = constant(wi, 2);
+    if (wq == nullptr || !IsInt8(wq->dtype()) || ws == nullptr || ws->dtype() != DType::kFloat ||
+        (wz != nullptr && wz->dtype() != wq->dtype()) || (wi.size() > 2 && !wi[2].empty() && wz == nullptr)) {
+      continue;
+    }
+    // The output-channel axis of the weights, and the bias input.
+    int64_t out_axis = 0;
+    size_t bias_input = 2;
+    if (is(hn, "Conv")) {
+      if (wq->rank() < 3) continue;
+    } else if (is(hn, "Gemm")) {
+      if (wq->rank() != 2 || hn.AttrInt("transA", 0) != 0 || hn.AttrFloat("alpha", 1.0f) != 1.0f ||
+          hn.AttrFloat("beta", 1.0f) != 1.0f) {
+        continue;
+      }
+      out_axis = hn.AttrInt("transB", 0) != 0 ? 0 : 1;
+    } else {
+      if (wq->rank() != 2 || head.inputs.size() != 2) continue;
+      out_axis = 1;
+      bias_input = 99;
+    }
+    const int64_t channels = wq->dims()[static_cast<size_t>(out_axis)];
+    int64_t axis = wf->second.AttrInt("axis", 1);
+    if (axis < 0) axis += wq->rank();
+    if (ws->numel() != 1 && (ws->numel() != channels || axis != out_axis)) continue;
+    if (wz != nullptr && wz->numel() != ws->numel()) continue;
+    q.w_q = *wq;
+    q.w_scale.assign(ws->data<float>(), ws->data<float>() + ws->numel());
+    for (int64_t i = 0; i < (wz != nullptr ? wz->numel() : 1); ++i) {
+      q.w_zero.push_back(wz != nullptr ? Int8Value(*wz, i) : 0);
+    }
+    if (bias_input < head.inputs.size() && head.inputs[bias_input] >= 0) {
+      const Tensor* b = is_constant_[static_cast<size_t>(head.inputs[bias_input])]
+                            ? &constants_[static_cast<size_t>(head.inputs[bias_input])]
+                            : nullptr;
+      const bool vector_shape = b != nullptr && (b->rank() == 1 || (b->rank() == 2 && b->dims()[0] == 1));
+      if (b == nullptr || b->dtype() != DType::kFloat || !vector_shape || b->numel() != channels) continue;
+      q.bias.assign(b->data<float>(), b->data<float>() + b->numel());
+    }
+    // The output: [Relu ->] QuantizeLinear with a scalar scale and zero point.
+    int next = sole_reader(head.outputs[0]);
+    int relu = -1;
+    if (next >= 0 && is(*steps_[static_cast<size_t>(next)]->node, "Relu")) {
+      relu = next;
+      next = sole_reader(steps_[static_cast<size_t>(relu)]->outputs[0]);
+    }
+    if (next < 0 || !is(*steps_[static_cast<size_t>(next)]->node, "QuantizeLinear")) continue;
+    const Step& qs = *steps_[static_cast<size_t>(next)];
+    const std::vector<std::string>& qi = qs.node->inputs;
+    if (qs.outputs.size() != 1 || qs.outputs[0] < 0 || !ScalarFloat(constant(qi, 1), &q.y_scale) ||
+        !ScalarInt8(constant(qi, 2), &q.y_zero, &q.y_type)) {
+      continue;
+    }
+    q.relu = relu >= 0;
+    auto group = std::make_unique<QuantGroup>();
+    group->node = hn;
+    q.node = &group->node;
+    try {
+      group->kernel = kernels::MakeQuantizedLinearKernel(q, model.OpsetVersion(""));
+    } catch (const std::exception&) {
+      continue;  // the unfused nodes report whatever is wrong when they run
+    }
+    group->x_slot = dq.inputs[0];
+    group->out_slot = qs.outputs[0];
+    group->head = h;
+    head.fused_away = true;
+    if (relu >= 0) steps_[static_cast<size_t>(relu)]->fused_away = true;
+    steps_[static_cast<size_t>(next)]->fused_away = true;
+    dq.groups.push_back(std::move(group));
+  }
+  // A dequantisation read only by the groups it feeds does not run at all.
+  for (auto& step : steps_) {
+    if (step->groups.empty() || step->outputs.empty() || step->outputs[0] < 0) continue;
+    const int out = step->outputs[0];
+    const auto& rs = readers[static_cast<size_t>(out)];
+    step->only_feeds_groups = !graph_output[static_cast<size_t>(out)] &&
+                              std::all_of(rs.begin(), rs.end(), [&](size_t r) {
+                                return std::any_of(step->groups.begin(), step->groups.end(),
+                                                   [&](const auto& g) { return g->head == r; });
+                              });
+  }
+}
+
+size_t Executor::quantized_groups() const {
+  size_t n = 0;
+  for (const auto& s : steps_) n += s->groups.size();
+  return n;
 }
 
 void Executor::PlanFusion() {
@@ -407,6 +588,7 @@ bool Executor::FoldConstantStep(Step& step) {
     constants_[static_cast<size_t>(slot)] = std::move(t);
     is_constant_[static_cast<size_t>(slot)] = true;
     folded_.push_back(slot);
+    folded_from_[slot] = n;
   }
   return true;
 }
@@ -492,6 +674,24 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
   // chain (shapes or types it does not cover) leaves its steps to run one by one.
   const bool fuse = observer == nullptr;
   std::vector<bool> unfused(steps_.size(), false);
+  // The quantised groups fed by a step, right after it, while their input is still there.
+  auto run_groups = [&](const Step& step) {
+    for (const auto& g : step.groups) {
+      const Tensor* x = value_of(g->x_slot);
+      if (x == nullptr) ThrowInternal("value '" + slot_names_[static_cast<size_t>(g->x_slot)] + "' missing");
+      KernelContext ctx(g->node, {x}, 1, *pool_);
+      const auto t0 = std::chrono::steady_clock::now();
+      g->kernel->Run(ctx);
+      if (profiling_) {
+        step_seconds_[g->head] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ++step_calls_[g->head];
+      }
+      Tensor& t = ctx.outputs()[0];
+      t.set_name(slot_names_[static_cast<size_t>(g->out_slot)]);
+      values[static_cast<size_t>(g->out_slot)] = std::move(t);
+      present[static_cast<size_t>(g->out_slot)] = true;
+    }
+  };
   auto release = [&](const Step& step) {
     for (int slot : step.release) {
       values[static_cast<size_t>(slot)] = Tensor();
@@ -502,6 +702,11 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
   for (size_t index = 0; index < steps_.size(); ++index) {
     const auto& step = steps_[index];
     if (fuse && step->fused_away && !unfused[index]) {
+      release(*step);
+      continue;
+    }
+    if (fuse && step->only_feeds_groups) {
+      run_groups(*step);
       release(*step);
       continue;
     }
@@ -573,6 +778,7 @@ std::vector<Tensor> Executor::Run(const std::vector<Tensor>& inputs, const Value
       present[static_cast<size_t>(slot)] = true;
       if (observer != nullptr) (*observer)(slot_names_[static_cast<size_t>(slot)], values[static_cast<size_t>(slot)]);
     }
+    if (fuse) run_groups(*step);
     release(*step);
   }
 

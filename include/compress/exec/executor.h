@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "compress/exec/kernel.h"
@@ -25,6 +26,9 @@ namespace compress {
 struct ExecutorOptions {
   int threads = 0;                 // 0: one per core
   bool reference_kernels = false;  // run the plain reference kernels only
+  // Run the DequantizeLinear -> Conv/Gemm/MatMul -> [Relu] -> QuantizeLinear groups of QDQ models in integers
+  // (when the CPU has a SIMD integer GEMM), as a runtime would; off: the float-simulated graph.
+  bool integer_kernels = true;
   ThreadPool* pool = nullptr;      // run on this pool instead of an own one (subgraphs of If / Loop)
 };
 
@@ -50,6 +54,9 @@ class Executor {
   // the declaration are an Error(kInvalidInput) naming the input.
   std::vector<Tensor> Run(const std::vector<Tensor>& inputs, const ValueObserver* observer = nullptr);
 
+  // Quantised groups run in integers (see ExecutorOptions::integer_kernels), in runs without an observer.
+  size_t quantized_groups() const;
+
   // Nodes fused into the kernel of a node before them (runs without an observer compute them there).
   size_t fused_nodes() const;
 
@@ -67,10 +74,13 @@ class Executor {
 
  private:
   struct Step;
+  struct QuantGroup;
   void ValidateInput(size_t i, const Tensor& t) const;
   // Runs a step whose inputs are all constants once, now, and records its outputs as constants; false
   // (nothing changed) when it cannot (random ops, subgraphs, an error left for run time).
   bool FoldConstantStep(Step& step);
+  // Finds the QDQ groups that can run in integers and attaches each to the step that dequantises its input.
+  void PlanQuantGroups(const Model& model);
   // Finds the element-wise chains that follow Conv / MatMul / Gemm kernels and marks them for fusion.
   void PlanFusion();
 
@@ -81,6 +91,7 @@ class Executor {
   std::vector<Tensor> constants_;       // per slot: the constant value (empty tensor if not constant)
   std::vector<bool> is_constant_;
   std::vector<int> folded_;  // slots computed at build time by FoldConstantStep, in order
+  std::unordered_map<int, Node> folded_from_;  // the node that computed each of them
   std::vector<std::string> slot_names_;
   std::vector<std::unique_ptr<Step>> steps_;
   size_t num_slots_ = 0;

@@ -5,6 +5,10 @@
 #include <cmath>
 #include <limits>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "common.h"
 #include "kernels.h"
 
@@ -42,6 +46,49 @@ Q Saturate(float v) {
   if (!(v < hi)) return std::numeric_limits<Q>::max();
   return static_cast<Q>(v);
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+// QuantizeLinear / DequantizeLinear of float32 runs to and from 8 bits, eight at a time with AVX2: the same
+// IEEE operations as the scalar loops (division, round to nearest even, add, saturate; subtract, convert,
+// multiply), so the same bytes and floats.
+bool HasAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2");
+}
+
+template <typename Q>
+__attribute__((target("avx2"))) int64_t QuantizeAvx2(const float* in, Q* out, int64_t n, float s, float zp) {
+  constexpr float lo = static_cast<float>(std::numeric_limits<Q>::lowest());
+  constexpr float hi = static_cast<float>(std::numeric_limits<Q>::max());
+  const __m256 sv = _mm256_set1_ps(s), zv = _mm256_set1_ps(zp), lov = _mm256_set1_ps(lo), hiv = _mm256_set1_ps(hi);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_add_ps(
+        _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(in + i), sv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zv);
+    // !(v > lo) -> lo (NaN included); !(v < hi) -> hi.
+    __m256 c = _mm256_blendv_ps(lov, v, _mm256_cmp_ps(v, lov, _CMP_GT_OQ));
+    c = _mm256_blendv_ps(hiv, c, _mm256_cmp_ps(c, hiv, _CMP_LT_OQ));
+    const __m256i q = _mm256_cvttps_epi32(c);
+    alignas(32) int32_t tmp[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), q);
+    for (int k = 0; k < 8; ++k) out[i + k] = static_cast<Q>(tmp[k]);
+  }
+  return i;
+}
+
+template <typename Q>
+__attribute__((target("avx2"))) int64_t DequantizeAvx2(const Q* in, float* out, int64_t n, int32_t z, float s) {
+  const __m256 sv = _mm256_set1_ps(s);
+  const __m256i zv = _mm256_set1_epi32(z);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i));
+    const __m256i w = std::is_signed_v<Q> ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(w, zv)), sv));
+  }
+  return i;
+}
+#endif
 
 // Layout of a per-tensor or per-axis quantization: element i uses parameter (i / inner) % channels.
 struct QuantLayout {
@@ -103,11 +150,18 @@ void RunQuantize(KernelContext& ctx, int64_t axis, bool per_axis_allowed, DType 
     using Q = decltype(tag);
     std::vector<float> zps(scales.size(), 0.0f);
     if (zp_t != nullptr) std::copy_n(zp_t->data<Q>(), zps.size(), zps.begin());
-    Q* out = ctx.Output(0, q_type, x.dims()).mutable_data<Q>();
+    Q* out = ctx.OutputForWrite(0, q_type, x.dims()).mutable_data<Q>();
     auto quantize = [&](const auto* in) {
       ForEachChannelRun(ctx.pool(), l, [&](int64_t begin, int64_t end, int64_t c) {
         const float s = scales[static_cast<size_t>(c)], zp = zps[static_cast<size_t>(c)];
-        for (int64_t i = begin; i < end; ++i) {
+        int64_t i = begin;
+#if defined(__x86_64__) || defined(__i386__)
+        if constexpr (sizeof(Q) == 1 && std::is_same_v<std::decay_t<decltype(*in)>, float>) {
+          static const bool avx2 = HasAvx2();
+          if (avx2) i += QuantizeAvx2<Q>(in + begin, out + begin, end - begin, s, zp);
+        }
+#endif
+        for (; i < end; ++i) {
           out[i] = Saturate<Q>(std::nearbyint(static_cast<float>(in[i]) / s) + zp);
         }
       });
@@ -130,12 +184,20 @@ void RunDequantize(KernelContext& ctx, int64_t axis, bool per_axis_allowed) {
   }
   const QuantLayout l = ResolveLayout(ctx, x, scale_t, zp_t, axis, per_axis_allowed);
   const std::vector<float> scales = ToFloats(ctx, scale_t);
-  float* out = ctx.Output(0, DType::kFloat, x.dims()).mutable_data<float>();
+  float* out = ctx.OutputForWrite(0, DType::kFloat, x.dims()).mutable_data<float>();
   auto dequantize = [&](const auto* in, const auto* zp) {
     ForEachChannelRun(ctx.pool(), l, [&](int64_t begin, int64_t end, int64_t c) {
       const float s = scales[static_cast<size_t>(c)];
       const int64_t z = zp != nullptr ? static_cast<int64_t>(zp[c]) : 0;
-      for (int64_t i = begin; i < end; ++i) out[i] = static_cast<float>(static_cast<int64_t>(in[i]) - z) * s;
+      int64_t i = begin;
+#if defined(__x86_64__) || defined(__i386__)
+      using In = std::decay_t<decltype(*in)>;
+      if constexpr (sizeof(In) == 1) {
+        static const bool avx2 = HasAvx2();
+        if (avx2) i += DequantizeAvx2<In>(in + begin, out + begin, end - begin, static_cast<int32_t>(z), s);
+      }
+#endif
+      for (; i < end; ++i) out[i] = static_cast<float>(static_cast<int64_t>(in[i]) - z) * s;
     });
   };
   if (x.dtype() == DType::kInt32) {
