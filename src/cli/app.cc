@@ -17,6 +17,7 @@
 #include "compress/cli/log.h"
 #include "compress/eval/evaluate.h"
 #include "compress/exec/executor.h"
+#include "compress/exec/isa.h"
 #include "compress/io/dataset.h"
 #include "compress/io/npy.h"
 #include "compress/io/onnx_io.h"
@@ -74,6 +75,7 @@ struct BenchCliOptions {
   bool profile = false;
   bool json = false;
   bool reference = false;
+  bool float_int8 = false;
   bool train = false;
 };
 
@@ -330,6 +332,7 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
   ExecutorOptions exec_opt;
   exec_opt.threads = opt.threads;
   exec_opt.reference_kernels = opt.reference;
+  exec_opt.integer_kernels = !opt.float_int8;
   Executor executor(model, exec_opt);
   for (int i = 0; i < 3; ++i) executor.Run(inputs);  // warm-up: first-touch allocations, caches
   if (opt.profile) executor.EnableProfiling(true);
@@ -357,6 +360,10 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
   doc["mean_seconds"] = mean;
   doc["min_seconds"] = sorted.front();
   doc["samples_per_second"] = static_cast<double>(batch) / median;
+  doc["kernels"] = {{"float", opt.reference ? "reference" : KernelIsaName(ActiveKernelIsa())},
+                    {"integer", opt.reference ? "reference" : IntegerKernelIsaName()},
+                    {"fused_nodes", executor.fused_nodes()},
+                    {"integer_products", executor.integer_products()}};
   double total = 0;
   const auto profile = executor.Profile();
   for (const auto& p : profile) total += p.seconds;
@@ -393,7 +400,9 @@ int RunBench(const BenchCliOptions& opt, std::ostream& out) {
     out << doc.dump(2) << "\n";
     return 0;
   }
-  out << opt.model << "  batch " << batch << "  threads " << executor.threads() << "\n";
+  out << opt.model << "  batch " << batch << "  threads " << executor.threads() << "  kernels "
+      << doc["kernels"]["float"].get<std::string>() << " / " << doc["kernels"]["integer"].get<std::string>() << "  "
+      << executor.fused_nodes() << " nodes fused, " << executor.integer_products() << " integer products\n";
   if (training) {
     out << std::fixed << std::setprecision(3) << "training step " << training->step_seconds * 1e3 << " ms  forward "
         << training->forward_seconds * 1e3 << " ms  (" << std::setprecision(2)
@@ -673,6 +682,8 @@ int Dispatch(const std::vector<std::string>& args, std::ostream& out) {
       ->capture_default_str();
   bench->add_flag("--profile", bench_opt.profile, "Show where the time goes, per operator type");
   bench->add_flag("--reference-kernels", bench_opt.reference, "Time the plain reference kernels");
+  bench->add_flag("--float-int8", bench_opt.float_int8,
+                  "Run the quantized groups of INT8 models simulated in float32 instead of in integers");
   bench->add_flag("--json", bench_opt.json, "Print JSON (schema compress.bench/1)");
   bench->add_flag("--train", bench_opt.train,
                   "Also time a fine-tuning step (forward, distillation loss, backward, AdamW) against a forward run, "

@@ -111,6 +111,7 @@ ModelComparison ReferenceEvaluation::Compare(const Model& after, int64_t limit) 
   c.max_abs_error = f.max_abs_error;
   c.ms_per_sample_before = a.samples_per_second > 0 ? 1000.0 / a.samples_per_second : 0.0;
   c.ms_per_sample_after = b.samples_per_second > 0 ? 1000.0 / b.samples_per_second : 0.0;
+  c.integer_groups_after = b.integer_groups;
   return c;
 }
 

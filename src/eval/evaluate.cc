@@ -138,6 +138,7 @@ EvalResult Evaluate(Executor& executor, const Dataset& data, const EvalOptions& 
   }
   if (r.has_labels && r.samples > 0) r.top1 = static_cast<double>(r.correct) / static_cast<double>(r.samples);
   r.samples_per_second = r.seconds > 0 ? static_cast<double>(r.samples) / r.seconds : 0.0;
+  r.integer_groups = executor.integer_products();
   return r;
 }
 

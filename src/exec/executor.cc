@@ -409,8 +409,21 @@ void Executor::PlanQuantGroups(const Model& model) {
       if (b == nullptr || b->dtype() != DType::kFloat || !vector_shape || b->numel() != channels) continue;
       q.bias.assign(b->data<float>(), b->data<float>() + b->numel());
     }
-    // The output: [Relu ->] QuantizeLinear with a scalar scale and zero point.
+    // The output: [Add bias ->] [Relu ->] QuantizeLinear with a scalar scale and zero point; the Add is a
+    // MatMul's bias (exporters write MatMul + Add for a linear layer), a constant [N] vector.
     int next = sole_reader(head.outputs[0]);
+    int bias_add = -1;
+    if (next >= 0 && is(hn, "MatMul") && is(*steps_[static_cast<size_t>(next)]->node, "Add")) {
+      const Step& add = *steps_[static_cast<size_t>(next)];
+      const int other = add.inputs.size() == 2 ? add.inputs[add.inputs[0] == head.outputs[0] ? 1 : 0] : -1;
+      const Tensor* b = other >= 0 && is_constant_[static_cast<size_t>(other)] ? &constants_[static_cast<size_t>(other)]
+                                                                                 : nullptr;
+      // [N] only: a bias with more dims could broadcast the output to a higher rank.
+      if (b == nullptr || b->dtype() != DType::kFloat || b->rank() != 1 || b->numel() != channels) continue;
+      q.bias.assign(b->data<float>(), b->data<float>() + b->numel());
+      bias_add = next;
+      next = sole_reader(add.outputs[0]);
+    }
     int relu = -1;
     if (next >= 0 && is(*steps_[static_cast<size_t>(next)]->node, "Relu")) {
       relu = next;
@@ -436,6 +449,7 @@ void Executor::PlanQuantGroups(const Model& model) {
     group->out_slot = qs.outputs[0];
     group->head = h;
     head.fused_away = true;
+    if (bias_add >= 0) steps_[static_cast<size_t>(bias_add)]->fused_away = true;
     if (relu >= 0) steps_[static_cast<size_t>(relu)]->fused_away = true;
     steps_[static_cast<size_t>(next)]->fused_away = true;
     dq.groups.push_back(std::move(group));
@@ -456,6 +470,19 @@ void Executor::PlanQuantGroups(const Model& model) {
 size_t Executor::quantized_groups() const {
   size_t n = 0;
   for (const auto& s : steps_) n += s->groups.size();
+  return n;
+}
+
+size_t Executor::integer_products() const {
+  size_t n = quantized_groups();
+  if (!kernels::QuantizedLinearSupported()) return n;
+  for (const auto& s : steps_) {
+    const std::string& op = s->node->op_type;
+    if (s->entry->variant == KernelVariant::kFast && s->node->IsDefaultDomain() &&
+        (op == "MatMulInteger" || op == "ConvInteger" || op == "QLinearMatMul" || op == "QLinearConv")) {
+      ++n;
+    }
+  }
   return n;
 }
 

@@ -119,10 +119,14 @@ json TensorTable(const std::vector<Weight>& before, const std::vector<Weight>& a
 
 std::string Pct(double fraction) { return Fixed(fraction * 100.0, 2) + "%"; }
 
-// Our executor computes int8 and float16 models through float32, so their latency there says nothing
-// about their speed in a runtime with integer or float16 kernels; null when nothing is simulated.
-json SimulatedPrecision(const json& by_dtype) {
-  if (by_dtype.contains("int8") || by_dtype.contains("uint8")) return "INT8 simulated in float";
+// Our executor computes float16 models through float32, and INT8 models too when it found no quantized
+// group to run in integers (a CPU without a SIMD integer GEMM, or a model without such groups), so their
+// latency there says nothing about their speed in a runtime with integer or float16 kernels; null when
+// nothing is simulated.
+json SimulatedPrecision(const json& by_dtype, size_t integer_groups) {
+  if (by_dtype.contains("int8") || by_dtype.contains("uint8")) {
+    return integer_groups > 0 ? json(nullptr) : json("INT8 simulated in float");
+  }
   if (by_dtype.contains("float16")) return "float16 computed in float32";
   return nullptr;
 }
@@ -367,7 +371,7 @@ json BuildReport(const ReportInput& in) {
                       {"before_ms_per_sample", c.ms_per_sample_before},
                       {"after_ms_per_sample", c.ms_per_sample_after},
                       {"speedup", c.ms_per_sample_after > 0 ? c.ms_per_sample_before / c.ms_per_sample_after : 0.0},
-                      {"simulated", SimulatedPrecision(r["parameters"]["after"]["by_dtype"])}};
+                      {"simulated", SimulatedPrecision(r["parameters"]["after"]["by_dtype"], c.integer_groups_after)}};
     } else {
       t["latency"] = nullptr;
     }

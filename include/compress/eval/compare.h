@@ -35,6 +35,7 @@ struct ModelComparison {
   double sqnr_db = 0;          // 10 log10(sum ref^2 / sum (ref - out)^2) over all of output 0; +inf if equal
   double max_abs_error = 0;
   double ms_per_sample_before = 0, ms_per_sample_after = 0;  // our executor, at `batch`
+  size_t integer_groups_after = 0;  // products of the compressed model run in integers there
 };
 
 // The original model evaluated once on the data; Compare() then evaluates only the compressed model. Gives

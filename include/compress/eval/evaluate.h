@@ -39,6 +39,7 @@ struct EvalResult {
   std::vector<OutputStats> outputs;
   std::vector<float> output0;        // when keep_outputs: output 0 of all samples, sample by sample
   double seconds = 0;                // time inside the executor
+  size_t integer_groups = 0;         // products the executor ran in integers (Executor::integer_products)
   double samples_per_second = 0;
 };
 

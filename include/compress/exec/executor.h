@@ -56,6 +56,9 @@ class Executor {
 
   // Quantised groups run in integers (see ExecutorOptions::integer_kernels), in runs without an observer.
   size_t quantized_groups() const;
+  // quantized_groups() plus the integer operators (MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv)
+  // when their integer kernels run: whether the model's INT8 arithmetic is real here, not simulated.
+  size_t integer_products() const;
 
   // Nodes fused into the kernel of a node before them (runs without an observer compute them there).
   size_t fused_nodes() const;

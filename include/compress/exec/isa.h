@@ -13,5 +13,7 @@ std::vector<KernelIsa> SupportedKernelIsas();  // best first, always ending with
 KernelIsa ActiveKernelIsa();
 void UseKernelIsa(KernelIsa isa);  // isa must be in SupportedKernelIsas()
 const char* KernelIsaName(KernelIsa isa);
+// The integer GEMM's instruction set (avx512-vnni, avx2-maddubs, scalar, ...), chosen at start-up.
+const char* IntegerKernelIsaName();
 
 }  // namespace compress

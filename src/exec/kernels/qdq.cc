@@ -186,6 +186,14 @@ class QuantizedGemm : public Kernel {
 
 }  // namespace
 
+}  // namespace compress::kernels
+
+namespace compress {
+const char* IntegerKernelIsaName() { return kernels::qgemm::IsaName(kernels::qgemm::DefaultIsa()); }
+}  // namespace compress
+
+namespace compress::kernels {
+
 bool QuantizedLinearSupported() { return qgemm::DefaultIsa() != qgemm::Isa::kScalar; }
 
 std::unique_ptr<Kernel> MakeQuantizedLinearKernel(const QuantizedLinear& q, int64_t opset) {
