@@ -35,10 +35,14 @@
 namespace compress::kernels::vecmath {
 namespace {
 
-// exp: the clamp bounds (exp(-104) rounds to 0, exp(89) overflows), ln 2 in two parts (Cody-Waite; the high
+// exp: the clamp bounds (exp(-104) rounds to 0, exp(89) overflows); below kExpNormalLowest results may be
+// denormal (with n >= -125 and exp(r) >= 1 / sqrt 2, the scaled result stays above FLT_MIN), below
+// kExpZeroBelow (-150 ln 2, rounded up to float) they round to 0; ln 2 in two parts (Cody-Waite; the high
 // part has 9 significant bits, so n * kLn2Hi is exact for |n| < 2^15), and Cephes' expf polynomial.
 constexpr float kExpLowest = -104.0f;
 constexpr float kExpHighest = 89.0f;
+constexpr float kExpNormalLowest = -86.5f;
+constexpr float kExpZeroBelow = -103.972077f;
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2Hi = 0.693359375f;
 constexpr float kLn2Lo = -2.12194440e-4f;
@@ -105,65 +109,88 @@ struct Table {
 
 // -----------------------------------------------------------------------------------------------------------
 // The vector traits. Each provides, over its float vector F and lane mask M:
-//   kLanes, kFma (MulAdd rounds once)
+//   kLanes, kFma (MulAdd rounds once), kUnderflowAssist (a multiply whose result underflows is slow)
 //   Set(v), Zero(), Load(p), Store(p, v)            unaligned loads and stores of kLanes floats
 //   FirstLanes(count)                               the mask of lanes [0, count), 1 <= count <= kLanes
 //   LoadPartial(p, m, fill), StorePartial(p, m, v)  only the lanes in m touch memory; the others read `fill`
 //   Add, Sub, Mul, Div, MulAdd(a, b, c) = a * b + c, Abs
 //   Min(a, b) = a < b ? a : b, Max(a, b) = a > b ? a : b  (so the second operand when either is NaN)
-//   Less(a, b) (false for NaN), Select(m, a, b) = m ? a : b
+//   Less(a, b) (false for NaN), Select(m, a, b) = m ? a : b, Any(m) (some lane set)
 //   Round(v)                                        to nearest even, for |v| < 2^22
 //   Ldexp(p, n)                                     p * 2^n rounded once, n integral in [-252, 254]
 //   ReduceAdd(v), ReduceMax(v)                      over the lanes, in a fixed order
 // On the sets with FMA, GCC also fuses a Mul whose only use is an Add (its default -ffp-contract=fast), which
 // only rounds less; every element still goes through the same code, so results stay deterministic.
 
-// Portable: one float at a time, plain C++.
-struct ScalarTraits {
-  using F = float;
-  using M = bool;
-  static constexpr int64_t kLanes = 1;
+// Portable: four lanes in the vector extension GCC and Clang share, which each compiles for the baseline of
+// its target (SSE2 on x86-64, NEON on AArch64); no fused multiply-add. Masks are lanes of all ones.
+struct PortableTraits {
+  using F = float __attribute__((vector_size(16)));
+  using I = int32_t __attribute__((vector_size(16)));
+  using M = I;
+  static constexpr int64_t kLanes = 4;
   static constexpr bool kFma = false;
-  static F Set(float v) { return v; }
-  static F Zero() { return 0.0f; }
-  static F Load(const float* p) { return *p; }
-  static void Store(float* p, F v) { *p = v; }
-  static M FirstLanes(int64_t count) { return count > 0; }
-  static F LoadPartial(const float* p, M m, F fill) { return m ? *p : fill; }
+  static constexpr bool kUnderflowAssist = true;
+  static F Set(float v) { return F{v, v, v, v}; }
+  static F Zero() { return F{}; }
+  static F Load(const float* p) {
+    F v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void Store(float* p, F v) { std::memcpy(p, &v, sizeof(v)); }
+  static M FirstLanes(int64_t count) { return I{0, 1, 2, 3} < static_cast<int32_t>(count); }
+  // Lane by lane (a loop becomes a call to memcpy through the stack, which stalls the vector load after
+  // it): the lanes of a mask from FirstLanes are a prefix, as many as it has set (each -1).
+  static F LoadPartial(const float* p, M m, F fill) {
+    const int32_t n = Count(m);
+    return F{p[0], n > 1 ? p[1] : fill[1], n > 2 ? p[2] : fill[2], n > 3 ? p[3] : fill[3]};
+  }
   static void StorePartial(float* p, M m, F v) {
-    if (m) *p = v;
+    const int32_t n = Count(m);
+    p[0] = v[0];
+    if (n > 1) p[1] = v[1];
+    if (n > 2) p[2] = v[2];
+    if (n > 3) p[3] = v[3];
   }
   static F Add(F a, F b) { return a + b; }
   static F Sub(F a, F b) { return a - b; }
   static F Mul(F a, F b) { return a * b; }
   static F Div(F a, F b) { return a / b; }
   static F MulAdd(F a, F b, F c) { return a * b + c; }
-  static F Abs(F v) { return std::fabs(v); }
-  static F Min(F a, F b) { return a < b ? a : b; }
-  static F Max(F a, F b) { return a > b ? a : b; }
+  static F Abs(F v) { return Bits<F>(Bits<I>(v) & 0x7fffffff); }
+  static F Min(F a, F b) { return Select(a < b, a, b); }
+  static F Max(F a, F b) { return Select(a > b, a, b); }
   static M Less(F a, F b) { return a < b; }
-  static F Select(M m, F a, F b) { return m ? a : b; }
+  static F Select(M m, F a, F b) { return Bits<F>((m & Bits<I>(a)) | (~m & Bits<I>(b))); }
+  static bool Any(M m) { return (m[0] | m[1] | m[2] | m[3]) != 0; }
   // Adding and subtracting 1.5 * 2^23 leaves no fraction bits, so the addition rounds to an integer.
   static F Round(F v) {
-    constexpr float kShift = 12582912.0f;
-    return (v + kShift) - kShift;
+    const F shift = Set(12582912.0f);
+    return (v + shift) - shift;
   }
+  // 2^n as two normal factors 2^h and 2^(n - h), as in the AVX2 version. NaN lanes of n become 0 before the
+  // conversion to integers (their p is NaN already).
   static F Ldexp(F p, F n) {
-    if (std::isnan(n)) return p;  // then p is NaN too
-    const int32_t k = static_cast<int32_t>(n);
-    return p * Pow2(k / 2) * Pow2(k - k / 2);
+    const I k = __builtin_convertvector(Select(n == n, n, Zero()), I);
+    const I h = k >> 1;
+    return p * Bits<F>((h + 127) << 23) * Bits<F>((k - h + 127) << 23);
   }
-  static float ReduceAdd(F v) { return v; }
-  static float ReduceMax(F v) { return v; }
+  static float ReduceAdd(F v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+  static float ReduceMax(F v) {
+    const float a = v[0] > v[2] ? v[0] : v[2], b = v[1] > v[3] ? v[1] : v[3];
+    return a > b ? a : b;
+  }
 
  private:
-  // 2^k for k in [-126, 127], from its bits.
-  static F Pow2(int32_t k) {
-    const uint32_t bits = static_cast<uint32_t>(k + 127) << 23;
-    float f;
-    std::memcpy(&f, &bits, sizeof(f));
-    return f;
+  template <typename To, typename From>
+  static To Bits(From v) {
+    static_assert(sizeof(To) == sizeof(From));
+    To t;
+    std::memcpy(&t, &v, sizeof(t));
+    return t;
   }
+  static int32_t Count(M m) { return -(m[0] + m[1] + m[2] + m[3]); }
 };
 
 namespace portable {
@@ -172,7 +199,7 @@ namespace portable {
 #include "vecmath_generic.inc"
 #undef VECMATH_FN
 #undef VECMATH_ENTRY
-constexpr Table kTable = MakeTable<ScalarTraits>();
+constexpr Table kTable = MakeTable<PortableTraits>();
 }  // namespace portable
 
 #if defined(COMPRESS_VECMATH_X86)
@@ -202,6 +229,8 @@ struct Avx2Traits {
   using M = __m256;  // all bits set in the lanes that take part
   static constexpr int64_t kLanes = 8;
   static constexpr bool kFma = true;
+  // Measured on Zen 4: exp is 3.5 times slower when every product underflows.
+  static constexpr bool kUnderflowAssist = true;
   static VECMATH_AVX2_FN F Set(float v) { return _mm256_set1_ps(v); }
   static VECMATH_AVX2_FN F Zero() { return _mm256_setzero_ps(); }
   static VECMATH_AVX2_FN F Load(const float* p) { return _mm256_loadu_ps(p); }
@@ -213,7 +242,14 @@ struct Avx2Traits {
   static VECMATH_AVX2_FN F LoadPartial(const float* p, M m, F fill) {
     return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, _mm256_castps_si256(m)), m);
   }
-  static VECMATH_AVX2_FN void StorePartial(float* p, M m, F v) { _mm256_maskstore_ps(p, _mm256_castps_si256(m), v); }
+  // Through a copy rather than vmaskmovps, whose store form is microcoded on AMD (measured: it took a third
+  // of a 17-long softmax row). The lanes of a mask from FirstLanes are a prefix.
+  static VECMATH_AVX2_FN void StorePartial(float* p, M m, F v) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, v);
+    const int count = __builtin_ctz(~static_cast<unsigned>(_mm256_movemask_ps(m)));
+    for (int i = 0; i < count; ++i) p[i] = lanes[i];
+  }
   static VECMATH_AVX2_FN F Add(F a, F b) { return _mm256_add_ps(a, b); }
   static VECMATH_AVX2_FN F Sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static VECMATH_AVX2_FN F Mul(F a, F b) { return _mm256_mul_ps(a, b); }
@@ -224,6 +260,7 @@ struct Avx2Traits {
   static VECMATH_AVX2_FN F Max(F a, F b) { return _mm256_max_ps(a, b); }
   static VECMATH_AVX2_FN M Less(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static VECMATH_AVX2_FN F Select(M m, F a, F b) { return _mm256_blendv_ps(b, a, m); }
+  static VECMATH_AVX2_FN bool Any(M m) { return _mm256_movemask_ps(m) != 0; }
   static VECMATH_AVX2_FN F Round(F v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // 2^n as two normal factors 2^h and 2^(n - h): p * 2^h is exact, the second product rounds once.
   static VECMATH_AVX2_FN F Ldexp(F p, F n) {
@@ -243,6 +280,8 @@ struct Avx512Traits {
   using M = __mmask16;
   static constexpr int64_t kLanes = 16;
   static constexpr bool kFma = true;
+  // scalef produces denormals and zeros at full speed.
+  static constexpr bool kUnderflowAssist = false;
   static VECMATH_AVX512_FN F Set(float v) { return _mm512_set1_ps(v); }
   static VECMATH_AVX512_FN F Zero() { return _mm512_setzero_ps(); }
   static VECMATH_AVX512_FN F Load(const float* p) { return _mm512_loadu_ps(p); }
@@ -262,6 +301,7 @@ struct Avx512Traits {
   static VECMATH_AVX512_FN F Max(F a, F b) { return _mm512_max_ps(a, b); }
   static VECMATH_AVX512_FN M Less(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static VECMATH_AVX512_FN F Select(M m, F a, F b) { return _mm512_mask_blend_ps(m, b, a); }
+  static VECMATH_AVX512_FN bool Any(M m) { return m != 0; }
   static VECMATH_AVX512_FN F Round(F v) {
     return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
