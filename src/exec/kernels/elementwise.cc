@@ -862,6 +862,13 @@ struct GeluFn : UnaryBase {
   }
 };
 
+// fn.Vec over x[0, n), called through a template so that the call is only compiled for functions with kVec
+// (a discarded `if constexpr` branch still has its non-dependent expressions checked).
+template <typename Fn, typename T>
+void VecMap(const Fn& fn, const T* x, T* y, int64_t n) {
+  fn.Vec(x, y, n);
+}
+
 template <typename Fn>
 KernelFactory UnaryKernel(bool fast) {
   return [fast](const KernelInfo& info) {
@@ -897,7 +904,7 @@ KernelFactory UnaryKernel(bool fast) {
           if constexpr (Fn::kVec && std::is_same_v<T, float>) {
             // A value does not depend on where the chunk starts: vecmath's tails take its vector code.
             if (fast) {
-              fn.Vec(px + begin, py + begin, end - begin);
+              VecMap(fn, px + begin, py + begin, end - begin);
               return;
             }
           }

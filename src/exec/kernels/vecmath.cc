@@ -1,4 +1,4 @@
-// Vectorised float32 maths: three vector-traits structs (portable scalar, AVX2+FMA, AVX-512), the generic
+// Vectorised float32 maths: three vector-traits structs (portable four-lane, AVX2+FMA, AVX-512), the generic
 // algorithms of vecmath_generic.inc instantiated over each, and the run-time choice between them.
 //
 // The library is compiled for baseline x86-64. The AVX2 and AVX-512 code lives in functions with a target
@@ -12,8 +12,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <string>
 #include <limits>
+#include <string>
 
 #include "compress/util/error.h"
 
