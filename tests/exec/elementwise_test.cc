@@ -35,7 +35,7 @@ constexpr double kFloatRel = 1e-6;
 // bounds them tighter, 7e-7 and less; these bounds predate it.)
 constexpr double kApproxAbs = 1e-6;
 constexpr double kApproxGeluRel = 2e-6;
-// exp, relative (its values span e^-15 .. e^15 below): vecmath's bound (1.5e-7) plus std::exp's own rounding
+// exp, relative (its values span e^-15 .. e^15 below): vecmath's bound (1.3e-7) plus std::exp's own rounding
 // (up to an ulp, 1.2e-7).
 constexpr double kApproxExpRel = 3e-7;
 

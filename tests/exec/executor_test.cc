@@ -104,7 +104,8 @@ TEST(Executor, BinaryKernelsComputeInPlaceIntoALastReadInput) {
   Model m;
   m.ir_version = 8;
   m.opset_imports = {{"", 17}};
-  m.graph.inputs.push_back({"x", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(4)}), ""});
+  m.graph.inputs.push_back(
+      {"x", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(4)}), ""});
   m.graph.inputs.push_back({"r", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(4)}), ""});
   for (const char* name : {"y", "z", "w", "v"}) m.graph.outputs.push_back({name, TypeInfo{}, ""});
   m.graph.nodes.push_back(Node{"", "Neg", "", {"x"}, {"a"}, {}, ""});
@@ -123,7 +124,8 @@ TEST(Executor, BinaryKernelsComputeInPlaceIntoALastReadInput) {
   const ValueObserver keep = [&](const std::string& name, const Tensor& t) {
     if (name == "a") a = t;
   };
-  const auto out = exec.Run({Tensor::FromVector<float>({2, 3, 4}, xs), Tensor::FromVector<float>({4}, rs)}, &keep);
+  const auto out =
+      exec.Run({Tensor::FromVector<float>({2, 3, 4}, xs), Tensor::FromVector<float>({4}, rs)}, &keep);
   ASSERT_EQ(out.size(), 4u);
   for (size_t i = 0; i < xs.size(); ++i) {
     const float r = rs[i % 4];

@@ -313,7 +313,9 @@ void BinaryRows(const A* a, int64_t a_row, int64_t a_step, const B* b, int64_t b
       return;
     }
   }
-  for (int64_t r = 0; r < rows; ++r) BinaryRow(a + r * a_row, a_step, b + r * b_row, b_step, out + r * len, len, op);
+  for (int64_t r = 0; r < rows; ++r) {
+    BinaryRow(a + r * a_row, a_step, b + r * b_row, b_step, out + r * len, len, op);
+  }
 }
 
 // out = op(a, b) over `out_dims`, with a and b (of dims a_dims, b_dims) broadcast to it. out may be a or b

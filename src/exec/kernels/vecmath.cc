@@ -103,8 +103,8 @@ struct Table {
   void (*softmax_rows)(const float*, float*, int64_t, int64_t, bool);
   void (*layer_norm_rows)(const float*, const float*, const float*, float*, int64_t, int64_t, float, float*,
                           float*);
-  void (*binary_rows)(BinaryOp, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t,
-                      int64_t);
+  void (*binary_rows)(BinaryOp, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*,
+                      int64_t, int64_t);
 };
 
 // -----------------------------------------------------------------------------------------------------------
@@ -261,7 +261,9 @@ struct Avx2Traits {
   static VECMATH_AVX2_FN M Less(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static VECMATH_AVX2_FN F Select(M m, F a, F b) { return _mm256_blendv_ps(b, a, m); }
   static VECMATH_AVX2_FN bool Any(M m) { return _mm256_movemask_ps(m) != 0; }
-  static VECMATH_AVX2_FN F Round(F v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static VECMATH_AVX2_FN F Round(F v) {
+    return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
   // 2^n as two normal factors 2^h and 2^(n - h): p * 2^h is exact, the second product rounds once.
   static VECMATH_AVX2_FN F Ldexp(F p, F n) {
     const __m256i k = _mm256_cvtps_epi32(n);
@@ -289,7 +291,9 @@ struct Avx512Traits {
   static VECMATH_AVX512_FN M FirstLanes(int64_t count) {
     return static_cast<M>((uint32_t{1} << static_cast<uint32_t>(count)) - 1u);
   }
-  static VECMATH_AVX512_FN F LoadPartial(const float* p, M m, F fill) { return _mm512_mask_loadu_ps(fill, m, p); }
+  static VECMATH_AVX512_FN F LoadPartial(const float* p, M m, F fill) {
+    return _mm512_mask_loadu_ps(fill, m, p);
+  }
   static VECMATH_AVX512_FN void StorePartial(float* p, M m, F v) { _mm512_mask_storeu_ps(p, m, v); }
   static VECMATH_AVX512_FN F Add(F a, F b) { return _mm512_add_ps(a, b); }
   static VECMATH_AVX512_FN F Sub(F a, F b) { return _mm512_sub_ps(a, b); }
