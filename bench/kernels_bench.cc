@@ -8,11 +8,13 @@
 //   compress_kernels_bench [--benchmark_filter=fast|integer] [google benchmark flags]
 //
 // Names are <model>/<node>/<fast|reference>; GFLOP/s counts 2 operations per multiply-add (integer ones for
-// the integer ops).
+// the integer ops). vecmath/<function>/<isa> times the kernels' vector maths (src/exec/kernels/vecmath.h)
+// directly on each instruction set this CPU supports, at vit's shapes, in elements per second.
 
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "common.h"
 #include "compress/exec/executor.h"
 #include "qgemm.h"
+#include "vecmath.h"
 
 namespace {
 
@@ -282,6 +285,54 @@ void RunFloatGemm(benchmark::State& state, const GemmCase& g) {
       benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+namespace vecmath = compress::kernels::vecmath;
+
+struct VecCase {
+  std::string name;
+  int64_t elements;
+  std::function<void(const float* x, float* y)> run;
+};
+
+std::vector<VecCase> VecCases() {
+  constexpr int64_t kTokens = kBatch * 17;
+  const int64_t mlp = kTokens * 128, attention = kBatch * 4 * 17 * 17;
+  static const std::vector<float> bias(64, 0.5f), scale(64, 1.5f);
+  return {
+      {"erf_mlp", mlp, [=](const float* x, float* y) { vecmath::Erf(x, y, mlp); }},
+      {"gelu_mlp", mlp, [=](const float* x, float* y) { vecmath::Gelu(x, y, mlp); }},
+      {"exp_mlp", mlp, [=](const float* x, float* y) { vecmath::Exp(x, y, mlp); }},
+      {"tanh_mlp", mlp, [=](const float* x, float* y) { vecmath::Tanh(x, y, mlp); }},
+      {"sigmoid_mlp", mlp, [=](const float* x, float* y) { vecmath::Sigmoid(x, y, mlp); }},
+      {"softmax_rows_17", attention,
+       [=](const float* x, float* y) { vecmath::SoftmaxRows(x, y, attention / 17, 17, false); }},
+      {"layer_norm_rows_64", kTokens * 64,
+       [=](const float* x, float* y) {
+         vecmath::LayerNormRows(x, scale.data(), bias.data(), y, kTokens, 64, 1e-5f, nullptr, nullptr);
+       }},
+      {"add_bias_64", kTokens * 64,
+       [=](const float* x, float* y) {
+         vecmath::BinaryRows(vecmath::BinaryOp::kAdd, x, 64, 1, bias.data(), 0, 1, y, kTokens, 64);
+       }},
+      {"mul_scalar_mlp", mlp,
+       [=](const float* x, float* y) {
+         vecmath::BinaryRows(vecmath::BinaryOp::kMul, x, 0, 1, scale.data(), 0, 0, y, 1, mlp);
+       }},
+  };
+}
+
+void RunVecCase(benchmark::State& state, const VecCase& c, vecmath::Isa isa) {
+  const Tensor x = Random({c.elements}, 18);
+  std::vector<float> y(static_cast<size_t>(c.elements));
+  const vecmath::Isa before = vecmath::SetIsa(isa);
+  for (auto _ : state) {
+    c.run(x.data<float>(), y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  vecmath::SetIsa(before);
+  state.SetItemsProcessed(state.iterations() * c.elements);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -300,6 +351,14 @@ int main(int argc, char** argv) {
     for (const compress::kernels::qgemm::Isa isa : compress::kernels::qgemm::SupportedIsas()) {
       benchmark::RegisterBenchmark((g.name + "/" + compress::kernels::qgemm::IsaName(isa)).c_str(),
                                    [&g, isa](benchmark::State& state) { RunIntegerGemm(state, g, isa); })
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  static const std::vector<VecCase> vec_cases = VecCases();
+  for (const VecCase& c : vec_cases) {
+    for (const vecmath::Isa isa : vecmath::SupportedIsas()) {
+      benchmark::RegisterBenchmark(("vecmath/" + c.name + "/" + vecmath::IsaName(isa)).c_str(),
+                                   [&c, isa](benchmark::State& state) { RunVecCase(state, c, isa); })
           ->Unit(benchmark::kMicrosecond);
     }
   }

@@ -97,6 +97,48 @@ TEST(Executor, ObservedValuesAreNotOverwrittenByInPlaceKernels) {
   for (size_t i = 0; i < xs.size(); ++i) EXPECT_EQ(h.data<float>()[i], -xs[i]) << i;
 }
 
+// Add, Sub, Mul and Div may compute into an input they read last when it has the output's shape, either
+// operand; a broadcast operand or one read twice by the node is left alone, and an observed value keeps its
+// contents.
+TEST(Executor, BinaryKernelsComputeInPlaceIntoALastReadInput) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports = {{"", 17}};
+  m.graph.inputs.push_back(
+      {"x", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(4)}), ""});
+  m.graph.inputs.push_back({"r", TypeInfo::Tensor(DType::kFloat, {Dim::Fixed(4)}), ""});
+  for (const char* name : {"y", "z", "w", "v"}) m.graph.outputs.push_back({name, TypeInfo{}, ""});
+  m.graph.nodes.push_back(Node{"", "Neg", "", {"x"}, {"a"}, {}, ""});
+  m.graph.nodes.push_back(Node{"", "Neg", "", {"x"}, {"b"}, {}, ""});
+  m.graph.nodes.push_back(Node{"", "Neg", "", {"x"}, {"c"}, {}, ""});
+  m.graph.nodes.push_back(Node{"", "Neg", "", {"r"}, {"s"}, {}, ""});
+  m.graph.nodes.push_back(Node{"", "Add", "", {"a", "r"}, {"y"}, {}, ""});  // into a
+  m.graph.nodes.push_back(Node{"", "Sub", "", {"r", "b"}, {"z"}, {}, ""});  // into b
+  m.graph.nodes.push_back(Node{"", "Mul", "", {"c", "c"}, {"w"}, {}, ""});  // c read twice
+  m.graph.nodes.push_back(Node{"", "Div", "", {"s", "x"}, {"v"}, {}, ""});  // s is broadcast
+  Executor exec(m);
+  std::vector<float> xs(24);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<float>(i) * 0.25f + 1.0f;
+  const std::vector<float> rs = {1.5f, -2.0f, 0.5f, 3.0f};
+  Tensor a;
+  const ValueObserver keep = [&](const std::string& name, const Tensor& t) {
+    if (name == "a") a = t;
+  };
+  const auto out =
+      exec.Run({Tensor::FromVector<float>({2, 3, 4}, xs), Tensor::FromVector<float>({4}, rs)}, &keep);
+  ASSERT_EQ(out.size(), 4u);
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const float r = rs[i % 4];
+    EXPECT_EQ(out[0].data<float>()[i], -xs[i] + r) << i;
+    EXPECT_EQ(out[1].data<float>()[i], r - -xs[i]) << i;
+    EXPECT_EQ(out[2].data<float>()[i], xs[i] * xs[i]) << i;
+    EXPECT_EQ(out[3].data<float>()[i], -r / xs[i]) << i;
+    EXPECT_EQ(a.data<float>()[i], -xs[i]) << i;
+  }
+  EXPECT_EQ(out[0].dims(), (std::vector<int64_t>{2, 3, 4}));
+  EXPECT_EQ(out[3].dims(), (std::vector<int64_t>{2, 3, 4}));
+}
+
 TEST(Executor, Float16ModelComputesInFloat32AndRoundsBack) {
   Model m;
   m.ir_version = 8;

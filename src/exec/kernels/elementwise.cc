@@ -2,11 +2,10 @@
 // comparisons and logic, Where, Clip and Cast.
 //
 // Reference kernels apply a scalar function element by element through ForEachBroadcast. Fast kernels
-// collapse the broadcast into rows that one plain loop (or, for float32, one Eigen expression) covers. Both
-// compute each element with the same IEEE operations, except where a fast kernel uses Eigen's vectorised
-// approximations of tanh, the logistic function and erf.
+// collapse the broadcast into rows that one plain loop (or, for float32 arithmetic, vecmath's vector loops)
+// covers. Both compute each element with the same IEEE operations, except where a fast kernel uses vecmath's
+// vectorised approximations of exp, tanh, the logistic function and erf.
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -19,21 +18,15 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <unsupported/Eigen/SpecialFunctions>
 #include <vector>
 
 #include "common.h"
 #include "compress/util/half.h"
 #include "kernels.h"
+#include "vecmath.h"
 
 namespace compress::kernels {
 namespace {
-
-using FloatArray = Eigen::Array<float, Eigen::Dynamic, 1>;
-using ConstFloatMap = Eigen::Map<const FloatArray>;
-// Fixed-size, aligned block of the vectorised unary kernels.
-constexpr int64_t kBlockSize = 256;
-using FloatBlock = Eigen::Array<float, kBlockSize, 1>;
 
 void CheckSameType(const KernelContext& ctx, const Tensor& a, const Tensor& b) {
   if (a.dtype() != b.dtype()) {
@@ -77,47 +70,39 @@ T WrapMul(T a, T b) {
 }
 
 // -----------------------------------------------------------------------------------------------------------
-// Binary functions. kArray marks those whose float32 rows a fast kernel evaluates as an Eigen expression;
-// Eigen's +, -, *, / are the same IEEE operations as the scalar ones.
+// Binary functions. kVec marks those whose float32 rows a fast kernel hands to vecmath::BinaryRows as kVecOp;
+// its +, -, *, / are the same IEEE operations as the scalar ones.
 
 struct AddOp {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
+  static constexpr vecmath::BinaryOp kVecOp = vecmath::BinaryOp::kAdd;
   template <typename T>
   T operator()(T a, T b) const {
     return WrapAdd(a, b);
   }
-  template <typename X, typename Y>
-  auto Array(const X& a, const Y& b) const {
-    return a + b;
-  }
 };
 
 struct SubOp {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
+  static constexpr vecmath::BinaryOp kVecOp = vecmath::BinaryOp::kSub;
   template <typename T>
   T operator()(T a, T b) const {
     return WrapSub(a, b);
   }
-  template <typename X, typename Y>
-  auto Array(const X& a, const Y& b) const {
-    return a - b;
-  }
 };
 
 struct MulOp {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
+  static constexpr vecmath::BinaryOp kVecOp = vecmath::BinaryOp::kMul;
   template <typename T>
   T operator()(T a, T b) const {
     return WrapMul(a, b);
   }
-  template <typename X, typename Y>
-  auto Array(const X& a, const Y& b) const {
-    return a * b;
-  }
 };
 
 struct DivOp {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
+  static constexpr vecmath::BinaryOp kVecOp = vecmath::BinaryOp::kDiv;
   template <typename T>
   T operator()(T a, T b) const {
     if constexpr (std::is_integral_v<T>) {
@@ -129,15 +114,11 @@ struct DivOp {
     }
     return static_cast<T>(a / b);
   }
-  template <typename X, typename Y>
-  auto Array(const X& a, const Y& b) const {
-    return a / b;
-  }
 };
 
 // Max and Min propagate NaN, as numpy's maximum and minimum do.
 struct MaxOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   T operator()(T a, T b) const {
     return (a != a || a > b) ? a : b;
@@ -145,7 +126,7 @@ struct MaxOp {
 };
 
 struct MinOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   T operator()(T a, T b) const {
     return (a != a || a < b) ? a : b;
@@ -153,7 +134,7 @@ struct MinOp {
 };
 
 struct EqualOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   bool operator()(const T& a, const T& b) const {
     return a == b;
@@ -161,7 +142,7 @@ struct EqualOp {
 };
 
 struct LessOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   bool operator()(const T& a, const T& b) const {
     return a < b;
@@ -169,7 +150,7 @@ struct LessOp {
 };
 
 struct GreaterOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   bool operator()(const T& a, const T& b) const {
     return a > b;
@@ -177,7 +158,7 @@ struct GreaterOp {
 };
 
 struct LessOrEqualOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   bool operator()(const T& a, const T& b) const {
     return a <= b;
@@ -185,7 +166,7 @@ struct LessOrEqualOp {
 };
 
 struct GreaterOrEqualOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   bool operator()(const T& a, const T& b) const {
     return a >= b;
@@ -194,12 +175,12 @@ struct GreaterOrEqualOp {
 
 // Bool tensors are read as bytes: a byte other than 0 or 1 read as C++ bool is undefined.
 struct AndOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   bool operator()(uint8_t a, uint8_t b) const { return a != 0 && b != 0; }
 };
 
 struct PReluOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T>
   T operator()(T x, T slope) const {
     return x < 0 ? WrapMul(x, slope) : x;
@@ -242,7 +223,7 @@ D FloatToInt(double d) {
 
 // Pow(T base, E exponent) -> T. Mixed types are computed in double like numpy's promotion, then converted.
 struct PowOp {
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
   template <typename T, typename E>
   T operator()(T a, E b) const {
     if constexpr (std::is_floating_point_v<T>) {
@@ -262,13 +243,11 @@ struct PowOp {
 // Pow(x, 2) in fast kernels: x * x, as ONNX Runtime computes it, correctly rounded where pow may be an ulp
 // off, and much cheaper.
 struct SquareOp {
-  static constexpr bool kArray = true;
+  // Float32 rows: vecmath's a * a (a as both operands).
+  static constexpr bool kVec = true;
+  static constexpr vecmath::BinaryOp kVecOp = vecmath::BinaryOp::kMul;
   template <typename T, typename E>
   T operator()(T a, E) const {
-    return a * a;
-  }
-  template <typename X, typename Y>
-  auto Array(const X& a, const Y&) const {
     return a * a;
   }
 };
@@ -307,22 +286,6 @@ RowLayout CollapseBroadcast(const std::vector<int64_t>& out_dims, const std::vec
 // One row of a fast binary loop; a stride is 1 (walks the row) or 0 (one value for the whole row).
 template <typename A, typename B, typename O, typename Op>
 void BinaryRow(const A* a, int64_t a_stride, const B* b, int64_t b_stride, O* out, int64_t n, const Op& op) {
-  if constexpr (Op::kArray && std::is_same_v<A, float> && std::is_same_v<B, float> &&
-                std::is_same_v<O, float>) {
-    Eigen::Map<FloatArray> y(out, n);
-    if (a_stride != 0 && b_stride != 0) {
-      y = op.Array(ConstFloatMap(a, n), ConstFloatMap(b, n));
-      return;
-    }
-    if (a_stride != 0) {
-      y = op.Array(ConstFloatMap(a, n), FloatArray::Constant(n, *b));
-      return;
-    }
-    if (b_stride != 0) {
-      y = op.Array(FloatArray::Constant(n, *a), ConstFloatMap(b, n));
-      return;
-    }
-  }
   if (a_stride != 0 && b_stride != 0) {
     for (int64_t j = 0; j < n; ++j) out[j] = op(a[j], b[j]);
   } else if (a_stride != 0) {
@@ -336,7 +299,27 @@ void BinaryRow(const A* a, int64_t a_stride, const B* b, int64_t b_stride, O* ou
   }
 }
 
-// out = op(a, b) over `out_dims`, with a and b (of dims a_dims, b_dims) broadcast to it.
+// `rows` rows of `len` into contiguous output rows; row r of a starts at a + r * a_row (b alike), and the
+// steps within a row are 0 or 1 as in BinaryRow. Float32 arithmetic goes to vecmath's vector loops.
+template <typename A, typename B, typename O, typename Op>
+void BinaryRows(const A* a, int64_t a_row, int64_t a_step, const B* b, int64_t b_row, int64_t b_step, O* out,
+                int64_t rows, int64_t len, const Op& op) {
+  if constexpr (Op::kVec && std::is_same_v<A, float> && std::is_same_v<O, float>) {
+    if constexpr (std::is_same_v<Op, SquareOp>) {
+      vecmath::BinaryRows(Op::kVecOp, a, a_row, a_step, a, a_row, a_step, out, rows, len);
+      return;
+    } else if constexpr (std::is_same_v<B, float>) {
+      vecmath::BinaryRows(Op::kVecOp, a, a_row, a_step, b, b_row, b_step, out, rows, len);
+      return;
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    BinaryRow(a + r * a_row, a_step, b + r * b_row, b_step, out + r * len, len, op);
+  }
+}
+
+// out = op(a, b) over `out_dims`, with a and b (of dims a_dims, b_dims) broadcast to it. out may be a or b
+// when that input has the output's shape (every element is read before it is written).
 template <typename A, typename B, typename O, typename Op>
 void Binary(KernelContext& ctx, bool fast, const A* a, const std::vector<int64_t>& a_dims, const B* b,
             const std::vector<int64_t>& b_dims, O* out, const std::vector<int64_t>& out_dims, const Op& op) {
@@ -353,20 +336,33 @@ void Binary(KernelContext& ctx, bool fast, const A* a, const std::vector<int64_t
   const RowLayout l = CollapseBroadcast(out_dims, strides[0], strides[1]);
   const size_t rank = l.dims.size();
   const int64_t row_len = l.dims.back();
+  const int64_t a_step = l.a_strides.back(), b_step = l.b_strides.back();
+  // Whole rows go in runs along the second-to-last dim, where both inputs advance by a fixed stride: one
+  // call covers a bias added to every token of a sequence, and the offsets of a run cost one division each
+  // rather than one per row.
+  const int64_t run_dim = rank >= 2 ? l.dims[rank - 2] : 1;
+  const int64_t a_row = rank >= 2 ? l.a_strides[rank - 2] : 0, b_row = rank >= 2 ? l.b_strides[rank - 2] : 0;
   ctx.pool().ParallelFor(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
     for (int64_t pos = begin; pos < end;) {
       const int64_t col = pos % row_len;
-      const int64_t len = std::min(row_len - col, end - pos);
-      int64_t row = pos / row_len;
-      int64_t a_off = col * l.a_strides.back(), b_off = col * l.b_strides.back();
+      const int64_t row = pos / row_len;
+      int64_t a_off = col * a_step, b_off = col * b_step;
+      int64_t rest = row;
       for (size_t d = rank - 1; d-- > 0;) {
-        const int64_t i = row % l.dims[d];
-        row /= l.dims[d];
+        const int64_t i = rest % l.dims[d];
+        rest /= l.dims[d];
         a_off += i * l.a_strides[d];
         b_off += i * l.b_strides[d];
       }
-      BinaryRow(a + a_off, l.a_strides.back(), b + b_off, l.b_strides.back(), out + pos, len, op);
-      pos += len;
+      if (col != 0 || end - pos < row_len) {  // part of a row, at the start or the end of the chunk
+        const int64_t len = std::min(row_len - col, end - pos);
+        BinaryRows(a + a_off, 0, a_step, b + b_off, 0, b_step, out + pos, 1, len, op);
+        pos += len;
+        continue;
+      }
+      const int64_t rows = std::min(run_dim - row % run_dim, (end - pos) / row_len);
+      BinaryRows(a + a_off, a_row, a_step, b + b_off, b_row, b_step, out + pos, rows, row_len, op);
+      pos += rows * row_len;
     }
   });
 }
@@ -413,6 +409,34 @@ struct FoldSpec {
   bool float_only = false;
 };
 
+// Two inputs in a fast kernel: the result goes into a donated input that already has the output's shape
+// (an activation the graph reads no more), which saves taking a buffer and finds its bytes in cache. False
+// when neither input can take it.
+template <typename T, typename Op>
+bool FoldInPlace(KernelContext& ctx, const LegacyBroadcast& legacy) {
+  const Tensor& a = ctx.required_input(0);
+  const Tensor& b = ctx.required_input(1);
+  // Copies: taking an input leaves its reference empty.
+  const std::vector<int64_t> a_dims = a.dims();
+  const std::vector<int64_t> b_dims = legacy.Align(ctx, a_dims, b.dims());
+  const std::vector<int64_t> out_dims = BroadcastShapes(ctx, a_dims, b_dims);
+  if (ctx.input_donated(0) && a_dims == out_dims) {
+    const T* pb = b.data<T>();
+    ctx.SetOutput(0, ctx.TakeInput(0));
+    T* y = ctx.outputs()[0].mutable_data<T>();
+    Binary(ctx, true, y, out_dims, pb, b_dims, y, out_dims, Op{});
+    return true;
+  }
+  if (ctx.input_donated(1) && b.dims() == out_dims) {  // then Align left b's dims as they are
+    const T* pa = a.data<T>();
+    ctx.SetOutput(0, ctx.TakeInput(1));
+    T* y = ctx.outputs()[0].mutable_data<T>();
+    Binary(ctx, true, pa, a_dims, y, out_dims, y, out_dims, Op{});
+    return true;
+  }
+  return false;
+}
+
 template <typename Op>
 KernelFactory FoldKernel(FoldSpec spec, bool fast) {
   return [spec, fast](const KernelInfo& info) {
@@ -436,16 +460,19 @@ KernelFactory FoldKernel(FoldSpec spec, bool fast) {
       }
       DispatchNumeric(ctx, first.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        Tensor acc = first;
-        for (size_t k = 1; k < count; ++k) {
-          const Tensor& next = ctx.required_input(k);
-          const std::vector<int64_t> b_dims = legacy.Align(ctx, acc.dims(), next.dims());
-          const std::vector<int64_t> out_dims = BroadcastShapes(ctx, acc.dims(), b_dims);
-          Tensor result = k + 1 == count ? Tensor() : Tensor::Uninitialized(first.dtype(), out_dims);
-          Tensor& target = k + 1 == count ? ctx.OutputForWrite(0, first.dtype(), out_dims) : result;
-          Binary(ctx, fast, acc.data<T>(), acc.dims(), next.data<T>(), b_dims, target.mutable_data<T>(),
-                 out_dims, Op{});
-          if (k + 1 < count) acc = std::move(result);
+        // `first` is not to be used once FoldInPlace has taken it.
+        if (!(fast && count == 2 && FoldInPlace<T, Op>(ctx, legacy))) {
+          Tensor acc = first;
+          for (size_t k = 1; k < count; ++k) {
+            const Tensor& next = ctx.required_input(k);
+            const std::vector<int64_t> b_dims = legacy.Align(ctx, acc.dims(), next.dims());
+            const std::vector<int64_t> out_dims = BroadcastShapes(ctx, acc.dims(), b_dims);
+            Tensor result = k + 1 == count ? Tensor() : Tensor::Uninitialized(first.dtype(), out_dims);
+            Tensor& target = k + 1 == count ? ctx.OutputForWrite(0, first.dtype(), out_dims) : result;
+            Binary(ctx, fast, acc.data<T>(), acc.dims(), next.data<T>(), b_dims, target.mutable_data<T>(),
+                   out_dims, Op{});
+            if (k + 1 < count) acc = std::move(result);
+          }
         }
         if constexpr (std::is_floating_point_v<T>) {
           if (spec.mean) {
@@ -628,12 +655,12 @@ KernelFactory WhereKernel() {
 }
 
 // -----------------------------------------------------------------------------------------------------------
-// Unary functions, built from the node's attributes. kIntegers: also defined for integer types. kArray: a
-// fast kernel evaluates float32 blocks with Array(), an Eigen expression.
+// Unary functions, built from the node's attributes. kIntegers: also defined for integer types. kVec: a
+// fast kernel evaluates float32 arrays with Vec(), one of vecmath's vectorised approximations.
 
 struct UnaryBase {
   static constexpr bool kIntegers = false;
-  static constexpr bool kArray = false;
+  static constexpr bool kVec = false;
 };
 
 struct SqrtFn : UnaryBase {
@@ -645,11 +672,13 @@ struct SqrtFn : UnaryBase {
 };
 
 struct ExpFn : UnaryBase {
+  static constexpr bool kVec = true;
   explicit ExpFn(const Node&) {}
   template <typename T>
   T operator()(T x) const {
     return std::exp(x);
   }
+  void Vec(const float* x, float* y, int64_t n) const { vecmath::Exp(x, y, n); }
 };
 
 struct LogFn : UnaryBase {
@@ -746,7 +775,7 @@ struct SeluFn : UnaryBase {
 };
 
 struct SigmoidFn : UnaryBase {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
   explicit SigmoidFn(const Node&) {}
   template <typename T>
   T operator()(T x) const {
@@ -755,17 +784,17 @@ struct SigmoidFn : UnaryBase {
     const T e = std::exp(x);
     return e / (T{1} + e);
   }
-  void Array(const FloatBlock& x, FloatBlock& y) const { y = x.logistic(); }
+  void Vec(const float* x, float* y, int64_t n) const { vecmath::Sigmoid(x, y, n); }
 };
 
 struct TanhFn : UnaryBase {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
   explicit TanhFn(const Node&) {}
   template <typename T>
   T operator()(T x) const {
     return std::tanh(x);
   }
-  void Array(const FloatBlock& x, FloatBlock& y) const { y = x.tanh(); }
+  void Vec(const float* x, float* y, int64_t n) const { vecmath::Tanh(x, y, n); }
 };
 
 struct HardSigmoidFn : UnaryBase {
@@ -799,17 +828,17 @@ struct SoftplusFn : UnaryBase {
 };
 
 struct ErfFn : UnaryBase {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
   explicit ErfFn(const Node&) {}
   template <typename T>
   T operator()(T x) const {
     return std::erf(x);
   }
-  void Array(const FloatBlock& x, FloatBlock& y) const { y = x.erf(); }
+  void Vec(const float* x, float* y, int64_t n) const { vecmath::Erf(x, y, n); }
 };
 
 struct GeluFn : UnaryBase {
-  static constexpr bool kArray = true;
+  static constexpr bool kVec = true;
   bool tanh_approximation = false;
   explicit GeluFn(const Node& n) {
     const std::string approximate = n.AttrString("approximate", "none");
@@ -826,31 +855,20 @@ struct GeluFn : UnaryBase {
     }
     return T{0.5} * x * (T{1} + std::erf(x * static_cast<T>(0.70710678118654752440)));
   }
-  void Array(const FloatBlock& x, FloatBlock& y) const {
+  void Vec(const float* x, float* y, int64_t n) const {
     if (tanh_approximation) {
-      y = 0.5f * x * (1.0f + (0.7978845608f * (x + 0.044715f * x * x * x)).tanh());
+      vecmath::GeluTanh(x, y, n);
     } else {
-      y = 0.5f * x * (1.0f + (x * 0.7071067812f).erf());
+      vecmath::Gelu(x, y, n);
     }
   }
 };
 
-// Evaluates fn.Array over x[0, n) in fixed-size aligned blocks, so that every element, the tail included,
-// takes the same vectorised path (Eigen's scalar fallbacks compute differently) wherever a chunk starts. NaN
-// inputs stay NaN: Eigen's approximations clamp their argument first.
-template <typename Fn>
-void ArrayMap(const float* x, float* y, int64_t n, const Fn& fn) {
-  FloatBlock in, out;
-  for (int64_t i = 0; i < n; i += kBlockSize) {
-    const int64_t len = std::min(kBlockSize, n - i);
-    std::copy_n(x + i, len, in.data());
-    std::fill(in.data() + len, in.data() + kBlockSize, 0.0f);
-    fn.Array(in, out);
-    std::copy_n(out.data(), len, y + i);
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    if (std::isnan(x[i])) y[i] = x[i];
-  }
+// fn.Vec over x[0, n), called through a template so that the call is only compiled for functions with kVec
+// (a discarded `if constexpr` branch still has its non-dependent expressions checked).
+template <typename Fn, typename T>
+void VecMap(const Fn& fn, const T* x, T* y, int64_t n) {
+  fn.Vec(x, y, n);
 }
 
 // The float32 path of a unary kernel over x[0, n): the values of element i depend on x[i] alone, not on where
@@ -869,9 +887,10 @@ void MapFloats(const Fn& fn, bool fast, const float* x, float* y, int64_t n) {
     return;
   }
 #endif
-  if constexpr (Fn::kArray) {
+  if constexpr (Fn::kVec) {
+    // A value does not depend on where the chunk starts: vecmath's tails take its vector code.
     if (fast) {
-      ArrayMap(x, y, n, fn);
+      VecMap(fn, x, y, n);
       return;
     }
   }
@@ -1373,7 +1392,6 @@ void RegisterElementwiseKernels(KernelRegistry& r) {
   }
 
   AddKernel(r, "Sqrt", 1, latest, UnaryKernel<SqrtFn>(false));
-  AddKernel(r, "Exp", 1, latest, UnaryKernel<ExpFn>(false));
   AddKernel(r, "Log", 1, latest, UnaryKernel<LogFn>(false));
   AddKernel(r, "Neg", 1, latest, UnaryKernel<NegFn>(false));
   AddKernel(r, "Abs", 1, latest, UnaryKernel<AbsFn>(false));
@@ -1387,6 +1405,7 @@ void RegisterElementwiseKernels(KernelRegistry& r) {
   AddKernel(r, "Softplus", 1, latest, UnaryKernel<SoftplusFn>(false));
   for (const bool fast : {false, true}) {
     const KernelVariant v = fast ? kFast : kRef;
+    AddKernel(r, "Exp", 1, latest, UnaryKernel<ExpFn>(fast), v);
     AddKernel(r, "Sigmoid", 1, latest, UnaryKernel<SigmoidFn>(fast), v);
     AddKernel(r, "Tanh", 1, latest, UnaryKernel<TanhFn>(fast), v);
     AddKernel(r, "Erf", 9, latest, UnaryKernel<ErfFn>(fast), v);

@@ -1,8 +1,8 @@
 // Softmax and LogSoftmax, BatchNormalization, LayerNormalization, InstanceNormalization.
 //
-// Reference kernels accumulate sums in double. Fast kernels (float32, contiguous rows) use Eigen: a
-// vectorised exp for Softmax and float sums for LayerNormalization; they agree with the reference to float
-// rounding.
+// Reference kernels accumulate sums in double. Fast kernels (float32, contiguous rows) use vecmath for
+// Softmax and LayerNormalization (a vectorised exp, float sums) and Eigen for BatchNormalization; they agree
+// with the reference to float rounding.
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "vecmath.h"
 
 namespace compress::kernels {
 namespace {
@@ -65,49 +66,6 @@ void SoftmaxRowReference(const T* x, T* y, int64_t len, int64_t stride, bool log
   }
 }
 
-// exp over y[0, n) in place, in fixed-size aligned blocks: every element takes Eigen's vectorised exp (its
-// scalar fallback computes differently), so a value does not depend on where a chunk or row starts.
-void ExpInPlace(float* y, int64_t n) {
-  constexpr int64_t kBlock = 256;
-  Eigen::Array<float, kBlock, 1> in, out;
-  for (int64_t i = 0; i < n; i += kBlock) {
-    const int64_t len = std::min(kBlock, n - i);
-    std::copy_n(y + i, len, in.data());
-    std::fill(in.data() + len, in.data() + kBlock, 0.0f);
-    out = in.exp();
-    std::copy_n(out.data(), len, y + i);
-  }
-}
-
-// `rows` contiguous float rows of `len`. The exps of all rows are taken in one pass, since rows are often
-// short (attention rows of 17). Rows whose max is not finite (NaN, inf) take the reference path, which
-// produces the NaN they call for.
-void SoftmaxRowsFast(const float* x, float* y, int64_t rows, int64_t len, bool log) {
-  std::vector<float> max(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    const ConstFloatMap xr(x + r * len, len);
-    const float m = xr.maxCoeff<Eigen::PropagateNaN>();
-    max[static_cast<size_t>(r)] = m;
-    if (std::isfinite(m)) {
-      FloatMap(y + r * len, len) = xr - m;
-    } else {
-      std::fill_n(y + r * len, len, 0.0f);
-    }
-  }
-  ExpInPlace(y, rows * len);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float m = max[static_cast<size_t>(r)];
-    FloatMap yr(y + r * len, len);
-    if (!std::isfinite(m)) {
-      SoftmaxRowReference(x + r * len, y + r * len, len, 1, log);
-    } else if (log) {
-      yr = (ConstFloatMap(x + r * len, len) - m) - std::log(yr.sum());
-    } else {
-      yr *= 1.0f / yr.sum();
-    }
-  }
-}
-
 KernelFactory SoftmaxKernel(bool log, bool coerce_2d, bool fast) {
   return [log, coerce_2d, fast](const KernelInfo& info) {
     const int64_t axis = info.node->AttrInt("axis", coerce_2d ? 1 : -1);
@@ -122,7 +80,8 @@ KernelFactory SoftmaxKernel(bool log, bool coerce_2d, bool fast) {
         ctx.pool().ParallelFor(r.outer * r.inner, RowGrain(r.len), [&](int64_t begin, int64_t end) {
           if constexpr (std::is_same_v<T, float>) {
             if (fast && r.inner == 1) {
-              SoftmaxRowsFast(px + begin * r.len, py + begin * r.len, end - begin, r.len, log);
+              // Rows whose max is not finite become NaN, as the reference's double arithmetic makes them.
+              vecmath::SoftmaxRows(px + begin * r.len, py + begin * r.len, end - begin, r.len, log);
               return;
             }
           }
@@ -359,32 +318,26 @@ KernelFactory LayerNormKernel(bool fast) {
             ctx.num_outputs() > 2 ? ctx.Output(2, DType::kFloat, stat_dims).mutable_data<float>() : nullptr;
         if (len == 0) return;
         ctx.pool().ParallelFor(rows, RowGrain(len), [&](int64_t begin, int64_t end) {
+          if constexpr (std::is_same_v<T, float>) {
+            if (fast) {
+              vecmath::LayerNormRows(px + begin * len, s.data(), b.data(), py + begin * len, end - begin, len,
+                                     epsilon, mean_out != nullptr ? mean_out + begin : nullptr,
+                                     inv_out != nullptr ? inv_out + begin : nullptr);
+              return;
+            }
+          }
           for (int64_t row = begin; row < end; ++row) {
             const T* xr = px + row * len;
             T* yr = py + row * len;
-            double mean = 0, inv = 0;
-            if constexpr (std::is_same_v<T, float>) {
-              if (fast) {
-                const ConstFloatMap xm(xr, len);
-                const float m = xm.sum() / static_cast<float>(len);
-                const float var = (xm - m).square().sum() / static_cast<float>(len);
-                const float inv_f = 1.0f / std::sqrt(var + epsilon);
-                FloatMap(yr, len) =
-                    (xm - m) * inv_f * ConstFloatMap(s.data(), len) + ConstFloatMap(b.data(), len);
-                mean = m;
-                inv = inv_f;
-              }
-            }
-            if (!fast || !std::is_same_v<T, float>) {
-              for (int64_t j = 0; j < len; ++j) mean += static_cast<double>(xr[j]);
-              mean /= static_cast<double>(len);
-              double sq = 0;
-              for (int64_t j = 0; j < len; ++j) sq += (xr[j] - mean) * (xr[j] - mean);
-              inv = 1.0 / std::sqrt(sq / static_cast<double>(len) + static_cast<double>(epsilon));
-              for (int64_t j = 0; j < len; ++j) {
-                yr[j] = static_cast<T>((xr[j] - mean) * inv * static_cast<double>(s[static_cast<size_t>(j)]) +
-                                       static_cast<double>(b[static_cast<size_t>(j)]));
-              }
+            double mean = 0;
+            for (int64_t j = 0; j < len; ++j) mean += static_cast<double>(xr[j]);
+            mean /= static_cast<double>(len);
+            double sq = 0;
+            for (int64_t j = 0; j < len; ++j) sq += (xr[j] - mean) * (xr[j] - mean);
+            const double inv = 1.0 / std::sqrt(sq / static_cast<double>(len) + static_cast<double>(epsilon));
+            for (int64_t j = 0; j < len; ++j) {
+              yr[j] = static_cast<T>((xr[j] - mean) * inv * static_cast<double>(s[static_cast<size_t>(j)]) +
+                                     static_cast<double>(b[static_cast<size_t>(j)]));
             }
             if (mean_out != nullptr) mean_out[row] = static_cast<float>(mean);
             if (inv_out != nullptr) inv_out[row] = static_cast<float>(inv);
