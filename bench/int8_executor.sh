@@ -73,7 +73,7 @@ def argmax_rows(shape, v):
     k = shape[-1]
     return [max(range(k), key=lambda j: v[i * k + j]) for i in range(len(v) // k)]
 ours = []
-for batch in sorted(os.listdir(sys.argv[1]), key=int):
+for batch in sorted(os.listdir(sys.argv[1])):
     folder = os.path.join(sys.argv[1], batch)
     shape, v = npy(os.path.join(folder, sorted(os.listdir(folder))[0]))
     ours += argmax_rows(shape, v)

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -165,6 +166,44 @@ TEST(DynamicQuantizeLinear, ZeroPointRoundsHalfToEven) {
   EXPECT_FLOAT_EQ(d.scale, 1.0f);
   EXPECT_EQ(d.zero_point, 0);
   EXPECT_EQ(d.y, (std::vector<uint8_t>{0, 254, 2, 2}));
+}
+
+// The 8-bit QuantizeLinear / DequantizeLinear runs go eight at a time where the CPU has AVX2: every element,
+// at every position of a run and in its tail, must be what the spec's scalar formula gives.
+TEST(QuantizeLinear, VectorRunsEqualTheScalarFormula) {
+  std::mt19937 rng(29);
+  std::normal_distribution<float> normal(0.0f, 60.0f);
+  for (const int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{9}, int64_t{31}, int64_t{1000}}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = normal(rng);
+    // Ties (x / s at .5), saturation on both sides, NaN and infinities.
+    const std::vector<float> special = {0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 1e9f, -1e9f, NAN,
+                                        INFINITY, -INFINITY, 254.5f, 255.5f, -128.5f, 127.5f};
+    for (size_t i = 0; i < x.size() && i < special.size(); ++i) x[(i * 5) % x.size()] = special[i];
+    for (const bool is_signed : {false, true}) {
+      SCOPED_TRACE(std::to_string(n) + (is_signed ? " int8" : " uint8"));
+      const float scale = 1.0f;
+      const int32_t zero = is_signed ? -3 : 117;
+      Tensor z(is_signed ? DType::kInt8 : DType::kUInt8, {});
+      static_cast<uint8_t*>(z.mutable_raw())[0] = static_cast<uint8_t>(zero);
+      const Tensor q = RunNode(MakeNode("QuantizeLinear", {"x", "s", "z"}),
+                               {F({n}, x), F({}, {scale}), z}, 13)[0];
+      const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = std::nearbyint(x[static_cast<size_t>(i)] / scale) + static_cast<float>(zero);
+        const float expected = !(v > lo) ? lo : !(v < hi) ? hi : v;
+        const uint8_t byte = static_cast<const uint8_t*>(q.raw())[i];
+        const int got = is_signed ? static_cast<int8_t>(byte) : byte;
+        ASSERT_EQ(got, static_cast<int>(expected)) << "element " << i << " x " << x[static_cast<size_t>(i)];
+      }
+      const Tensor d = RunNode(MakeNode("DequantizeLinear", {"x", "s", "z"}), {q, F({}, {0.37f}), z}, 13)[0];
+      for (int64_t i = 0; i < n; ++i) {
+        const uint8_t byte = static_cast<const uint8_t*>(q.raw())[i];
+        const int v = is_signed ? static_cast<int8_t>(byte) : byte;
+        ASSERT_EQ(d.data<float>()[i], static_cast<float>(v - zero) * 0.37f) << "element " << i;
+      }
+    }
+  }
 }
 
 }  // namespace
