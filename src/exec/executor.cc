@@ -318,21 +318,30 @@ bool ScalarInt8(const Tensor* t, int32_t* v, DType* type) {
 
 }  // namespace
 
+Executor::Dataflow Executor::Flow() const {
+  Dataflow f;
+  f.readers.resize(num_slots_);
+  f.producer.assign(num_slots_, -1);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    for (int in : steps_[s]->inputs) {
+      if (in >= 0) f.readers[static_cast<size_t>(in)].push_back(s);
+    }
+    for (int out : steps_[s]->outputs) {
+      if (out >= 0) f.producer[static_cast<size_t>(out)] = static_cast<int>(s);
+    }
+  }
+  f.graph_output.assign(num_slots_, false);
+  for (int s : output_slots_) f.graph_output[static_cast<size_t>(s)] = true;
+  return f;
+}
+
 void Executor::PlanQuantGroups(const Model& model) {
   std::unordered_map<std::string, int> slot_of;
   for (size_t s = 0; s < num_slots_; ++s) slot_of[slot_names_[s]] = static_cast<int>(s);
-  std::vector<std::vector<size_t>> readers(num_slots_);
-  std::vector<int> producer(num_slots_, -1);
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    for (int in : steps_[s]->inputs) {
-      if (in >= 0) readers[static_cast<size_t>(in)].push_back(s);
-    }
-    for (int out : steps_[s]->outputs) {
-      if (out >= 0) producer[static_cast<size_t>(out)] = static_cast<int>(s);
-    }
-  }
-  std::vector<bool> graph_output(num_slots_, false);
-  for (int s : output_slots_) graph_output[static_cast<size_t>(s)] = true;
+  const Dataflow flow = Flow();
+  const auto& readers = flow.readers;
+  const auto& producer = flow.producer;
+  const auto& graph_output = flow.graph_output;
   auto constant = [&](const std::vector<std::string>& names, size_t i) -> const Tensor* {
     if (i >= names.size() || names[i].empty()) return nullptr;
     const auto it = slot_of.find(names[i]);
@@ -487,18 +496,10 @@ size_t Executor::integer_products() const {
 }
 
 void Executor::PlanFusion() {
-  std::vector<std::vector<size_t>> readers(num_slots_);
-  std::vector<int> producer(num_slots_, -1);
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    for (int in : steps_[s]->inputs) {
-      if (in >= 0) readers[static_cast<size_t>(in)].push_back(s);
-    }
-    for (int out : steps_[s]->outputs) {
-      if (out >= 0) producer[static_cast<size_t>(out)] = static_cast<int>(s);
-    }
-  }
-  std::vector<bool> graph_output(num_slots_, false);
-  for (int s : output_slots_) graph_output[static_cast<size_t>(s)] = true;
+  const Dataflow flow = Flow();
+  const auto& readers = flow.readers;
+  const auto& producer = flow.producer;
+  const auto& graph_output = flow.graph_output;
 
   for (size_t h = 0; h < steps_.size(); ++h) {
     Step& head = *steps_[h];

@@ -78,6 +78,13 @@ class Executor {
  private:
   struct Step;
   struct QuantGroup;
+  // Who reads and who writes each slot, and which slots are graph outputs (for the build-time planning).
+  struct Dataflow {
+    std::vector<std::vector<size_t>> readers;  // per slot: steps reading it
+    std::vector<int> producer;                 // per slot: the step writing it, -1 for inputs and constants
+    std::vector<bool> graph_output;
+  };
+  Dataflow Flow() const;
   void ValidateInput(size_t i, const Tensor& t) const;
   // Runs a step whose inputs are all constants once, now, and records its outputs as constants; false
   // (nothing changed) when it cannot (random ops, subgraphs, an error left for run time).
