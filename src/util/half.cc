@@ -1,6 +1,7 @@
 #include "compress/util/half.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define COMPRESS_HALF_X86 1
 #endif
@@ -9,10 +10,17 @@ namespace compress {
 
 namespace {
 
+// F16C and AVX from CPUID leaf 1 (not every compiler's __builtin_cpu_supports knows "f16c"), with the
+// operating system saving the ymm registers (OSXSAVE, and XCR0 bits 1 and 2).
 bool HasF16c() {
 #ifdef COMPRESS_HALF_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0) return false;
+  const bool f16c = (c >> 29) & 1u, avx = (c >> 28) & 1u, osxsave = (c >> 27) & 1u;
+  if (!f16c || !avx || !osxsave) return false;
+  unsigned lo = 0, hi = 0;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 6u) == 6u;
 #else
   return false;
 #endif
